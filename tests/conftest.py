@@ -1,0 +1,80 @@
+"""Shared fixtures: one real vLLM engine per test session, on one event loop.
+
+vLLM's AsyncLLM binds its output handler to the loop it first runs on, so the
+engine and every test that uses it share a loop that lives in a background
+thread for the whole session; tests hand it coroutines through ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+# The engine shares 2 cores with the tests; keep its KV cache small and explicit.
+ENGINE_ENV = {"VIVACE_KV_CACHE_SPACE_GIB": "1", "VIVACE_MAX_NUM_SEQS": "32"}
+
+
+@pytest.fixture(scope="session")
+def vivace_home() -> Path:
+    """Where the embedded model is prepared; shared with the CLI subprocesses the tests start."""
+    home = Path(os.environ.get("VIVACE_HOME", Path("~/.cache/vivace").expanduser()))
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+@pytest.fixture(scope="session")
+def model_dir(vivace_home: Path) -> Path:
+    from vivace.runtime.models import EMBEDDED, prepare
+
+    return prepare(EMBEDDED, vivace_home)
+
+
+class LoopRunner:
+    """A loop in a thread; ``run(coro)`` blocks the test until the coroutine is done."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Awaitable[T], timeout: float = 600) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def loop_runner() -> Iterator[LoopRunner]:
+    runner = LoopRunner()
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="session")
+def run(loop_runner: LoopRunner) -> Callable[..., Any]:
+    return loop_runner.run
+
+
+@pytest.fixture(scope="session")
+def engine(loop_runner: LoopRunner, model_dir: Path) -> Iterator[Any]:
+    """The real embedded engine (VLLMBackend), started once for the whole session."""
+    from vivace.runtime.vllm_engine import EngineOptions, VLLMBackend
+
+    options = EngineOptions(
+        model=str(model_dir),
+        kv_cache_space_gib=float(ENGINE_ENV["VIVACE_KV_CACHE_SPACE_GIB"]),
+        max_num_seqs=int(ENGINE_ENV["VIVACE_MAX_NUM_SEQS"]),
+        served_model_name="smollm2-135m",
+    )
+    backend = loop_runner.run(VLLMBackend.start(options))
+    yield backend
+    loop_runner.run(backend.aclose())

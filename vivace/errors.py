@@ -1,0 +1,27 @@
+"""User-facing errors: the CLI prints these as one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class VivaceError(Exception):
+    """Base for errors caused by input or environment, not by a bug."""
+
+    exit_code = 1
+
+
+class ConfigError(VivaceError):
+    exit_code = 2
+
+
+class InputError(VivaceError):
+    """Bad user input: empty question, prompt too long, unknown agent."""
+
+    exit_code = 2
+
+
+class ModelError(VivaceError):
+    """A model that is unknown, incomplete, or fails to load."""
+
+
+class BackendError(VivaceError):
+    """A backend that cannot serve: unreachable server, dead engine."""

