@@ -58,6 +58,29 @@ class Config:
     temperature: float = 0.0
     repetition_penalty: float = 1.15
 
+    # Orchestration
+    mode: str = field(default="auto", metadata=_choices("auto", "sot", "normal"))
+    sot_max_points: int = 8
+
+    # Retrieval and compression
+    chroma_path: Path | None = None  # default: $VIVACE_HOME/chroma
+    chroma_url: str | None = None  # a Chroma server instead of the local store
+    embedder: str | None = None  # default: the bundled all-MiniLM-L6-v2
+    retrieval_k: int = 4
+    chunk_tokens: int = 200
+    chunk_overlap: int = 40
+    compression: str = field(default="auto", metadata=_choices("off", "auto", "always"))
+    compression_margin_s: float = 0.05
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.chroma_path or self.home / "chroma"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where every run's trace is appended as JSONL."""
+        return self.home / "runs"
+
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
 

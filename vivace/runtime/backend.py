@@ -30,6 +30,7 @@ class GenerationRequest:
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: fixed output length
     tag: str = ""
     request_id: str = field(default_factory=lambda: f"vivace-{next(_request_ids)}-{time.monotonic_ns()}")
 

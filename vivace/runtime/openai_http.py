@@ -155,6 +155,8 @@ class OpenAIBackend:
             body["stop"] = request.stop
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.ignore_eos:
+            body["ignore_eos"] = True
         if request.repetition_penalty != 1.0:
             body["repetition_penalty"] = request.repetition_penalty
         if request.prefill is not None:

@@ -160,6 +160,7 @@ class VLLMBackend:
             enforce_eager=options.enforce_eager,
             seed=options.seed,
             disable_log_stats=False,  # per-request queue timestamps need it
+            use_tqdm_on_load=False,
         )
         if options.gpu_memory_utilization is not None:
             args["gpu_memory_utilization"] = options.gpu_memory_utilization
@@ -222,6 +223,7 @@ class VLLMBackend:
             repetition_penalty=request.repetition_penalty,
             stop=list(request.stop) or None,
             seed=request.seed,
+            ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         text_parts: list[str] = []
@@ -268,4 +270,8 @@ class VLLMBackend:
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._engine.shutdown)
+        engine, self._engine = self._engine, None
+        await asyncio.to_thread(engine.shutdown)
+        # AsyncLLM.__del__ shuts down again; at interpreter exit that raises on
+        # half-torn-down modules. It is already down, so make the second call a no-op.
+        engine.shutdown = lambda *args, **kwargs: None

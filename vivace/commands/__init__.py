@@ -1,0 +1,1 @@
+"""Command implementations behind ``vivace.cli``; imported lazily, one module per command group."""

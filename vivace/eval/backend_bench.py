@@ -1,0 +1,152 @@
+"""`vivace bench backend`: single-stream decode speed and batched throughput.
+
+Every level sends the same prompt with ``ignore_eos`` so that each request
+produces exactly ``--tokens`` tokens; figures are medians over ``--repeats``
+rounds, all on one engine in one process. Timings come from the traces
+(GenerationResult), never from a second clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from vivace.config import Config
+
+PROMPT = "Write a detailed essay about the history of the bicycle."
+DEFAULT_LEVELS = (1, 4, 8, 16)
+
+
+def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backend", parents=parents, help="decode tok/s and batched throughput at 1/4/8/16")
+    p.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_LEVELS), metavar="C")
+    p.add_argument("--tokens", type=int, default=128, help="output tokens per request (default 128)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds per level; medians are reported")
+    p.add_argument("--out", default="runs/bench-backend", metavar="DIR", help="where report.json goes")
+    p.set_defaults(handler=cmd_bench_backend)
+
+
+async def measure_level(backend: Any, concurrency: int, tokens: int) -> dict[str, float]:
+    """One round: ``concurrency`` identical-length requests at once."""
+    from vivace.runtime import GenerationRequest, complete
+
+    def request(i: int) -> GenerationRequest:
+        return GenerationRequest(
+            messages=[{"role": "user", "content": f"{PROMPT} (variant {i})"}],
+            max_tokens=tokens,
+            ignore_eos=True,
+            tag=f"bench-c{concurrency}",
+        )
+
+    results = await asyncio.gather(*(complete(backend, request(i)) for i in range(concurrency)))
+    start = min(r.started_at for r in results)
+    end = max(r.ended_at for r in results)
+    wall = end - start
+    out = sum(r.output_tokens for r in results)
+    return {
+        "wall_s": wall,
+        "output_tokens": out,
+        "tok_s": out / wall if wall > 0 else 0.0,
+        "ttft_median_s": statistics.median(r.ttft_s for r in results),
+        "per_stream_decode_tok_s": statistics.median(r.decode_tok_s for r in results),
+    }
+
+
+async def run_bench(backend: Any, levels: list[int], tokens: int, repeats: int, progress: Any = None) -> dict[str, Any]:
+    await measure_level(backend, 1, 8)  # warm-up, not reported
+    rows = []
+    for level in levels:
+        rounds = []
+        for _ in range(repeats):
+            rounds.append(await measure_level(backend, level, tokens))
+            if progress:
+                progress(level, rounds[-1])
+        rows.append({
+            "concurrency": level,
+            "repeats": repeats,
+            "tokens_per_request": tokens,
+            **{key: statistics.median(r[key] for r in rounds) for key in rounds[0]},
+            "tok_s_min": min(r["tok_s"] for r in rounds),
+            "tok_s_max": max(r["tok_s"] for r in rounds),
+        })
+    base = next((r for r in rows if r["concurrency"] == 1), None)
+    for row in rows:
+        row["speedup_vs_1"] = row["tok_s"] / base["tok_s"] if base and base["tok_s"] else None
+    return {
+        "bench": "backend",
+        "backend": backend.name,
+        "model": backend.model,
+        "load_s": getattr(backend, "load_s", None),
+        "single_stream_decode_tok_s": base["per_stream_decode_tok_s"] if base else None,
+        "levels": rows,
+        "machine": machine_info(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(), "cpu": cpu}
+
+
+async def cmd_bench_backend(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vivace.cli import emit_json
+    from vivace.errors import InputError
+    from vivace.runtime import open_backend
+
+    if any(c < 1 for c in args.concurrency) or args.tokens < 2 or args.repeats < 1:
+        raise InputError("--concurrency values and --repeats must be >= 1, --tokens >= 2")
+    err = Console(stderr=True)
+    # The limiter must not cap the levels being measured.
+    config = config.replace(max_in_flight=max(config.max_in_flight, *args.concurrency))
+    with err.status(f"starting the {config.backend} backend..."):
+        backend = await open_backend(config)
+    try:
+        report = await run_bench(
+            backend,
+            args.concurrency,
+            args.tokens,
+            args.repeats,
+            progress=lambda c, r: err.print(f"  c={c:<3} {r['tok_s']:7.1f} tok/s  wall {r['wall_s']:.2f} s", highlight=False),
+        )
+    finally:
+        await backend.aclose()
+    report["config"] = {k: str(v) for k, v in vars(config).items()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    if args.json:
+        emit_json(report)
+        return 0
+    table = Table(title=f"backend bench: {report['backend']}:{report['model']} (medians of {args.repeats})")
+    for col in ("concurrency", "tok/s", "min-max", "wall s", "TTFT s", "per-stream tok/s", "x vs 1"):
+        table.add_column(col, justify="right")
+    for row in report["levels"]:
+        table.add_row(
+            str(row["concurrency"]),
+            f"{row['tok_s']:.1f}",
+            f"{row['tok_s_min']:.0f}-{row['tok_s_max']:.0f}",
+            f"{row['wall_s']:.2f}",
+            f"{row['ttft_median_s']:.3f}",
+            f"{row['per_stream_decode_tok_s']:.1f}",
+            f"{row['speedup_vs_1']:.2f}" if row["speedup_vs_1"] else "-",
+        )
+    Console().print(table)
+    Console().print(f"report: {out / 'report.json'}")
+    return 0
