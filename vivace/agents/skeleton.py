@@ -163,7 +163,8 @@ def strip_echo(text: str, index: int, points: list[str]) -> str:
     nxt = re.search(rf"(?:(?<=[.!?])\s+|\s+\(?){index + 1}[.)]\s+\S", result)
     if nxt:
         result = result[: nxt.start()]
-    return result.strip()
+    # Bullet or colon the model opens with after the prefilled title.
+    return re.sub(r"^[\s\-*•:;,\u2013\u2014]+", "", result).strip()
 
 
 def join_points(points: list[str], expansions: dict[int, str], failed: dict[int, str] | None = None) -> str:
@@ -177,8 +178,8 @@ def join_points(points: list[str], expansions: dict[int, str], failed: dict[int,
         body = expansions.get(i, "").strip()
         if not body:
             parts.append(f"{i}. {point}.")
-        elif body[0] in ".,;:":
-            parts.append(f"{i}. {point}{body}")
+        elif body[0].islower() or body[0] in "(,;":
+            parts.append(f"{i}. {point} {body}")  # the expansion continues the title's sentence
         else:
-            parts.append(f"{i}. {point}: {body}" if not _norm(body).startswith(_norm(point)) else f"{i}. {body}")
+            parts.append(f"{i}. {point}: {body}")
     return "\n".join(parts)

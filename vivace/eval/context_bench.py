@@ -1,0 +1,264 @@
+"""`vivace bench context`: long-context QA by stuffing, RAG, and each with compression.
+
+Why it is measured this way (DESIGN, Measuring):
+- all four methods run on one engine in one process, interleaved question by
+  question, so load drift hits them alike, with the same template, sampling
+  and answer cap;
+- each call's system prompt starts with a per-call nonce, identical in form
+  for every method, so vLLM's prefix cache cannot serve the shared corpus of
+  the stuffing baseline from an earlier question (cached tokens are reported);
+- TTFT and latency are what the user waits for: retrieval and compression
+  overhead plus the engine's own TTFT / end-to-end time from the trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from vivace.config import Config
+from vivace.errors import InputError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("stuff", "rag", "rag_compress", "stuff_compress")
+
+
+def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("context", parents=parents, help="long-context QA: stuffing vs RAG vs compression")
+    p.add_argument("--corpus", metavar="DIR", help="text/markdown corpus (default: a synthetic fictional one)")
+    p.add_argument("--questions", metavar="FILE.jsonl", help='lines of {"question": ..., "answer": ...}')
+    p.add_argument("--out", default="runs/bench-context", metavar="DIR", help="where report.json goes")
+    p.add_argument("--limit", type=int, default=12, help="questions to run (default 12)")
+    p.add_argument("--answer-tokens", type=int, default=48, help="output cap per answer (default 48)")
+    p.add_argument("--k", type=int, default=None, help="chunks retrieved (config retrieval_k)")
+    p.add_argument("--compression", choices=("auto", "always"), default="auto", help="mode of the *_compress methods")
+    p.add_argument("--no-probe", action="store_true", help="skip the fine/coarse 2x gold-retention probe")
+    p.set_defaults(handler=cmd_bench_context)
+
+
+def load_questions(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise InputError(f"questions file not found: {path}")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{n}: not JSON") from None
+        if not isinstance(row, dict) or not row.get("question") or not row.get("answer"):
+            raise InputError(f'{path}:{n}: needs "question" and "answer"')
+        out.append({k: str(v) for k, v in row.items()})
+    if not out:
+        raise InputError(f"{path}: no questions")
+    return out
+
+
+def _median(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 4) if xs else None
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(statistics.fmean(xs), 4) if xs else None
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-method figures of report.json."""
+    return {
+        "prompt_tokens_mean": _mean([r["prompt_tokens"] for r in rows]),
+        "ttft_median_s": _median([r["ttft_s"] for r in rows]),
+        "latency_median_s": _median([r["latency_s"] for r in rows]),
+        "accuracy": _mean([float(r["correct"]) for r in rows]),
+        "overhead_median_s": _median([r["overhead_s"] for r in rows]),
+        "gold_kept_rate": _mean([float(r["gold_in_context"]) for r in rows]),
+        "engine_ttft_median_s": _median([r["engine_ttft_s"] for r in rows]),
+        "cached_tokens_mean": _mean([float(r["cached_tokens"] or 0) for r in rows]),
+        "compressed_calls": sum(1 for r in rows if r.get("compression", {}).get("compress")),
+        "truncated_calls": sum(1 for r in rows if r.get("truncated")),
+        "n": len(rows),
+    }
+
+
+def _fit_corpus(docs: list[str], count: Any, budget: int) -> tuple[str, bool]:
+    """The whole corpus, or its longest prefix of whole sentences that fits ``budget`` tokens."""
+    from vivace.retrieval.chunking import split_sentences
+
+    text = "\n\n".join(d.strip() for d in docs)
+    if count(text) <= budget:
+        return text, False
+    spans = split_sentences(text)
+    lo, hi = 0, len(spans)
+    while lo < hi:  # binary search on the number of sentences kept
+        mid = (lo + hi + 1) // 2
+        end = spans[mid - 1].start + len(spans[mid - 1].text)
+        lo, hi = (mid, hi) if count(text[:end]) <= budget else (lo, mid - 1)
+    end = spans[lo - 1].start + len(spans[lo - 1].text) if lo else 0
+    return text[:end], True
+
+
+async def run_bench(config: Config, args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
+    """Run the four methods; ``backend`` (tests) is used as given and left open."""
+    from vivace.compression.cost import get_cost_model
+    from vivace.retrieval.rag import build_messages, compress_context, compressor_for, format_context
+    from vivace.retrieval.store import Store, iter_files, read_text
+    from vivace.runtime import GenerationRequest, complete, open_backend
+
+    out_dir = Path(args.out)
+    if args.corpus:
+        corpus = Path(args.corpus)
+        if not args.questions:
+            raise InputError("--corpus needs --questions FILE.jsonl")
+        qfile = Path(args.questions)
+    else:
+        from vivace.eval.synthetic import write_corpus
+
+        corpus, generated = write_corpus(out_dir / "data")
+        qfile = Path(args.questions) if args.questions else generated
+    questions = load_questions(qfile)[: max(1, args.limit)]
+    docs = [t for f in iter_files([corpus]) if (t := read_text(f)) and t.strip()]
+    if not docs:
+        raise InputError(f"empty corpus: no UTF-8 text files in {corpus}")
+    store = Store(config)
+    import hashlib
+
+    collection = "vivace-bench-" + hashlib.sha256("\x00".join(docs).encode()).hexdigest()[:12]
+    ingest = store.ingest([corpus], collection)
+    k = args.k or config.retrieval_k
+
+    owned = backend is None
+    backend = backend or await open_backend(config)
+    try:
+        comp = compressor_for(backend, config)
+        cost = await get_cost_model(backend, config.home, comp)
+        template_tokens = await backend.count_tokens(build_messages(max((q["question"] for q in questions), key=len), ""))
+        budget = backend.context_length - args.answer_tokens - template_tokens - 24
+        stuffed, truncated = _fit_corpus(docs, comp.count, budget)
+        rng = random.Random(time.monotonic_ns())
+        rows: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+        for qi, q in enumerate(questions):
+            for method in METHODS:
+                t0 = time.perf_counter()
+                info: dict[str, Any] = {}
+                if method.startswith("rag"):
+                    chunks = store.retrieve(q["question"], k, collection)
+                    context = format_context(chunks)
+                else:
+                    context = stuffed
+                if method.endswith("compress"):
+                    context, info = await compress_context(
+                        context, q["question"], config, backend, mode=args.compression, cost_model=cost
+                    )
+                overhead = time.perf_counter() - t0
+                messages = build_messages(q["question"], context)
+                messages[0] = {"role": "system", "content": f"[{rng.randrange(16**8):08x}] " + messages[0]["content"]}
+                result = await complete(
+                    backend,
+                    GenerationRequest(
+                        messages, max_tokens=args.answer_tokens, temperature=config.temperature,
+                        repetition_penalty=config.repetition_penalty, tag=f"bench-context:{method}",
+                    ),
+                )
+                gold = q["answer"].lower()
+                rows[method].append({
+                    "question": q["question"], "answer": result.text.strip(), "gold": q["answer"],
+                    "correct": gold in result.text.lower(), "gold_in_context": gold in context.lower(),
+                    "prompt_tokens": result.prompt_tokens, "cached_tokens": result.cached_tokens,
+                    "engine_ttft_s": result.ttft_s, "ttft_s": overhead + result.ttft_s,
+                    "latency_s": overhead + result.e2e_s, "overhead_s": overhead,
+                    "truncated": truncated and not method.startswith("rag"), "compression": info,
+                })
+                log.info("q%d %s: %.2fs ttft, correct=%s", qi, method, overhead + result.ttft_s, rows[method][-1]["correct"])
+        probe = None if args.no_probe else await _probe(questions, corpus, comp)
+    finally:
+        if owned:
+            await backend.aclose()
+    methods = {m: summarize(rows[m]) for m in METHODS}
+    report = {
+        "methods": methods,
+        "n": len(questions),
+        "targets": _targets(methods, probe),
+        "probe_2x": probe,
+        "setup": {
+            "backend": backend.name, "model": backend.model, "context_length": backend.context_length,
+            "corpus": str(corpus), "questions": str(qfile), "docs": len(docs), "chunks": ingest.chunks,
+            "corpus_tokens": comp.count("\n\n".join(docs)), "stuff_tokens": comp.count(stuffed),
+            "stuff_truncated": truncated, "k": k, "chunk_tokens": config.chunk_tokens,
+            "answer_tokens": args.answer_tokens, "compression_mode": args.compression,
+            "cost_model": cost.to_json(),
+        },
+        "calls": rows,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+async def _probe(questions: list[dict[str, str]], corpus: Path, comp: Any) -> dict[str, Any]:
+    """Gold retention of fine and coarse compression at 2x on each question's source document."""
+    import asyncio
+
+    from vivace.retrieval.store import iter_files, read_text
+
+    texts = {f.name: read_text(f) or "" for f in iter_files([corpus])}
+    out: dict[str, Any] = {}
+    for method in ("fine", "coarse"):
+        kept, secs, ratios = [], [], []
+        for q in questions:
+            doc = texts.get(q.get("source", "")) or next((t for t in texts.values() if q["answer"] in t), "")
+            if not doc:
+                continue
+            budget = max(1, comp.count(doc) // 2)
+            text, st = await asyncio.to_thread(comp.compress, doc, q["question"], budget, method)
+            kept.append(float(q["answer"].lower() in text.lower()))
+            secs.append(st.seconds)
+            ratios.append(st.ratio)
+        out[method] = {"gold_kept_rate": _mean(kept), "ratio_mean": _mean(ratios), "seconds_median": _median(secs), "n": len(kept)}
+    return out
+
+
+def _targets(m: dict[str, dict[str, Any]], probe: dict[str, Any] | None) -> dict[str, Any]:
+    def ratio(a: Any, b: Any) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    speed = ratio(m["stuff"]["ttft_median_s"], m["rag"]["ttft_median_s"])
+    auto_rag = ratio(m["rag_compress"]["latency_median_s"], m["rag"]["latency_median_s"])
+    auto_stuff = ratio(m["stuff_compress"]["latency_median_s"], m["stuff"]["latency_median_s"])
+    fine = (probe or {}).get("fine", {}).get("gold_kept_rate")
+    acc_rag, acc_stuff = m["rag"]["accuracy"] or 0.0, m["stuff"]["accuracy"] or 0.0
+    return {
+        "rag_ttft_speedup_vs_stuff": speed,
+        "rag_ttft_20x": bool(speed and speed >= 20),
+        "rag_accuracy_ok": acc_rag >= 0.6 and acc_rag >= acc_stuff,
+        "auto_latency_ratio_rag": auto_rag,
+        "auto_latency_ratio_stuff": auto_stuff,
+        "auto_within_5pct": all(r is not None and r <= 1.05 for r in (auto_rag, auto_stuff)),
+        "fine_2x_gold_kept": fine,
+        "fine_2x_90pct": fine is not None and fine >= 0.9,
+    }
+
+
+async def cmd_bench_context(args: argparse.Namespace, config: Config) -> int:
+    t0 = time.perf_counter()
+    report = await run_bench(config, args)
+    if args.json:
+        print(json.dumps({k: report[k] for k in ("methods", "n", "targets", "probe_2x")}))
+        return 0
+    print(f"{'method':<16}{'prompt tok':>11}{'TTFT s':>9}{'latency s':>11}{'overhead s':>12}{'accuracy':>10}{'gold kept':>11}")
+    for name, m in report["methods"].items():
+        print(
+            f"{name:<16}{m['prompt_tokens_mean'] or 0:>11.0f}{m['ttft_median_s'] or 0:>9.3f}{m['latency_median_s'] or 0:>11.3f}"
+            f"{m['overhead_median_s'] or 0:>12.3f}{m['accuracy'] or 0:>10.2f}{m['gold_kept_rate'] or 0:>11.2f}"
+        )
+    print(json.dumps(report["targets"]))
+    if report["probe_2x"]:
+        print("2x probe:", json.dumps(report["probe_2x"]))
+    print(f"report: {Path(args.out) / 'report.json'} ({time.perf_counter() - t0:.0f} s)")
+    return 0
