@@ -78,3 +78,59 @@ def engine(loop_runner: LoopRunner, model_dir: Path) -> Iterator[Any]:
     backend = loop_runner.run(VLLMBackend.start(options))
     yield backend
     loop_runner.run(backend.aclose())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real vLLM OpenAI-compatible server on loopback; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from vivace.runtime.vllm_engine import cpu_engine_env, host_dtype
+
+    port = free_port()
+    log_file = tmp_path_factory.mktemp("api_server") / "server.log"
+    env = {**os.environ, **cpu_engine_env(1.0)}
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", "smollm2-135m",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--max-model-len", "2048", "--enforce-eager", "--dtype", host_dtype(),
+        "--enable-prompt-tokens-details", "--max-num-seqs", "16",
+    ]
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 420
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"api_server exited: {log_file.read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("api_server did not become healthy in 420 s")
+            time.sleep(1)
+        yield url
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ KEEP_OPEN, KEEP_CLOSE = "<keep>", "</keep>"
 _MARKED = re.compile(re.escape(KEEP_OPEN) + r"(.*?)" + re.escape(KEEP_CLOSE), re.S)
 _DIGITS = re.compile(r"\S*\d\S*")
 # A capitalized word or an acronym; sentence-initial function words are filtered below.
-_CAPITAL = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|de|van|von|da|la|le)\s+[A-Z][\w'’-]*)*")
+_CAPITAL = re.compile(r"\b[A-Z][\w'’-]*(?:[ \t]+(?:(?:of|de|van|von|da|la|le)[ \t]+)?[A-Z][\w'’-]*)*")
 _COMMON = frozenset(
     """a an the this that these those it its he she they we you i in on at of for to from by with as
     and but or if when while after before then there here what which who whom whose where why how

@@ -70,6 +70,21 @@ class CoarseCompressor:
             if i not in chosen and total + sizes[i] + 1 <= budget:
                 chosen.add(i)
                 total += sizes[i] + 1
+        # Sentence granularity can leave a gap; one swap of a kept sentence for a longer,
+        # still relevant one (above the median score) usually closes it.
+        if budget - total > 0.1 * budget:
+            median = float(np.median(scores))
+            best = None
+            for i in (i for i in chosen if not forced[i]):
+                for j in range(len(sizes)):
+                    if j in chosen or scores[j] < median:
+                        continue
+                    new_total = total - sizes[i] + sizes[j]
+                    if total < new_total <= budget and (best is None or new_total > best[0]):
+                        best = (new_total, i, j)
+            if best:
+                chosen.discard(best[1])
+                chosen.add(best[2])
         return chosen
 
     @staticmethod

@@ -83,7 +83,7 @@ class CostModel:
         return a + b * tokens + c * tokens * tokens
 
     def stage_s(self, stage: str, tokens: int) -> float | None:
-        coeffs = self.coarse if stage == "coarse" else self.fine
+        coeffs = {"coarse": self.coarse, "fine": self.fine}.get(stage)
         return None if coeffs is None else coeffs[0] + coeffs[1] * tokens
 
     def plan_s(self, plan: str, original: int, target: int) -> float | None:

@@ -63,6 +63,7 @@ class OpenAIBackend:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
         self.outstanding = {u: 0 for u in self.base_urls}
+        self.served = {u: 0 for u in self.base_urls}  # completed requests per URL
         self._rr = itertools.count()
         self._context_length = DEFAULT_CONTEXT
 
@@ -101,7 +102,9 @@ class OpenAIBackend:
             url = self._pick(failed)
             self.outstanding[url] += 1
             try:
-                return await attempt(url)
+                result = await attempt(url)
+                self.served[url] += 1
+                return result
             except _Retryable as exc:
                 last = f"{url}: {exc}"
                 failed.add(url)

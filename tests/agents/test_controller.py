@@ -1,0 +1,232 @@
+"""The controller graph on FakeBackend: fan-out, join order, events, faults, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import pytest
+
+from vivace.agents import (
+    AnswerDone,
+    BranchDone,
+    ErrorEvent,
+    Event,
+    SkeletonDone,
+    answer_question,
+)
+from vivace.agents.sot import ControllerError
+from vivace.errors import InputError
+from vivace.runtime.backend import Event as BackendEvent
+from vivace.runtime.backend import GenerationRequest
+from vivace.runtime.fake import FakeBackend
+
+SKELETON = " Brew fresh tea\n2. Choose good leaves\n3. Mind the water\n4. Steep briefly\n5. Brew fresh tea"
+
+
+def responder(request: GenerationRequest) -> str:
+    tag = request.tag
+    if tag.endswith("/skeleton"):
+        return SKELETON
+    if "/expand/" in tag:
+        i = int(tag.rsplit("/", 1)[1])
+        return f": Detail number {i} is explained here.\n{i + 1}. An echoed point"
+    return "A plain answer."
+
+
+class ScriptedBackend(FakeBackend):
+    """FakeBackend with a per-point delay and optional failures, to shape branch timing."""
+
+    def __init__(self, delays: dict[int, float] | None = None, fail: set[int] | None = None, **kw: object) -> None:
+        super().__init__(kw.pop("responder", responder), **kw)  # type: ignore[arg-type]
+        self.delays = delays or {}
+        self.fail = fail or set()
+        self.active = 0
+        self.peak = 0
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[BackendEvent]:
+        index = int(request.tag.rsplit("/", 1)[1]) if "/expand/" in request.tag else 0
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await asyncio.sleep(self.delays.get(index, 0.0))
+            if index in self.fail:
+                raise RuntimeError(f"engine lost point {index}")
+            async for event in super().generate(request):
+                yield event
+        finally:
+            self.active -= 1
+
+
+def ask(backend: FakeBackend, question: str = "How do I make good tea?", **kw: object):
+    events: list[Event] = []
+    trace = asyncio.run(answer_question(question, backend, on_event=events.append, **kw))  # type: ignore[arg-type]
+    return trace, events
+
+
+def test_sot_fans_out_one_branch_per_point_and_joins_in_order() -> None:
+    backend = ScriptedBackend(delays={1: 0.08, 2: 0.06, 3: 0.04, 4: 0.0})  # finish in reverse order
+    trace, events = ask(backend, mode="sot")
+    assert trace.mode == "sot"
+    assert trace.meta["points"] == ["Brew fresh tea", "Choose good leaves", "Mind the water", "Steep briefly"]
+    expands = [c for c in trace.calls if c.node == "expand"]
+    assert sorted(c.branch for c in expands) == [1, 2, 3, 4]  # the duplicate 5th point was dropped
+    assert backend.peak >= 4  # all branches in flight at once
+    done_order = [e.index for e in events if isinstance(e, BranchDone)]
+    assert done_order == [4, 3, 2, 1]
+    assert trace.answer.splitlines() == [
+        "1. Brew fresh tea: Detail number 1 is explained here.",
+        "2. Choose good leaves: Detail number 2 is explained here.",
+        "3. Mind the water: Detail number 3 is explained here.",
+        "4. Steep briefly: Detail number 4 is explained here.",
+    ]
+    assert trace.error is None and trace.meta["failed_points"] == {}
+    assert set(trace.meta["stages"]) >= {"route", "skeleton", "expand", "join", "total"}
+
+
+def test_event_order_and_payloads() -> None:
+    trace, events = ask(ScriptedBackend(), mode="sot")
+    kinds = [e.kind for e in events]
+    assert kinds[:3] == ["run_started", "routed", "skeleton_delta"]
+    assert kinds[-1] == "answer_done"
+    first_branch = kinds.index("branch_delta")
+    assert kinds.index("skeleton_done") < first_branch
+    assert all(k in ("branch_delta", "branch_done") for k in kinds[first_branch:-1])
+    assert kinds.count("branch_done") == 4
+    assert all(e.run_id == trace.run_id for e in events)
+    skeleton = next(e for e in events if isinstance(e, SkeletonDone))
+    assert skeleton.call.node == "skeleton" and len(skeleton.points) == 4
+    assert isinstance(events[-1], AnswerDone) and events[-1].answer == trace.answer
+    assert all(e.to_dict()["kind"] == e.kind for e in events)
+
+
+def test_expansion_requests_share_a_prefix_and_bound_length() -> None:
+    backend = ScriptedBackend()
+    trace, _ = ask(backend, mode="sot", max_tokens=200)
+    skeleton_req = next(r for r in backend.requests if r.tag.endswith("/skeleton"))
+    assert skeleton_req.repetition_penalty == 1.0  # the penalty collapses numbered lists
+    assert skeleton_req.prefill == "1."
+    expand_reqs = sorted((r for r in backend.requests if "/expand/" in r.tag), key=lambda r: r.tag)
+    contents = [r.messages[-1]["content"] for r in expand_reqs]
+    shared = contents[0][: contents[0].index("Write only the point")]
+    assert "How do I make good tea?" in shared and "4. Steep briefly" in shared
+    assert all(c.startswith(shared) for c in contents)  # point-specific text comes last
+    for i, req in enumerate(expand_reqs, 1):
+        assert req.prefill and req.prefill.startswith(f"{i}.")
+        assert "\n\n" in req.stop and "\n" not in req.stop
+        assert f"\n{i + 1}." in req.stop and f"\n{i}." not in req.stop
+        assert req.max_tokens == 50  # 200 tokens shared by 4 points
+        assert req.repetition_penalty == 1.15
+
+
+def test_normal_mode_is_one_plain_call() -> None:
+    backend = ScriptedBackend()
+    trace, events = ask(backend, mode="normal", max_tokens=64)
+    assert [r.messages for r in backend.requests] == [[{"role": "user", "content": "How do I make good tea?"}]]
+    assert backend.requests[0].repetition_penalty == 1.15 and backend.requests[0].max_tokens == 64
+    assert trace.mode == "normal" and trace.answer == "A plain answer."
+    assert [c.node for c in trace.calls] == ["normal"]
+    assert [e.kind for e in events][-1] == "answer_done"
+    assert "answer_delta" in [e.kind for e in events]
+    assert trace.meta["router"]["reason"].startswith("requested")
+
+
+def test_auto_routes_math_to_normal_and_records_reason() -> None:
+    trace, _ = ask(ScriptedBackend(), "What is 17 * 23?", mode="auto")
+    assert trace.mode == "normal"
+    assert trace.meta["router"] == {"mode": "normal", "reason": "cue: math"}
+
+
+@pytest.mark.parametrize("skeleton", ["Tea is nice. Enjoy it.", " Just one point", ""])
+def test_unusable_skeleton_falls_back_to_normal(skeleton: str) -> None:
+    def reply(request: GenerationRequest) -> str:
+        return skeleton if request.tag.endswith("/skeleton") else responder(request)
+
+    trace, events = ask(ScriptedBackend(responder=reply), mode="sot")
+    assert trace.mode == "normal"
+    assert trace.meta["fallback"]
+    assert [c.node for c in trace.calls] == ["skeleton", "normal"]
+    assert trace.answer == "A plain answer."
+    assert not any(e.kind == "branch_delta" for e in events)
+
+
+def test_min_points_option_raises_the_fallback_bar() -> None:
+    trace, _ = ask(ScriptedBackend(), mode="sot", min_points=5)
+    assert trace.mode == "normal" and "need 5" in trace.meta["fallback"]
+
+
+def test_point_cap_limits_branches() -> None:
+    backend = ScriptedBackend()
+    trace, _ = ask(backend, mode="sot", max_points=2)
+    assert len(trace.meta["points"]) == 2
+    assert len([r for r in backend.requests if "/expand/" in r.tag]) == 2
+
+
+def test_failing_branch_is_marked_and_others_return() -> None:
+    trace, events = ask(ScriptedBackend(fail={2}), mode="sot")
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert [(e.node, e.branch) for e in errors] == [("expand", 2)]
+    assert "engine lost point 2" in errors[0].message
+    lines = trace.answer.splitlines()
+    assert lines[1].startswith("2. Choose good leaves: [this point failed")
+    assert lines[2] == "3. Mind the water: Detail number 3 is explained here."
+    assert trace.meta["failed_points"] == {2: "engine lost point 2"}
+    assert trace.error and "point 2" in trace.error
+    assert sorted(c.branch for c in trace.calls if c.node == "expand") == [1, 3, 4]
+
+
+def test_branch_timeout_marks_the_point() -> None:
+    trace, _ = ask(ScriptedBackend(delays={3: 5.0}), mode="sot", branch_timeout_s=0.2)
+    assert "timed out" in trace.meta["failed_points"][3]
+    assert trace.latency_s < 3
+
+
+def test_strict_mode_raises_with_traces_kept() -> None:
+    with pytest.raises(ControllerError) as info:
+        ask(ScriptedBackend(fail={3}, delays={3: 0.05}), mode="sot", fail_on_branch_error=True)
+    trace = info.value.trace
+    assert trace is not None and trace.error and "point 3" in trace.error
+    assert any(c.node == "skeleton" for c in trace.calls)
+
+
+def test_all_branches_failing_raises() -> None:
+    events: list[Event] = []
+    with pytest.raises(ControllerError, match="all 4 point expansions failed") as info:
+        asyncio.run(answer_question("How do I make good tea?", ScriptedBackend(fail={1, 2, 3, 4}), mode="sot", on_event=events.append))
+    assert info.value.trace.meta["points"]
+    assert [e.kind for e in events].count("error") == 5  # one per branch, one for the run
+
+
+def test_skeleton_failure_surfaces_as_error_event_and_exception() -> None:
+    def reply(request: GenerationRequest) -> str:
+        raise RuntimeError("backend down")
+
+    events: list[Event] = []
+    with pytest.raises(ControllerError, match="backend down") as info:
+        asyncio.run(answer_question("How do I make good tea?", FakeBackend(reply), mode="sot", on_event=events.append))
+    assert events[-1].kind == "error" and info.value.trace.error
+
+
+def test_cancellation_stops_every_branch_promptly() -> None:
+    backend = ScriptedBackend(delays={i: 30.0 for i in range(1, 5)})
+
+    async def scenario() -> float:
+        task = asyncio.create_task(answer_question("How do I make good tea?", backend, mode="sot"))
+        while backend.active < 4:
+            await asyncio.sleep(0.01)
+        t0 = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.perf_counter() - t0
+
+    assert asyncio.run(scenario()) < 1.0
+    assert backend.active == 0
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(InputError):
+        asyncio.run(answer_question("  ", FakeBackend()))
+    with pytest.raises(InputError):
+        asyncio.run(answer_question("hi", FakeBackend(), mode="fast"))

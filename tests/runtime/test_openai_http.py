@@ -1,0 +1,94 @@
+"""OpenAIBackend against a real vLLM api_server on 127.0.0.1 (see conftest.api_server)."""
+
+import asyncio
+import logging
+
+import pytest
+
+from vivace.errors import BackendError, InputError
+from vivace.runtime import Delta, GenerationRequest, GenerationResult, complete
+from vivace.runtime.openai_http import OpenAIBackend
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.engine
+
+
+def _ask(text: str, **kw) -> GenerationRequest:
+    kw.setdefault("max_tokens", 32)
+    kw.setdefault("repetition_penalty", 1.15)
+    return GenerationRequest(messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_streams_and_reports_usage(api_server, run) -> None:
+    async def go():
+        backend = await OpenAIBackend.connect([api_server])
+        try:
+            events = [e async for e in backend.generate(_ask("What is the capital of France?"))]
+            counted = await backend.count_tokens([{"role": "user", "content": "What is the capital of France?"}])
+            return backend, events, counted
+        finally:
+            await backend.aclose()
+
+    backend, events, counted = run(go())
+    assert backend.model == "smollm2-135m" and backend.context_length == 2048
+    result = events[-1]
+    assert isinstance(result, GenerationResult)
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert len(deltas) >= 2 and "".join(deltas) == result.text
+    assert "paris" in result.text.lower()
+    assert result.prompt_tokens == counted > 10  # /tokenize agrees with the server's own count
+    assert 0 < result.output_tokens <= 32
+    assert 0 < result.ttft_s <= result.e2e_s
+    assert result.cached_tokens is not None
+
+
+def test_prefill_is_continued(api_server, run) -> None:
+    async def go():
+        backend = await OpenAIBackend.connect([api_server])
+        try:
+            return await complete(backend, _ask("List three fruits, numbered.", prefill="1. Apple\n2.", repetition_penalty=1.0))
+        finally:
+            await backend.aclose()
+
+    result = run(go())
+    assert result.text and not result.text.lstrip().startswith("1.")
+
+
+def test_fleet_spreads_and_survives_a_dead_server(api_server, run, caplog, monkeypatch) -> None:
+    monkeypatch.setenv("VIVACE_API_KEY", "sk-test-secret-123")
+    dead = f"http://127.0.0.1:{free_port()}"
+    alias = api_server.replace("127.0.0.1", "localhost")  # same server, second address
+
+    async def go():
+        backend = await OpenAIBackend.connect([dead, api_server, alias], backoff_s=0.01)
+        try:
+            results = await asyncio.gather(*(complete(backend, _ask(f"Say hello {i}.", max_tokens=8)) for i in range(8)))
+            return backend, results
+        finally:
+            await backend.aclose()
+
+    with caplog.at_level(logging.DEBUG):
+        backend, results = run(go())
+    assert all(r.output_tokens > 0 for r in results)
+    assert backend.served[dead] == 0
+    assert backend.served[api_server] > 0 and backend.served[alias] > 0  # least-outstanding spread the load
+    assert "sk-test-secret-123" not in caplog.text
+
+
+def test_unreachable_server_is_a_clear_error(run) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(BackendError, match=r"server unreachable after 3 attempts"):
+        run(OpenAIBackend.connect([url], retries=2, backoff_s=0.01))
+
+
+def test_too_long_prompt_is_input_error(api_server, run) -> None:
+    async def go():
+        backend = await OpenAIBackend.connect([api_server])
+        try:
+            return await complete(backend, _ask("word " * 3000))
+        finally:
+            await backend.aclose()
+
+    with pytest.raises(InputError, match="2048"):
+        run(go())
