@@ -120,9 +120,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(debug: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=debug, rich_tracebacks=debug, markup=False)
+    # Logs go to stderr: stdout carries the answer and the --json record.
+    handler = RichHandler(console=Console(stderr=True), show_path=debug, rich_tracebacks=False, markup=False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("vivace").setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:

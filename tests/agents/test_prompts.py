@@ -20,7 +20,7 @@ def test_point_template_puts_the_point_last() -> None:
     content = messages[-1]["content"]
     assert content.index("Q?") < content.index("1. A\n2. B") < content.rindex("B")
     assert content.rstrip().endswith("Point 2: B")
-    assert prefill == "2. B"
+    assert prefill == "2. B:"
 
 
 def test_parse_template_rules() -> None:

