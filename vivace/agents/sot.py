@@ -49,7 +49,7 @@ SKELETON_PROMPT = "sot_skeleton"
 POINT_PROMPT = "sot_point"
 # Per-point token bounds: long enough for 2-4 sentences, short enough that the
 # slowest branch does not erase the parallel gain.
-POINT_TOKENS_MIN, POINT_TOKENS_MAX = 48, 160
+POINT_TOKENS_MIN, POINT_TOKENS_MAX = 40, 96
 SKELETON_TOKENS_PER_POINT = 12
 
 
