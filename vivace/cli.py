@@ -26,6 +26,7 @@ log = logging.getLogger("vivace")
 
 # Packages that add subcommands: module -> which subparsers it registers on.
 PLUGGED_COMMANDS = {
+    "vivace.agents.commands": "top",
     "vivace.retrieval.commands": "top",
     "vivace.eval.context_bench": "bench",
 }
@@ -130,7 +131,11 @@ def _setup_logging(debug: bool) -> None:
     if not debug:
         # vLLM configures its own logging at import; its warnings are noise for users.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+        # The last one: vLLM leaves a shared-memory ring for the resource tracker to unlink at exit.
+        os.environ.setdefault(
+            "PYTHONWARNINGS",
+            "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning:multiprocessing.resource_tracker",
+        )
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         logging.getLogger("vllm").setLevel(logging.ERROR)

@@ -4,44 +4,66 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 
 from vivace.cli import emit_json, require_question
 from vivace.config import Config
-from vivace.runtime import Delta, GenerationRequest, GenerationResult, open_backend
-from vivace.trace import CallTrace, RunTrace, append_jsonl
+from vivace.agents.events import (
+    AnswerDelta,
+    AnswerDone,
+    BranchDone,
+    ErrorEvent,
+    Event,
+    Routed,
+    SkeletonDelta,
+    SkeletonDone,
+)
+from vivace.errors import VivaceError
+from vivace.runtime import open_backend
+from vivace.trace import RunTrace, append_jsonl
 
-SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and accurately."
+class PlainPrinter:
+    """Consumes controller events in a plain terminal.
 
+    Normal answers stream as they are generated. SoT streams its skeleton, then
+    prints the finished answer in point order once every branch is done
+    (branches finish out of order; interleaving them would be unreadable).
+    """
 
-async def answer_normal(run: RunTrace, backend, config: Config, on_text=None) -> RunTrace:  # type: ignore[no-untyped-def]
-    """One plain call: what a user gets without vivace's techniques. Fills ``run`` even on failure."""
-    question = run.question
-    run.mode = "normal"
-    t0 = time.perf_counter()
-    request = GenerationRequest(
-        messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
-        max_tokens=config.max_tokens,
-        temperature=config.temperature,
-        repetition_penalty=config.repetition_penalty,
-        tag="normal",
-    )
-    try:
-        async for event in backend.generate(request):
-            if isinstance(event, Delta) and on_text:
-                on_text(event.text)
-            elif isinstance(event, GenerationResult):
-                run.calls.append(CallTrace.from_result(event, node="normal"))
-                run.answer = event.text
-    except BaseException as exc:
-        run.error = str(exc) or type(exc).__name__
-        raise
-    finally:
-        run.latency_s = time.perf_counter() - t0
-    return run
+    def __init__(self, out: TextIO | None, err: Console) -> None:
+        self.out = out
+        self.err = err
+        self.done = 0
+
+    def _write(self, text: str) -> None:
+        if self.out is not None:
+            self.out.write(text)
+            self.out.flush()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Routed):
+            self.err.print(f"[dim]route: {event.mode} ({event.reason})[/dim]", highlight=False)
+        elif isinstance(event, SkeletonDelta):
+            self._write(event.text)
+        elif isinstance(event, SkeletonDone):
+            self._write("\n")
+            if event.fallback:
+                self.err.print(f"[dim]skeleton unusable ({event.fallback}); answering normally[/dim]", highlight=False)
+            elif self.out is not None:
+                self.err.print(f"[dim]expanding {len(event.points)} points in parallel...[/dim]", highlight=False)
+        elif isinstance(event, AnswerDelta):
+            self._write(event.text)
+        elif isinstance(event, BranchDone):
+            self.done += 1
+        elif isinstance(event, ErrorEvent):
+            self.err.print(f"[yellow]{event.node}{'' if event.branch is None else f' {event.branch}'}: {event.message}[/yellow]", highlight=False)
+        elif isinstance(event, AnswerDone):
+            if event.mode == "sot" and event.points:
+                self._write("\n" + event.answer)
+            self._write("\n")
 
 
 def summary_line(run: RunTrace) -> str:
@@ -73,23 +95,39 @@ def json_record(run: RunTrace) -> dict:  # type: ignore[type-arg]
 
 
 async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    from vivace.agents import answer_question
+
     question = require_question(args.question)
     if args.temperature is not None:
         config = config.replace(temperature=args.temperature)
+    if args.mode:
+        config = config.replace(mode=args.mode)
     err = Console(stderr=True)
-    stream = None if args.json else (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
         backend = await open_backend(config)
-    run = RunTrace(question=question, mode=config.mode, model=backend.model, backend=backend.name)
+    printer = PlainPrinter(None if args.json else sys.stdout, err)
+    run: RunTrace | None = None
     try:
-        await answer_normal(run, backend, config, on_text=stream)
+        run = await answer_question(
+            question,
+            backend,
+            mode=config.mode,
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+            repetition_penalty=config.repetition_penalty,
+            max_points=config.sot_max_points,
+            on_event=printer,
+        )
+    except VivaceError as exc:
+        run = getattr(exc, "trace", None)  # the controller keeps what the run gathered
+        raise
     finally:
         await backend.aclose()
-        _save(run, config, args.trace_out)
+        if run is not None:
+            _save(run, config, args.trace_out)
     if args.json:
         emit_json(json_record(run))
     else:
-        sys.stdout.write("\n")
         Console(highlight=False).print(summary_line(run), style="dim")
     return 0
 
