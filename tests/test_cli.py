@@ -129,15 +129,16 @@ def test_prompt_longer_than_context(vivace_home: Path, model_dir: Path, tmp_path
 
 
 @pytest.mark.engine
-def test_ctrl_c_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path, sig: int) -> None:
     proc = subprocess.Popen(
-        [VIVACE, "ask", "Write a very long story about a dragon and a knight.", "--max-tokens", "4000"],
+        [VIVACE, "ask", "Write a very long story about a dragon and a knight.", "--max-tokens", "4000", "--mode", "normal"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
     )
     assert proc.stdout is not None
     first = proc.stdout.read(20)  # blocks until the answer is streaming
     assert first.strip()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     t0 = time.time()
     _, stderr = proc.communicate(timeout=60)
     assert time.time() - t0 < 30

@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from typing import Any, Sequence
@@ -43,6 +44,7 @@ CONFIG_FLAGS = {
     "max_model_len": "max_model_len",
     "max_in_flight": "max_in_flight",
     "home": "home",
+    "compression": "compression",
 }
 
 
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--mode", choices=("auto", "sot", "normal"), help="Skeleton-of-Thought, normal, or let the router decide")
     ask.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
     ask.add_argument("--trace-out", metavar="FILE", help="also append the run's trace to this JSONL file")
+    ask.add_argument("--rag", metavar="COLLECTION", help="retrieve context from this collection first")
+    ask.add_argument("--compression", help="off | auto | always: compress the retrieved context (auto: when it pays)")
     ask.set_defaults(handler=_handler("vivace.commands.ask", "cmd_ask"))
 
     models = sub.add_parser("models", help="prepare and list models")
@@ -145,7 +149,13 @@ def _setup_logging(debug: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def _terminate_like_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM takes Ctrl-C's path, so the engine is shut down instead of orphaned."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))

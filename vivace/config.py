@@ -71,6 +71,7 @@ class Config:
     chunk_overlap: int = 40
     compression: str = field(default="auto", metadata=_choices("off", "auto", "always"))
     compression_margin_s: float = 0.05
+    compression_ratio: float = 2.0  # target original/compressed when compressing
 
     @property
     def chroma_dir(self) -> Path:

@@ -99,12 +99,15 @@ async def answer_question(
     point_max_tokens: int | None = None,
     branch_timeout_s: float | None = None,
     fail_on_branch_error: bool = False,
+    context: str | None = None,
+    context_stats: dict[str, Any] | None = None,
 ) -> RunTrace:
     """Answer ``question`` with SoT or normal decoding and return the run's trace.
 
     ``mode`` is ``sot``, ``normal`` or ``auto`` (the router decides). A failed
     point is marked in the answer, reported as an ``ErrorEvent`` and listed in
-    ``trace.meta["failed_points"]`` and ``trace.error``; with
+    ``trace.meta["failed_points"]`` and ``trace.error``; ``context`` (retrieved
+    text) goes first in every prompt, ``context_stats`` into every CallTrace; with
     ``fail_on_branch_error`` it raises instead. Any failure that leaves no
     answer raises ``ControllerError`` whose ``trace`` holds the calls so far.
     """
@@ -126,9 +129,13 @@ async def answer_question(
         point_max_tokens=point_max_tokens,
         branch_timeout_s=branch_timeout_s,
         fail_on_branch_error=fail_on_branch_error,
+        context=context,
+        context_stats=context_stats,
     )
     trace = RunTrace(question=question, mode=mode, model=backend.model, backend=backend.name)
     trace.meta.update(requested_mode=mode, router=None, points=[], fallback=None, failed_points={}, stages={})
+    if context_stats:
+        trace.meta["context"] = context_stats
     recorder = _Recorder(trace, on_event)
     t0 = time.perf_counter()
     final: dict[str, Any] = {}
@@ -149,7 +156,9 @@ async def answer_question(
     except Exception as exc:
         message = str(exc) or type(exc).__name__
         _finish(trace, recorder, final, t0, error=message)
-        raise ControllerError(f"the run failed: {message}", trace) from exc
+        error = ControllerError(f"the run failed: {message}", trace)
+        error.exit_code = getattr(exc, "exit_code", ControllerError.exit_code)  # bad input stays exit 2
+        raise error from exc
     _finish(trace, recorder, final, t0)
     return trace
 

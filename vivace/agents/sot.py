@@ -75,6 +75,20 @@ class Options:
     skeleton_max_tokens: int | None = None
     branch_timeout_s: float | None = None
     fail_on_branch_error: bool = False
+    # Retrieved (and maybe compressed) context, shared by every call of the run, and its record.
+    context: str | None = None
+    context_stats: dict[str, Any] | None = None
+
+    def prompt_question(self, question: str) -> str:
+        """The question as the prompts show it: with the context first when there is one."""
+        if not self.context:
+            return question
+        from vivace.retrieval.rag import load_prompt
+
+        return load_prompt("question_with_context").format(context=self.context.strip(), question=question).strip()
+
+    def trace_extra(self) -> dict[str, Any]:
+        return {"context": self.context_stats} if self.context_stats else {}
 
     def point_tokens(self, n_points: int) -> int:
         """Each point's share of the answer budget, kept within sensible bounds."""
@@ -188,7 +202,7 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
     backend, opts = runtime.context.backend, runtime.context.options
     run_id = state["run_id"]
     t0 = time.perf_counter()
-    messages, prefill = prompts.render(SKELETON_PROMPT, question=state["question"])
+    messages, prefill = prompts.render(SKELETON_PROMPT, question=opts.prompt_question(state["question"]))
     request = GenerationRequest(
         messages=messages,
         prefill=prefill,
@@ -210,7 +224,7 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
     fallback = parsed.fallback
     if fallback is None and len(parsed.points) < opts.min_points:
         fallback = f"only {len(parsed.points)} usable points in the skeleton (need {opts.min_points})"
-    call = CallTrace.from_result(result, node="skeleton", agent=AGENT, points=len(parsed.points))
+    call = CallTrace.from_result(result, node="skeleton", agent=AGENT, points=len(parsed.points), **opts.trace_extra())
     write(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=fallback, call=call))
     if fallback:
         log.info("run %s falls back to normal decoding: %s", run_id, fallback)
@@ -242,7 +256,11 @@ async def expand_node(branch: Branch, runtime: Runtime[Context]) -> dict[str, An
     point = points[index - 1]
     started = time.time()
     messages, prefill = prompts.render(
-        POINT_PROMPT, question=branch["question"], skeleton=_skeleton_listing(points), index=index, point=point
+        POINT_PROMPT,
+        question=opts.prompt_question(branch["question"]),
+        skeleton=_skeleton_listing(points),
+        index=index,
+        point=point,
     )
     request = GenerationRequest(
         messages=messages,
@@ -268,7 +286,7 @@ async def expand_node(branch: Branch, runtime: Runtime[Context]) -> dict[str, An
     text = strip_echo(result.text, index, points)
     if result.finish_reason == "length":
         text = _trim_partial_sentence(text)
-    call = CallTrace.from_result(result, node="expand", branch=index, agent=AGENT)
+    call = CallTrace.from_result(result, node="expand", branch=index, agent=AGENT, **opts.trace_extra())
     write(BranchDone(run_id, index=index, point=point, text=text, call=call))
     return {"expansions": [Expansion(index, point, text, None, started, time.time())], "calls": [call]}
 
@@ -298,7 +316,7 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     run_id = state["run_id"]
     t0 = time.perf_counter()
     request = GenerationRequest(
-        messages=[{"role": "user", "content": state["question"]}],
+        messages=[{"role": "user", "content": opts.prompt_question(state["question"])}],
         max_tokens=opts.max_tokens,
         temperature=opts.temperature,
         repetition_penalty=opts.repetition_penalty,  # greedy decoding of the small model loops without it
@@ -309,7 +327,7 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     except Exception as exc:
         write(ErrorEvent(run_id, node="normal", message=str(exc) or type(exc).__name__))
         raise
-    call = CallTrace.from_result(result, node="normal", agent=AGENT)
+    call = CallTrace.from_result(result, node="normal", agent=AGENT, **opts.trace_extra())
     answer = result.text.strip()
     write(AnswerDone(run_id, answer=answer, mode=NORMAL, points=[], call=call))
     return {"answer": answer, "calls": [call], "stages": {"normal": time.perf_counter() - t0}}

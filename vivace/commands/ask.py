@@ -89,8 +89,11 @@ def json_record(run: RunTrace) -> dict:  # type: ignore[type-arg]
         "model": run.model,
         "backend": run.backend,
         "run_id": run.run_id,
+        "router": run.meta.get("router"),
+        "points": run.meta.get("points", []),
         "meta": run.meta,
         "calls": [c.to_dict() for c in run.calls],
+        "trace": run.to_dict(),
     }
 
 
@@ -108,6 +111,19 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     printer = PlainPrinter(None if args.json else sys.stdout, err)
     run: RunTrace | None = None
     try:
+        context, context_stats = None, None
+        if args.rag:
+            from vivace.retrieval.rag import retrieve_context
+
+            with err.status(f"retrieving from {args.rag!r}..."):
+                context, context_stats = await retrieve_context(question, config, backend, args.rag)
+            decision = context_stats["compression"]
+            err.print(
+                f"[dim]context: {len(context_stats['chunks'])} chunks from {args.rag!r}; "
+                f"compression {'applied (' + str(decision.get('method')) + ')' if decision.get('compress') else 'skipped'}: "
+                f"{decision.get('reason', '')}[/dim]",
+                highlight=False,
+            )
         run = await answer_question(
             question,
             backend,
@@ -117,6 +133,8 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
             repetition_penalty=config.repetition_penalty,
             max_points=config.sot_max_points,
             on_event=printer,
+            context=context,
+            context_stats=context_stats,
         )
     except VivaceError as exc:
         run = getattr(exc, "trace", None)  # the controller keeps what the run gathered

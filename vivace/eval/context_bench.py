@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--k", type=int, default=None, help="chunks retrieved (config retrieval_k)")
     p.add_argument("--compression", choices=("auto", "always"), default="auto", help="mode of the *_compress methods")
     p.add_argument("--no-probe", action="store_true", help="skip the fine/coarse 2x gold-retention probe")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="for every method (config repetition_penalty)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="subset to run")
     p.set_defaults(handler=cmd_bench_context)
 
 
@@ -144,9 +146,11 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
         budget = backend.context_length - args.answer_tokens - template_tokens - 24
         stuffed, truncated = _fit_corpus(docs, comp.count, budget)
         rng = random.Random(time.monotonic_ns())
-        rows: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+        methods = [m for m in METHODS if m in getattr(args, "methods", METHODS)]
+        penalty = getattr(args, "repetition_penalty", None) or config.repetition_penalty
+        rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         for qi, q in enumerate(questions):
-            for method in METHODS:
+            for method in methods:
                 t0 = time.perf_counter()
                 info: dict[str, Any] = {}
                 if method.startswith("rag"):
@@ -165,7 +169,7 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
                     backend,
                     GenerationRequest(
                         messages, max_tokens=args.answer_tokens, temperature=config.temperature,
-                        repetition_penalty=config.repetition_penalty, tag=f"bench-context:{method}",
+                        repetition_penalty=penalty, tag=f"bench-context:{method}",
                     ),
                 )
                 gold = q["answer"].lower()
@@ -182,11 +186,11 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
     finally:
         if owned:
             await backend.aclose()
-    methods = {m: summarize(rows[m]) for m in METHODS}
+    summary = {m: summarize(rows[m]) for m in methods}
     report = {
-        "methods": methods,
+        "methods": summary,
         "n": len(questions),
-        "targets": _targets(methods, probe),
+        "targets": _targets(summary, probe) if len(summary) == len(METHODS) else None,
         "probe_2x": probe,
         "setup": {
             "backend": backend.name, "model": backend.model, "context_length": backend.context_length,
@@ -194,6 +198,7 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
             "corpus_tokens": comp.count("\n\n".join(docs)), "stuff_tokens": comp.count(stuffed),
             "stuff_truncated": truncated, "k": k, "chunk_tokens": config.chunk_tokens,
             "answer_tokens": args.answer_tokens, "compression_mode": args.compression,
+            "repetition_penalty": penalty, "temperature": config.temperature,
             "cost_model": cost.to_json(),
         },
         "calls": rows,

@@ -100,6 +100,35 @@ async def compress_context(
     return out, info
 
 
+async def retrieve_context(
+    question: str,
+    config: Config,
+    backend: Backend,
+    collection: str,
+    k: int | None = None,
+    where: dict[str, Any] | None = None,
+    store: Store | None = None,
+    cost_model: CostModel | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Retrieve top-k, compress if the cost model says it pays: the context text and its record."""
+    t0 = time.perf_counter()
+    store = store or Store(config)
+    k = k or config.retrieval_k
+    chunks = await asyncio.to_thread(store.retrieve, question, k, collection, where)
+    retrieval_s = time.perf_counter() - t0
+    context, compression = await compress_context(format_context(chunks), question, config, backend, cost_model=cost_model)
+    stats = {
+        "collection": collection,
+        "k": k,
+        "retrieval_s": round(retrieval_s, 6),
+        "chunks": [{"id": c.id, "source": c.source, "score": round(c.score, 4)} for c in chunks],
+        "compression": compression,
+        "overhead_s": round(time.perf_counter() - t0, 6),
+    }
+    log.debug("rag context for %r: %s", question[:60], stats)
+    return context, stats
+
+
 async def prepare_context(
     question: str,
     config: Config,
@@ -115,22 +144,8 @@ async def prepare_context(
     Without a collection the question goes alone. A missing collection is an
     ``InputError`` naming the ones that exist.
     """
-    t0 = time.perf_counter()
     if not collection:
         return [{"role": "user", "content": question}], {}
-    store = store or Store(config)
-    k = k or config.retrieval_k
-    chunks = await asyncio.to_thread(store.retrieve, question, k, collection, where)
-    retrieval_s = time.perf_counter() - t0
-    context, compression = await compress_context(format_context(chunks), question, config, backend, cost_model=cost_model)
-    stats = {
-        "collection": collection,
-        "k": k,
-        "retrieval_s": round(retrieval_s, 6),
-        "chunks": [{"id": c.id, "source": c.source, "score": round(c.score, 4)} for c in chunks],
-        "compression": compression,
-        "overhead_s": round(time.perf_counter() - t0, 6),
-    }
-    log.debug("rag context for %r: %s", question[:60], stats)
+    context, stats = await retrieve_context(question, config, backend, collection, k, where, store, cost_model)
     return build_messages(question, context), stats
 

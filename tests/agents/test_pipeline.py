@@ -1,0 +1,249 @@
+"""Pipelines on FakeBackend: ordering, fan-out, bounds, concurrency, the history hook, errors, validation.
+
+FakeBackend stands in for orchestration only; nothing here judges generated text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from vivace.agents.base import AgentContext, AgentError, StepInput, Tracer
+from vivace.agents.builtin import research_pipeline, verdict
+from vivace.agents.pipeline import Loop, Pipeline, Step
+from vivace.agents.registry import REGISTRY, agent
+from vivace.agents.runner import json_record, run_agent
+from vivace.config import Config
+from vivace.errors import InputError
+from vivace.runtime.backend import GenerationRequest
+from vivace.runtime.fake import FakeBackend
+from vivace.runtime.limits import InFlightLimiter, LimitedBackend
+
+CONFIG = Config(backend="fake", max_tokens=64)
+
+
+def responder(plan: str = " Alpha part\n2. Beta part\n3. Gamma part", review: str = "APPROVE") -> Any:
+    def respond(request: GenerationRequest) -> str:
+        tag = request.tag
+        if "/plan" in tag:
+            return plan
+        if "/research/" in tag:
+            return "Notes on " + request.messages[-1]["content"].rsplit("Sub-question:", 1)[-1].strip()
+        if "/write" in tag:
+            return "A draft answer."
+        if "/review" in tag:
+            return review
+        return "plain"
+
+    return respond
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def scratch_agents() -> Iterator[list[str]]:
+    """Names registered by a test, removed afterwards (the registry is process-wide)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        REGISTRY.unregister(name)
+
+
+def steps_of(trace: Any, step: str) -> list[dict[str, Any]]:
+    return [s for s in trace.meta["steps"] if s["step"] == step]
+
+
+def test_research_runs_every_stage_in_order_and_fans_out() -> None:
+    backend = FakeBackend(responder(), latency_s=0.05)
+    trace = run(run_agent("research", "Explain tea.", backend=backend, config=CONFIG))
+    assert trace.answer == "A draft answer." and trace.error is None
+    plan, research, write, review = (steps_of(trace, s) for s in ("plan", "research", "write", "review"))
+    assert len(plan) == len(write) == len(review) == 1
+    assert sorted(r["branch"] for r in research) == [1, 2, 3]
+    assert max(p["ended_at"] for p in plan) <= min(r["started_at"] for r in research)
+    assert max(r["ended_at"] for r in research) <= write[0]["started_at"] <= review[0]["started_at"]
+    # The researchers were in flight together, and the critical path follows plan -> research -> write -> review.
+    calls = [c for c in trace.calls if c.agent == "researcher"]
+    assert max(c.started_at for c in calls) < min(c.ended_at for c in calls)
+    assert trace.meta["critical_path_s"] < sum(s["seconds"] for s in trace.meta["steps"])
+    # Each researcher saw its own sub-question, last in a prompt whose start all of them share.
+    requests = [r for r in backend.requests if "/research/" in r.tag]
+    assert {r.messages[-1]["content"].rsplit("Sub-question: ", 1)[1] for r in requests} == {"Alpha part", "Beta part", "Gamma part"}
+    assert len({r.messages[0]["content"] for r in requests}) == 1
+    assert len({r.messages[-1]["content"].rsplit("Sub-question:", 1)[0] for r in requests}) == 1
+    # The writer was handed every researcher's notes.
+    writer_prompt = next(r for r in backend.requests if r.tag.endswith("/write")).messages[-1]["content"]
+    assert all(f"Notes on {p}" in writer_prompt for p in ("Alpha part", "Beta part", "Gamma part"))
+    record = json_record(trace)
+    assert {a["name"] for a in record["agents"]} == {"planner", "researcher", "writer", "critic"}
+    assert next(a for a in record["agents"] if a["name"] == "researcher")["calls"] == 3
+    assert record["parallelism"] > 0 and record["critical_path_s"] > 0
+    assert [m["step"] for m in trace.meta["messages"]][:1] == ["plan"]
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 3])
+def test_revision_rounds_are_bounded(rounds: int) -> None:
+    backend = FakeBackend(responder(review="REVISE: be more specific"))
+    trace = run(run_agent(research_pipeline(max_rounds=rounds), "Explain tea.", backend=backend, config=CONFIG))
+    assert len(steps_of(trace, "write")) == rounds + 1
+    assert len(steps_of(trace, "review")) == rounds + 1
+    if rounds:  # a revision sees its previous draft and the critique
+        last = [r for r in backend.requests if r.tag.endswith("/write")][-1].messages[-1]["content"]
+        assert "previous version" in last and "REVISE: be more specific" in last
+
+
+def test_an_approving_critic_ends_the_loop_and_options_override_bounds() -> None:
+    backend = FakeBackend(responder(plan=" Tea origins\n2. Tea kinds\n3. Brewing tea\n4. Tea health\n5. Tea trade", review="APPROVE, looks good"))
+    trace = run(run_agent("research", "Explain tea.", backend=backend, config=CONFIG,
+                          options={"max_branches": 2, "max_rounds": 5}))
+    assert len(steps_of(trace, "research")) == 2
+    assert len(steps_of(trace, "write")) == 1
+
+
+def test_verdict() -> None:
+    assert verdict(" REVISE: add numbers") == "revise"
+    assert verdict(" APPROVE") == "approve"
+    assert verdict(" The answer is missing the key step") == "revise"
+
+
+def test_independent_agents_run_concurrently_through_the_in_flight_cap(scratch_agents: list[str]) -> None:
+    @agent("t_echo", description="echo via the model")
+    async def echo(inp: StepInput, ctx: AgentContext) -> str:
+        return (await ctx.call([{"role": "user", "content": inp["task"]}])).text
+
+    scratch_agents.append("t_echo")
+    limiter = InFlightLimiter(2)
+    backend = LimitedBackend(FakeBackend(latency_s=0.1), limiter)
+    pipe = Pipeline("wide", [Step(n, "t_echo") for n in ("a", "b", "c", "d")] + [Step("join", "writer")],
+                    edges=[(n, "join") for n in "abcd"])
+    trace = run(run_agent(pipe, "hello", backend=backend, config=CONFIG))
+    entry = [s for s in trace.meta["steps"] if s["step"] in "abcd"]
+    assert max(s["started_at"] for s in entry) < min(s["ended_at"] for s in entry)  # all started together
+    assert limiter.peak == 2  # ...but the process-wide cap held the model calls to 2 at a time
+    join = steps_of(trace, "join")
+    assert len(join) == 1 and join[0]["started_at"] >= max(s["ended_at"] for s in entry)
+
+
+def test_a_failing_agent_names_itself_and_keeps_the_trace(scratch_agents: list[str]) -> None:
+    @agent("t_fail")
+    async def fail(inp: StepInput, ctx: AgentContext) -> str:
+        """Fails after the planner ran."""
+        raise ValueError("disk on fire")
+
+    scratch_agents.append("t_fail")
+    pipe = Pipeline("p", [Step("plan", "planner"), Step("oops", "t_fail")], edges=[("plan", "oops")])
+    with pytest.raises(AgentError, match=r"agent 't_fail' failed \(step 'oops'\): disk on fire") as info:
+        run(run_agent(pipe, "Explain tea.", backend=FakeBackend(responder()), config=CONFIG))
+    trace = info.value.trace
+    assert trace is not None and "disk on fire" in trace.error
+    assert [c.agent for c in trace.calls] == ["planner"]
+    assert steps_of(trace, "oops")[0]["error"] == "disk on fire"
+
+
+def test_a_failing_branch_fails_the_run(scratch_agents: list[str]) -> None:
+    @agent("t_picky")
+    async def picky(inp: StepInput, ctx: AgentContext) -> str:
+        if inp["branch"] == 2:
+            raise RuntimeError("branch two broke")
+        return (await ctx.call([{"role": "user", "content": inp["item"]}])).text
+
+    scratch_agents.append("t_picky")
+    pipe = Pipeline("p", [Step("plan", "planner"), Step("work", "t_picky", fan_out=True)], edges=[("plan", "work")])
+    with pytest.raises(AgentError, match=r"'t_picky' failed \(step 'work' branch 2\)"):
+        run(run_agent(pipe, "Explain tea.", backend=FakeBackend(responder(), latency_s=0.05), config=CONFIG))
+
+
+def test_long_history_goes_through_the_compression_hook() -> None:
+    class HalfCompressor:
+        calls: list[int] = []
+
+        def compress(self, text: str, query: str, budget: int, method: str = "auto") -> tuple[str, Any]:
+            from vivace.compression import CompressionStats
+
+            self.calls.append(budget)
+            return text[: len(text) // 2], CompressionStats.make(100, 50, 0.0, "stub", budget_tokens=budget)
+
+    comp = HalfCompressor()
+    trace = run(run_agent("research", "Explain tea.", backend=FakeBackend(responder()), config=CONFIG,
+                          history_budget_tokens=10, compressor=comp))
+    assert comp.calls and set(comp.calls) == {10}
+    assert steps_of(trace, "write")[0]["extra"]["history_compression"]["method"] == "stub"
+
+
+def test_sot_runs_as_an_agent() -> None:
+    def sot_responder(request: GenerationRequest) -> str:
+        if request.tag.endswith("/skeleton"):
+            return " Boil water\n2. Steep leaves\n3. Pour"
+        return ": Detail."
+
+    trace = run(run_agent("sot", "How do I make tea?", backend=FakeBackend(sot_responder), config=CONFIG,
+                          options={"mode": "sot"}))
+    assert {c.agent for c in trace.calls} == {"sot"}
+    assert sum(1 for c in trace.calls if "expand" in c.node) == 3 and trace.answer
+
+
+def test_pipeline_from_toml_with_a_nested_pipeline(tmp_path: Path) -> None:
+    file = tmp_path / "brief.toml"
+    file.write_text(
+        'name = "brief"\noutput = "final"\nedges = [["first", "final"]]\n'
+        '[steps]\nfirst = "answer"\nfinal = { agent = "research" }\n'
+    )
+    trace = run(run_agent(str(file), "Explain tea.", backend=FakeBackend(responder()), config=CONFIG))
+    assert trace.meta["agent"] == "brief" and trace.answer == "A draft answer."
+    assert {c.agent for c in trace.calls} == {"answer", "planner", "researcher", "writer", "critic"}
+    top = [s for s in trace.meta["steps"] if s["parent"] is None]
+    assert [s["step"] for s in top] == ["first", "final"]
+
+
+@pytest.mark.parametrize(
+    "pipe, message",
+    [
+        (Pipeline("p", [Step("a", "nope")]), r"step 'a': unknown agent 'nope'; available: .*answer.*research"),
+        (Pipeline("p", [Step("a", "answer"), Step("b", "answer")], edges=[("a", "b"), ("b", "a")]),
+         r"loop without a bound: a -> b -> a"),
+        (Pipeline("p", [Step("a", "answer"), Step("b", "critic")], edges=[("a", "b")], loops=[Loop("b", "a")]),
+         r"loop without a bound: b -> a needs max_rounds"),
+        (Pipeline("p", [Step("w", "writer"), Step("a", "answer")], edges=[], output="w"),
+         r"missing input: step 'w' \(agent 'writer'\)"),
+        (Pipeline("p", [Step("a", "answer"), Step("f", "answer", fan_out=True)]),
+         r"missing input: fan-out step 'f'"),
+        (Pipeline("p", [Step("a", "answer"), Step("b", "answer")]), r"ends in several steps \(a, b\)"),
+        (Pipeline("p", [Step("a", "answer")], edges=[("a", "zz")]), r"names no step 'zz'"),
+    ],
+)
+def test_validation_errors(pipe: Pipeline, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        pipe.validate()
+
+
+def test_bad_pipeline_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[steps]\na = { agent = "answer", fanout = true }\n')
+    with pytest.raises(InputError, match="unknown key"):
+        Pipeline.from_toml(bad)
+    with pytest.raises(InputError, match="pipeline file not found"):
+        Pipeline.from_toml(tmp_path / "missing.toml")
+
+
+def test_empty_task_and_unknown_agent_fail_before_any_call() -> None:
+    backend = FakeBackend()
+    with pytest.raises(InputError, match="empty"):
+        run(run_agent("answer", "  ", backend=backend, config=CONFIG))
+    with pytest.raises(InputError, match="unknown agent 'nope'; available: answer"):
+        run(run_agent("nope", "hi", backend=backend, config=CONFIG))
+    assert backend.requests == []
+
+
+def test_tracer_events_carry_every_call() -> None:
+    seen: list[Any] = []
+    trace = run(run_agent("research", "Explain tea.", backend=FakeBackend(responder()), config=CONFIG,
+                          on_event=seen.append))
+    kinds = [e.kind for e in seen]
+    assert kinds.count("agent_started") == kinds.count("agent_done") == len(trace.meta["steps"])
+    assert "agent_delta" in kinds
+    assert isinstance(Tracer("x").scope(), int)

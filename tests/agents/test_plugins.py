@@ -1,0 +1,127 @@
+"""The registry and entry-point discovery, with plug-in packages installed into the venv for real.
+
+``examples/vivace-tldr`` is the documented example; ``tests/agents/data/vivace-test-plugins``
+adds a decorator-form plug-in, one that fails mid-run and one that fails at import.
+The CLI runs here use ``--backend fake``: they test discovery and the run's plumbing
+(attribution, traces, errors), not generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.test_cli import VIVACE, cli_env
+from vivace.agents.base import Agent
+from vivace.agents.registry import FunctionAgent, Registry, as_agent
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {"vivace-tldr": ROOT / "examples" / "vivace-tldr",
+            "vivace-test-plugins": Path(__file__).parent / "data" / "vivace-test-plugins"}
+
+
+def pip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def installed() -> Iterator[None]:
+    """Editable installs with no build isolation: setuptools is already in the venv, no network needed."""
+    for path in PACKAGES.values():
+        out = pip("install", "--no-deps", "--no-build-isolation", "--no-index", "-e", str(path))
+        assert out.returncode == 0, out.stdout + out.stderr
+    yield
+    pip("uninstall", "-y", *PACKAGES)
+
+
+def vivace(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(home), timeout=300)
+
+
+def test_agents_list_finds_plugins_and_skips_the_broken_one(installed: None, tmp_path: Path) -> None:
+    out = vivace(tmp_path, "agents", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    sources = {a["name"]: a["source"] for a in record["agents"]}
+    assert sources["tldr"] == "plug-in vivace-tldr 0.1.0"
+    assert sources["shout"] == sources["explode"] == "plug-in vivace-test-plugins 0.0.1"
+    assert sources["research"] == sources["answer"] == sources["sot"] == "built-in"
+    assert [s["entry_point"] for s in record["skipped"]] == ["broken"]
+    assert "skipped agent plug-in 'broken'" in out.stderr and "broken on purpose" in out.stderr
+    assert "Traceback" not in out.stderr
+    table = vivace(tmp_path, "agents", "list")
+    assert table.returncode == 0 and "tldr" in table.stdout and "vivace-tldr" in table.stdout
+
+
+def test_run_a_plugin(installed: None, tmp_path: Path) -> None:
+    out = vivace(tmp_path, "run", "tldr", "Tea is made from leaves. It is popular.", "--backend", "fake", "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert record["agent"] == "tldr" and "Keywords:" in record["result"]
+    assert [a["name"] for a in record["agents"]] == ["tldr"] and record["agents"][0]["calls"] == 2
+    assert {c["agent"] for c in record["calls"]} == {"tldr"}
+    shout = vivace(tmp_path, "run", "shout", "quiet words", "--backend", "fake")
+    assert shout.returncode == 0 and "QUIET WORDS" in shout.stdout
+
+
+def test_a_plugin_failing_mid_run_is_named_and_the_trace_is_written(installed: None, tmp_path: Path) -> None:
+    pipe = tmp_path / "fails.toml"
+    pipe.write_text('edges = [["first", "boom"]]\n[steps]\nfirst = "answer"\nboom = "explode"\n')
+    trace_file = tmp_path / "trace.jsonl"
+    out = vivace(tmp_path, "run", str(pipe), "Explain tea.", "--backend", "fake", "--trace-out", str(trace_file))
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == "error: agent 'explode' failed (step 'boom'): boom from a plug-in", out.stderr
+    assert "Traceback" not in out.stderr
+    for path in (trace_file, tmp_path / "runs" / "runs.jsonl"):
+        record = json.loads(path.read_text().splitlines()[-1])
+        assert record["error"] and [c["agent"] for c in record["calls"]] == ["answer"]
+
+
+def test_discovery_skips_what_fails_and_keeps_the_rest(caplog: pytest.LogCaptureFixture) -> None:
+    registry = Registry()
+    eps = [
+        EntryPoint("gone", "no_such_module_xyz:agent", "vivace.agents"),
+        EntryPoint("notagent", "os.path:join", "vivace.agents"),
+        EntryPoint("sot2", "vivace.agents.builtin:SotAgent", "vivace.agents"),
+    ]
+    with caplog.at_level(logging.WARNING):
+        registry.load_plugins(eps)
+    assert [name for name, _ in registry.broken] == ["gone", "notagent"]
+    assert "skipped agent plug-in 'gone'" in caplog.text
+    assert registry._agents["sot"].agent.name == "sot"  # the class was instantiated
+
+
+def test_as_agent_forms() -> None:
+    async def fn(inp, ctx):  # type: ignore[no-untyped-def]
+        """Doc line."""
+        return "x"
+
+    made = as_agent(fn, "fn_agent")
+    assert isinstance(made, FunctionAgent) and made.name == "fn_agent" and made.description == "Doc line."
+    with pytest.raises(TypeError, match="async"):
+        FunctionAgent(lambda inp, ctx: "x", "sync", "")
+
+    class Mine(Agent):
+        name = "mine"
+
+    assert as_agent(Mine).name == "mine"
+
+
+def test_builtins_cannot_be_shadowed_by_a_plugin() -> None:
+    registry = Registry()
+    registry.ensure_loaded()
+    impostor = FunctionAgent(_noop, "research", "impostor")
+    registry.register(impostor, "plug-in evil 1.0")
+    assert registry.get("research") is not impostor
+
+
+async def _noop(inp, ctx):  # type: ignore[no-untyped-def]
+    return ""

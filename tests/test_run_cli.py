@@ -1,0 +1,71 @@
+"""``vivace run`` and ``vivace agents list`` as a user runs them (subprocesses, FakeBackend).
+
+FakeBackend here tests the command's plumbing (errors, JSON record, traces);
+the real-engine run of ``research`` is in tests/agents/test_pipeline_engine.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import VIVACE, cli_env
+import subprocess
+
+
+def vivace(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(home), timeout=300)
+
+
+def test_run_json_record(tmp_path: Path) -> None:
+    trace_file = tmp_path / "t.jsonl"
+    out = vivace(tmp_path, "run", "research", "Explain tea.", "--backend", "fake", "--json",
+                 "--trace-out", str(trace_file), "--max-branches", "2")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("agent", "result", "latency_s", "critical_path_s", "parallelism", "calls", "agents"):
+        assert key in record
+    assert record["agent"] == "research" and record["result"]
+    assert {"name", "latency_s", "calls", "prompt_tokens", "output_tokens"} <= set(record["agents"][0])
+    assert {c["agent"] for c in record["calls"]} == {"planner", "researcher", "writer", "critic"}
+    saved = json.loads(trace_file.read_text().splitlines()[-1])
+    assert saved["run_id"] == record["run_id"] and len(saved["calls"]) == len(record["calls"])
+    assert (tmp_path / "runs" / "runs.jsonl").is_file()
+
+
+def test_run_prints_result_and_table(tmp_path: Path) -> None:
+    out = vivace(tmp_path, "run", "research", "Explain tea.", "--backend", "fake")
+    assert out.returncode == 0, out.stderr
+    assert "researcher" in out.stdout and "parallelism" in out.stdout and "critical path" in out.stdout
+    assert "▶ plan (planner)" in out.stderr and "✓ review" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["run", "nope", "hi"], 2, "error: unknown agent 'nope'; available: answer, critic, planner, research"),
+        (["run", "answer", "   "], 2, "error: the question is empty"),
+        (["run", "/nonexistent/p.toml", "hi"], 2, "error: pipeline file not found"),
+        (["run", "research", "hi", "--max-branches", "0"], 2, "--max-branches must be at least 1"),
+    ],
+)
+def test_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    out = vivace(tmp_path, *args, "--backend", "fake")
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unbounded_pipeline_file_is_refused(tmp_path: Path) -> None:
+    pipe = tmp_path / "loop.toml"
+    pipe.write_text('edges = [["a", "b"], ["b", "a"]]\n[steps]\na = "answer"\nb = "critic"\n')
+    out = vivace(tmp_path, "run", str(pipe), "hi", "--backend", "fake")
+    assert out.returncode == 2 and "loop without a bound: a -> b -> a" in out.stderr
+
+
+def test_agents_list(tmp_path: Path) -> None:
+    out = vivace(tmp_path, "agents", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    names = {a["name"] for a in json.loads(out.stdout.strip().splitlines()[-1])["agents"]}
+    assert {"answer", "sot", "research", "planner", "researcher", "writer", "critic"} <= names

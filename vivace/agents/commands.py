@@ -1,0 +1,172 @@
+"""CLI plug-in: ``vivace run AGENT "TASK"`` and ``vivace agents list``.
+
+Why here: the CLI only parses flags; this module resolves the agent (before
+any engine starts, so an unknown name fails fast), streams events, prints the
+result with a per-agent table, and saves the trace to runs.jsonl even when an
+agent fails mid-run. Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from vivace.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", parents=parents, help="run an agent or pipeline on a task, with per-agent timings")
+    run.add_argument("agent", help="a registered agent (see `vivace agents list`) or a pipeline .toml file")
+    run.add_argument("task", help="the task to run")
+    run.add_argument("--trace-out", metavar="FILE", help="also append the run's trace to this JSONL file")
+    run.add_argument("--collection", metavar="NAME", help="retrieve context from this collection (answer, researcher)")
+    run.add_argument("--max-branches", type=int, metavar="N", help="fan-out width (research: sub-questions)")
+    run.add_argument("--max-rounds", type=int, metavar="K", help="bound on every loop (research: revision rounds)")
+    run.add_argument("--history-budget", type=int, default=1024, metavar="TOKENS",
+                     help="compress the history handed to the next agent above this many tokens (default 1024)")
+    run.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
+    run.set_defaults(handler=cmd_run)
+
+    agents = sub.add_parser("agents", help="list agents: built-in, plug-ins, and skipped plug-ins")
+    asub = agents.add_subparsers(dest="agents_command", metavar="ACTION", required=True)
+    lst = asub.add_parser("list", parents=parents, help="agents and where each comes from")
+    lst.set_defaults(handler=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vivace.agents.registry import REGISTRY
+    from vivace.cli import emit_json
+
+    entries = REGISTRY.entries()
+    if args.json:
+        emit_json({"agents": [e.to_dict() for e in entries],
+                   "skipped": [{"entry_point": n, "error": why} for n, why in REGISTRY.broken]})
+        return 0
+    table = Table(title="agents")
+    for col in ("name", "source", "description"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e.agent.name, e.source, e.agent.description)
+    Console().print(table)
+    for name, why in REGISTRY.broken:
+        Console(stderr=True).print(f"[yellow]skipped plug-in {name!r}:[/] {why}", highlight=False)
+    return 0
+
+
+class _Printer:
+    """Events as progress lines on stderr; a single agent's text streams to stdout as it comes."""
+
+    def __init__(self, stream_text: bool) -> None:
+        from rich.console import Console
+
+        self.err = Console(stderr=True, highlight=False)
+        self.stream_text = stream_text
+        self.streamed = ""
+        self._request: str | None = None  # the one call whose text streams (concurrent calls would interleave)
+
+    def __call__(self, event: Any) -> None:
+        kind = event.kind
+        label = getattr(event, "step", "") + (f" #{event.branch}" if getattr(event, "branch", None) else "")
+        if kind == "agent_delta":
+            if self.stream_text and event.branch is None and self._request in (None, event.request_id):
+                self._request = event.request_id
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                self.streamed += event.text
+        elif kind == "agent_started":
+            if not self.stream_text:
+                again = f", round {event.round + 1}" if event.round else ""
+                self.err.print(f"[dim]▶ {label} ({event.agent}{again})[/]")
+        elif kind == "agent_done":
+            if not self.stream_text:
+                self.err.print(f"[green]✓[/] {label} [dim]{event.seconds:.2f} s · {event.calls} call(s) · "
+                               f"{event.output_tokens} tokens out[/]")
+        elif kind == "agent_failed":
+            self.err.print(f"[red]✗ {label} ({event.agent}): {event.message}[/]")
+
+
+async def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+
+    from vivace.agents.base import AgentError
+    from vivace.agents.pipeline import Pipeline
+    from vivace.agents.runner import json_record, resolve, run_agent
+    from vivace.cli import emit_json, require_question
+    from vivace.errors import InputError
+    from vivace.runtime import open_backend
+
+    task = require_question(args.task)
+    for flag in ("max_branches", "max_rounds"):
+        value = getattr(args, flag)
+        if value is not None and value < (1 if flag == "max_branches" else 0):
+            raise InputError(f"--{flag.replace('_', '-')} must be at least {1 if flag == 'max_branches' else 0}")
+    if args.temperature is not None:
+        config = config.replace(temperature=args.temperature)
+    item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
+    options = {k: v for k in ("max_branches", "max_rounds") if (v := getattr(args, k)) is not None}
+    printer = None if args.json else _Printer(stream_text=not isinstance(item, Pipeline))
+    err = Console(stderr=True)
+    with err.status(f"starting the {config.backend} backend ({config.model})..."):
+        backend = await open_backend(config)
+    trace = None
+    try:
+        trace = await run_agent(item, task, backend=backend, config=config, on_event=printer,
+                                collection=args.collection, options=options,
+                                history_budget_tokens=args.history_budget)
+    except AgentError as exc:
+        trace = exc.trace
+        raise
+    finally:
+        await backend.aclose()
+        if trace is not None:
+            _save(trace, config, args.trace_out)
+    if args.json:
+        emit_json(json_record(trace))
+        return 0
+    if printer is not None and printer.streamed:
+        sys.stdout.write("\n")
+        if printer.streamed.strip() != trace.answer.strip():  # other calls shaped the result: show it whole
+            sys.stdout.write("\n" + trace.answer.strip() + "\n")
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(trace.answer.strip() + "\n\n")
+    print_summary(trace)
+    return 0
+
+
+def print_summary(trace: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    meta = trace.meta
+    table = Table(title=f"{meta.get('agent')} · {trace.backend}:{trace.model}")
+    for col in ("agent", "runs", "latency s", "calls", "call s", "prompt tok", "output tok"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    for a in meta.get("agents", []):
+        table.add_row(a["name"], str(a["runs"]), f"{a['latency_s']:.2f}", str(a["calls"]), f"{a['call_s']:.2f}",
+                      str(a["prompt_tokens"]), str(a["output_tokens"]))
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(
+        f"latency {trace.latency_s:.2f} s · critical path {meta.get('critical_path_s', 0):.2f} s · "
+        f"parallelism {meta.get('parallelism', 0):.2f}x (sum of call times / wall) · {len(trace.calls)} call(s), "
+        f"{trace.prompt_tokens} tokens in, {trace.output_tokens} out",
+        style="dim",
+    )
+
+
+def _save(trace: Any, config: Config, extra: str | None) -> None:
+    from vivace.trace import append_jsonl
+
+    record = trace.to_dict()
+    append_jsonl(config.runs_dir / "runs.jsonl", record)
+    if extra:
+        append_jsonl(Path(extra), record)

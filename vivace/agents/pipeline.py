@@ -1,0 +1,443 @@
+"""Multi-agent pipelines: steps (agents), edges, fan-out and bounded loops, as one LangGraph graph.
+
+Why a graph of steps: steps with no path between them run in the same
+superstep, so independent agents are concurrent by construction; a fan-out
+step runs once per item of its input through ``Send`` (one superstep, so the
+engine batches the branches); and a loop edge is taken only while its bound
+allows, so a critic cannot keep a writer busy forever. A pipeline is itself an
+Agent, so pipelines nest. Defined in code or in a small TOML file::
+
+    name = "review"
+    output = "write"
+    edges = [["plan", "research"], ["research", "write"], ["write", "check"]]
+    [steps]
+    plan = "planner"
+    research = { agent = "researcher", fan_out = true, max_branches = 4 }
+    write = "writer"
+    check = "critic"
+    [[loops]]
+    from = "check"
+    to = "write"
+    when = "revise"
+    max_rounds = 2
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Iterable, TypedDict
+
+from vivace.agents.base import Agent, AgentContext, AgentError, Node, StepInput, _CURRENT, task_text
+from vivace.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BRANCHES = 8
+
+
+@dataclass
+class Step:
+    """One node: ``agent`` is a registry name; ``impl`` an Agent object used instead of the lookup."""
+
+    name: str
+    agent: str
+    fan_out: bool = False
+    max_branches: int = DEFAULT_MAX_BRANCHES
+    impl: Agent | None = None
+
+
+@dataclass
+class Loop:
+    """A back edge ``source -> target`` taken when ``source`` decides ``when``, at most ``max_rounds`` times."""
+
+    source: str
+    target: str
+    when: str = "revise"
+    max_rounds: int | None = None
+
+
+def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """Dict union; nested dicts (fan-out branches of one step) merge instead of replacing."""
+    out = dict(left or {})
+    for key, value in (right or {}).items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class PipelineState(TypedDict, total=False):
+    task: str
+    outputs: Annotated[dict[str, Any], _merge]  # step -> text, or {branch: text} for a fan-out step
+    items: Annotated[dict[str, list[str]], _merge]  # step -> the list a fan-out successor runs over
+    decisions: Annotated[dict[str, str | None], _merge]
+    counts: Annotated[dict[str, int], _merge]  # step -> runs so far (a fan-out counts once)
+    loops: Annotated[dict[str, int], _merge]  # "a->b" -> times taken
+    routes: Annotated[dict[str, str | None], _merge]  # step -> loop target it chose, if any
+    messages: Annotated[list[dict[str, Any]], operator.add]  # the transcript every agent adds to
+
+
+class BranchState(PipelineState, total=False):
+    item: str
+    branch: int
+
+
+class Pipeline(Agent):
+    """Steps and edges; ``output`` names the step whose text is the result (default: the only sink)."""
+
+    def __init__(
+        self,
+        name: str,
+        steps: Iterable[Step],
+        edges: Iterable[tuple[str, str]] = (),
+        loops: Iterable[Loop] = (),
+        output: str | None = None,
+        description: str = "",
+    ) -> None:
+        self.name, self.description = name, description
+        self.steps = {s.name: s for s in steps}
+        self.step_list = list(steps) if isinstance(steps, list) else list(self.steps.values())
+        self.edges = [tuple(e) for e in edges]
+        self.loops = list(loops)
+        self.output = output
+        self.needs_input = False
+
+    # ---- definition -------------------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Pipeline":
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise InputError(f"pipeline file not found: {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{file}: invalid TOML ({exc})") from None
+        return cls.from_dict(data, origin=str(file), default_name=file.stem)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "pipeline", default_name: str = "pipeline") -> "Pipeline":
+        known = {"name", "description", "output", "edges", "steps", "loops"}
+        if unknown := sorted(set(data) - known):
+            raise InputError(f"{origin}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+        steps = []
+        for name, spec in (data.get("steps") or {}).items():
+            if isinstance(spec, str):
+                spec = {"agent": spec}
+            if not isinstance(spec, dict) or "agent" not in spec:
+                raise InputError(f"{origin}: step {name!r} needs an agent (step = \"agent\" or {{ agent = ... }})")
+            extra = sorted(set(spec) - {"agent", "fan_out", "max_branches"})
+            if extra:
+                raise InputError(f"{origin}: step {name!r}: unknown key(s) {', '.join(extra)}")
+            steps.append(Step(name, str(spec["agent"]), bool(spec.get("fan_out", False)),
+                              int(spec.get("max_branches", DEFAULT_MAX_BRANCHES))))
+        edges = []
+        for edge in data.get("edges") or []:
+            if not (isinstance(edge, list) and len(edge) == 2):
+                raise InputError(f"{origin}: an edge is [\"from\", \"to\"], got {edge!r}")
+            edges.append((str(edge[0]), str(edge[1])))
+        loops = []
+        for spec in data.get("loops") or []:
+            if "from" not in spec or "to" not in spec:
+                raise InputError(f"{origin}: a loop needs from and to, got {spec!r}")
+            bound = spec.get("max_rounds")
+            loops.append(Loop(str(spec["from"]), str(spec["to"]), str(spec.get("when", "revise")),
+                              None if bound is None else int(bound)))
+        return cls(str(data.get("name") or default_name), steps, edges, loops, data.get("output"),
+                   str(data.get("description") or ""))
+
+    # ---- validation -------------------------------------------------------------------------
+
+    def preds(self, step: str) -> list[str]:
+        return [a for a, b in self.edges if b == step]
+
+    def succs(self, step: str) -> list[str]:
+        return [b for a, b in self.edges if a == step]
+
+    def validate(self, lookup: Any = None) -> "Pipeline":
+        """Raise ``InputError`` for the first problem: unknown agent, unbounded loop, missing input…"""
+        from vivace.agents.registry import REGISTRY
+
+        lookup = lookup or REGISTRY.get
+        where = f"pipeline {self.name!r}"
+        if not self.steps:
+            raise InputError(f"{where} has no steps")
+        if len(self.steps) != len(self.step_list):
+            raise InputError(f"{where}: step names must be unique")
+        names = ", ".join(self.steps)
+        agents = {}
+        for step in self.step_list:
+            try:
+                agents[step.name] = step.impl or lookup(step.agent)
+            except InputError as exc:
+                raise InputError(f"{where}, step {step.name!r}: {exc}") from None
+            if step.max_branches < 1:
+                raise InputError(f"{where}, step {step.name!r}: max_branches must be at least 1")
+        for a, b in [*self.edges, *((lp.source, lp.target) for lp in self.loops)]:
+            for end in (a, b):
+                if end not in self.steps:
+                    raise InputError(f"{where}: edge {a} -> {b} names no step {end!r} (steps: {names})")
+        if cycle := self._cycle():
+            raise InputError(f"{where}: loop without a bound: {' -> '.join(cycle)}; declare it as a loop "
+                             "with max_rounds instead of an edge")
+        for lp in self.loops:
+            if lp.max_rounds is None:
+                raise InputError(f"{where}: loop without a bound: {lp.source} -> {lp.target} needs max_rounds")
+            if lp.max_rounds < 0:
+                raise InputError(f"{where}: loop {lp.source} -> {lp.target}: max_rounds must not be negative")
+        for step in self.step_list:
+            preds = self.preds(step.name)
+            if step.fan_out and len(preds) != 1:
+                raise InputError(f"{where}: missing input: fan-out step {step.name!r} needs exactly one incoming "
+                                 f"edge to take its items from (has {len(preds)})")
+            if not preds and len(self.steps) > 1 and getattr(agents[step.name], "needs_input", False):
+                raise InputError(f"{where}: missing input: step {step.name!r} (agent {step.agent!r}) needs "
+                                 "upstream output but no edge leads to it")
+            if len(preds) > 1 and any(lp.source in preds for lp in self.loops):
+                raise InputError(f"{where}: step {step.name!r} joins several inputs, one of them a loop's source; "
+                                 "put the loop's source last in its own chain")
+        sinks = [s.name for s in self.step_list if not self.succs(s.name)]
+        if self.output is not None and self.output not in self.steps:
+            raise InputError(f"{where}: output {self.output!r} is not a step (steps: {names})")
+        if self.output is None and len(sinks) != 1:
+            raise InputError(f"{where} ends in several steps ({', '.join(sinks)}); set output = the one to return")
+        return self
+
+    def _cycle(self) -> list[str] | None:
+        """A cycle made of plain edges, if any (loops are bounded back edges, not plain edges)."""
+        state: dict[str, int] = {}
+        path: list[str] = []
+
+        def visit(n: str) -> list[str] | None:
+            state[n] = 1
+            path.append(n)
+            for m in self.succs(n):
+                if state.get(m) == 1:
+                    return path[path.index(m):] + [m]
+                if m not in state and (found := visit(m)):
+                    return found
+            state[n] = 2
+            path.pop()
+            return None
+
+        for s in self.steps:
+            if s not in state and (found := visit(s)):
+                return found
+        return None
+
+    @property
+    def result_step(self) -> str:
+        return self.output or next(s.name for s in self.step_list if not self.succs(s.name))
+
+    # ---- execution --------------------------------------------------------------------------
+
+    def compile(self, ctx: AgentContext) -> Any:
+        """The LangGraph graph of this pipeline for one run (agents build their nodes with ``ctx``)."""
+        from langgraph.graph import END, START, StateGraph
+        from langgraph.types import Send
+
+        from vivace.agents.registry import REGISTRY
+
+        self.validate()
+        scope = ctx.tracer.scope()
+        graph = StateGraph(PipelineState)
+        for step in self.step_list:
+            node = (step.impl or REGISTRY.get(step.agent)).build(ctx)
+            fn = _node_fn(_StepNode(self, step, node, ctx, scope))
+            if step.fan_out:
+                graph.add_node(step.name, fn, input_schema=BranchState)  # type: ignore[arg-type]
+            else:
+                graph.add_node(step.name, fn)
+        for step in self.step_list:
+            if not self.preds(step.name):
+                graph.add_edge(START, step.name)
+        joined: set[str] = set()
+        max_branches = ctx.options.get("max_branches")
+        for step in self.step_list:
+            succ = self.succs(step.name)
+            fans = [t for t in succ if self.steps[t].fan_out]
+            plain = [t for t in succ if not self.steps[t].fan_out]
+            loops = [lp for lp in self.loops if lp.source == step.name]
+            if not fans and not loops:
+                for t in plain:
+                    preds = self.preds(t)
+                    if len(preds) > 1:
+                        if t not in joined:
+                            graph.add_edge(preds, t)  # waits for all of them
+                            joined.add(t)
+                    else:
+                        graph.add_edge(step.name, t)
+                if not succ:
+                    graph.add_edge(step.name, END)
+                continue
+
+            def router(state: PipelineState, _s: str = step.name, _plain: list[str] = plain,
+                       _fans: list[str] = fans) -> Any:
+                chosen = (state.get("routes") or {}).get(_s)
+                if chosen:
+                    return [chosen]
+                out: list[Any] = list(_plain)
+                for t in _fans:
+                    cap = max_branches or self.steps[t].max_branches
+                    items = (state.get("items") or {}).get(_s) or [state["task"]]
+                    base = {k: v for k, v in state.items() if k != "messages"}
+                    out += [Send(t, {**base, "messages": [], "item": it, "branch": i})
+                            for i, it in enumerate(items[:cap], 1)]
+                return out or [END]
+
+            targets = [*plain, *fans, *(lp.target for lp in loops), END]
+            graph.add_conditional_edges(step.name, router, list(dict.fromkeys(targets)))
+        return graph.compile(name=f"vivace-pipeline-{self.name}")
+
+    def recursion_limit(self, ctx: AgentContext) -> int:
+        rounds = sum(_bound(lp, ctx) for lp in self.loops)
+        return (len(self.steps) + 2) * (rounds + 1) + 10
+
+    async def invoke(self, task: str, ctx: AgentContext, graph: Any = None) -> tuple[str, dict[str, Any]]:
+        """Run the pipeline (or its already ``compile``d graph) on ``task``; the result text and final state."""
+        graph = graph or self.compile(ctx)
+        state = await graph.ainvoke(
+            PipelineState(task=task, outputs={}, items={}, decisions={}, counts={}, loops={}, routes={}, messages=[]),
+            config={"recursion_limit": self.recursion_limit(ctx)},
+        )
+        return _as_text((state.get("outputs") or {}).get(self.result_step, "")), state
+
+    def build(self, ctx: AgentContext) -> Node:
+        """As a step of another pipeline: run on the branch item or task plus the history."""
+
+        async def node(inp: StepInput) -> str:
+            text, _ = await self.invoke(task_text(inp), ctx)
+            return text
+
+        return node
+
+
+def _node_fn(step_node: "_StepNode") -> Any:
+    """A plain ``async def`` for LangGraph (it runs other callables in a thread pool)."""
+
+    async def run_step(state):  # type: ignore[no-untyped-def]  # no hint: the graph's schema applies
+        return await step_node(state)
+
+    run_step.__name__ = step_node.step.name
+    return run_step
+
+
+def _bound(loop: Loop, ctx: AgentContext) -> int:
+    override = ctx.options.get("max_rounds")
+    return int(override) if override is not None else (loop.max_rounds or 0)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return "\n\n".join(str(value[k]) for k in sorted(value))
+    return "" if value is None else str(value)
+
+
+def parse_items(text: str) -> list[str]:
+    """A numbered or bulleted list in ``text``, else its non-empty lines."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    listed = [m.group(1).strip() for ln in lines if (m := re.match(r"^(?:\d{1,2}[.)]|[-*•])\s+(.+)$", ln))]
+    return listed or lines
+
+
+class _StepNode:
+    """Wraps an agent's node: inputs and history in, timing/attribution/errors/routing out."""
+
+    def __init__(self, pipe: Pipeline, step: Step, node: Any, ctx: AgentContext, scope: int) -> None:
+        self.pipe, self.step, self.node, self.ctx, self.scope = pipe, step, node, ctx, scope
+        self.__name__ = step.name
+
+    def _inputs(self, state: PipelineState) -> dict[str, Any]:
+        outputs = state.get("outputs") or {}
+        name = self.step.name
+        order = [*self.pipe.preds(name), name, *(lp.source for lp in self.pipe.loops if lp.target == name)]
+        inputs: dict[str, Any] = {}
+        for src in dict.fromkeys(order):
+            if src in outputs and (src != name or not self.step.fan_out):
+                value = outputs[src]
+                inputs[src] = [value[k] for k in sorted(value)] if isinstance(value, dict) else value
+        return inputs
+
+    def _deps(self, inputs: dict[str, Any]) -> list[int]:
+        """The latest runs of the steps this one reads: edges of the critical path."""
+        deps: list[int] = []
+        for src in inputs:
+            runs = [r for r in self.ctx.tracer.runs if r.scope == self.scope and r.step == src and r.ended_at]
+            if runs:
+                last = max(r.round for r in runs)
+                deps += [r.id for r in runs if r.round == last]
+        return deps
+
+    async def __call__(self, state: BranchState) -> dict[str, Any]:
+        from vivace.agents.history import render_history, fit_history
+
+        step, ctx = self.step, self.ctx
+        rnd = (state.get("counts") or {}).get(step.name, 0)
+        branch = state.get("branch") if step.fan_out else None
+        inputs = self._inputs(state)
+        run = ctx.tracer.start(self.scope, step.name, step.agent, branch, rnd, self._deps(inputs))
+        token = _CURRENT.set(run)
+        try:
+            history, stats = await fit_history(render_history(inputs, step.name), state["task"], ctx)
+            if stats:
+                run.extra["history_compression"] = stats
+            inp = StepInput(task=state["task"], step=step.name, agent=step.agent, inputs=inputs, history=history,
+                            item=state.get("item") if step.fan_out else None, branch=branch, round=rnd,
+                            messages=list(state.get("messages") or []))
+            raw = await self.node.ainvoke(inp) if hasattr(self.node, "ainvoke") else await self.node(inp)
+        except AgentError as exc:
+            ctx.tracer.fail(run, str(exc))
+            raise
+        except Exception as exc:  # CancelledError is not an Exception: Ctrl-C cancels every branch
+            message = str(exc) or type(exc).__name__
+            ctx.tracer.fail(run, message)
+            where = f"step {step.name!r}" + (f" branch {branch}" if branch is not None else "")
+            raise AgentError(f"agent {step.agent!r} failed ({where}): {message}", step.agent, step.name) from exc
+        finally:
+            _CURRENT.reset(token)
+        text, items, decision = _normalize(raw)
+        ctx.tracer.finish(run, text)
+        update: dict[str, Any] = {
+            "outputs": {step.name: {branch: text} if step.fan_out else text},
+            "counts": {step.name: rnd + 1},
+            "decisions": {step.name: decision},
+            "messages": [{"step": step.name, "agent": step.agent, "branch": branch, "round": rnd, "content": text}],
+        }
+        if any(t for t in self.pipe.succs(step.name) if self.pipe.steps[t].fan_out):
+            update["items"] = {step.name: items if items is not None else parse_items(text)}
+        route = None
+        for lp in self.pipe.loops:
+            key = f"{lp.source}->{lp.target}"
+            taken = (state.get("loops") or {}).get(key, 0)
+            if lp.source == step.name and decision == lp.when.lower() and taken < _bound(lp, ctx):
+                route = lp.target
+                update["loops"] = {key: taken + 1}
+                log.debug("step %s sends the run back to %s (round %d)", step.name, lp.target, taken + 1)
+                break
+        update["routes"] = {step.name: route}
+        return update
+
+
+def _normalize(raw: Any) -> tuple[str, list[str] | None, str | None]:
+    """A node's return value as (text, items, decision)."""
+    if isinstance(raw, str):
+        return raw, None, None
+    if isinstance(raw, dict):
+        text = raw.get("output", raw.get("result", raw.get("answer", "")))
+        items = raw.get("items")
+        decision = raw.get("decision")
+        decision = str(decision).strip().lower() if decision is not None else None
+        return _as_text(text), [str(i) for i in items] if items is not None else None, decision
+    if raw is None:
+        return "", None, None
+    return str(raw), None, None
+
+
+def single(agent: Agent) -> Pipeline:
+    """An agent on its own, as a one-step pipeline (so every run is traced the same way)."""
+    if isinstance(agent, Pipeline):
+        return agent
+    return Pipeline(agent.name, [Step(agent.name, agent.name, impl=agent)], description=agent.description)
