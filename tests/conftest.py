@@ -8,6 +8,7 @@ thread for the whole session; tests hand it coroutines through ``run``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -88,9 +89,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_API_SERVER_FAILURE: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real vLLM OpenAI-compatible server on loopback; yields its base URL."""
+    """A real vLLM OpenAI-compatible server on loopback; yields its base URL.
+
+    A start that failed is not retried for every test that asks (each try waits minutes).
+    """
+    if _API_SERVER_FAILURE:
+        pytest.fail(f"api_server failed to start earlier in this session: {_API_SERVER_FAILURE[0]}")
     import subprocess
     import sys
     import time
@@ -123,8 +132,14 @@ def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             except httpx.HTTPError:
                 pass
             if time.time() > deadline:
-                raise RuntimeError("api_server did not become healthy in 420 s")
+                raise RuntimeError(f"api_server did not become healthy in 420 s: {log_file.read_text()[-1500:]}")
             time.sleep(1)
+    except RuntimeError as exc:
+        _API_SERVER_FAILURE.append(str(exc)[:300])
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        raise
+    try:
         yield url
     finally:
         import signal

@@ -140,8 +140,8 @@ def test_interrupt_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path
     assert first.strip()
     proc.send_signal(sig)
     t0 = time.time()
-    _, stderr = proc.communicate(timeout=60)
-    assert time.time() - t0 < 30
+    _, stderr = proc.communicate(timeout=120)
+    assert time.time() - t0 < 60  # generation stops at once; engine shutdown takes seconds
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert session_leftovers(proc.pid) == []

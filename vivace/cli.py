@@ -30,6 +30,8 @@ PLUGGED_COMMANDS = {
     "vivace.agents.commands": "top",
     "vivace.retrieval.commands": "top",
     "vivace.eval.context_bench": "bench",
+    "vivace.eval.sot_bench": "bench",
+    "vivace.eval.overhead_bench": "bench",
 }
 
 # CLI flag -> config key. Flags left unset (None) do not override lower layers.

@@ -1,0 +1,51 @@
+"""`vivace bench overhead` on its zero-latency FakeBackend: fan-out, report schema, the fit. No timed assertions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from vivace.agents.skeleton import parse_skeleton
+from vivace.errors import InputError
+from vivace.eval import overhead_bench
+
+
+@pytest.mark.parametrize("n", [2, 5, 32])
+def test_skeleton_has_n_distinct_points(n: int) -> None:
+    parsed = parse_skeleton("1." + overhead_bench.skeleton_text(n), max_points=n)
+    assert parsed.fallback is None and len(parsed.points) == n == len(set(parsed.points))
+
+
+def test_vivace_run_fans_out_to_n_branches() -> None:
+    backend = overhead_bench.fake_backend(4)
+    trace = asyncio.run(overhead_bench.vivace_run(backend, 4))
+    assert len(trace.meta["points"]) == 4
+    assert sorted(c.branch for c in trace.calls if c.node == "expand") == [1, 2, 3, 4]
+    assert len(backend.requests) == 5 and backend.requests[0].tag.endswith("/skeleton")
+
+
+def test_report_schema() -> None:
+    report = asyncio.run(overhead_bench.run_bench([2, 4], repeats=2, warmup=0))
+    assert [r["branches"] for r in report["rows"]] == [2, 4]
+    for r in report["rows"]:
+        assert set(r) >= {"vivace_ms", "baseline_ms", "overhead_ms", "overhead_paired_median_ms", "overhead_per_branch_ms"}
+        assert r["overhead_ms"] == pytest.approx(r["vivace_ms"] - r["baseline_ms"], abs=1e-3)
+        assert r["overhead_per_branch_ms"] == pytest.approx(r["overhead_ms"] / r["branches"], abs=1e-3)
+    s = report["summary"]
+    assert s["per_run_ms"] == report["fit"]["per_run_ms"] and s["per_branch_ms"] == report["fit"]["per_branch_ms"]
+    assert isinstance(s["per_run_ok"], bool) and len(report["load_average_start"]) == 3
+
+
+def test_fit_recovers_a_line() -> None:
+    rows = [{"branches": n, "overhead_ms": 0.7 + 0.08 * n} for n in (2, 4, 8, 16, 32)]
+    fit = overhead_bench.fit(rows)
+    assert fit["per_run_ms"] == pytest.approx(0.7) and fit["per_branch_ms"] == pytest.approx(0.08) and fit["r2"] == 1.0
+    assert overhead_bench.fit(rows[:1])["per_run_ms"] is None
+
+
+def test_bad_input() -> None:
+    with pytest.raises(InputError):
+        asyncio.run(overhead_bench.run_bench([1, 2], repeats=1, warmup=0))
+    with pytest.raises(InputError):
+        asyncio.run(overhead_bench.run_bench([2], repeats=0, warmup=0))

@@ -1,0 +1,207 @@
+"""`vivace bench overhead`: vivace's own cost per run and per branch, on a zero-latency FakeBackend.
+
+For each branch count N, a SoT run fans out to N points (the fake model
+answers every skeleton request with N numbered points). The baseline replays
+the very requests that run sent, with no graph: the skeleton call, then
+``asyncio.gather`` of the N expansion calls. Both consume the same backend
+stream the same way, so the difference is what vivace adds: the LangGraph
+controller, prompt rendering, skeleton parsing, events and traces.
+
+vivace's time is the run's ``RunTrace.latency_s``; the baseline has no trace
+and is timed the same way (``perf_counter`` around the whole run). The two
+alternate within every repeat so load drift hits both; medians are reported,
+and a least-squares line fits overhead = per_run + per_branch x N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from vivace.config import Config
+from vivace.errors import InputError
+
+# One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
+# (vivace.agents.skeleton.MIN_POINTS), whatever answer_question's min_points says.
+DEFAULT_BRANCHES = (2, 4, 8, 16, 32)
+QUESTION = "What are the benefits of a daily walk?"
+TARGET_PER_RUN_MS = 1.0
+TARGET_PER_BRANCH_MS = 0.1
+
+
+def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("overhead", parents=parents, help="vivace's own cost per run and per branch vs plain asyncio.gather")
+    p.add_argument("--branches", type=int, nargs="+", default=list(DEFAULT_BRANCHES), metavar="N", help="fan-out sizes, each >= 2 (default 2 4 8 16 32)")
+    p.add_argument("--repeats", type=int, default=40, help="runs per size; medians are reported (default 40)")
+    p.add_argument("--warmup", type=int, default=5, help="unreported runs per size first (default 5)")
+    p.add_argument("--out", default="runs/bench-overhead", metavar="DIR", help="where report.json goes")
+    p.set_defaults(handler=cmd_bench_overhead)
+
+
+def skeleton_text(n: int) -> str:
+    """A clean skeleton of ``n`` distinct points, continuing the prompt's "1." prefill."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    points = [f"Aspect {words[i % 8]} {words[(i // 8) % 8]}" for i in range(n)]
+    return " " + "\n".join(p if i == 0 else f"{i + 1}. {p}" for i, p in enumerate(points))
+
+
+def fake_backend(n: int) -> Any:
+    """A zero-latency FakeBackend whose skeletons have ``n`` points and whose expansions are one sentence."""
+    from vivace.runtime.fake import FakeBackend
+
+    skeleton = skeleton_text(n)
+
+    def responder(request: Any) -> str:
+        if request.tag.endswith("/skeleton"):
+            return skeleton
+        if "/expand/" in request.tag:
+            return "This point is explained in one short sentence with a few words."
+        return "A plain answer in one short sentence."
+
+    return FakeBackend(responder)
+
+
+async def vivace_run(backend: Any, n: int) -> Any:
+    from vivace.agents import answer_question
+
+    trace = await answer_question(QUESTION, backend, mode="sot", max_points=n, min_points=1, max_tokens=512)
+    if len(trace.meta["points"]) != n or trace.meta.get("fallback"):
+        raise RuntimeError(f"expected {n} points, got {len(trace.meta['points'])} ({trace.meta.get('fallback')})")
+    return trace
+
+
+async def baseline_run(backend: Any, requests: list[Any]) -> float:
+    """The same calls without vivace: the skeleton, then every expansion at once. Seconds."""
+    from vivace.runtime import complete
+
+    t0 = time.perf_counter()
+    await complete(backend, requests[0])
+    await asyncio.gather(*(complete(backend, r) for r in requests[1:]))
+    return time.perf_counter() - t0
+
+
+async def measure(n: int, repeats: int, warmup: int) -> dict[str, Any]:
+    """Medians over ``repeats`` alternating vivace / baseline runs with ``n`` branches."""
+    backend = fake_backend(n)
+    await vivace_run(backend, n)
+    recorded = list(backend.requests)  # skeleton first, then the n expansions
+    assert len(recorded) == n + 1 and recorded[0].tag.endswith("/skeleton")
+    vivace_s: list[float] = []
+    base_s: list[float] = []
+    for i in range(warmup + repeats):
+        backend.requests.clear()
+        trace = await vivace_run(backend, n)
+        base = await baseline_run(backend, recorded)
+        if i >= warmup:
+            vivace_s.append(trace.latency_s)
+            base_s.append(base)
+    diffs = [(v - b) * 1000 for v, b in zip(vivace_s, base_s)]
+    return {
+        "branches": n,
+        "repeats": repeats,
+        "vivace_ms": round(statistics.median(vivace_s) * 1000, 4),
+        "baseline_ms": round(statistics.median(base_s) * 1000, 4),
+        "overhead_ms": round((statistics.median(vivace_s) - statistics.median(base_s)) * 1000, 4),
+        "overhead_paired_median_ms": round(statistics.median(diffs), 4),
+        "overhead_per_branch_ms": round((statistics.median(vivace_s) - statistics.median(base_s)) * 1000 / n, 4),
+        "vivace_min_ms": round(min(vivace_s) * 1000, 4),
+        "baseline_min_ms": round(min(base_s) * 1000, 4),
+    }
+
+
+def fit(rows: list[dict[str, Any]], key: str = "overhead_ms") -> dict[str, float | None]:
+    """Least squares: ``key`` = per_run_ms + per_branch_ms x branches."""
+    xs = [float(r["branches"]) for r in rows]
+    ys = [float(r[key]) for r in rows]
+    if len(set(xs)) < 2:
+        return {"per_run_ms": None, "per_branch_ms": None, "r2": None}
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    intercept = my - slope * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys))
+    return {
+        "per_run_ms": round(intercept, 4),
+        "per_branch_ms": round(slope, 4),
+        "r2": round(1 - ss_res / ss_tot, 4) if ss_tot else None,
+    }
+
+
+async def run_bench(branches: list[int], repeats: int, warmup: int, progress: Any = None) -> dict[str, Any]:
+    if any(n < 2 for n in branches) or repeats < 1 or warmup < 0:
+        raise InputError("--branches values must be >= 2 (a SoT run has at least 2 points), --repeats >= 1, --warmup >= 0")
+    load_start = os.getloadavg()
+    rows = []
+    for n in branches:
+        rows.append(await measure(n, repeats, warmup))
+        if progress:
+            progress(rows[-1])
+    line = fit(rows)
+    paired = fit(rows, "overhead_paired_median_ms")
+    from vivace.eval.backend_bench import machine_info
+
+    return {
+        "bench": "overhead",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": {
+            "backend": "fake (zero latency)", "mode": "sot", "branches": branches, "repeats": repeats, "warmup": warmup,
+            "vivace_timing": "RunTrace.latency_s", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
+        },
+        "machine": machine_info(),
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "rows": rows,
+        "fit": line,
+        "fit_paired": paired,
+        "summary": {
+            "per_run_ms": line["per_run_ms"],
+            "per_branch_ms": line["per_branch_ms"],
+            "target_per_run_ms": TARGET_PER_RUN_MS,
+            "target_per_branch_ms": TARGET_PER_BRANCH_MS,
+            "per_run_ok": None if line["per_run_ms"] is None else line["per_run_ms"] <= TARGET_PER_RUN_MS,
+            "per_branch_ok": None if line["per_branch_ms"] is None else line["per_branch_ms"] <= TARGET_PER_BRANCH_MS,
+        },
+    }
+
+
+async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vivace.cli import emit_json
+
+    err = Console(stderr=True)
+    report = await run_bench(
+        args.branches, args.repeats, args.warmup,
+        progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms", highlight=False),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    if args.json:
+        emit_json(report)
+        return 0
+    table = Table(title=f"vivace overhead vs asyncio.gather, zero-latency fake (medians of {args.repeats})")
+    for col in ("branches", "vivace ms", "gather ms", "overhead ms", "paired ms", "per branch ms"):
+        table.add_column(col, justify="right")
+    for r in report["rows"]:
+        table.add_row(str(r["branches"]), f"{r['vivace_ms']:.3f}", f"{r['baseline_ms']:.3f}", f"{r['overhead_ms']:.3f}",
+                      f"{r['overhead_paired_median_ms']:.3f}", f"{r['overhead_per_branch_ms']:.3f}")
+    console = Console()
+    console.print(table)
+    s = report["summary"]
+    console.print(
+        f"fit: {s['per_run_ms']} ms per run + {s['per_branch_ms']} ms per branch (r2 {report['fit']['r2']}); "
+        f"target <= {TARGET_PER_RUN_MS} ms + <= {TARGET_PER_BRANCH_MS} ms: "
+        f"{'ok' if s['per_run_ok'] else 'MISSED'} / {'ok' if s['per_branch_ok'] else 'MISSED'}",
+        highlight=False,
+    )
+    console.print(f"report: {out / 'report.json'}  (load average {report['load_average_start']})", highlight=False)
+    return 0

@@ -1,0 +1,519 @@
+"""`vivace bench sot`: Skeleton-of-Thought vs normal decoding vs auto (the router), per question.
+
+How it is measured:
+- every question runs normal, then SoT, then auto, one run at a time on the
+  same engine in one process, greedy, with the same answer budget
+  (``--max-tokens``, default 768 so that the embedded model's normal answers
+  end on their own under the default repetition penalty);
+- questions run round-robin over categories, so a partial run (``--limit`` or
+  an interrupted one: report.json is rewritten after every question) still
+  covers every category;
+- latencies and token counts come from the runs' traces (``RunTrace.latency_s``,
+  ``CallTrace``), never from a second clock;
+- the router's embedder and the engine are warmed before timing, so one-off
+  loads are not charged to the first question;
+- a normal answer that hit the cap (``finish_reason == "length"``) is
+  reported as truncated, and the summary gives the speedup without those
+  questions too: a speedup that comes from cutting the baseline is not one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from vivace.config import Config
+from vivace.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = (
+    "generic", "knowledge", "common-sense", "counterfactual", "roleplay",
+    "writing", "math", "coding", "fermi",
+)
+SOT_SUITED = ("generic", "knowledge", "common-sense", "counterfactual", "roleplay")
+NEVER_SOT = ("math", "coding")
+DEFAULT_MAX_TOKENS = 768
+WARMUP_QUESTION = "What makes a good breakfast?"
+
+# The issue's targets on the embedded engine.
+TARGETS = {
+    "speedup_sot_suited_median_min": 2.5,
+    "length_ratio_suited_median_min": 0.7,
+    "auto_normal_overhead_median_max": 0.05,
+    "auto_normal_overhead_max_max": 0.25,
+}
+
+
+def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sot", parents=parents, help="Skeleton-of-Thought vs normal vs auto: speedup and length per question")
+    p.add_argument("--questions", metavar="FILE.jsonl", help='lines of {"id", "question", "category"} (default: the bundled 45)')
+    p.add_argument("--out", default="runs/bench-sot", metavar="DIR", help="where report.json and speedup.png go")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="run only N questions (round-robin over categories)")
+    p.add_argument("--categories", nargs="+", metavar="CAT", help="only these categories")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="for every mode (config repetition_penalty)")
+    p.add_argument("--max-points", type=int, default=None, help="SoT point cap (config sot_max_points)")
+    p.set_defaults(handler=cmd_bench_sot)
+    # --max-tokens comes from the common options; unset, the bench uses DEFAULT_MAX_TOKENS.
+
+
+def default_questions_path() -> Any:
+    return resources.files("vivace.eval").joinpath("data/sot_questions.jsonl")
+
+
+def load_questions(path: Any = None) -> list[dict[str, str]]:
+    """Questions from a JSONL file (``id`` and ``question`` required, ``category`` optional)."""
+    src = Path(path) if path is not None else default_questions_path()
+    if path is not None and not Path(path).is_file():
+        raise InputError(f"questions file not found: {path}")
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{src}:{n}: not JSON") from None
+        if not isinstance(row, dict) or not str(row.get("question") or "").strip() or not row.get("id"):
+            raise InputError(f'{src}:{n}: needs "id" and "question"')
+        qid = str(row["id"])
+        if qid in seen:
+            raise InputError(f"{src}:{n}: duplicate id {qid!r}")
+        seen.add(qid)
+        out.append({"id": qid, "category": str(row.get("category") or "uncategorized"), "question": str(row["question"]).strip()})
+    if not out:
+        raise InputError(f"{src}: no questions")
+    return out
+
+
+def select(questions: list[dict[str, str]], categories: list[str] | None = None, limit: int | None = None) -> list[dict[str, str]]:
+    """Filter by category, then order round-robin over categories (file order within one) and cut at ``limit``."""
+    if categories:
+        known = {q["category"] for q in questions}
+        unknown = sorted(set(categories) - known)
+        if unknown:
+            raise InputError(f"no questions in categories: {', '.join(unknown)} (have: {', '.join(sorted(known))})")
+        questions = [q for q in questions if q["category"] in categories]
+    by_cat: dict[str, list[dict[str, str]]] = {}
+    for q in questions:
+        by_cat.setdefault(q["category"], []).append(q)
+    ordered: list[dict[str, str]] = []
+    queues = list(by_cat.values())
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    if limit is not None:
+        if limit < 1:
+            raise InputError("--limit must be at least 1")
+        ordered = ordered[:limit]
+    return ordered
+
+
+def _median(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 4) if xs else None
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _cached(trace: Any) -> int | None:
+    vals = [c.cached_tokens for c in trace.calls if c.cached_tokens is not None]
+    return sum(vals) if vals else None
+
+
+def normal_record(trace: Any) -> dict[str, Any]:
+    calls = [c for c in trace.calls if c.node == "normal"]
+    return {
+        "latency_s": round(trace.latency_s, 4),
+        "output_tokens": trace.output_tokens,
+        "truncated": any(c.finish_reason == "length" for c in calls),
+        "finish_reason": calls[-1].finish_reason if calls else None,
+        "ttft_s": round(trace.ttft_s, 4) if trace.ttft_s is not None else None,
+        "cached_tokens": _cached(trace),
+        "answer": trace.answer,
+    }
+
+
+def sot_record(trace: Any) -> dict[str, Any]:
+    skeleton = [c for c in trace.calls if c.node == "skeleton"]
+    expand = [c for c in trace.calls if c.node == "expand"]
+    normal = [c for c in trace.calls if c.node == "normal"]  # a fallback's normal decoding
+    stages = trace.meta.get("stages") or {}
+    return {
+        "latency_s": round(trace.latency_s, 4),
+        "output_tokens": trace.output_tokens,
+        "points": len(trace.meta.get("points") or []),
+        # Any call of the answer that hit its cap: a point expansion, or the fallback's normal decoding.
+        "truncated": any(c.finish_reason == "length" for c in expand + normal),
+        "truncated_points": sum(1 for c in expand if c.finish_reason == "length"),
+        "skeleton_truncated": any(c.finish_reason == "length" for c in skeleton),
+        "fallback": trace.meta.get("fallback"),
+        "failed_points": len(trace.meta.get("failed_points") or {}),
+        "skeleton_tokens": sum(c.output_tokens for c in skeleton),
+        "expansion_tokens": sum(c.output_tokens for c in expand),
+        "skeleton_s": round(stages["skeleton"], 4) if "skeleton" in stages else None,
+        "expand_s": round(stages["expand"], 4) if "expand" in stages else None,
+        "ttft_s": round(trace.ttft_s, 4) if trace.ttft_s is not None else None,
+        "cached_tokens": _cached(trace),
+        "answer": trace.answer,
+    }
+
+
+def auto_record(trace: Any) -> dict[str, Any]:
+    router = trace.meta.get("router") or {}
+    stages = trace.meta.get("stages") or {}
+    return {
+        "latency_s": round(trace.latency_s, 4),
+        "output_tokens": trace.output_tokens,
+        "routed": router.get("mode"),
+        "reason": router.get("reason"),
+        "mode": trace.mode,  # "normal" also when the skeleton fell back
+        "fallback": trace.meta.get("fallback"),
+        "route_s": round(stages["route"], 6) if "route" in stages else None,
+        "truncated": any(c.finish_reason == "length" for c in trace.calls if c.node in ("normal", "expand")),
+        "cached_tokens": _cached(trace),
+    }
+
+
+def question_record(q: dict[str, str], normal: Any, sot: Any, auto: Any) -> dict[str, Any]:
+    n, s, a = normal_record(normal), sot_record(sot), auto_record(auto)
+    return {
+        "id": q["id"],
+        "category": q["category"],
+        "question": q["question"],
+        "mode_auto": a["routed"],
+        "normal": n,
+        "sot": s,
+        "auto": a,
+        "speedup_sot": _ratio(n["latency_s"], s["latency_s"]),
+        "speedup_auto": _ratio(n["latency_s"], a["latency_s"]),
+        "length_ratio": _ratio(s["output_tokens"], n["output_tokens"]),
+    }
+
+
+def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one set of questions."""
+    clean = [r for r in rows if not r["normal"]["truncated"]]
+    return {
+        "n": len(rows),
+        "speedup_sot_median": _median([r["speedup_sot"] for r in rows if r["speedup_sot"] is not None]),
+        "speedup_auto_median": _median([r["speedup_auto"] for r in rows if r["speedup_auto"] is not None]),
+        "length_ratio_median": _median([r["length_ratio"] for r in rows if r["length_ratio"] is not None]),
+        "speedup_sot_median_untruncated": _median([r["speedup_sot"] for r in clean if r["speedup_sot"] is not None]),
+        "normal_latency_median_s": _median([r["normal"]["latency_s"] for r in rows]),
+        "sot_latency_median_s": _median([r["sot"]["latency_s"] for r in rows]),
+        "normal_output_tokens_median": _median([r["normal"]["output_tokens"] for r in rows]),
+        "sot_output_tokens_median": _median([r["sot"]["output_tokens"] for r in rows]),
+        "sot_points_median": _median([r["sot"]["points"] for r in rows]),
+        "routed_sot": sum(1 for r in rows if r["mode_auto"] == "sot"),
+        "fallbacks": sum(1 for r in rows if r["sot"]["fallback"]),
+        "normal_truncated": sum(1 for r in rows if r["normal"]["truncated"]),
+        "sot_truncated": sum(1 for r in rows if r["sot"]["truncated"]),
+    }
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """report.json's summary: overall, SoT-suited, per category, auto overhead, routing checks, targets."""
+    overall = _group(rows)
+    suited_rows = [r for r in rows if r["category"] in SOT_SUITED]
+    suited = {"categories": list(SOT_SUITED), **_group(suited_rows)}
+    cats = [c for c in CATEGORIES if any(r["category"] == c for r in rows)]
+    cats += sorted({r["category"] for r in rows} - set(cats))
+    by_category = {c: _group([r for r in rows if r["category"] == c]) for c in cats}
+
+    # Auto routed to normal: the same greedy decoding as the baseline, so the difference is vivace's own cost
+    # (router, graph) plus run-to-run noise.
+    routed_normal = [r for r in rows if r["mode_auto"] == "normal"]
+    overheads = [r["auto"]["latency_s"] / r["normal"]["latency_s"] - 1 for r in routed_normal if r["normal"]["latency_s"]]
+    deltas_ms = [(r["auto"]["latency_s"] - r["normal"]["latency_s"]) * 1000 for r in routed_normal]
+    same_tokens = sum(1 for r in routed_normal if r["auto"]["output_tokens"] == r["normal"]["output_tokens"])
+    worst = max(routed_normal, key=lambda r: r["auto"]["latency_s"] / r["normal"]["latency_s"], default=None)
+    auto_normal = {
+        "n": len(routed_normal),
+        "overhead_median": _median(overheads),
+        "overhead_max": round(max(overheads), 4) if overheads else None,
+        "overhead_max_id": worst["id"] if worst else None,
+        "delta_median_ms": _median(deltas_ms),
+        "route_median_ms": _median([r["auto"]["route_s"] * 1000 for r in routed_normal if r["auto"]["route_s"] is not None]),
+        "same_output_tokens": same_tokens,
+    }
+    misrouted = [r["id"] for r in rows if r["category"] in NEVER_SOT and r["mode_auto"] == "sot"]
+    checked = [r for r in rows if r["category"] in NEVER_SOT]
+    routing = {
+        "math_coding_checked": len(checked),
+        "math_coding_routed_sot": misrouted,
+        "math_coding_never_sot": not misrouted,
+        "routed_sot_by_category": {c: g["routed_sot"] for c, g in by_category.items()},
+    }
+
+    def check(value: float | None, ok: Callable[[float], bool]) -> bool | None:
+        return None if value is None else bool(ok(value))
+
+    targets = {
+        "speedup_sot_suited_median>=2.5": check(suited["speedup_sot_median"], lambda v: v >= TARGETS["speedup_sot_suited_median_min"]),
+        "length_ratio_suited_median>=0.7": check(suited["length_ratio_median"], lambda v: v >= TARGETS["length_ratio_suited_median_min"]),
+        "auto_normal_overhead_median<=5%": check(auto_normal["overhead_median"], lambda v: v <= TARGETS["auto_normal_overhead_median_max"]),
+        "auto_normal_overhead_max<=25%": check(auto_normal["overhead_max"], lambda v: v <= TARGETS["auto_normal_overhead_max_max"]),
+        "math_coding_never_sot": (not misrouted) if checked else None,
+    }
+    return {
+        "speedup_sot_median": overall["speedup_sot_median"],
+        "speedup_auto_median": overall["speedup_auto_median"],
+        "length_ratio_median": overall["length_ratio_median"],
+        "fallbacks": overall["fallbacks"],
+        "n": overall["n"],
+        "normal_truncated": overall["normal_truncated"],
+        "speedup_sot_median_untruncated": overall["speedup_sot_median_untruncated"],
+        "overall": overall,
+        "suited": suited,
+        "auto_routed_normal": auto_normal,
+        "routing": routing,
+        "targets": targets,
+        "by_category": by_category,
+    }
+
+
+async def warm_up(backend: Any, opts: dict[str, Any]) -> None:
+    """Load the router's embedder and run the engine once in each mode; nothing here is reported."""
+    import asyncio
+
+    from vivace.agents import answer_question
+    from vivace.agents.router import route, warm
+
+    await asyncio.to_thread(warm)
+    # The controller routes on the default executor's worker threads, and the embedder's first call on
+    # each new thread costs ~0.6 s here (per-thread torch start-up): touch every worker thread once.
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    for _ in range(2):
+        await asyncio.gather(*(asyncio.to_thread(route, WARMUP_QUESTION) for _ in range(workers)))
+    for mode in ("normal", "sot"):
+        await answer_question(WARMUP_QUESTION, backend, mode=mode, **{**opts, "max_tokens": min(64, opts["max_tokens"])})
+
+
+async def run_bench(
+    backend: Any,
+    questions: list[dict[str, str]],
+    *,
+    max_tokens: int,
+    repetition_penalty: float,
+    max_points: int,
+    out_dir: Path | None = None,
+    base_report: dict[str, Any] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    warm: bool = True,
+) -> dict[str, Any]:
+    """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes."""
+    from vivace.agents import answer_question
+
+    opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty, "max_points": max_points}
+    report: dict[str, Any] = dict(base_report or {})
+    report.setdefault("config", {})
+    report["config"].update(
+        max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty, max_points=max_points,
+        order="normal, sot, auto per question; questions round-robin over categories",
+        backend=backend.name, model=backend.model, questions_planned=len(questions),
+    )
+    report["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
+    if warm:
+        await warm_up(backend, opts)
+    rows: list[dict[str, Any]] = []
+    report["questions"] = rows
+    for q in questions:
+        traces = {}
+        for mode in ("normal", "sot", "auto"):
+            traces[mode] = await answer_question(q["question"], backend, mode=mode, **opts)
+        row = question_record(q, traces["normal"], traces["sot"], traces["auto"])
+        rows.append(row)
+        report["summary"] = summarize(rows)
+        report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        report["complete"] = len(rows) == len(questions)
+        if out_dir is not None:
+            write_report(out_dir, report)
+        if progress:
+            progress(row)
+    if not rows:
+        report["summary"] = summarize(rows)
+    return report
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+def plot(report: dict[str, Any], path: Path) -> Path | None:
+    """Per-category bars: median SoT and auto speedup, and the SoT/normal length ratio."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no %s", path.name)
+        return None
+    groups = report["summary"]["by_category"]
+    cats = list(groups)
+    if not cats:
+        return None
+    xs = range(len(cats))
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.0 * len(cats) + 2), 4.2))
+
+    def vals(key: str) -> list[float]:
+        return [groups[c][key] or 0.0 for c in cats]
+
+    ax.bar([x - width for x in xs], vals("speedup_sot_median"), width, label="SoT speedup (median)", color="#3b7dd8")
+    ax.bar(list(xs), vals("speedup_auto_median"), width, label="auto speedup (median)", color="#8cc084")
+    ax.bar([x + width for x in xs], vals("length_ratio_median"), width, label="SoT/normal length (median)", color="#e0a040")
+    ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([f"{c}\n(n={groups[c]['n']})" for c in cats], fontsize=8)
+    ax.set_ylabel("x (normal = 1)")
+    cfg = report.get("config", {})
+    done = sum(g["n"] for g in groups.values())
+    planned = cfg.get("questions_planned") or done
+    partial = f" (partial: {done} of {planned})" if done < planned else ""
+    ax.set_title(f"SoT vs normal, {cfg.get('model', '')}, greedy, {cfg.get('max_tokens')} tokens{partial}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = report["summary"]
+    cfg = report["config"]
+    table = Table(title=f"SoT bench: {cfg.get('model')} greedy, max {cfg.get('max_tokens')} tokens, {s['n']} questions")
+    for col in ("category", "n", "SoT x", "SoT x (untrunc.)", "auto x", "length", "points", "routed sot", "fallbacks", "normal trunc."):
+        table.add_column(col, justify="right" if col != "category" else "left")
+
+    def add(name: str, g: dict[str, Any], style: str | None = None) -> None:
+        table.add_row(
+            name, str(g["n"]), _fmt(g["speedup_sot_median"]), _fmt(g["speedup_sot_median_untruncated"]),
+            _fmt(g["speedup_auto_median"]), _fmt(g["length_ratio_median"]), _fmt(g["sot_points_median"], ".0f"),
+            str(g["routed_sot"]), str(g["fallbacks"]), str(g["normal_truncated"]), style=style,
+        )
+
+    for cat, g in s["by_category"].items():
+        add(cat, g)
+    table.add_section()
+    add("SoT-suited", s["suited"], "bold")
+    add("all", s["overall"], "bold")
+    console = Console()
+    console.print(table)
+    a = s["auto_routed_normal"]
+    console.print(
+        f"auto routed to normal: {a['n']} questions, latency over normal median {_fmt(_pct(a['overhead_median']))}%, "
+        f"max {_fmt(_pct(a['overhead_max']))}% ({a['overhead_max_id']}), router median {_fmt(a['route_median_ms'])} ms",
+        highlight=False,
+    )
+    r = s["routing"]
+    console.print(
+        f"math/coding routed to SoT: {', '.join(r['math_coding_routed_sot']) or 'none'} (of {r['math_coding_checked']})",
+        highlight=False,
+    )
+    console.print("targets: " + ", ".join(f"{k} {'ok' if v else ('-' if v is None else 'MISSED')}" for k, v in s["targets"].items()), highlight=False)
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else v * 100
+
+
+async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+
+    from vivace.cli import emit_json
+    from vivace.eval.backend_bench import machine_info
+    from vivace.runtime import open_backend
+
+    questions = select(load_questions(args.questions), args.categories, args.limit)
+    max_tokens = args.max_tokens if args.max_tokens is not None else DEFAULT_MAX_TOKENS
+    if max_tokens < 16:
+        raise InputError("--max-tokens must be at least 16")
+    penalty = args.repetition_penalty if args.repetition_penalty is not None else config.repetition_penalty
+    max_points = args.max_points if args.max_points is not None else config.sot_max_points
+    if max_points < 2:
+        raise InputError("--max-points must be at least 2")
+    out = Path(args.out)
+    err = Console(stderr=True)
+    # Every point of a skeleton must be in flight at once.
+    config = config.replace(max_in_flight=max(config.max_in_flight, max_points))
+    base = {
+        "bench": "sot",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "config": {"questions_file": str(args.questions or "bundled:vivace/eval/data/sot_questions.jsonl"), "engine": {k: str(v) for k, v in vars(config).items()}},
+    }
+    with err.status(f"starting the {config.backend} backend..."):
+        backend = await open_backend(config)
+    try:
+        report = await _run_and_close(backend, questions, err, max_tokens, penalty, max_points, out, base)
+    except BaseException:
+        # Interrupted: report.json holds every finished question; draw those too.
+        if (out / "report.json").is_file():
+            partial = json.loads((out / "report.json").read_text())
+            if partial.get("questions"):
+                plot(partial, out / "speedup.png")
+                err.print(f"interrupted: {len(partial['questions'])} questions in {out / 'report.json'}", highlight=False)
+        raise
+    png = plot(report, out / "speedup.png")
+    report["plot"] = str(png) if png else None
+    path = write_report(out, report)
+    if args.json:
+        emit_json({"report": str(path), "plot": report["plot"], "config": report["config"], "summary": report["summary"]})
+        return 0
+    print_table(report)
+    Console().print(f"report: {path}" + (f"\nplot: {png}" if png else ""), highlight=False)
+    return 0
+
+
+async def _run_and_close(
+    backend: Any, questions: list[dict[str, str]], err: Any, max_tokens: int, penalty: float, max_points: int,
+    out: Path, base: dict[str, Any],
+) -> dict[str, Any]:
+    try:
+        err.print(f"running {len(questions)} questions x (normal, sot, auto), max {max_tokens} tokens", highlight=False)
+        total = len(questions)
+
+        def progress(row: dict[str, Any]) -> None:
+            n = len(progress.rows) + 1  # type: ignore[attr-defined]
+            progress.rows.append(row)  # type: ignore[attr-defined]
+            err.print(
+                f"  [{n}/{total}] {row['id']:<18} normal {row['normal']['latency_s']:6.2f} s {row['normal']['output_tokens']:4d} tok"
+                f"{' (cap)' if row['normal']['truncated'] else ''} | sot {row['sot']['latency_s']:6.2f} s "
+                f"{row['sot']['output_tokens']:4d} tok {row['sot']['points']} pts{' fallback' if row['sot']['fallback'] else ''}"
+                f" | auto->{row['mode_auto']} {row['auto']['latency_s']:6.2f} s | x{_fmt(row['speedup_sot'])}",
+                highlight=False,
+            )
+
+        progress.rows = []  # type: ignore[attr-defined]
+        report = await run_bench(
+            backend, questions, max_tokens=max_tokens, repetition_penalty=penalty, max_points=max_points,
+            out_dir=out, base_report=base, progress=progress,
+        )
+        report["load_s"] = getattr(backend, "load_s", None)
+        return report
+    finally:
+        await backend.aclose()
