@@ -92,9 +92,11 @@ def free_port() -> int:
 _API_SERVER_FAILURE: list[str] = []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real vLLM OpenAI-compatible server on loopback; yields its base URL.
+
+    Module-scoped: an idle engine still takes CPU, so it is stopped once its tests are done.
 
     A start that failed is not retried for every test that asks (each try waits minutes).
     """

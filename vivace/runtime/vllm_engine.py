@@ -175,6 +175,7 @@ class VLLMBackend:
         self.tokenizer = engine.renderer.tokenizer
         self._context_length = engine.vllm_config.model_config.max_model_len
         self._closed = False
+        self._active: set[str] = set()  # request ids in flight, aborted on close
 
     @classmethod
     async def start(cls, options: EngineOptions) -> "VLLMBackend":
@@ -269,23 +270,25 @@ class VLLMBackend:
         finish_reason = "unknown"
         cached: int | None = None
         queue_s = 0.0
-        async for out in self._engine.generate(
-            {"prompt_token_ids": prompt_ids}, params, request.request_id
-        ):
-            completion = out.outputs[0]
-            output_tokens += len(completion.token_ids)
-            if completion.text:
-                timer.mark_first()
-                text_parts.append(completion.text)
-                yield Delta(completion.text, request.request_id)
-            elif completion.token_ids:
-                timer.mark_first()
-            if out.finished:
-                finish_reason = completion.finish_reason or "stop"
-                cached = out.num_cached_tokens
-                metrics = out.metrics
-                if metrics is not None and metrics.scheduled_ts and metrics.queued_ts:
-                    queue_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+        self._active.add(request.request_id)
+        try:
+            async for out in self._engine.generate({"prompt_token_ids": prompt_ids}, params, request.request_id):
+                completion = out.outputs[0]
+                output_tokens += len(completion.token_ids)
+                if completion.text:
+                    timer.mark_first()
+                    text_parts.append(completion.text)
+                    yield Delta(completion.text, request.request_id)
+                elif completion.token_ids:
+                    timer.mark_first()
+                if out.finished:
+                    finish_reason = completion.finish_reason or "stop"
+                    cached = out.num_cached_tokens
+                    metrics = out.metrics
+                    if metrics is not None and metrics.scheduled_ts and metrics.queued_ts:
+                        queue_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+        finally:
+            self._active.discard(request.request_id)
         elapsed = timer.elapsed
         yield GenerationResult(
             text="".join(text_parts),
@@ -305,9 +308,13 @@ class VLLMBackend:
         )
 
     async def aclose(self) -> None:
+        """Abort what is still generating (a cancelled caller may not have), then shut down."""
         if self._closed:
             return
         self._closed = True
+        if self._active:
+            log.info("aborting %d request(s) still in flight", len(self._active))
+            await self._engine.abort(list(self._active))
         engine, self._engine = self._engine, None
         await asyncio.to_thread(engine.shutdown)
         # AsyncLLM.__del__ shuts down again; at interpreter exit that raises on
