@@ -105,6 +105,13 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, default=str) + "\n")
 
 
+def save_run(record: dict[str, Any], runs_dir: Path, extra: str | Path | None = None) -> None:
+    """Every run goes to ``runs_dir/runs.jsonl``, and also to the user's ``--trace-out`` file."""
+    append_jsonl(runs_dir / "runs.jsonl", record)
+    if extra:
+        append_jsonl(Path(extra), record)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open() as fh:
         return [json.loads(line) for line in fh if line.strip()]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from vivace.config import Config
@@ -164,9 +163,6 @@ def print_summary(trace: Any) -> None:
 
 
 def _save(trace: Any, config: Config, extra: str | None) -> None:
-    from vivace.trace import append_jsonl
+    from vivace.trace import save_run
 
-    record = trace.to_dict()
-    append_jsonl(config.runs_dir / "runs.jsonl", record)
-    if extra:
-        append_jsonl(Path(extra), record)
+    save_run(trace.to_dict(), config.runs_dir, extra)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -23,7 +22,7 @@ from vivace.agents.events import (
 )
 from vivace.errors import VivaceError
 from vivace.runtime import open_backend
-from vivace.trace import RunTrace, append_jsonl
+from vivace.trace import RunTrace, save_run
 
 class PlainPrinter:
     """Consumes controller events in a plain terminal.
@@ -142,16 +141,9 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     finally:
         await backend.aclose()
         if run is not None:
-            _save(run, config, args.trace_out)
+            save_run(run.to_dict(), config.runs_dir, args.trace_out)
     if args.json:
         emit_json(json_record(run))
     else:
         Console(highlight=False).print(summary_line(run), style="dim")
     return 0
-
-
-def _save(run: RunTrace, config: Config, extra: str | None) -> None:
-    record = run.to_dict()
-    append_jsonl(config.runs_dir / "runs.jsonl", record)
-    if extra:
-        append_jsonl(Path(extra), record)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vivace.config import Config
+from vivace.eval import write_report
 
 PROMPT = "Write a detailed essay about the history of the bicycle."
 DEFAULT_LEVELS = (1, 4, 8, 16)
@@ -129,8 +129,7 @@ async def cmd_bench_backend(args: argparse.Namespace, config: Config) -> int:
         await backend.aclose()
     report["config"] = {k: str(v) for k, v in vars(config).items()}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_report(out, report)
     if args.json:
         emit_json(report)
         return 0

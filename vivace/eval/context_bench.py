@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vivace.config import Config
+from vivace.eval import write_report
 from vivace.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -203,8 +204,7 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
         },
         "calls": rows,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    write_report(out_dir, report)
     return report
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vivace.config import Config
+from vivace.eval import write_report
 from vivace.errors import InputError
 
 # One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
@@ -183,8 +183,7 @@ async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
         progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms", highlight=False),
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_report(out, report)
     if args.json:
         emit_json(report)
         return 0

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vivace.config import Config
+from vivace.eval import write_report
 from vivace.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -344,15 +345,6 @@ async def run_bench(
     if not rows:
         report["summary"] = summarize(rows)
     return report
-
-
-def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    tmp.replace(path)
-    return path
 
 
 def plot(report: dict[str, Any], path: Path) -> Path | None:
