@@ -9,6 +9,7 @@ from typing import TextIO
 from rich.console import Console
 
 from vivace.cli import emit_json, require_question
+from vivace.commands import interruptible
 from vivace.config import Config
 from vivace.agents.events import (
     AnswerDelta,
@@ -123,7 +124,7 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
                 f"{decision.get('reason', '')}[/dim]",
                 highlight=False,
             )
-        run = await answer_question(
+        run = await interruptible(answer_question(
             question,
             backend,
             mode=config.mode,
@@ -134,7 +135,7 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
             on_event=printer,
             context=context,
             context_stats=context_stats,
-        )
+        ), backend)
     except VivaceError as exc:
         run = getattr(exc, "trace", None)  # the controller keeps what the run gathered
         raise

@@ -307,14 +307,18 @@ class VLLMBackend:
             model=self.model,
         )
 
+    async def abort_all(self) -> None:
+        """Stop every request in flight at the engine, whoever is waiting on it."""
+        if self._active and self._engine is not None:
+            log.info("aborting %d request(s) in flight", len(self._active))
+            await self._engine.abort(list(self._active))
+
     async def aclose(self) -> None:
         """Abort what is still generating (a cancelled caller may not have), then shut down."""
         if self._closed:
             return
+        await self.abort_all()
         self._closed = True
-        if self._active:
-            log.info("aborting %d request(s) still in flight", len(self._active))
-            await self._engine.abort(list(self._active))
         engine, self._engine = self._engine, None
         await asyncio.to_thread(engine.shutdown)
         # AsyncLLM.__del__ shuts down again; at interpreter exit that raises on
