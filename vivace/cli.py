@@ -32,6 +32,7 @@ PLUGGED_COMMANDS = {
     "vivace.eval.context_bench": "bench",
     "vivace.eval.sot_bench": "bench",
     "vivace.eval.overhead_bench": "bench",
+    "vivace.eval.quant_bench": "bench",
 }
 
 # CLI flag -> config key. Flags left unset (None) do not override lower layers.

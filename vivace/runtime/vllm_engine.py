@@ -307,6 +307,34 @@ class VLLMBackend:
             model=self.model,
         )
 
+    async def prompt_logprobs(self, token_ids: list[int], request_id: str | None = None) -> list[float]:
+        """Log-probability of each prompt token after the first, as the engine computes it.
+
+        Scoring through the engine (not a torch copy of the model) is what makes
+        a perplexity reflect the engine's own quantized weights and kernels.
+        """
+        import uuid
+
+        from vllm import SamplingParams
+
+        if self._closed:
+            raise BackendError("the vLLM engine is shut down")
+        if len(token_ids) < 2:
+            raise ValueError("scoring needs at least 2 tokens")
+        check_fits(len(token_ids), 1, self._context_length)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        rid = request_id or f"score-{uuid.uuid4().hex[:12]}"
+        final = None
+        self._active.add(rid)
+        try:
+            async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, rid):
+                final = out
+        finally:
+            self._active.discard(rid)
+        if final is None or final.prompt_logprobs is None:
+            raise BackendError("the engine returned no prompt logprobs")
+        return [entry[tok].logprob for tok, entry in zip(token_ids[1:], final.prompt_logprobs[1:])]
+
     async def abort_all(self) -> None:
         """Stop every request in flight at the engine, whoever is waiting on it."""
         if self._active and self._engine is not None:

@@ -1,0 +1,162 @@
+"""`vivace bench quant`: engine scoring against torch, checkpoints, and rows that cannot run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vivace.eval.quant_configs import CONFIGS, build_w8a8, by_name, unsupported_reason
+from vivace.eval.scoring import engine_perplexity, mc_accuracy, windows
+
+TEXT = (
+    "The river ran slowly past the old mill, where the miller's children played among the sacks of flour. "
+    "In the evening the lamps were lit along the bank, and the boatmen sang as they tied up for the night. "
+    "Nobody in the village could remember a summer so dry; the wells were low and the fields had turned brown. "
+) * 6
+
+
+def torch_perplexity(model_dir: Path, ids: list[int], window: int) -> float:
+    """The reference: a plain transformers forward in float32, same windows, same tokens scored."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.eval()
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for piece in windows(ids, window):
+            x = torch.tensor([piece])
+            logits = model(x).logits[0, :-1].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            picked = logp.gather(1, x[0, 1:].unsqueeze(1)).squeeze(1)
+            nll -= float(picked.sum())
+            count += len(piece) - 1
+    return math.exp(nll / count)
+
+
+@pytest.mark.engine
+def test_engine_perplexity_matches_torch(engine, run, model_dir):
+    ids = engine.tokenizer.encode(TEXT, add_special_tokens=False)
+    assert len(ids) > 300
+    result = run(engine_perplexity(engine, ids, window=256))
+    assert result.tokens_scored == sum(len(p) - 1 for p in windows(ids, 256))
+    reference = torch_perplexity(model_dir, ids, 256)
+    assert abs(result.perplexity / reference - 1) < 0.01, (result.perplexity, reference)
+
+
+@pytest.mark.engine
+def test_mc_accuracy_scores_every_item(engine, run):
+    items = [
+        {"question": "What colour is fresh snow?", "choices": ["white", "green", "purple", "orange"], "answer": 0},
+        {"question": "How many days are in a week?", "choices": ["three", "ten", "seven", "one hundred"], "answer": 2},
+        {"question": "Which animal says 'moo'?", "choices": ["a cat", "a cow", "a fish", "a snake"], "answer": 1},
+    ]
+    result = run(mc_accuracy(engine, items))
+    assert result["items"] == 3
+    assert result["chance"] == pytest.approx(0.25)
+    # Each accuracy is a count of correct picks over 3 items.
+    for key in ("accuracy", "accuracy_norm"):
+        assert result[key] * 3 == pytest.approx(round(result[key] * 3))
+
+
+def test_w8a8_checkpoint_is_round_to_nearest_and_reused(model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    target = build_w8a8(model_dir, tmp_path / "w8a8")
+    config = json.loads((target / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    original = load_file(str(model_dir / "model.safetensors"))
+    quantized = load_file(str(target / "model.safetensors"))
+    key = "model.layers.0.mlp.down_proj.weight"
+    q, scale = quantized[key], quantized[key.replace("weight", "weight_scale")]
+    assert q.dtype == torch.int8 and scale.shape == (q.shape[0], 1)
+    error = (q.float() * scale - original[key].float()).abs()
+    assert bool((error <= scale / 2 + 1e-6).all())  # RTN: at most half a step per element
+    assert quantized["model.embed_tokens.weight"].dtype == original["model.embed_tokens.weight"].dtype
+    before = (target / "model.safetensors").stat().st_mtime_ns
+    build_w8a8(model_dir, tmp_path / "w8a8")
+    assert (target / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_configs_cover_the_issue_and_always_include_the_baseline():
+    names = {c.name for c in CONFIGS}
+    assert {"bf16", "kv-fp8-e4m3", "kv-fp8-e5m2", "w8-weight-only", "w8-weight-only+kv-fp8"} <= names
+    assert [c.name for c in by_name(["w8a8-int8"])] == ["bf16", "w8a8-int8"]
+
+
+def test_unsupported_reasons_are_specific(model_dir):
+    known = {c.name: c for c in CONFIGS}
+    reason = unsupported_reason(known["awq"], model_dir, {})
+    assert "no checkpoint given" in reason or "int4" in reason
+    # vLLM's int8 weight-only shorthand only touches MoE experts: on this dense model it would be a no-op.
+    assert "MoE" in unsupported_reason(known["w8-weight-only"], model_dir, {})
+    assert unsupported_reason(known["bf16"], model_dir, {}) is None
+
+
+def test_a_failing_config_becomes_a_row_and_the_rest_still_run(model_dir, tmp_path, monkeypatch, run):
+    import argparse
+
+    from vivace.eval import quant_bench
+
+    calls = []
+
+    async def fake_measure(config, path, token_ids, items, args, say):
+        calls.append(config.name)
+        if config.name == "fp32":
+            raise RuntimeError("engine died\nsecond line")
+        return {"status": "ok", "perplexity": 10.0, "kv_capacity_tokens": 1000}
+
+    monkeypatch.setattr(quant_bench, "measure_config", fake_measure)
+    rows = run(quant_bench.run_engine_configs(by_name(["fp32", "w8a8-int8"]), model_dir, {}, [1, 2], [], argparse.Namespace(), tmp_path, lambda s: None))
+    assert calls == ["bf16", "fp32", "w8a8-int8"]
+    status = {r["name"]: (r["status"], r["reason"]) for r in rows}
+    assert status["fp32"] == ("failed", "engine died")
+    assert status["bf16"][0] == status["w8a8-int8"][0] == "ok"
+
+
+def _vivace(*args: str, env_home: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    from tests.test_cli import VIVACE, cli_env
+
+    return subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(env_home), timeout=timeout)
+
+
+def test_bad_config_name_is_one_line(tmp_path, vivace_home):
+    proc = _vivace("bench", "quant", "--configs", "nope", "--out", str(tmp_path), env_home=vivace_home)
+    assert proc.returncode == 2
+    assert "unknown quant config" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.engine
+def test_cli_writes_rows_for_runnable_and_unsupported_configs(tmp_path, vivace_home, model_dir):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    out = tmp_path / "quant"
+    proc = _vivace(
+        "bench", "quant", "--configs", "fp32", "fp8", "gptq", "--checkpoint", f"gptq={empty}",
+        "--ppl-tokens", "300", "--window", "150", "--mc-items", "4", "--tokens", "8", "--repeats", "1",
+        "--no-fake-quant", "--out", str(out), env_home=vivace_home,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["name"]: r for r in report["configs"]}
+    assert list(rows) == ["bf16", "fp32", "fp8", "gptq"]
+    base, fp32 = rows["bf16"], rows["fp32"]
+    for row in (base, fp32):
+        assert row["status"] == "ok"
+        assert 1 < row["perplexity"] < 1000 and row["decode_tok_s"] > 0 and row["batch16_tok_s"] > 0
+        assert row["load_s"] > 0 and row["tokens_scored"] == 298
+    assert base["ppl_delta_pct"] == 0.0 and base["kv_capacity_vs_baseline"] == 1.0
+    # Same KV budget, twice the bytes per element: half the tokens.
+    assert fp32["kv_capacity_vs_baseline"] == pytest.approx(0.5, rel=0.05)
+    assert abs(fp32["ppl_delta_pct"]) < 2
+    assert rows["gptq"]["status"] in ("failed", "unsupported") and rows["gptq"]["reason"]
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        assert rows["fp8"]["status"] == "unsupported" and "GPU" in rows["fp8"]["reason"]
+    assert (out / "quant.png").exists()
