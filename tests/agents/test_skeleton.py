@@ -42,8 +42,8 @@ def test_long_point_is_shortened() -> None:
     [
         ("", "no list in the skeleton"),
         ("Exercise is good for you. It helps the heart.", "no list in the skeleton"),
-        ("1. Only one point", "only 1 usable point in the skeleton"),
-        ("1. Same\n2. same\n3. SAME.", "only 1 usable point in the skeleton"),
+        ("1. Only one point", "only 1 usable point(s) in the skeleton (need 2)"),
+        ("1. Same\n2. same\n3. SAME.", "only 1 usable point(s) in the skeleton (need 2)"),
         ("1. ...\n2. -", "no usable point in the skeleton"),
     ],
 )
@@ -51,6 +51,11 @@ def test_fallback_reasons(text: str, reason: str) -> None:
     parsed = parse_skeleton(text)
     assert not parsed.usable
     assert parsed.fallback == reason
+
+
+def test_min_points_one_accepts_a_single_point() -> None:
+    assert parse_skeleton("1. Only one point", min_points=1).usable
+    assert parse_skeleton("1. Apples\n2. Pears", min_points=3).fallback == "only 2 usable point(s) in the skeleton (need 3)"
 
 
 def test_point_cap() -> None:

@@ -87,14 +87,14 @@ def _numbered_items(lines: list[str]) -> list[tuple[int, str]]:
     return items
 
 
-def parse_skeleton(text: str, max_points: int = DEFAULT_MAX_POINTS) -> Skeleton:
+def parse_skeleton(text: str, max_points: int = DEFAULT_MAX_POINTS, min_points: int = MIN_POINTS) -> Skeleton:
     """The points of a skeleton, de-duplicated and capped, or a fallback reason.
 
     Numbered items win over bullets (bullets under numbers are sub-points). A
     restart of the numbering at 1 ends the list: the model is repeating itself.
     """
-    if max_points < 1:
-        raise ValueError(f"max_points must be at least 1, got {max_points}")
+    if max_points < 1 or min_points < 1:
+        raise ValueError(f"max_points and min_points must be at least 1, got {max_points} and {min_points}")
     lines = [line for line in text.replace("\r", "").split("\n") if not _HEADER.match(line)]
     numbered = _numbered_items(lines)
     candidates: list[str] = []
@@ -124,8 +124,8 @@ def parse_skeleton(text: str, max_points: int = DEFAULT_MAX_POINTS) -> Skeleton:
     fallback: str | None = None
     if not points:
         fallback = "no list in the skeleton" if not candidates else "no usable point in the skeleton"
-    elif len(points) < MIN_POINTS:
-        fallback = f"only {len(points)} usable point in the skeleton"
+    elif len(points) < min_points:
+        fallback = f"only {len(points)} usable point(s) in the skeleton (need {min_points})"
     return Skeleton(points=points, raw=text, fallback=fallback, dropped=dropped)
 
 

@@ -220,10 +220,8 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
         write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
         raise
     raw = (prefill or "") + result.text
-    parsed = parse_skeleton(raw, max_points=opts.max_points)
+    parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
     fallback = parsed.fallback
-    if fallback is None and len(parsed.points) < opts.min_points:
-        fallback = f"only {len(parsed.points)} usable points in the skeleton (need {opts.min_points})"
     call = CallTrace.from_result(result, node="skeleton", agent=AGENT, points=len(parsed.points), **opts.trace_extra())
     write(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=fallback, call=call))
     if fallback:
