@@ -99,6 +99,7 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from vivace.agents.pipeline import Pipeline
     from vivace.agents.runner import json_record, resolve, run_agent
     from vivace.cli import emit_json, require_question
+    from vivace.commands import interruptible
     from vivace.errors import InputError
     from vivace.runtime import open_backend
 
@@ -117,9 +118,12 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
         backend = await open_backend(config)
     trace = None
     try:
-        trace = await run_agent(item, task, backend=backend, config=config, on_event=printer,
-                                collection=args.collection, options=options,
-                                history_budget_tokens=args.history_budget)
+        trace = await interruptible(
+            run_agent(item, task, backend=backend, config=config, on_event=printer,
+                      collection=args.collection, options=options,
+                      history_budget_tokens=args.history_budget),
+            backend,
+        )
     except AgentError as exc:
         trace = exc.trace
         raise
