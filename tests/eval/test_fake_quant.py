@@ -1,0 +1,57 @@
+"""Round-to-nearest fake quantization: its error bound, and the study on the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vivace.eval.fake_quant import STUDY, StudyConfig, ordering, quantize_groups, run_study
+from vivace.eval.scoring import bundled_text
+
+
+@pytest.mark.parametrize("bits", [8, 4, 3])
+@pytest.mark.parametrize("group", [None, 128, 64])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_rtn_error_is_within_half_a_step(bits: int, group: int | None, symmetric: bool) -> None:
+    torch.manual_seed(bits)
+    x = torch.randn(7, 576) * torch.linspace(0.1, 5, 576)  # 576 = 4.5 groups of 128: a ragged tail
+    q, step = quantize_groups(x, bits, group, symmetric=symmetric)
+    assert q.shape == x.shape and step.shape == x.shape
+    assert bool(((q - x).abs() <= step / 2 + 1e-5).all())
+    levels = 2**bits
+    for row in range(7):  # no group uses more levels than the bit width allows
+        chunk = q[row, : (group or 576)]
+        assert chunk.unique().numel() <= levels
+
+
+def test_values_on_the_grid_are_exact() -> None:
+    step = 0.25
+    x = torch.tensor([[-7, -3, 0, 1, 5, 7]], dtype=torch.float32) * step  # on the int4 grid: absmax is 7 steps
+    q, s = quantize_groups(x, 4, None, symmetric=True)
+    assert torch.allclose(s, torch.full_like(s, step))
+    assert torch.equal(q, x)
+
+
+def test_ordering_is_computed_from_the_numbers() -> None:
+    rows = [{"name": n, "ppl_delta_pct": d} for n, d in [("W8-pc", 0.1), ("A8", 2.0), ("K8", 0.05), ("W4-pc", 5.0), ("W3-pc", 40.0)]]
+    result = ordering(rows)
+    assert result["findings"]["W8 hurts less than A8"] is True
+    assert result["findings"]["W8 hurts less than K8"] is False
+    assert result["findings"]["W8 < W4 < W3 (per channel)"] is True
+    assert result["findings"]["K4 hurts more than V4"] is None  # not measured
+    assert result["of"] == 3 and result["holds"] == 2
+
+
+def test_study_on_the_real_model(model_dir: Path) -> None:
+    pick = {"fp32", "W8-pc", "W3-pc", "A8", "K4"}
+    configs = tuple(c for c in STUDY if c.name in pick) + (StudyConfig("fp32-again", "none"),)
+    rows = {r["name"]: r for r in run_study(model_dir, bundled_text(), max_tokens=512, window=256, configs=configs)}
+    assert rows["fp32"]["tokens"] == 512
+    assert rows["fp32"]["ppl_delta_pct"] == 0.0
+    assert rows["fp32-again"]["perplexity"] == pytest.approx(rows["fp32"]["perplexity"], rel=1e-6)  # weights restored, hooks gone
+    assert abs(rows["W8-pc"]["ppl_delta_pct"]) < 1.0
+    assert rows["W3-pc"]["ppl_delta_pct"] > 10.0 > abs(rows["W8-pc"]["ppl_delta_pct"])
+    for name in ("A8", "K4"):
+        assert rows[name]["perplexity"] != rows["fp32"]["perplexity"]  # the hooks did something

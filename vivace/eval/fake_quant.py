@@ -1,0 +1,209 @@
+"""A torch fake-quant study on the embedded model, after Qllm-Eval (ICML'24).
+
+Each configuration quantizes one tensor type, round-to-nearest, and
+dequantizes at once, so the model runs in float32 and only the rounding
+error shows: weights (W), activations entering every decoder linear layer (A)
+or the KV cache (K / V). Embeddings, norms and the (tied) LM head stay in
+float32, as in Qllm-Eval's setting. Perplexity is measured on the same text
+and windows as the engine bench.
+
+Keys and values are quantized at the outputs of ``k_proj`` / ``v_proj``,
+per token and per head (group = head_dim). For keys that is before RoPE, as
+KVQuant does: RoPE is a rotation, so it changes which channels carry the
+outliers, not the rounding error's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+GROUP = 128
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    tensor: str  # "none" | "weight" | "activation" | "kv"
+    bits: int | None = None
+    granularity: str | None = None  # "per-channel" | "group128" | "per-token" | "per-token-head"
+    target: str | None = None  # for kv: "k" or "v"
+
+
+STUDY: tuple[StudyConfig, ...] = (
+    StudyConfig("fp32", "none"),
+    StudyConfig("W8-pc", "weight", 8, "per-channel"),
+    StudyConfig("W4-pc", "weight", 4, "per-channel"),
+    StudyConfig("W3-pc", "weight", 3, "per-channel"),
+    StudyConfig("W8-g128", "weight", 8, "group128"),
+    StudyConfig("W4-g128", "weight", 4, "group128"),
+    StudyConfig("W3-g128", "weight", 3, "group128"),
+    StudyConfig("A8", "activation", 8, "per-token"),
+    StudyConfig("K8", "kv", 8, "per-token-head", "k"),
+    StudyConfig("K4", "kv", 4, "per-token-head", "k"),
+    StudyConfig("V8", "kv", 8, "per-token-head", "v"),
+    StudyConfig("V4", "kv", 4, "per-token-head", "v"),
+)
+
+
+def quantize_groups(x: Any, bits: int, group: int | None, symmetric: bool = True) -> tuple[Any, Any]:
+    """Round-to-nearest quantize-dequantize along the last dim in groups; returns (x̂, step).
+
+    ``group=None`` makes the whole last dim one group (per channel / per token).
+    A ragged last group is quantized on its own. ``step`` is broadcastable to x:
+    every element's error is at most step / 2.
+    """
+    import torch
+
+    shape = x.shape
+    n = shape[-1]
+    size = n if group is None or group >= n else group
+    pad = (-n) % size
+    flat = x.reshape(-1, n).float()
+    if pad:
+        # Pad with copies of the row's last element: it neither widens the range nor gets kept.
+        flat = torch.cat([flat, flat[:, -1:].expand(-1, pad)], dim=1)
+    g = flat.reshape(flat.shape[0], -1, size)
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        step = (g.abs().amax(dim=-1, keepdim=True) / qmax).clamp(min=1e-12)
+        q = torch.clamp(torch.round(g / step), -qmax - 1, qmax) * step
+    else:
+        lo, hi = g.amin(dim=-1, keepdim=True), g.amax(dim=-1, keepdim=True)
+        step = ((hi - lo) / (2**bits - 1)).clamp(min=1e-12)
+        q = torch.clamp(torch.round((g - lo) / step), 0, 2**bits - 1) * step + lo
+    out = q.reshape(flat.shape[0], -1)[:, :n].reshape(shape).to(x.dtype)
+    step_full = step.expand_as(g).reshape(flat.shape[0], -1)[:, :n].reshape(shape)
+    return out, step_full
+
+
+def _decoder_linears(model: Any) -> Iterator[tuple[str, Any]]:
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}.":
+            yield name, module
+
+
+def load_model(model_dir: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.eval()
+    return model
+
+
+def perplexity(model: Any, token_ids: list[int], window: int = 1024) -> float:
+    """exp(mean NLL) over non-overlapping windows, every token after each window's first."""
+    import torch
+
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(token_ids), window):
+            piece = token_ids[start : start + window]
+            if len(piece) < 2:
+                continue
+            x = torch.tensor([piece])
+            logp = torch.log_softmax(model(x).logits[0, :-1].float(), dim=-1)
+            nll -= float(logp.gather(1, x[0, 1:].unsqueeze(1)).sum())
+            count += len(piece) - 1
+    if not count:
+        raise ValueError("no tokens to score")
+    return math.exp(nll / count)
+
+
+class _Applied:
+    """Apply one study config to a model and undo it on exit (weights restored, hooks removed)."""
+
+    def __init__(self, model: Any, config: StudyConfig, head_dim: int) -> None:
+        self.model, self.config, self.head_dim = model, config, head_dim
+        self.saved: dict[str, Any] = {}
+        self.hooks: list[Any] = []
+
+    def __enter__(self) -> "_Applied":
+        c = self.config
+        for name, linear in _decoder_linears(self.model):
+            if c.tensor == "weight":
+                self.saved[name] = linear.weight.data.clone()
+                group = None if c.granularity == "per-channel" else GROUP
+                linear.weight.data, _ = quantize_groups(linear.weight.data, c.bits or 8, group)
+            elif c.tensor == "activation":
+                self.hooks.append(linear.register_forward_pre_hook(self._quantize_input))
+            elif c.tensor == "kv" and name.endswith(f"{c.target}_proj"):
+                self.hooks.append(linear.register_forward_hook(self._quantize_output))
+        return self
+
+    def _quantize_input(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        quantized, _ = quantize_groups(args[0], self.config.bits or 8, None)  # per token
+        return (quantized, *args[1:])
+
+    def _quantize_output(self, module: Any, args: tuple[Any, ...], output: Any) -> Any:
+        quantized, _ = quantize_groups(output, self.config.bits or 8, self.head_dim, symmetric=False)
+        return quantized
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        linears = dict(_decoder_linears(self.model))
+        for name, weight in self.saved.items():
+            linears[name].weight.data = weight
+
+
+def run_study(
+    model_dir: Path,
+    text: str,
+    max_tokens: int | None = None,
+    window: int = 1024,
+    configs: tuple[StudyConfig, ...] = STUDY,
+    progress: Callable[[str, float], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Perplexity of every config on the same tokens; deltas against the fp32 row."""
+    from transformers import AutoTokenizer
+
+    model = load_model(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = tokenizer.encode(text, add_special_tokens=False)[: max_tokens or None]
+    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
+    rows: list[dict[str, Any]] = []
+    for config in configs:
+        with _Applied(model, config, head_dim):
+            ppl = perplexity(model, ids, window)
+        rows.append({"name": config.name, "tensor": config.tensor, "bits": config.bits, "granularity": config.granularity, "perplexity": ppl})
+        log.info("fake-quant %s: perplexity %.3f", config.name, ppl)
+        if progress:
+            progress(config.name, ppl)
+    base = next((r["perplexity"] for r in rows if r["tensor"] == "none"), None)
+    for row in rows:
+        row["ppl_delta_pct"] = 100.0 * (row["perplexity"] / base - 1.0) if base else None
+        row["tokens"] = len(ids)
+    return rows
+
+
+def ordering(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which of Qllm-Eval's sensitivity findings these numbers reproduce (computed, never assumed).
+
+    Compared at equal bit width (8 and 4 where measured): weights hurt least;
+    fewer bits hurt more; per-group beats per-channel at low bits.
+    """
+    delta = {r["name"]: r["ppl_delta_pct"] for r in rows if r.get("ppl_delta_pct") is not None}
+
+    def check(a: str, b: str) -> bool | None:
+        return None if a not in delta or b not in delta else delta[a] <= delta[b]
+
+    findings = {
+        "W8 hurts less than A8": check("W8-pc", "A8"),
+        "W8 hurts less than K8": check("W8-pc", "K8"),
+        "W4 hurts less than K4": check("W4-g128", "K4"),
+        "W8 < W4 < W3 (per channel)": (check("W8-pc", "W4-pc") and check("W4-pc", "W3-pc")) if "W3-pc" in delta else None,
+        "group128 beats per-channel at 4 bits": check("W4-g128", "W4-pc"),
+        "group128 beats per-channel at 3 bits": check("W3-g128", "W3-pc"),
+        "K4 hurts more than V4": check("V4", "K4"),
+    }
+    measured = [v for v in findings.values() if v is not None]
+    return {"findings": findings, "holds": sum(measured), "of": len(measured)}
