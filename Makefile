@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.vivace-setup
 QUESTION ?= What are the main benefits of regular exercise?
 
-.PHONY: setup demo test bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup test-tools demo test bench clean
 
 setup: $(STAMP)
 
@@ -26,7 +28,14 @@ demo: setup
 	$(VENV)/bin/vivace models prepare
 	$(VENV)/bin/vivace ask "$(QUESTION)"
 
-test: setup
+# The report test renders in headless Chromium and the TUI test drives a terminal in tmux.
+# A no-op when both are on PATH; otherwise installed from Debian's packages.
+test-tools:
+	@command -v chromium >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "install chromium and tmux for the full test suite"; exit 0; }; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium tmux >/dev/null; }
+
+test: setup test-tools
 	$(PY) -m pytest
 
 bench: setup

@@ -33,6 +33,7 @@ PLUGGED_COMMANDS = {
     "vivace.eval.sot_bench": "bench",
     "vivace.eval.overhead_bench": "bench",
     "vivace.eval.quant_bench": "bench",
+    "vivace.eval.report": "top",
 }
 
 # CLI flag -> config key. Flags left unset (None) do not override lower layers.

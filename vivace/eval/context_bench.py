@@ -187,8 +187,13 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
     finally:
         if owned:
             await backend.aclose()
+    from vivace.eval.backend_bench import machine_info
+
     summary = {m: summarize(rows[m]) for m in methods}
     report = {
+        "bench": "context",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
         "methods": summary,
         "n": len(questions),
         "targets": _targets(summary, probe) if len(summary) == len(METHODS) else None,

@@ -318,6 +318,7 @@ async def run_bench(
 
     opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty, "max_points": max_points}
     report: dict[str, Any] = dict(base_report or {})
+    report["bench"] = "sot"
     report.setdefault("config", {})
     report["config"].update(
         max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty, max_points=max_points,

@@ -1,0 +1,129 @@
+"""The key tables of each bench's report.json, as plain rows for the HTML and Markdown pages.
+
+One function per bench; an unknown bench (a plug-in's) still gets its
+top-level and summary figures, so nothing a bench wrote is silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+ORDER = ("backend", "overhead", "sot", "context", "quant", "load")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def fmt(value: Any, spec: str = ".3g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return format(value, spec) if isinstance(value, float) else str(value)
+    return str(value)
+
+
+def _scalars(title: str, data: dict[str, Any]) -> Table | None:
+    rows = [[k, fmt(v)] for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None]
+    return Table(title, ["figure", "value"], rows) if rows else None
+
+
+def _targets(data: Any) -> list[Table]:
+    if not isinstance(data, dict) or not data:
+        return []
+    return [Table("targets", ["target", "met"], [[k, fmt(v)] for k, v in data.items()])]
+
+
+def backend(data: dict[str, Any]) -> list[Table]:
+    rows = [
+        [fmt(r.get("concurrency")), fmt(r.get("tok_s"), ".1f"), fmt(r.get("ttft_median_s"), ".3f"),
+         fmt(r.get("per_stream_decode_tok_s"), ".1f"), fmt(r.get("speedup_vs_1"), ".2f")]
+        for r in data.get("levels", [])
+    ]
+    head = f"{data.get('backend', '?')}:{data.get('model', '?')}, load {fmt(data.get('load_s'), '.1f')} s"
+    return [Table(f"throughput by concurrency ({head})", ["concurrent", "tok/s", "TTFT s", "per-stream tok/s", "× vs 1"], rows)]
+
+
+def overhead(data: dict[str, Any]) -> list[Table]:
+    summary = data.get("summary", {})
+    tables = [t for t in [_scalars("vivace's own cost (zero-latency backend)", summary)] if t]
+    return tables + _targets(summary.get("targets"))
+
+
+def sot(data: dict[str, Any]) -> list[Table]:
+    s = data.get("summary") or {}
+    cols = ["questions", "n", "SoT speedup (median)", "auto speedup", "length ratio SoT/normal", "fallbacks"]
+    rows = []
+    for label, group in (("SoT-suited", s.get("suited") or {}), ("all", s.get("overall") or {})):
+        rows.append([label, fmt(group.get("n")), fmt(group.get("speedup_sot_median"), ".2f"), fmt(group.get("speedup_auto_median"), ".2f"),
+                     fmt(group.get("length_ratio_median"), ".2f"), fmt(group.get("fallbacks"))])
+    tables = [Table("Skeleton-of-Thought vs normal decoding", cols, rows)]
+    by_cat = s.get("by_category") or {}
+    if by_cat:
+        tables.append(Table("per category", ["category", "n", "SoT speedup", "length ratio", "routed to SoT"],
+                            [[c, fmt(g.get("n")), fmt(g.get("speedup_sot_median"), ".2f"), fmt(g.get("length_ratio_median"), ".2f"),
+                              fmt(g.get("routed_sot"))] for c, g in by_cat.items()]))
+    return tables + _targets(s.get("targets"))
+
+
+def context(data: dict[str, Any]) -> list[Table]:
+    methods = data.get("methods") or {}
+    cols = ["method", "prompt tokens", "TTFT s", "latency s", "overhead s", "accuracy", "gold kept", "n"]
+    rows = [[m, fmt(v.get("prompt_tokens_mean"), ".0f"), fmt(v.get("ttft_median_s"), ".2f"), fmt(v.get("latency_median_s"), ".2f"),
+             fmt(v.get("overhead_median_s"), ".2f"), fmt(v.get("accuracy"), ".2f"), fmt(v.get("gold_kept_rate"), ".2f"), fmt(v.get("n"))]
+            for m, v in methods.items()]
+    return [Table("long-context QA by method (medians)", cols, rows)] + _targets(data.get("targets"))
+
+
+def quant(data: dict[str, Any]) -> list[Table]:
+    cols = ["config", "weights", "KV", "perplexity", "Δppl %", "MC acc", "KV tokens", "decode tok/s", "16-way tok/s", "load s", "status"]
+    rows = []
+    for r in data.get("configs", []):
+        status = r.get("status", "?") if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason')}"
+        rows.append([r.get("name", "?"), fmt(r.get("weights")), fmt(r.get("kv")), fmt(r.get("perplexity"), ".3f"), fmt(r.get("ppl_delta_pct"), "+.2f"),
+                     fmt(r.get("mc_accuracy"), ".3f"), fmt(r.get("kv_capacity_tokens")), fmt(r.get("decode_tok_s"), ".1f"),
+                     fmt(r.get("batch16_tok_s"), ".1f"), fmt(r.get("load_s"), ".1f"), status])
+    tables = [Table(f"quantization configs (KV budget {fmt(data.get('kv_space_gib'))} GiB, {fmt(data.get('text_tokens'))} text tokens)", cols, rows)]
+    study = data.get("fake_quant") or []
+    if study:
+        tables.append(Table("torch fake-quant study (round-to-nearest)", ["config", "tensor", "bits", "granularity", "perplexity", "Δppl %"],
+                            [[r.get("name", "?"), fmt(r.get("tensor")), fmt(r.get("bits")), fmt(r.get("granularity")),
+                              fmt(r.get("perplexity"), ".3f"), fmt(r.get("ppl_delta_pct"), "+.2f")] for r in study]))
+    findings = (data.get("fake_quant_ordering") or {}).get("findings")
+    if findings:
+        tables.append(Table("Qllm-Eval findings reproduced?", ["finding", "holds"], [[k, fmt(v)] for k, v in findings.items()]))
+    return tables
+
+
+def load(data: dict[str, Any]) -> list[Table]:
+    cols = ["series", "concurrency", "tasks", "tasks/min", "p50 s", "p95 s", "× vs C=1", "peak in flight", "peak KV use", "mean output tokens"]
+    rows = []
+    for series, levels in (data.get("series") or {}).items():
+        for r in levels:
+            rows.append([series, fmt(r.get("concurrency")), fmt(r.get("tasks")), fmt(r.get("tasks_per_min"), ".1f"), fmt(r.get("p50_s"), ".2f"),
+                         fmt(r.get("p95_s"), ".2f"), fmt(r.get("speedup_vs_1"), ".2f"), fmt(r.get("peak_in_flight")),
+                         fmt(r.get("kv_usage_peak"), ".1%") if r.get("kv_usage_peak") is not None else "-", fmt(r.get("mean_output_tokens"), ".0f")])
+    return [Table("agent tasks under load", cols, rows)] + _targets(data.get("targets"))
+
+
+SECTIONS: dict[str, Callable[[dict[str, Any]], list[Table]]] = {
+    "backend": backend, "overhead": overhead, "sot": sot, "context": context, "quant": quant, "load": load,
+}
+
+
+def tables_for(bench: str, data: dict[str, Any]) -> list[Table]:
+    """The bench's own tables; a malformed or unknown report falls back to its scalar figures."""
+    section = SECTIONS.get(bench)
+    if section is not None:
+        try:
+            return section(data)
+        except (AttributeError, TypeError, KeyError, ValueError):
+            pass  # an older or hand-edited report: show what can be shown
+    tables = [t for t in (_scalars("figures", data), _scalars("summary", data.get("summary") or {})) if t]
+    return tables
