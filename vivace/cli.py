@@ -33,6 +33,7 @@ PLUGGED_COMMANDS = {
     "vivace.eval.sot_bench": "bench",
     "vivace.eval.overhead_bench": "bench",
     "vivace.eval.quant_bench": "bench",
+    "vivace.eval.load_bench": "bench",
     "vivace.eval.report": "top",
 }
 

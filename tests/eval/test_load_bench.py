@@ -1,0 +1,85 @@
+"""`vivace bench load`: orchestration on the FakeBackend, and one small run on the real engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import VIVACE, cli_env
+from vivace.eval.load_bench import add_ratios, percentile, questions, run_bench
+from vivace.runtime.fake import FakeBackend
+from vivace.runtime.limits import InFlightLimiter, LimitedBackend
+
+def responder(request) -> str:
+    if request.tag.endswith("/skeleton"):
+        return "1. Alpha point\n2. Beta point\n3. Gamma point"
+    return "A short answer of a few words."
+
+
+OPTS = {"max_tokens": 32, "temperature": 0.0, "repetition_penalty": 1.0, "max_points": 4}
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([4.0], 95) == 4.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile([10.0, 0.0], 95) == pytest.approx(9.5)
+
+
+def test_questions_cycle_through_the_bundled_set() -> None:
+    qs = questions(50)
+    assert len(qs) == 50 and qs[45] == qs[0] and len(set(qs)) == 45
+
+
+def test_levels_respect_the_cap_and_report_from_traces(run) -> None:
+    limiter = InFlightLimiter(3)  # smaller than the SoT fan-out: the cap, not the tasks, bounds requests
+    backend = LimitedBackend(FakeBackend(responder, latency_s=0.02, per_token_s=0.001), limiter)
+    report = run(run_bench(backend, 6, [1, 4], ["normal", "sot"], OPTS))
+    normal, sot = report["series"]["normal"], report["series"]["sot"]
+    assert [r["concurrency"] for r in normal] == [1, 4]
+    assert normal[0]["peak_in_flight"] == 1  # one task at a time, one call per normal task
+    assert normal[1]["peak_in_flight"] == 3  # four tasks want four slots; the cap allows three
+    assert sot[0]["peak_in_flight"] == 3  # one SoT task fans out to its three points
+    assert all(r["peak_in_flight"] <= 3 for r in sot)
+    for r in normal + sot:
+        assert r["tasks"] == 6 and r["p50_s"] <= r["p95_s"] and r["tasks_per_min"] > 0
+        assert r["kv_usage_peak"] is None  # the fake backend exposes no KV stats
+    assert all(r["sot_runs"] == 6 for r in sot) and all(r["sot_runs"] == 0 for r in normal)
+    assert normal[0]["speedup_vs_1"] == 1.0 and normal[1]["speedup_vs_1"] > 1.0
+    assert normal[1]["length_ratio_vs_1"] == 1.0  # the fake answers do not change with batching
+    assert list(report["targets"]) == ["normal_c16_tasks_per_min>=5x_c1"] and report["targets"]["normal_c16_tasks_per_min>=5x_c1"] is None
+
+
+def test_ratios_without_a_c1_level_are_absent() -> None:
+    rows = [{"concurrency": 8, "tasks_per_min": 10.0, "mean_output_tokens": 5.0}]
+    add_ratios(rows)
+    assert rows[0]["speedup_vs_1"] is None and rows[0]["length_ratio_vs_1"] is None
+
+
+def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path) -> None:
+    proc = subprocess.run([VIVACE, "bench", "load", "--concurrency", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=cli_env(vivace_home), timeout=120)
+    assert proc.returncode == 2 and "at least 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.engine
+def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None:
+    out = tmp_path / "load"
+    proc = subprocess.run(
+        [VIVACE, "bench", "load", "--tasks", "2", "--concurrency", "1", "2", "--max-tokens", "16", "--out", str(out)],
+        capture_output=True, text=True, env=cli_env(vivace_home), timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["bench"] == "load" and report["backend"] == "vllm"
+    for name in ("normal", "sot"):
+        rows = report["series"][name]
+        assert [r["concurrency"] for r in rows] == [1, 2]
+        for r in rows:
+            assert r["tasks"] == 2 and 0 < r["p50_s"] <= r["p95_s"] and r["tasks_per_min"] > 0
+            assert 1 <= r["peak_in_flight"] <= r["in_flight_cap"]
+            assert r["kv_usage_peak"] is not None and 0 <= r["kv_usage_peak"] <= 1
+    assert report["series"]["normal"][0]["peak_in_flight"] == 1
+    assert (out / "load.png").exists()

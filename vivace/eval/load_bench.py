@@ -1,0 +1,250 @@
+"""`vivace bench load`: many agent tasks at once, through the process-wide in-flight cap.
+
+Two series, normal answers and SoT answers, each at every concurrency level,
+on one engine with one token budget. Latencies and wall time come from the
+runs' traces; peak in-flight requests from the process limiter; KV-cache use
+from the engine's stat logger, sampled while a level runs. A quality figure
+sits beside every ratio: the mean answer length, against the same series at
+C=1 (greedy decoding, so a change means batching changed the answers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from vivace.config import Config
+from vivace.eval import write_report
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEVELS = (1, 8, 16, 32)
+SERIES = ("normal", "sot")
+TARGET_NORMAL_C16_MIN = 5.0
+
+
+def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("load", parents=parents, help="N agent tasks at concurrency C: tasks/min, p50/p95, peak in flight, KV use")
+    p.add_argument("--tasks", type=int, default=32, metavar="N", help="tasks per level (default 32)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_LEVELS), metavar="C", help="levels (default 1 8 16 32)")
+    p.add_argument("--series", nargs="+", choices=SERIES, default=list(SERIES), help="which series to run (default both)")
+    p.add_argument("--out", default="runs/bench-load", metavar="DIR", help="where report.json and load.png go")
+    p.set_defaults(handler=cmd_bench_load)
+
+
+def questions(n: int) -> list[str]:
+    """The bundled SoT questions, cycled to ``n``."""
+    from vivace.eval.sot_bench import load_questions
+
+    pool = [q["question"] for q in load_questions(None)]
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class KVSampler:
+    """Samples the engine's KV-cache usage while a level runs; absent when the backend has no stats."""
+
+    def __init__(self, backend: Any, every_s: float = 0.1) -> None:
+        self.stats = getattr(backend, "stats", None)
+        self.every_s = every_s
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.samples.append(float(self.stats.kv_cache_usage))
+            await asyncio.sleep(self.every_s)
+
+    def __enter__(self) -> "KVSampler":
+        if self.stats is not None and hasattr(self.stats, "kv_cache_usage"):
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def peak(self) -> float | None:
+        return max(self.samples) if self.samples else None
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+
+async def run_level(backend: Any, series: str, tasks: list[str], concurrency: int, opts: dict[str, Any]) -> dict[str, Any]:
+    """``len(tasks)`` runs, at most ``concurrency`` at a time; figures from their traces."""
+    from vivace.agents import answer_question
+
+    gate = asyncio.Semaphore(concurrency)
+    limiter = getattr(backend, "limiter", None)
+    if limiter is not None:
+        limiter.reset_peak()
+
+    async def one(question: str) -> Any:
+        async with gate:
+            return await answer_question(question, backend, mode=series, **opts)
+
+    with KVSampler(backend) as kv:
+        traces = await asyncio.gather(*(one(q) for q in tasks))
+    latencies = [t.latency_s for t in traces]
+    start = min(t.started_at for t in traces)
+    wall = max(t.started_at + t.latency_s for t in traces) - start
+    return {
+        "series": series,
+        "concurrency": concurrency,
+        "tasks": len(traces),
+        "wall_s": wall,
+        "tasks_per_min": 60.0 * len(traces) / wall if wall > 0 else None,
+        "p50_s": percentile(latencies, 50),
+        "p95_s": percentile(latencies, 95),
+        "output_tok_s": sum(t.output_tokens for t in traces) / wall if wall > 0 else None,
+        "mean_output_tokens": statistics.fmean(t.output_tokens for t in traces),
+        "llm_calls": sum(len(t.calls) for t in traces),
+        "sot_runs": sum(1 for t in traces if t.mode == "sot"),
+        "peak_in_flight": limiter.peak if limiter is not None else None,
+        "in_flight_cap": limiter.max_in_flight if limiter is not None else None,
+        "kv_usage_peak": kv.peak,
+        "kv_usage_mean": kv.mean,
+    }
+
+
+def add_ratios(series_rows: list[dict[str, Any]]) -> None:
+    base = next((r for r in series_rows if r["concurrency"] == 1), None)
+    for row in series_rows:
+        if base and base["tasks_per_min"] and row["tasks_per_min"]:
+            row["speedup_vs_1"] = row["tasks_per_min"] / base["tasks_per_min"]
+            row["length_ratio_vs_1"] = row["mean_output_tokens"] / base["mean_output_tokens"] if base["mean_output_tokens"] else None
+        else:
+            row["speedup_vs_1"] = row["length_ratio_vs_1"] = None
+
+
+async def run_bench(
+    backend: Any, n_tasks: int, levels: list[int], series: list[str], opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    from vivace.agents import answer_question
+
+    tasks = questions(n_tasks)
+    for mode in series:  # warm-up (router embedder, engine paths), not reported
+        await answer_question(tasks[0], backend, mode=mode, **{**opts, "max_tokens": min(32, opts["max_tokens"])})
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in series}
+    load_start = os.getloadavg()
+    for level in levels:  # series interleaved per level, so drift in machine load hits both alike
+        for name in series:
+            row = await run_level(backend, name, tasks, level, opts)
+            out[name].append(row)
+            if progress:
+                progress(row)
+    for rows in out.values():
+        add_ratios(rows)
+    normal16 = next((r for r in out.get("normal", []) if r["concurrency"] == 16), None)
+    return {
+        "bench": "load",
+        "series": out,
+        "targets": {
+            f"normal_c16_tasks_per_min>={TARGET_NORMAL_C16_MIN:g}x_c1": (
+                None if not normal16 or normal16["speedup_vs_1"] is None else normal16["speedup_vs_1"] >= TARGET_NORMAL_C16_MIN
+            ),
+        },
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def plot(report: dict[str, Any], out_dir: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not report["series"]:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in report["series"].items():
+        xs = [r["concurrency"] for r in rows]
+        left.plot(xs, [r["tasks_per_min"] for r in rows], marker="o", label=name)
+        right.plot(xs, [r["p50_s"] for r in rows], marker="o", label=f"{name} p50")
+        right.plot(xs, [r["p95_s"] for r in rows], marker="x", linestyle="--", label=f"{name} p95")
+    left.set(xlabel="concurrent tasks", ylabel="tasks per minute", title="throughput")
+    right.set(xlabel="concurrent tasks", ylabel="seconds", title="task latency")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "load.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vivace.cli import emit_json
+    from vivace.errors import InputError
+    from vivace.eval.backend_bench import machine_info
+    from vivace.runtime import open_backend
+
+    if args.tasks < 1 or any(c < 1 for c in args.concurrency):
+        raise InputError("--tasks and every --concurrency value must be at least 1")
+    levels = sorted(set(args.concurrency))
+    opts = {"max_tokens": config.max_tokens, "temperature": config.temperature,
+            "repetition_penalty": config.repetition_penalty, "max_points": config.sot_max_points}
+    err = Console(stderr=True)
+    with err.status(f"starting the {config.backend} backend..."):
+        backend = await open_backend(config)
+    out = Path(args.out)
+    report: dict[str, Any] = {"bench": "load", "series": {}}
+    t0 = time.perf_counter()
+    try:
+        report = await run_bench(
+            backend, args.tasks, levels, args.series, opts,
+            progress=lambda r: err.print(
+                f"  {r['series']:<6} C={r['concurrency']:<3} {r['tasks_per_min']:6.1f} tasks/min  p50 {r['p50_s']:.2f} s  "
+                f"p95 {r['p95_s']:.2f} s  peak in flight {r['peak_in_flight']}", highlight=False),
+        )
+    finally:
+        await backend.aclose()
+        report.update(
+            backend=backend.name, model=backend.model, load_s=getattr(backend, "load_s", None), wall_s=time.perf_counter() - t0,
+            machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            config={**{k: str(v) for k, v in vars(config).items()}, "tasks": args.tasks, "concurrency": levels, **opts},
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            report["plot"] = str(plot(report, out))
+        except Exception as exc:  # a plot must never cost the figures
+            log.warning("plot not written: %s", exc)
+        write_report(out, report)
+    if args.json:
+        emit_json(report)
+        return 0
+    table = Table(title=f"load: {args.tasks} tasks per level, {backend.name}:{backend.model}, in-flight cap {config.max_in_flight}")
+    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1"):
+        table.add_column(col, justify="right")
+    for name, rows in report["series"].items():
+        for r in rows:
+            table.add_row(name, str(r["concurrency"]), f"{r['tasks_per_min']:.1f}", f"{r['speedup_vs_1']:.2f}" if r["speedup_vs_1"] else "-",
+                          f"{r['p50_s']:.2f}", f"{r['p95_s']:.2f}", str(r["peak_in_flight"]),
+                          f"{r['kv_usage_peak']:.1%}" if r["kv_usage_peak"] is not None else "-",
+                          f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-")
+    Console().print(table)
+    Console().print(f"report: {out / 'report.json'}")
+    return 0
