@@ -35,6 +35,7 @@ PLUGGED_COMMANDS = {
     "vivace.eval.quant_bench": "bench",
     "vivace.eval.load_bench": "bench",
     "vivace.eval.report": "top",
+    "vivace.tui.commands": "top",
 }
 
 # CLI flag -> config key. Flags left unset (None) do not override lower layers.
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--trace-out", metavar="FILE", help="also append the run's trace to this JSONL file")
     ask.add_argument("--rag", metavar="COLLECTION", help="retrieve context from this collection first")
     ask.add_argument("--compression", help="off | auto | always: compress the retrieved context (auto: when it pays)")
+    ask.add_argument("--live", action="store_true", help="live view: skeleton, one panel per point, live figures (on a terminal)")
+    ask.add_argument("--compare", action="store_true", help="then run normal decoding on the same question and report the measured speedup")
     ask.set_defaults(handler=_handler("vivace.commands.ask", "cmd_ask"))
 
     models = sub.add_parser("models", help="prepare and list models")

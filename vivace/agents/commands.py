@@ -29,6 +29,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.add_argument("--history-budget", type=int, default=1024, metavar="TOKENS",
                      help="compress the history handed to the next agent above this many tokens (default 1024)")
     run.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
+    run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
     run.set_defaults(handler=cmd_run)
 
     agents = sub.add_parser("agents", help="list agents: built-in, plug-ins, and skipped plug-ins")
@@ -112,18 +113,21 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
         config = config.replace(temperature=args.temperature)
     item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
     options = {k: v for k in ("max_branches", "max_rounds") if (v := getattr(args, k)) is not None}
-    printer = None if args.json else _Printer(stream_text=not isinstance(item, Pipeline))
+    from vivace.tui.live import live_wanted, print_final, run_live
+    from vivace.tui.view import RunView, backend_probe
+
+    live = live_wanted(args.live) and not args.json
+    printer: Any = None if args.json or live else _Printer(stream_text=not isinstance(item, Pipeline))
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
         backend = await open_backend(config)
     trace = None
     try:
-        trace = await interruptible(
-            run_agent(item, task, backend=backend, config=config, on_event=printer,
-                      collection=args.collection, options=options,
-                      history_budget_tokens=args.history_budget),
-            backend,
-        )
+        view = RunView(task, backend_probe(backend), agent=item.name) if live else None
+        work = run_agent(item, task, backend=backend, config=config, on_event=view or printer,
+                         collection=args.collection, options=options,
+                         history_budget_tokens=args.history_budget)
+        trace = await interruptible(run_live(work, view) if view is not None else work, backend)
     except AgentError as exc:
         trace = exc.trace
         raise
@@ -134,7 +138,10 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         emit_json(json_record(trace))
         return 0
-    if printer is not None and printer.streamed:
+    if live:
+        print_final(view)
+        sys.stdout.write("\n")
+    elif printer is not None and printer.streamed:
         sys.stdout.write("\n")
         if printer.streamed.strip() != trace.answer.strip():  # other calls shaped the result: show it whole
             sys.stdout.write("\n" + trace.answer.strip() + "\n")

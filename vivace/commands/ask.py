@@ -105,11 +105,17 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
         config = config.replace(temperature=args.temperature)
     if args.mode:
         config = config.replace(mode=args.mode)
+    from vivace.tui.live import live_wanted, print_final, run_live
+    from vivace.tui.view import RunView, backend_probe
+
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
         backend = await open_backend(config)
-    printer = PlainPrinter(None if args.json else sys.stdout, err)
+    live = live_wanted(getattr(args, "live", False)) and not args.json
+    view = RunView(question, backend_probe(backend), agent="answer") if live else None
+    printer = view or PlainPrinter(None if args.json else sys.stdout, err)
     run: RunTrace | None = None
+    baseline: RunTrace | None = None
     try:
         context, context_stats = None, None
         if args.rag:
@@ -124,18 +130,29 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
                 f"{decision.get('reason', '')}[/dim]",
                 highlight=False,
             )
-        run = await interruptible(answer_question(
-            question,
-            backend,
-            mode=config.mode,
-            max_tokens=config.max_tokens,
-            temperature=config.temperature,
-            repetition_penalty=config.repetition_penalty,
-            max_points=config.sot_max_points,
-            on_event=printer,
-            context=context,
-            context_stats=context_stats,
-        ), backend)
+        def attempt(mode: str, on_event: object) -> object:
+            return answer_question(
+                question,
+                backend,
+                mode=mode,
+                max_tokens=config.max_tokens,
+                temperature=config.temperature,
+                repetition_penalty=config.repetition_penalty,
+                max_points=config.sot_max_points,
+                on_event=on_event,  # type: ignore[arg-type]
+                context=context,
+                context_stats=context_stats,
+            )
+
+        work = attempt(config.mode, printer)
+        if view is not None:
+            work = run_live(work, view)
+        run = await interruptible(work, backend)  # type: ignore[arg-type]
+        if getattr(args, "compare", False) and run.mode == "sot":
+            with err.status("measuring normal decoding of the same question (--compare)..."):
+                baseline = await interruptible(attempt("normal", None), backend)  # type: ignore[arg-type]
+            if view is not None:
+                view.finish(run, baseline_s=baseline.latency_s)
     except VivaceError as exc:
         run = getattr(exc, "trace", None)  # the controller keeps what the run gathered
         raise
@@ -144,7 +161,19 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
         if run is not None:
             save_run(run.to_dict(), config.runs_dir, args.trace_out)
     if args.json:
-        emit_json(json_record(run))
-    else:
-        Console(highlight=False).print(summary_line(run), style="dim")
+        record = json_record(run)
+        if baseline is not None:
+            record["compare"] = {"normal_latency_s": baseline.latency_s, "speedup": baseline.latency_s / run.latency_s if run.latency_s else None,
+                                 "normal_output_tokens": baseline.output_tokens}
+        emit_json(record)
+        return 0
+    if view is not None:
+        if baseline is not None:
+            Console().print(view.footer())
+        print_final(view)
+    Console(highlight=False).print(summary_line(run), style="dim")
+    if baseline is not None and view is None:
+        Console(highlight=False).print(
+            f"normal decoding of the same question: {baseline.latency_s:.2f} s, {baseline.output_tokens} tokens · "
+            f"measured speedup {baseline.latency_s / run.latency_s:.2f}×", style="dim")
     return 0

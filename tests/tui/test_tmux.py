@@ -1,0 +1,82 @@
+"""`vivace tui` driven in tmux against the real engine, as a person would: type, watch, cancel, quit."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.test_cli import VIVACE, cli_env
+
+pytestmark = [pytest.mark.engine, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (make test installs it)")]
+
+POINT = re.compile(r"[✓…✗] (\d+)\. \S")
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30, check=True).stdout
+
+
+def wait_for(session: str, check: Callable[[str], bool], timeout: float, what: str) -> str:
+    deadline = time.time() + timeout
+    screen = ""
+    while time.time() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if check(screen):
+            return screen
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
+
+
+def test_tui_in_tmux(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None:
+    session = f"vivace-{uuid.uuid4().hex[:8]}"
+    env = cli_env(vivace_home)
+    home = tmp_path / "home"
+    env["VIVACE_HOME"] = str(home)
+    (home / "models").mkdir(parents=True)
+    (home / "models" / model_dir.name).symlink_to(model_dir)  # the prepared model, not a second conversion
+    script = tmp_path / "run.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if k.isidentifier())
+    script.write_text(f"{exports}{shlex.quote(VIVACE)} tui --mode sot --max-tokens 48\necho EXITED $?\nsleep 120\n")
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", f"bash {shlex.quote(str(script))}")
+    try:
+        wait_for(session, lambda s: "ready ·" in s, 600, "the engine")
+        tmux("send-keys", "-t", session, "What are the main benefits of regular exercise?", "Enter")
+        seen_points: set[str] = set()
+
+        def finished(screen: str) -> bool:
+            seen_points.update(POINT.findall(screen))
+            return "done: latency" in screen or "failed" in screen
+
+        screen = wait_for(session, finished, 600, "the run to finish")
+        assert "route: sot" in screen
+        assert len(seen_points) >= 2, screen  # a panel per point
+        footer = screen[screen.index("elapsed"):]
+        assert re.search(r"elapsed \d+\.\d s · TTFT \d+\.\d\d s · \d+\.\d tok/s", footer), footer
+        assert re.search(r"done: latency \d+\.\d\d s · estimated speedup \d+\.\d\d× vs normal", footer), footer
+
+        # A second run, cancelled with Ctrl-C: the UI stays.
+        tmux("send-keys", "-t", session, "List some tips for learning a new language.", "Enter")
+        wait_for(session, lambda s: "Ctrl-C cancels" in s and "tips for learning" in s, 120, "the second run to start")
+        time.sleep(2)
+        tmux("send-keys", "-t", session, "C-c")
+        screen = wait_for(session, lambda s: "cancelled" in s, 120, "the cancellation")
+        assert "EXITED" not in screen and "2 run(s)" in screen
+
+        tmux("send-keys", "-t", session, "Escape")
+        time.sleep(0.5)
+        tmux("send-keys", "-t", session, "q")
+        wait_for(session, lambda s: "EXITED 0" in s, 120, "the app to quit")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    records = [json.loads(line) for line in (home / "tui" / "transcript.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["done", "cancelled"]
+    assert records[0]["mode"] == "sot" and records[0]["answer"] and records[0]["trace"]["calls"]

@@ -1,0 +1,112 @@
+"""The run view over recorded event streams, rendered with rich's capture console."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from vivace.agents.base import AgentDone, AgentFailed, AgentStarted
+from vivace.agents.events import (
+    AnswerDelta, AnswerDone, BranchDelta, BranchDone, Routed, RunStarted, SkeletonDelta, SkeletonDone,
+)
+from vivace.trace import CallTrace, RunTrace
+from vivace.tui.view import RunView, estimate_normal_s
+
+RID = "r1"
+
+
+def call(node: str, branch: int | None, tokens: int, ttft: float, e2e: float, start: float = 0.0) -> CallTrace:
+    return CallTrace(node=node, branch=branch, tag=f"{RID}/{node}", prompt_tokens=40, output_tokens=tokens, queue_s=0.0,
+                     ttft_s=ttft, e2e_s=e2e, cached_tokens=0, started_at=start, ended_at=start + e2e, finish_reason="stop")
+
+
+def sot_events(points: int = 3) -> list[Any]:
+    names = ["Cardio health", "Mood and sleep", "Strength", "Longevity"][:points]
+    events: list[Any] = [RunStarted(RID, question="Why exercise?", requested_mode="auto"),
+                         Routed(RID, mode="sot", reason="list-like question (nearest examples: 5/5 sot)")]
+    events += [SkeletonDelta(RID, text=f"{i}. {n}\n") for i, n in enumerate(names, 1)]
+    events.append(SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 20, 0.2, 1.2)))
+    for word in ("Regular", " exercise", " strengthens", " the", " heart."):
+        for i in range(1, points + 1):
+            events.append(BranchDelta(RID, index=i, text=word))
+    return events
+
+
+def render(view: RunView, width: int = 80, height: int = 24) -> str:
+    console = Console(record=True, width=width, height=height, color_system=None, legacy_windows=False)
+    console.print(view)
+    return console.export_text()
+
+
+def feed(view: RunView, events: list[Any]) -> RunView:
+    for e in events:
+        view(e)
+    return view
+
+
+def finished_trace(points: int = 3) -> RunTrace:
+    trace = RunTrace(question="Why exercise?", mode="sot", model="m", backend="vllm", latency_s=4.0)
+    trace.calls = [call("skeleton", None, 21, 0.2, 1.2)] + [call("expand", i, 40, 0.1, 2.5, 1.2) for i in range(1, points + 1)]
+    return trace
+
+
+def test_points_stream_side_by_side_with_header_and_footer_at_80x24() -> None:
+    view = feed(RunView(probe=lambda: (3, 0.042)), sot_events(3))
+    text = render(view)
+    assert "route: sot" in text and "list-like question" in text
+    for i, name in enumerate(["Cardio health", "Mood and sleep", "Strength"], 1):
+        assert f"{i}. {name}" in text
+    assert text.count("Regular exercise") == 3 and text.count("heart.") == 3  # wrapped at word boundaries
+    assert "elapsed" in text and "TTFT" in text and "tok/s" in text
+    assert "in flight 3" in text and "KV 4.2%" in text
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80 and len(lines) <= 24
+
+
+def test_skeleton_shows_while_it_streams() -> None:
+    view = feed(RunView(), sot_events(2)[:3])  # started, routed, first skeleton line
+    assert "skeleton" in render(view) and "1. Cardio health" in render(view)
+
+
+def test_finished_sot_run_shows_an_estimate_labelled_as_one() -> None:
+    events = sot_events(3) + [BranchDone(RID, index=i, point="p", text="Done text.", call=call("expand", i, 40, 0.1, 2.5)) for i in (1, 2, 3)]
+    view = feed(RunView(), events + [AnswerDone(RID, answer="1. Cardio health: Done text.", mode="sot", points=["a", "b", "c"])])
+    view.finish(finished_trace(3))
+    text = render(view, width=100)
+    assert "done: latency 4.00 s" in text
+    assert "estimated speedup" in text and "est." in text
+    estimate, how = estimate_normal_s(finished_trace(3))
+    # 141 tokens at the skeleton's (21-1)/(1.2-0.2) = 20 tok/s, after its 0.2 s TTFT.
+    assert estimate == 0.2 + 141 / 20.0 and "20.0 tok/s" in how
+    assert f"{estimate / 4.0:.2f}×" in text
+
+
+def test_compare_reports_a_measured_speedup() -> None:
+    view = feed(RunView(), sot_events(2))
+    view.finish(finished_trace(2), baseline_s=9.0)
+    text = render(view, width=100)
+    assert "speedup 2.25× vs normal (9.00 s)" in text and "estimated" not in text
+
+
+def test_normal_answer_streams_into_one_panel() -> None:
+    events = [RunStarted(RID, question="What is 2+2?", requested_mode="auto"), Routed(RID, mode="normal", reason="math cue"),
+              AnswerDelta(RID, text="2 + 2"), AnswerDelta(RID, text=" = 4.")]
+    text = render(feed(RunView(), events))
+    assert "route: normal" in text and "answer" in text and "2 + 2 = 4." in text
+
+
+def test_pipeline_agents_are_rows_with_status_tokens_latency() -> None:
+    events = [AgentStarted(RID, step="plan", agent="planner"), AgentDone(RID, step="plan", agent="planner", output="x", seconds=1.5, calls=1, output_tokens=30),
+              AgentStarted(RID, step="research", agent="researcher", branch=1), AgentStarted(RID, step="research", agent="researcher", branch=2),
+              AgentFailed(RID, step="research", agent="researcher", message="timed out", branch=2)]
+    text = render(feed(RunView(agent="research"), events), width=100)
+    assert "plan" in text and "done" in text and "30" in text and "1.5" in text
+    assert "research #1" in text and "running" in text
+    assert "research #2" in text and "failed" in text and "timed out" in text
+
+
+def test_cancelled_run_says_so() -> None:
+    view = feed(RunView(), sot_events(2))
+    view.finish(None, status="cancelled")
+    assert "cancelled" in render(view)

@@ -1,0 +1,301 @@
+"""What a run looks like on screen, built only from the controller's events.
+
+``RunView`` consumes the same events as the plain printer and renders to rich
+renderables, so ``--live``, the full-screen ``vivace tui`` and the tests
+(rich's capture console over recorded event streams) all show one thing.
+Figures come from events and traces; the live in-flight and KV figures are
+read from the backend through ``probe`` when it exposes them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+Probe = Callable[[], tuple[int | None, float | None]]  # (requests in flight, KV-cache usage 0..1)
+
+
+def backend_probe(backend: Any) -> Probe:
+    """In-flight requests from the process limiter and KV use from the engine's stats, where present."""
+
+    def probe() -> tuple[int | None, float | None]:
+        limiter = getattr(backend, "limiter", None)
+        stats = getattr(backend, "stats", None)
+        return (getattr(limiter, "in_flight", None), getattr(stats, "kv_cache_usage", None))
+
+    return probe
+
+
+@dataclass
+class Branch:
+    point: str
+    text: str = ""
+    done: bool = False
+    error: str | None = None
+    tokens: int | None = None
+
+
+@dataclass
+class AgentRow:
+    agent: str
+    status: str = "running"
+    tokens: int | None = None
+    seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Outcome:
+    """How the finished run compares with normal decoding: measured with --compare, else estimated."""
+
+    latency_s: float
+    baseline_s: float | None = None
+    estimated: bool = True
+    how: str = ""
+
+    @property
+    def speedup(self) -> float | None:
+        return self.baseline_s / self.latency_s if self.baseline_s and self.latency_s > 0 else None
+
+
+def estimate_normal_s(trace: Any) -> tuple[float | None, str]:
+    """Estimated latency of normal decoding for a finished SoT run, from its own traces.
+
+    Normal decoding would produce about as many tokens as all SoT calls
+    together, one after another, at the single-stream rate the skeleton call
+    measured (it runs alone), after about the skeleton's TTFT. An estimate,
+    labelled as one: ``--compare`` measures a normal run instead.
+    """
+    calls = getattr(trace, "calls", [])
+    skeleton = next((c for c in calls if c.node == "skeleton"), None)
+    if skeleton is None or len(calls) < 2:
+        return None, "no SoT calls to estimate from"
+    decode_s = skeleton.e2e_s - skeleton.ttft_s - skeleton.queue_s
+    if skeleton.output_tokens < 2 or decode_s <= 0:
+        return None, "the skeleton call was too short to measure a rate"
+    rate = (skeleton.output_tokens - 1) / decode_s
+    tokens = sum(c.output_tokens for c in calls)
+    return skeleton.ttft_s + tokens / rate, f"{tokens} tokens at the skeleton's {rate:.1f} tok/s"
+
+
+class RunView:
+    """The state of one run, updated event by event; a rich renderable."""
+
+    def __init__(self, question: str = "", probe: Probe | None = None, agent: str = "answer") -> None:
+        self.question = question
+        self.agent = agent
+        self.probe = probe
+        self.requested_mode = ""
+        self.mode = ""
+        self.reason = ""
+        self.skeleton = ""
+        self.points: list[str] = []
+        self.fallback: str | None = None
+        self.branches: dict[int, Branch] = {}
+        self.answer = ""
+        self.final: str | None = None
+        self.agents: dict[tuple[str, int | None], AgentRow] = {}
+        self.errors: list[str] = []
+        self.started = time.monotonic()
+        self.first_token: float | None = None
+        self.deltas = 0
+        self.finished: float | None = None
+        self.outcome: Outcome | None = None
+        self.status = "running"
+        self._trace: Any = None
+
+    # events -------------------------------------------------------------
+    def __call__(self, event: Any) -> None:
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(event)
+
+    def _token(self) -> None:
+        self.deltas += 1
+        if self.first_token is None:
+            self.first_token = time.monotonic()
+
+    def _on_run_started(self, e: Any) -> None:
+        self.question = e.question
+        self.requested_mode = e.requested_mode
+
+    def _on_routed(self, e: Any) -> None:
+        self.mode, self.reason = e.mode, e.reason
+
+    def _on_skeleton_delta(self, e: Any) -> None:
+        self.skeleton += e.text
+        self._token()
+
+    def _on_skeleton_done(self, e: Any) -> None:
+        self.skeleton, self.points, self.fallback = e.text, list(e.points), e.fallback
+        if e.fallback:
+            self.mode = "normal"
+            self.reason = f"{self.reason}; skeleton unusable ({e.fallback})" if self.reason else e.fallback
+        else:
+            self.branches = {i: Branch(p) for i, p in enumerate(e.points, 1)}
+
+    def _on_branch_delta(self, e: Any) -> None:
+        self.branches.setdefault(e.index, Branch(f"point {e.index}")).text += e.text
+        self._token()
+
+    def _on_branch_done(self, e: Any) -> None:
+        branch = self.branches.setdefault(e.index, Branch(e.point))
+        branch.text = e.text or branch.text
+        branch.done, branch.error = True, e.error
+        branch.tokens = e.call.output_tokens if e.call is not None else None
+
+    def _on_answer_delta(self, e: Any) -> None:
+        self.answer += e.text
+        self._token()
+
+    def _on_answer_done(self, e: Any) -> None:
+        self.final = e.answer
+
+    def _on_error(self, e: Any) -> None:
+        where = e.node + ("" if e.branch is None else f" {e.branch}")
+        self.errors.append(f"{where}: {e.message}")
+
+    def _on_agent_started(self, e: Any) -> None:
+        self.agents[(e.step, e.branch)] = AgentRow(e.agent)
+
+    def _on_agent_delta(self, e: Any) -> None:
+        self._token()
+        if e.branch is None and not self.branches:
+            self.answer += e.text
+
+    def _on_agent_done(self, e: Any) -> None:
+        row = self.agents.setdefault((e.step, e.branch), AgentRow(e.agent))
+        row.status, row.tokens, row.seconds = "done", e.output_tokens, e.seconds
+
+    def _on_agent_failed(self, e: Any) -> None:
+        row = self.agents.setdefault((e.step, e.branch), AgentRow(e.agent))
+        row.status, row.seconds = "failed", time.monotonic() - row.started
+        self.errors.append(f"{e.step} ({e.agent}): {e.message}")
+
+    def finish(self, trace: Any | None, status: str = "done", baseline_s: float | None = None) -> None:
+        """The run ended: keep its final answer and figures, and how it compares with normal decoding."""
+        self.finished = time.monotonic()
+        self.status = status
+        if trace is None:
+            return
+        self.final = self.final or getattr(trace, "answer", None)
+        if baseline_s is not None:
+            self.outcome = Outcome(trace.latency_s, baseline_s, estimated=False, how="measured normal run, same engine and budget")
+        elif self.mode == "sot" and self.points and not self.fallback:
+            estimate, how = estimate_normal_s(trace)
+            self.outcome = Outcome(trace.latency_s, estimate, estimated=True, how=how)
+        else:
+            self.outcome = Outcome(trace.latency_s, None, how="normal decoding: nothing to compare")
+        self._trace = trace
+
+    # rendering ----------------------------------------------------------
+    def header(self) -> Text:
+        text = Text()
+        text.append("Q: ", style="bold")
+        text.append(self.question or "…")
+        text.append("\n")
+        if self.mode:
+            text.append(f"route: {self.mode}", style="bold cyan")
+            text.append(f" · {self.reason}", style="dim")
+        else:
+            text.append("routing…", style="dim")
+        return text
+
+    def footer(self) -> Text:
+        end = self.finished or time.monotonic()
+        elapsed = end - self.started
+        parts = [f"elapsed {elapsed:.1f} s"]
+        trace = getattr(self, "_trace", None)
+        ttft = trace.ttft_s if trace is not None and trace.ttft_s is not None else (
+            self.first_token - self.started if self.first_token else None)
+        parts.append(f"TTFT {ttft:.2f} s" if ttft is not None else "TTFT -")
+        if trace is not None and trace.latency_s > 0:
+            parts.append(f"{trace.output_tokens / trace.latency_s:.1f} tok/s")
+        elif self.first_token:
+            parts.append(f"~{self.deltas / max(1e-6, end - self.first_token):.1f} tok/s")
+        in_flight, kv = self.probe() if self.probe and self.finished is None else (None, None)
+        if in_flight is not None:
+            parts.append(f"in flight {in_flight}")
+        if kv is not None:
+            parts.append(f"KV {kv:.1%}")
+        text = Text(" · ".join(parts), style="bold" if self.finished else "")
+        if self.outcome is not None:
+            o = self.outcome
+            text.append(f"\n{self.status}: latency {o.latency_s:.2f} s", style="bold green" if self.status == "done" else "bold red")
+            if o.speedup is not None:
+                label = "estimated speedup" if o.estimated else "speedup"
+                text.append(f" · {label} {o.speedup:.2f}× vs normal ({o.baseline_s:.2f} s{' est.' if o.estimated else ''})", style="bold")
+            if o.how:
+                text.append(f" · {o.how}", style="dim")
+        elif self.finished is not None:
+            text.append(f"\n{self.status}", style="bold red")
+        return text
+
+    def _body_lines(self, height: int, rows: int) -> int:
+        return max(2, (height - 8 - 3 * rows) // max(1, rows))
+
+    def _tail(self, text: str, width: int, lines: int) -> Text:
+        """The last ``lines`` screen lines of ``text`` at ``width``: the newest text stays in view."""
+        import textwrap
+
+        wrapped: list[str] = []
+        for para in text.strip().split("\n"):
+            wrapped.extend(textwrap.wrap(para, width, break_long_words=True) or [""])
+        return Text("\n".join(wrapped[-lines:]))
+
+    def _points(self, width: int, height: int) -> Table:
+        cols = 1 if width < 60 else 2 if width < 130 else 3
+        rows = (len(self.branches) + cols - 1) // cols
+        lines = self._body_lines(height, rows)
+        inner = max(10, width // cols - 4)
+        grid = Table.grid(expand=True, padding=(0, 0))
+        for _ in range(cols):
+            grid.add_column(ratio=1)
+        cells = []
+        for i, b in sorted(self.branches.items()):
+            state = "✗" if b.error else "✓" if b.done else "…"
+            style = "red" if b.error else "green" if b.done else "yellow"
+            body = self._tail(b.error or b.text, inner, lines)
+            cells.append(Panel(body, title=f"{state} {i}. {b.point}"[: inner], title_align="left", border_style=style, height=lines + 2))
+        for r in range(rows):
+            row = cells[r * cols : (r + 1) * cols]
+            grid.add_row(*row, *([""] * (cols - len(row))))
+        return grid
+
+    def _agents(self) -> Table:
+        table = Table(expand=True, title=None, show_edge=False, pad_edge=False)
+        for col in ("step", "agent", "status", "tokens", "latency s"):
+            table.add_column(col, justify="right" if col in ("tokens", "latency s") else "left")
+        colors = {"done": "green", "failed": "red", "running": "yellow", "waiting": "dim"}
+        now = time.monotonic()
+        for (step, branch), row in self.agents.items():
+            seconds = row.seconds if row.seconds is not None else now - row.started
+            table.add_row(step + (f" #{branch}" if branch else ""), row.agent, f"[{colors.get(row.status, '')}]{row.status}[/]",
+                          "-" if row.tokens is None else str(row.tokens), f"{seconds:.1f}")
+        return table
+
+    def renderables(self, width: int, height: int) -> list[Any]:
+        out: list[Any] = [Panel(self.header(), title=f"vivace · {self.agent}", title_align="left", border_style="cyan")]
+        if self.agents and (len(self.agents) > 1 or not self.branches):
+            out.append(self._agents())
+        if self.branches:
+            out.append(self._points(width, height))
+        elif self.mode == "sot" and not self.points and self.skeleton:
+            out.append(Panel(self._tail(self.skeleton, width - 4, max(3, height - 10)), title="skeleton", title_align="left"))
+        elif self.answer or self.final:
+            body = self.final if self.finished and self.final else self.answer
+            out.append(Panel(self._tail(body, width - 4, max(3, height - 10)), title="answer", title_align="left"))
+        for err in self.errors[-2:]:
+            out.append(Text(err, style="red"))
+        out.append(Panel(self.footer(), border_style="green" if self.finished else "blue"))
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        height = options.height or console.size.height
+        yield Group(*self.renderables(options.max_width, height))
