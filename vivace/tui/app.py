@@ -80,6 +80,7 @@ class VivaceTUI(App[None]):
         Binding("a", "show_answer", "answer"),
         Binding("h", "history", "history"),
         Binding("escape", "blur", "leave prompt", show=False),
+        Binding("f12", "save_svg", "screenshot", show=False),
     ]
 
     def __init__(self, config: Config, agent: str = "answer", mode: str | None = None, rag: str | None = None,
@@ -143,8 +144,9 @@ class VivaceTUI(App[None]):
             log.debug("collections unavailable: %s", exc)
             return []
 
-    def _show_status(self) -> None:
-        running = self.running is not None and not self.running.done()
+    def _show_status(self, running: bool | None = None) -> None:
+        if running is None:
+            running = self.running is not None and not self.running.done()
         self.query_one("#status", Static).update(
             f"[b]{self.agent}[/b] · mode [b]{self.mode}[/b] · RAG [b]{self.rag or 'off'}[/b] · "
             f"compress [b]{self.compression}[/b] · compare [b]{'on' if self.compare else 'off'}[/b] · "
@@ -191,7 +193,7 @@ class VivaceTUI(App[None]):
         self.history.append(item)
         self.history_index = len(self.history) - 1
         self._save(item, trace, view, baseline)
-        self._show_status()
+        self._show_status(running=False)  # called from inside the task, which is not done yet
 
     def _save(self, item: HistoryItem, trace: Any, view: RunView, baseline: Any) -> None:
         record = {"t": time.time(), "question": item.question, "agent": self.agent, "requested_mode": self.mode,
@@ -222,6 +224,13 @@ class VivaceTUI(App[None]):
         if self.backend is not None:
             await self.backend.aclose()
         self.exit()
+
+    def action_save_svg(self) -> None:
+        """An SVG of the screen as it is now, under ``$VIVACE_HOME/tui`` (the README's picture comes from one)."""
+        folder = self.config.home / "tui"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = self.save_screenshot(filename=f"screen-{time.strftime('%Y%m%d-%H%M%S')}.svg", path=str(folder))
+        self.notify(f"saved {path}")
 
     def action_blur(self) -> None:
         self.set_focus(None)
