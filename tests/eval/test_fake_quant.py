@@ -55,3 +55,17 @@ def test_study_on_the_real_model(model_dir: Path) -> None:
     assert rows["W3-pc"]["ppl_delta_pct"] > 10.0 > abs(rows["W8-pc"]["ppl_delta_pct"])
     for name in ("A8", "K4"):
         assert rows[name]["perplexity"] != rows["fp32"]["perplexity"]  # the hooks did something
+
+
+def test_fp8_cast_error_is_relative() -> None:
+    from vivace.eval.fake_quant import fp8_cast
+
+    x = torch.tensor([0.001, -0.37, 1.0, 3.3, -250.0, 1e6])
+    for fmt, mantissa_bits in (("e4m3", 3), ("e5m2", 2)):
+        y = fp8_cast(x, fmt)
+        limit = torch.finfo(torch.float8_e4m3fn if fmt == "e4m3" else torch.float8_e5m2).max
+        normal = x.abs() < limit
+        # round-to-nearest in the normal range: relative error at most 2^-(mantissa+1)
+        rel = ((y - x).abs() / x.abs())[normal & (x.abs() > 0.02)]
+        assert bool((rel <= 2.0 ** -(mantissa_bits + 1) + 1e-6).all()), (fmt, rel)
+        assert y[-1] == limit  # saturates instead of overflowing to inf/nan
