@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from vivace.eval.fake_quant import STUDY, StudyConfig, ordering, quantize_groups, run_study
+from vivace.eval.fake_quant import STUDY, StudyConfig, load_model, ordering, pick_threads, quantize_groups, run_study, study_threads, torch_perplexity
 from vivace.eval.scoring import bundled_text
 
 
@@ -44,10 +46,35 @@ def test_ordering_is_computed_from_the_numbers() -> None:
     assert result["of"] == 3 and result["holds"] == 2
 
 
-def test_study_on_the_real_model(model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def fp32_model(model_dir: Path) -> Any:
+    """The embedded model in float32, loaded once for this module's tests."""
+    return load_model(model_dir)
+
+
+def test_torch_perplexity_matches_the_models_own_loss(model_dir: Path, fp32_model: Any) -> None:
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(bundled_text(), add_special_tokens=False)[:161]
+    # windows of 80: 80 + 80 + a 1-token tail, which is dropped (as the engine's scorer drops it)
+    with study_threads(), torch.inference_mode():
+        losses = [float(fp32_model(torch.tensor([p]), labels=torch.tensor([p])).loss) for p in (ids[:80], ids[80:160])]
+        ppl = torch_perplexity(fp32_model, ids, window=80)
+    assert ppl == pytest.approx(math.exp(sum(losses) / 2), rel=1e-5)
+
+
+def test_thread_choice_is_bounded() -> None:
+    current = torch.get_num_threads()
+    assert 1 <= pick_threads("auto") <= current
+    assert pick_threads(3) == 3 and pick_threads(0) == 1
+
+
+def test_study_on_the_real_model(model_dir: Path, fp32_model: Any) -> None:
     pick = {"fp32", "W8-pc", "W3-pc", "A8", "K4"}
     configs = tuple(c for c in STUDY if c.name in pick) + (StudyConfig("fp32-again", "none"),)
-    rows = {r["name"]: r for r in run_study(model_dir, bundled_text(), max_tokens=512, window=256, configs=configs)}
+    before = torch.get_num_threads()
+    rows = {r["name"]: r for r in run_study(model_dir, bundled_text(), max_tokens=512, window=256, configs=configs, model=fp32_model)}
+    assert torch.get_num_threads() == before  # the study's thread choice does not leak
     assert rows["fp32"]["tokens"] == 512
     assert rows["fp32"]["ppl_delta_pct"] == 0.0
     assert rows["fp32-again"]["perplexity"] == pytest.approx(rows["fp32"]["perplexity"], rel=1e-6)  # weights restored, hooks gone

@@ -2,21 +2,36 @@
 
 Each configuration quantizes one tensor type, round-to-nearest, and
 dequantizes at once, so the model runs in float32 and only the rounding
-error shows: weights (W), activations entering every decoder linear layer (A)
-or the KV cache (K / V). Embeddings, norms and the (tied) LM head stay in
-float32, as in Qllm-Eval's setting. Perplexity is measured on the same text
-and windows as the engine bench.
+error shows: weights of every decoder linear layer (W), activations entering
+every decoder linear layer (A) or the KV cache (K / V). Embeddings, norms and
+the (tied) LM head stay in float32, as in Qllm-Eval's setting. Weights are
+quantized in place and restored after each config; hooks are removed.
+Perplexity is measured on the same text and windows as the engine bench, so
+``torch_perplexity`` on the fp32 model is the reference the engine's figure
+can be checked against.
 
 Keys and values are quantized at the outputs of ``k_proj`` / ``v_proj``,
-per token and per head (group = head_dim). For keys that is before RoPE, as
-KVQuant does: RoPE is a rotation, so it changes which channels carry the
-outliers, not the rounding error's size.
+per token and per head (group = head_dim, asymmetric). Values are cached
+exactly as ``v_proj`` emits them. Keys are quantized *before* RoPE, as
+KVQuant does: pre-RoPE keys have fixed outlier channels that RoPE's
+position-dependent rotation of channel pairs smears, and the hook needs no
+patch of transformers' attention code. With whole-head groups the rotation
+keeps each pair's norm but not the head's absmax, so pre- vs post-RoPE moves
+the error a little, not its scale. vLLM's fp8 cache stores post-RoPE keys:
+the ``KV-fp8-*`` rows are an estimate of its cost, not a replay.
+
+Threads: two OpenMP threads on a 2-core machine that other processes also
+load run 3-4x *slower* than one (every small op waits on a descheduled
+thread; measured 11 s vs 3.1 s per 512-token forward at load ~3.7). The
+study therefore picks its thread count from the load average unless told.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -103,6 +118,38 @@ def _decoder_linears(model: Any) -> Iterator[tuple[str, Any]]:
             yield name, module
 
 
+def pick_threads(threads: int | str = "auto") -> int:
+    """Torch intra-op threads for the study: ``"auto"`` leaves only the cores the load average leaves free.
+
+    At least one; never more than torch's current setting. See the module
+    docstring for why oversubscribing is so costly here.
+    """
+    import torch
+
+    current = torch.get_num_threads()
+    if threads != "auto":
+        return max(1, int(threads))
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return current
+    free = (os.cpu_count() or current) - round(busy)
+    return max(1, min(current, free))
+
+
+@contextmanager
+def study_threads(threads: int | str = "auto") -> Iterator[int]:
+    """Run the block with ``pick_threads(threads)`` torch threads; restore the previous count after."""
+    import torch
+
+    previous, chosen = torch.get_num_threads(), pick_threads(threads)
+    torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        torch.set_num_threads(previous)
+
+
 def load_model(model_dir: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
@@ -112,8 +159,12 @@ def load_model(model_dir: Path) -> Any:
     return model
 
 
-def perplexity(model: Any, token_ids: list[int], window: int = 1024) -> float:
-    """exp(mean NLL) over non-overlapping windows, every token after each window's first."""
+def torch_perplexity(model: Any, token_ids: list[int], window: int = 1024) -> float:
+    """exp(mean NLL) over non-overlapping windows, every token after each window's first.
+
+    The same windows and tokens as ``scoring.engine_perplexity`` (a trailing
+    piece of one token is dropped), so the two are directly comparable.
+    """
     import torch
 
     nll, count = 0.0, 0
@@ -177,26 +228,36 @@ def run_study(
     window: int = 1024,
     configs: tuple[StudyConfig, ...] = STUDY,
     progress: Callable[[str, float], None] | None = None,
+    threads: int | str = "auto",
+    model: Any = None,
 ) -> list[dict[str, Any]]:
-    """Perplexity of every config on the same tokens; deltas against the fp32 row."""
+    """Perplexity of every config on the same tokens; deltas against the fp32 row.
+
+    ``threads`` is chosen once for the whole run (see ``pick_threads``) and
+    torch's previous setting is restored afterwards. A ``model`` already
+    loaded with ``load_model`` may be passed; its weights are left as found.
+    """
     from transformers import AutoTokenizer
 
-    model = load_model(model_dir)
+    model = model if model is not None else load_model(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     ids = tokenizer.encode(text, add_special_tokens=False)[: max_tokens or None]
     head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
     rows: list[dict[str, Any]] = []
-    for config in configs:
-        with _Applied(model, config, head_dim):
-            ppl = perplexity(model, ids, window)
-        rows.append({"name": config.name, "tensor": config.tensor, "bits": config.bits, "granularity": config.granularity, "perplexity": ppl})
-        log.info("fake-quant %s: perplexity %.3f", config.name, ppl)
-        if progress:
-            progress(config.name, ppl)
+    with study_threads(threads) as chosen:
+        log.info("fake-quant study: %d tokens, window %d, %d configs, %d torch threads", len(ids), window, len(configs), chosen)
+        for config in configs:
+            with _Applied(model, config, head_dim):
+                ppl = torch_perplexity(model, ids, window)
+            rows.append({"name": config.name, "tensor": config.tensor, "bits": config.bits, "granularity": config.granularity, "perplexity": ppl})
+            log.info("fake-quant %s: perplexity %.3f", config.name, ppl)
+            if progress:
+                progress(config.name, ppl)
     base = next((r["perplexity"] for r in rows if r["tensor"] == "none"), None)
     for row in rows:
         row["ppl_delta_pct"] = 100.0 * (row["perplexity"] / base - 1.0) if base else None
         row["tokens"] = len(ids)
+        row["torch_threads"] = chosen
     return rows
 
 
