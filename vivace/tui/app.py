@@ -1,7 +1,8 @@
 """`vivace tui`: ask, watch the points grow side by side, keep a history, all in one screen.
 
-A Textual app around ``RunView``. The engine starts once when the app opens
-and serves every run of the session. Ctrl-C cancels the running task (every
+A Textual app around ``RunView``. The engine starts once, before the app
+opens (vLLM spawns its engine process, which cannot inherit the file
+descriptors Textual puts in place of stdout), and serves every run. Ctrl-C cancels the running task (every
 branch: the engine's requests are aborted) and keeps the app open; ``q``
 (outside the prompt) or Ctrl-Q quits. Every finished, failed or cancelled run
 is appended to ``$VIVACE_HOME/tui/transcript.jsonl``.
@@ -83,8 +84,8 @@ class VivaceTUI(App[None]):
         Binding("f12", "save_svg", "screenshot", show=False),
     ]
 
-    def __init__(self, config: Config, agent: str = "answer", mode: str | None = None, rag: str | None = None,
-                 compare: bool = False) -> None:
+    def __init__(self, config: Config, backend: Any, agent: str = "answer", mode: str | None = None,
+                 rag: str | None = None, compare: bool = False) -> None:
         super().__init__()
         self.config = config
         self.mode = mode or config.mode
@@ -92,7 +93,7 @@ class VivaceTUI(App[None]):
         self.rag = rag
         self.compression = config.compression if config.compression in COMPRESSION else "auto"
         self.compare = compare
-        self.backend: Any = None
+        self.backend: Any = backend
         self.view: RunView | None = None
         self.running: asyncio.Task[Any] | None = None
         self.history: list[HistoryItem] = []
@@ -102,7 +103,7 @@ class VivaceTUI(App[None]):
         self.transcript = config.home / "tui" / "transcript.jsonl"
 
     def compose(self) -> ComposeResult:
-        yield Static("starting the engine…", id="view")
+        yield Static("", id="view")
         yield Static("", id="status")
         yield Input(placeholder="question, Enter · F2 mode F3 agent F4 RAG F5 compress F6 compare · Esc q quits",
                     id="prompt", disabled=True)
@@ -114,7 +115,6 @@ class VivaceTUI(App[None]):
 
     async def _start(self) -> None:
         from vivace.agents.registry import list_agents
-        from vivace.runtime import open_backend
 
         try:
             self.agents = sorted({"answer", *(r.agent.name for r in list_agents())}, key=lambda n: (n != "answer", n))
@@ -123,11 +123,6 @@ class VivaceTUI(App[None]):
         self.collections = [None, *self._collections()]
         if self.rag and self.rag not in self.collections:
             self.collections.append(self.rag)
-        try:
-            self.backend = await open_backend(self.config)
-        except Exception as exc:
-            self.query_one("#view", Static).update(f"[red]the engine did not start: {exc}[/red]\nCtrl-Q quits.")
-            return
         self.query_one("#view", Static).update(
             f"[green]ready[/green] · {self.backend.name}:{self.backend.model} (engine up in {getattr(self.backend, 'load_s', 0) or 0:.1f} s)\n"
             "Type a question and press Enter.")
@@ -221,9 +216,7 @@ class VivaceTUI(App[None]):
     async def action_quit(self) -> None:
         if self.running is not None and not self.running.done():
             await self.action_cancel()
-        if self.backend is not None:
-            await self.backend.aclose()
-        self.exit()
+        self.exit()  # the command that started the engine shuts it down
 
     def action_save_svg(self) -> None:
         """An SVG of the screen as it is now, under ``$VIVACE_HOME/tui`` (the README's picture comes from one)."""

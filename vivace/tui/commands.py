@@ -31,11 +31,19 @@ async def cmd_tui(args: argparse.Namespace, config: Config) -> int:
         resolve(args.agent)  # an unknown agent fails here, in one line, before the engine starts
     if args.rag is not None and len(args.rag) < 3:
         raise InputError(f"collection name must have 3 to 512 characters: {args.rag!r}")
+    from rich.console import Console
+
+    from vivace.runtime import open_backend
     from vivace.tui.app import VivaceTUI
 
-    _log_to_file(config)
-    app = VivaceTUI(config, agent=args.agent, mode=args.mode, rag=args.rag, compare=args.compare)
-    await app.run_async()
+    with Console(stderr=True).status(f"starting the {config.backend} backend ({config.model})..."):
+        backend = await open_backend(config)
+    try:
+        _log_to_file(config)
+        app = VivaceTUI(config, backend, agent=args.agent, mode=args.mode, rag=args.rag, compare=args.compare)
+        await app.run_async()
+    finally:
+        await backend.aclose()
     return 0
 
 
