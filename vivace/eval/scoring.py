@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 
 def bundled_text() -> str:
-    """The perplexity text shipped with vivace (its source is named in the file's header)."""
+    """The perplexity text shipped with vivace (its source is named in data/SOURCES.md)."""
     return resources.files("vivace.eval").joinpath("data/ppl_text.txt").read_text(encoding="utf-8")
 
 
