@@ -110,3 +110,16 @@ def test_cancelled_run_says_so() -> None:
     view = feed(RunView(), sot_events(2))
     view.finish(None, status="cancelled")
     assert "cancelled" in render(view)
+
+
+def test_eight_points_and_the_footer_fit_the_height_the_widget_gives() -> None:
+    names = [f"Point {i}" for i in range(1, 9)]
+    events = [RunStarted(RID, question="Why exercise?", requested_mode="sot"), Routed(RID, mode="sot", reason="requested"),
+              SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 20, 0.2, 1.2))]
+    events += [BranchDelta(RID, index=i, text="Some words about this point that go on for a while.") for i in range(1, 9)]
+    view = feed(RunView(), events)
+    view.max_height = 20  # 80x24 less the status line and the prompt
+    text = render(view, width=80, height=24)
+    lines = text.rstrip("\n").splitlines()
+    assert len(lines) <= 20, len(lines)
+    assert "8. Point 8" in text and "elapsed" in lines[-2]  # the footer is on screen, not cut off

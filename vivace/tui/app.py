@@ -149,7 +149,9 @@ class VivaceTUI(App[None]):
 
     def _refresh(self) -> None:
         if self.view is not None:
-            self.query_one("#view", Static).update(self.view)
+            widget = self.query_one("#view", Static)
+            self.view.max_height = widget.size.height or None
+            widget.update(self.view)
 
     # input ------------------------------------------------------------------
     async def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -109,6 +109,7 @@ class RunView:
         self.outcome: Outcome | None = None
         self.status = "running"
         self._trace: Any = None
+        self.max_height: int | None = None  # the space a widget gives the view, when it is not the terminal's
 
     # events -------------------------------------------------------------
     def __call__(self, event: Any) -> None:
@@ -238,7 +239,8 @@ class RunView:
         return text
 
     def _body_lines(self, height: int, rows: int) -> int:
-        return max(2, (height - 8 - 3 * rows) // max(1, rows))
+        """Text lines per point panel so that header (4), panels and footer (4) fit in ``height``."""
+        return max(1, (height - 8) // max(1, rows) - 2)
 
     def _tail(self, text: str, width: int, lines: int) -> Text:
         """The last ``lines`` screen lines of ``text`` at ``width``: the newest text stays in view."""
@@ -297,5 +299,5 @@ class RunView:
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        height = options.height or console.size.height
+        height = self.max_height or options.height or console.size.height
         yield Group(*self.renderables(options.max_width, height))
