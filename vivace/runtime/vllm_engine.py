@@ -348,6 +348,12 @@ class VLLMBackend:
         await self.abort_all()
         self._closed = True
         engine, self._engine = self._engine, None
+        # vLLM cancels its output handler only after killing the engine core, so the handler
+        # first sees the core die and logs an EngineDeadError. Stop it first, on its own loop.
+        handler = getattr(engine, "output_handler", None)
+        if isinstance(handler, asyncio.Task) and not handler.done():
+            handler.cancel()
+            await asyncio.wait([handler], timeout=5)  # neither raises its outcome nor eats our own cancel
         await asyncio.to_thread(engine.shutdown)
         # AsyncLLM.__del__ shuts down again; at interpreter exit that raises on
         # half-torn-down modules. It is already down, so make the second call a no-op.
