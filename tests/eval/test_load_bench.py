@@ -49,13 +49,23 @@ def test_levels_respect_the_cap_and_report_from_traces(run) -> None:
     assert all(r["sot_runs"] == 6 for r in sot) and all(r["sot_runs"] == 0 for r in normal)
     assert normal[0]["speedup_vs_1"] == 1.0 and normal[1]["speedup_vs_1"] > 1.0
     assert normal[1]["length_ratio_vs_1"] == 1.0  # the fake answers do not change with batching
+    assert all(r["same_answer_vs_1"] == 1.0 and r["failed_runs"] == 0 and "_answers" not in r for r in normal + sot)
     assert list(report["targets"]) == ["normal_c16_tasks_per_min>=5x_c1"] and report["targets"]["normal_c16_tasks_per_min>=5x_c1"] is None
 
 
 def test_ratios_without_a_c1_level_are_absent() -> None:
-    rows = [{"concurrency": 8, "tasks_per_min": 10.0, "mean_output_tokens": 5.0}]
+    rows = [{"concurrency": 8, "tasks_per_min": 10.0, "mean_output_tokens": 5.0, "_answers": ["a"]}]
     add_ratios(rows)
-    assert rows[0]["speedup_vs_1"] is None and rows[0]["length_ratio_vs_1"] is None
+    assert rows[0]["speedup_vs_1"] is None and rows[0]["length_ratio_vs_1"] is None and rows[0]["same_answer_vs_1"] is None
+
+
+def test_same_answer_compares_each_task_with_its_c1_answer() -> None:
+    rows = [{"concurrency": 1, "tasks_per_min": 2.0, "mean_output_tokens": 4.0, "_answers": ["a", "b", "c", "d"]},
+            {"concurrency": 8, "tasks_per_min": 8.0, "mean_output_tokens": 5.0, "_answers": ["a", "b", "x", "c"]}]
+    add_ratios(rows)
+    assert rows[1]["speedup_vs_1"] == 4.0 and rows[1]["length_ratio_vs_1"] == 1.25
+    assert rows[0]["same_answer_vs_1"] == 1.0 and rows[1]["same_answer_vs_1"] == 0.5  # by task, not as a set
+    assert all("_answers" not in r for r in rows)
 
 
 def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path) -> None:
@@ -80,6 +90,8 @@ def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: 
         for r in rows:
             assert r["tasks"] == 2 and 0 < r["p50_s"] <= r["p95_s"] and r["tasks_per_min"] > 0
             assert 1 <= r["peak_in_flight"] <= r["in_flight_cap"]
-            assert r["kv_usage_peak"] is not None and 0 <= r["kv_usage_peak"] <= 1
+            assert r["kv_usage_peak"] is not None and 0 <= r["kv_usage_mean"] <= r["kv_usage_peak"] <= 1
+            assert r["failed_runs"] == 0 and 0 <= r["same_answer_vs_1"] <= 1 and r["length_ratio_vs_1"] > 0
+        assert rows[0]["same_answer_vs_1"] == 1.0 and rows[0]["speedup_vs_1"] == 1.0
     assert report["series"]["normal"][0]["peak_in_flight"] == 1
     assert (out / "load.png").exists()

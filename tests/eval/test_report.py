@@ -64,7 +64,11 @@ def write_fixture_runs(root: Path) -> Path:
     (load / "report.json").write_text(json.dumps({
         "bench": "load", "machine": MACHINE,
         "series": {"normal": [{"concurrency": 1, "tasks": 8, "tasks_per_min": 9.5, "p50_s": 6.2, "p95_s": 7.9, "speedup_vs_1": 1.0,
-                               "peak_in_flight": 1, "kv_usage_peak": 0.012, "mean_output_tokens": 120}]},
+                               "peak_in_flight": 1, "kv_usage_peak": 0.012, "kv_usage_mean": 0.006, "mean_output_tokens": 120,
+                               "length_ratio_vs_1": 1.0, "same_answer_vs_1": 1.0},
+                              {"concurrency": 16, "tasks": 8, "tasks_per_min": 61.3, "p50_s": 7.4, "p95_s": 8.8, "speedup_vs_1": 6.45,
+                               "peak_in_flight": 16, "kv_usage_peak": 0.171, "kv_usage_mean": 0.084, "mean_output_tokens": 118,
+                               "length_ratio_vs_1": 0.98, "same_answer_vs_1": 0.875}]},
     }))
     return runs
 
@@ -99,6 +103,8 @@ def test_report_gathers_the_latest_runs_and_renders(tmp_path: Path, vivace_home:
     assert not re.search(r"""(src|href)=['"]https?:""", text)  # opens with no network
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| 16 | 154.2 |" in md and "## quant" in md and "## load" in md
+    assert "| normal | 16 | 8 | 61.3 | 7.40 | 8.80 | 6.45 | 16 | 17.1% / 8.4% | 118 | 0.98 | 88% |" in md
+    assert "<td class='text'>unsupported: kv_cache_dtype" in text  # words align left, numbers right
     image = re.search(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert image and (tmp_path / "out" / image.group(1)).is_file()
 

@@ -117,14 +117,22 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "mean_output_tokens": statistics.fmean(t.output_tokens for t in traces),
         "llm_calls": sum(len(t.calls) for t in traces),
         "sot_runs": sum(1 for t in traces if t.mode == "sot"),
+        "failed_runs": sum(1 for t in traces if t.error),
         "peak_in_flight": limiter.peak if limiter is not None else None,
         "in_flight_cap": limiter.max_in_flight if limiter is not None else None,
         "kv_usage_peak": kv.peak,
         "kv_usage_mean": kv.mean,
+        "_answers": [t.answer for t in traces],  # compared with C=1 in add_ratios, then dropped
     }
 
 
 def add_ratios(series_rows: list[dict[str, Any]]) -> None:
+    """Speedup against C=1, with two quality figures beside it: answer length and identical answers.
+
+    Greedy decoding makes the C=1 answers the reference: batching should not
+    change them, so ``same_answer_vs_1`` is the fraction of tasks whose answer
+    text equals the same task's answer at C=1.
+    """
     base = next((r for r in series_rows if r["concurrency"] == 1), None)
     for row in series_rows:
         if base and base["tasks_per_min"] and row["tasks_per_min"]:
@@ -132,6 +140,10 @@ def add_ratios(series_rows: list[dict[str, Any]]) -> None:
             row["length_ratio_vs_1"] = row["mean_output_tokens"] / base["mean_output_tokens"] if base["mean_output_tokens"] else None
         else:
             row["speedup_vs_1"] = row["length_ratio_vs_1"] = None
+        ref, answers = (base or {}).get("_answers"), row.get("_answers")
+        row["same_answer_vs_1"] = sum(a == b for a, b in zip(ref, answers)) / len(answers) if ref and answers else None
+    for row in series_rows:
+        row.pop("_answers", None)
 
 
 async def run_bench(
@@ -237,14 +249,15 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
         emit_json(report)
         return 0
     table = Table(title=f"load: {args.tasks} tasks per level, {backend.name}:{backend.model}, in-flight cap {config.max_in_flight}")
-    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1"):
+    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1", "same vs C=1"):
         table.add_column(col, justify="right")
     for name, rows in report["series"].items():
         for r in rows:
             table.add_row(name, str(r["concurrency"]), f"{r['tasks_per_min']:.1f}", f"{r['speedup_vs_1']:.2f}" if r["speedup_vs_1"] else "-",
                           f"{r['p50_s']:.2f}", f"{r['p95_s']:.2f}", str(r["peak_in_flight"]),
                           f"{r['kv_usage_peak']:.1%}" if r["kv_usage_peak"] is not None else "-",
-                          f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-")
+                          f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-",
+                          f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-")
     Console().print(table)
     Console().print(f"report: {out / 'report.json'}")
     return 0

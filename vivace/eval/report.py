@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -95,13 +96,22 @@ h1{border-bottom:3px solid #4c72b0;padding-bottom:.3em}h2{margin-top:2em;color:#
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #c8cfdb;padding:.3em .6em;text-align:right}
 th{background:#e8eef8}td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:600;margin-bottom:.3em}
 img{max-width:100%;border:1px solid #dde3ec;margin:.5em 0}pre{background:#f5f7fa;padding:.8em;overflow-x:auto;font-size:.8em}
-.meta{color:#5a6475;font-size:.9em}nav a{margin-right:1em}
+.meta{color:#5a6475;font-size:.9em}nav a{margin-right:1em}td.text{text-align:left}td:not(.text){white-space:nowrap}
 """
+
+_NUMBER = re.compile(r"[-+×x]?[\d.,]+(e[-+]?\d+)?\s*(%|s|×)?( / [-+]?[\d.,]+%?)?|-")
+
+
+def _td(value: object) -> str:
+    """A cell; numbers align right, words (statuses, reasons, names) left."""
+    text = str(value)
+    cls = "" if _NUMBER.fullmatch(text) else " class='text'"
+    return f"<td{cls}>{html.escape(text)}</td>"
 
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in table.rows)
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in table.rows)
     return f"<table><caption>{html.escape(table.title)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -102,13 +102,15 @@ def quant(data: dict[str, Any]) -> list[Table]:
 
 
 def load(data: dict[str, Any]) -> list[Table]:
-    cols = ["series", "concurrency", "tasks", "tasks/min", "p50 s", "p95 s", "× vs C=1", "peak in flight", "peak KV use", "mean output tokens"]
+    cols = ["series", "concurrency", "tasks", "tasks/min", "p50 s", "p95 s", "× vs C=1", "peak in flight", "KV use peak / mean",
+            "mean output tokens", "length vs C=1", "same answer vs C=1"]
     rows = []
     for series, levels in (data.get("series") or {}).items():
         for r in levels:
+            kv = f"{fmt(r.get('kv_usage_peak'), '.1%')} / {fmt(r.get('kv_usage_mean'), '.1%')}" if r.get("kv_usage_peak") is not None else "-"
             rows.append([series, fmt(r.get("concurrency")), fmt(r.get("tasks")), fmt(r.get("tasks_per_min"), ".1f"), fmt(r.get("p50_s"), ".2f"),
-                         fmt(r.get("p95_s"), ".2f"), fmt(r.get("speedup_vs_1"), ".2f"), fmt(r.get("peak_in_flight")),
-                         fmt(r.get("kv_usage_peak"), ".1%") if r.get("kv_usage_peak") is not None else "-", fmt(r.get("mean_output_tokens"), ".0f")])
+                         fmt(r.get("p95_s"), ".2f"), fmt(r.get("speedup_vs_1"), ".2f"), fmt(r.get("peak_in_flight")), kv,
+                         fmt(r.get("mean_output_tokens"), ".0f"), fmt(r.get("length_ratio_vs_1"), ".2f"), fmt(r.get("same_answer_vs_1"), ".0%")])
     return [Table("agent tasks under load", cols, rows)] + _targets(data.get("targets"))
 
 
