@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 from pathlib import Path
 
@@ -19,32 +18,15 @@ TEXT = (
 ) * 6
 
 
-def torch_perplexity(model_dir: Path, ids: list[int], window: int) -> float:
-    """The reference: a plain transformers forward in float32, same windows, same tokens scored."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model.eval()
-    nll, count = 0.0, 0
-    with torch.inference_mode():
-        for piece in windows(ids, window):
-            x = torch.tensor([piece])
-            logits = model(x).logits[0, :-1].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            picked = logp.gather(1, x[0, 1:].unsqueeze(1)).squeeze(1)
-            nll -= float(picked.sum())
-            count += len(piece) - 1
-    return math.exp(nll / count)
-
-
 @pytest.mark.engine
 def test_engine_perplexity_matches_torch(engine, run, model_dir):
     ids = engine.tokenizer.encode(TEXT, add_special_tokens=False)
     assert len(ids) > 300
     result = run(engine_perplexity(engine, ids, window=256))
     assert result.tokens_scored == sum(len(p) - 1 for p in windows(ids, 256))
-    reference = torch_perplexity(model_dir, ids, 256)
+    from vivace.eval.fake_quant import load_model, torch_perplexity
+
+    reference = torch_perplexity(load_model(model_dir), ids, 256)  # a plain transformers forward in float32
     assert abs(result.perplexity / reference - 1) < 0.01, (result.perplexity, reference)
 
 

@@ -216,8 +216,7 @@ def run_fake_quant(model_dir: Path, text: str, max_tokens: int | None, window: i
     from vivace.eval import fake_quant
 
     rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window)
-    ordering = fake_quant.ordering(rows) if hasattr(fake_quant, "ordering") else None
-    return rows, ordering
+    return rows, fake_quant.ordering(rows)
 
 
 async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
