@@ -45,7 +45,8 @@ def test_tui_in_tmux(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None
     (home / "models" / model_dir.name).symlink_to(model_dir)  # the prepared model, not a second conversion
     script = tmp_path / "run.sh"
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if k.isidentifier())
-    script.write_text(f"{exports}{shlex.quote(VIVACE)} tui --mode sot --max-tokens 48\necho EXITED $?\nsleep 120\n")
+    # COLUMNS/LINES, when the environment has them, pin the size Textual reads: the resize below must be seen.
+    script.write_text(f"{exports}unset COLUMNS LINES\n{shlex.quote(VIVACE)} tui --mode sot --max-tokens 48\necho EXITED $?\nsleep 120\n")
     tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", f"bash {shlex.quote(str(script))}")
     try:
         wait_for(session, lambda s: "ready ·" in s, 600, "the engine")
@@ -63,6 +64,11 @@ def test_tui_in_tmux(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None
         assert re.search(r"elapsed \d+\.\d s · TTFT \d+\.\d\d s · \d+\.\d tok/s", footer), footer
         assert re.search(r"done: latency \d+\.\d\d s · estimated speedup \d+\.\d\d× vs normal", footer), footer
 
+        # The same finished run at 100x30: the view redraws to the new size, panels and footer still there.
+        tmux("resize-window", "-t", session, "-x", "100", "-y", "30")
+        screen = wait_for(session, lambda s: max(map(len, s.splitlines())) > 80 and "done: latency" in s, 60, "the redraw at 100x30")
+        assert len(POINT.findall(screen)) >= 2 and "elapsed" in screen, screen
+
         # A second run, cancelled with Ctrl-C: the UI stays.
         tmux("send-keys", "-t", session, "List some tips for learning a new language.", "Enter")
         wait_for(session, lambda s: "Q: List some tips" in s, 120, "the second run to start")
@@ -71,6 +77,20 @@ def test_tui_in_tmux(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None
         screen = wait_for(session, lambda s: "cancelled" in s, 120, "the cancellation")
         assert "EXITED" not in screen and "2 run(s)" in screen
 
+        # A pipeline, chosen with F3: one row per agent, from waiting through running to done.
+        for _ in range(12):
+            if re.search(r"^research · mode", tmux("capture-pane", "-p", "-t", session), re.M):
+                break
+            tmux("send-keys", "-t", session, "F3")
+            time.sleep(0.5)
+        tmux("send-keys", "-t", session, "Compare electric cars and petrol cars.", "Enter")
+        wait_for(session, lambda s: "pipeline: 4 step(s)" in s, 120, "the pipeline to start")
+        ended = re.compile(r"^│ (done: latency|failed)", re.M)  # the footer's last line, not a row's status
+        screen = wait_for(session, lambda s: bool(ended.search(s)), 900, "the pipeline to finish")
+        for step, agent in (("plan", "planner"), ("write", "writer"), ("review", "critic")):
+            assert re.search(rf"^{step}\s.*{agent}\s.*(done|failed)\s.*\d+\.\d", screen, re.M), screen
+        assert re.search(r"^research #1\s.*researcher", screen, re.M), screen
+
         tmux("send-keys", "-t", session, "Escape")
         time.sleep(0.5)
         tmux("send-keys", "-t", session, "q")
@@ -78,5 +98,7 @@ def test_tui_in_tmux(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     records = [json.loads(line) for line in (home / "tui" / "transcript.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in records] == ["done", "cancelled"]
+    assert [r["status"] for r in records][:2] == ["done", "cancelled"] and len(records) == 3
+    assert records[2]["agent"] == "research" and records[2]["trace"]["calls"]
     assert records[0]["mode"] == "sot" and records[0]["answer"] and records[0]["trace"]["calls"]
+    assert records[0]["speedup_estimated"] is True and records[0]["speedup_how"].startswith("estimate: ")

@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.console import Console
 
-from vivace.agents.base import AgentDone, AgentFailed, AgentStarted
+from vivace.agents.base import AgentDelta, AgentDone, AgentFailed, AgentStarted
 from vivace.agents.events import (
-    AnswerDelta, AnswerDone, BranchDelta, BranchDone, Routed, RunStarted, SkeletonDelta, SkeletonDone,
+    AnswerDelta, AnswerDone, BranchDelta, BranchDone, ErrorEvent, Routed, RunStarted, SkeletonDelta, SkeletonDone,
 )
 from vivace.trace import CallTrace, RunTrace
 from vivace.tui.view import RunView, estimate_normal_s
@@ -123,3 +123,78 @@ def test_eight_points_and_the_footer_fit_the_height_the_widget_gives() -> None:
     lines = text.rstrip("\n").splitlines()
     assert len(lines) <= 20, len(lines)
     assert "8. Point 8" in text and "elapsed" in lines[-2]  # the footer is on screen, not cut off
+
+
+def test_pipeline_rows_wait_run_and_finish_in_pipeline_order() -> None:
+    from vivace.agents.runner import resolve
+
+    view = RunView("Compare electric cars and petrol cars.", agent="research")
+    view.expect_steps(resolve("research"))  # the built-in planner -> researchers -> writer -> critic
+    before = render(view, width=100)
+    for step, agent in (("plan", "planner"), ("research", "researcher"), ("write", "writer"), ("review", "critic")):
+        assert f"{step} " in before and agent in before
+    assert before.count("waiting") == 4 and "pipeline: 4 step(s) · plan, research, write, review" in before
+
+    feed(view, [AgentStarted(RID, step="plan", agent="planner"),
+                AgentDelta(RID, step="plan", agent="planner", text="1. Cost\n2. Range"),
+                AgentDone(RID, step="plan", agent="planner", output="1. Cost\n2. Range", seconds=1.5, calls=1, output_tokens=12),
+                AgentStarted(RID, step="research", agent="researcher", branch=1),
+                AgentStarted(RID, step="research", agent="researcher", branch=2),
+                AgentDelta(RID, step="write", agent="writer", text="Electric cars cost less to run.")])
+    rows = [line for line in render(view, width=100).splitlines() if "│" in line and not line.startswith(("│", "╭", "╰"))]
+    names = [line.split("│")[0].strip() for line in rows]
+    assert names[:5] == ["plan", "research #1", "research #2", "write", "review"], names  # branches replace "research"
+    assert "done" in rows[0] and "12" in rows[0] and "1.5" in rows[0]
+    assert "running" in rows[1] and "running" in rows[2] and "waiting" in rows[3]
+    assert "Electric cars cost less to run." in render(view, width=100)  # the step streaming now, not the plan too
+    assert "1. Cost" not in render(view, width=100).split("╭─ write")[1]
+
+    view.finish(None, status="cancelled")
+    text = render(view, width=100)
+    assert text.count("cancelled") >= 3  # both researchers and the footer
+    assert "waiting" in text  # write and review never started
+
+
+def test_research_pipeline_fits_80x24() -> None:
+    from vivace.agents.runner import resolve
+
+    view = RunView("Compare electric cars and petrol cars.", agent="research")
+    view.expect_steps(resolve("research"))
+    feed(view, [AgentStarted(RID, step="plan", agent="planner")] + [
+        AgentStarted(RID, step="research", agent="researcher", branch=i) for i in range(1, 5)] + [
+        AgentDelta(RID, step="plan", agent="planner", text="A long plan line that wraps. " * 40)])
+    view.max_height = 20  # what the TUI's view widget gets at 80x24
+    lines = render(view).rstrip("\n").splitlines()
+    assert len(lines) <= 20 and "elapsed" in lines[-2], "\n".join(lines)
+
+
+def test_finished_eight_point_run_keeps_the_whole_footer_on_screen() -> None:
+    names = [f"Point {i}" for i in range(1, 9)]
+    events = [RunStarted(RID, question="Why exercise?", requested_mode="sot"), Routed(RID, mode="sot", reason="requested"),
+              SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 21, 0.2, 1.2))]
+    events += [BranchDone(RID, index=i, point=n, text="Words about it. " * 6, call=call("expand", i, 40, 0.1, 2.5))
+               for i, n in enumerate(names, 1)]
+    trace = finished_trace(8)
+    view = feed(RunView(), events)
+    view.finish(trace)
+    view.max_height = 20  # 80x24 in the TUI
+    small = render(view, width=80, height=24).rstrip("\n").splitlines()
+    assert len(small) <= 20 and small[-1].startswith("╰"), "\n".join(small)  # the footer's bottom border is there
+    assert "estimated speedup" in "\n".join(small[-4:]) and "8. Point 8" in "\n".join(small)
+    view.max_height = 30
+    large = render(view, width=100, height=30)
+    assert "estimate: 341 tokens at the skeleton's 20.0 tok/s" in large  # room to say how it was estimated
+    assert len(large.rstrip("\n").splitlines()) <= 30
+
+
+def test_long_question_and_a_failed_point_still_fit() -> None:
+    question = "Why should anyone exercise, " * 8  # wraps to three lines in the header
+    names = [f"Point {i}" for i in range(1, 7)]
+    events = [RunStarted(RID, question=question, requested_mode="sot"), Routed(RID, mode="sot", reason="requested"),
+              SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 20, 0.2, 1.2)),
+              ErrorEvent(RID, node="expand", message="the engine aborted the request", branch=3)]
+    view = feed(RunView(), events)
+    view.max_height = 20
+    lines = render(view).rstrip("\n").splitlines()
+    assert len(lines) <= 20 and "elapsed" in lines[-2], "\n".join(lines)
+    assert "expand 3: the engine aborted the request" in "\n".join(lines) and "6. Point 6" in "\n".join(lines)

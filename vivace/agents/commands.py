@@ -124,6 +124,8 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     trace = None
     try:
         view = RunView(task, backend_probe(backend), agent=item.name) if live else None
+        if view is not None:
+            view.expect_steps(item)
         work = run_agent(item, task, backend=backend, config=config, on_event=view or printer,
                          collection=args.collection, options=options,
                          history_budget_tokens=args.history_budget)

@@ -171,6 +171,10 @@ class VivaceTUI(App[None]):
 
         trace, status, baseline = None, "done", None
         try:
+            if self.agent != "answer":
+                from vivace.agents.runner import resolve
+
+                view.expect_steps(resolve(self.agent))
             trace = await run_task(self.backend, self.config, question, agent=self.agent, mode=self.mode,
                                    rag=self.rag, compression=self.compression, on_event=view)
             if self.compare and trace.mode == "sot" and self.agent == "answer":
@@ -198,6 +202,7 @@ class VivaceTUI(App[None]):
                   "answer": item.answer, "latency_s": item.latency_s,
                   "speedup": view.outcome.speedup if view.outcome else None,
                   "speedup_estimated": view.outcome.estimated if view.outcome else None,
+                  "speedup_how": view.outcome.how if view.outcome else None,
                   "normal_latency_s": baseline.latency_s if baseline else None,
                   "trace": trace.to_dict() if trace is not None else None}
         try:

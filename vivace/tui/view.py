@@ -81,7 +81,7 @@ def estimate_normal_s(trace: Any) -> tuple[float | None, str]:
         return None, "the skeleton call was too short to measure a rate"
     rate = (skeleton.output_tokens - 1) / decode_s
     tokens = sum(c.output_tokens for c in calls)
-    return skeleton.ttft_s + tokens / rate, f"{tokens} tokens at the skeleton's {rate:.1f} tok/s"
+    return skeleton.ttft_s + tokens / rate, f"estimate: {tokens} tokens at the skeleton's {rate:.1f} tok/s, after its TTFT"
 
 
 class RunView:
@@ -99,8 +99,10 @@ class RunView:
         self.fallback: str | None = None
         self.branches: dict[int, Branch] = {}
         self.answer = ""
+        self.answer_from: str | None = None  # the pipeline step whose text ``answer`` holds
         self.final: str | None = None
         self.agents: dict[tuple[str, int | None], AgentRow] = {}
+        self._steps: dict[str, int] = {}  # step name -> its place in the pipeline (rows are shown in this order)
         self.errors: list[str] = []
         self.started = time.monotonic()
         self.first_token: float | None = None
@@ -162,12 +164,26 @@ class RunView:
         where = e.node + ("" if e.branch is None else f" {e.branch}")
         self.errors.append(f"{where}: {e.message}")
 
+    def expect_steps(self, target: Any) -> None:
+        """A row per pipeline step before anything runs, so steps not yet started show as waiting."""
+        from vivace.agents.pipeline import single
+
+        for step in single(target).step_list:
+            self._steps.setdefault(step.name, len(self._steps))
+            self.agents.setdefault((step.name, None), AgentRow(step.agent, status="waiting"))
+
     def _on_agent_started(self, e: Any) -> None:
+        waiting = self.agents.get((e.step, None))
+        if e.branch is not None and waiting is not None and waiting.status == "waiting":
+            del self.agents[(e.step, None)]  # a fan-out step: its branches take the placeholder's place
+        self._steps.setdefault(e.step, len(self._steps))
         self.agents[(e.step, e.branch)] = AgentRow(e.agent)
 
     def _on_agent_delta(self, e: Any) -> None:
         self._token()
         if e.branch is None and not self.branches:
+            if e.step != self.answer_from:  # a pipeline: show the step streaming now, not all steps run together
+                self.answer, self.answer_from = "", e.step
             self.answer += e.text
 
     def _on_agent_done(self, e: Any) -> None:
@@ -183,6 +199,10 @@ class RunView:
         """The run ended: keep its final answer and figures, and how it compares with normal decoding."""
         self.finished = time.monotonic()
         self.status = status
+        for row in self.agents.values():
+            if row.status == "running":  # stopped with the run: freeze its clock
+                row.status = "failed" if status == "failed" else "cancelled"
+                row.seconds = self.finished - row.started
         if trace is None:
             return
         self.final = self.final or getattr(trace, "answer", None)
@@ -204,11 +224,21 @@ class RunView:
         if self.mode:
             text.append(f"route: {self.mode}", style="bold cyan")
             text.append(f" · {self.reason}", style="dim")
+        elif self.agents:
+            steps = list(self._steps)  # pipeline order
+            text.append(f"pipeline: {len(steps)} step(s)", style="bold cyan")
+            text.append(f" · {', '.join(steps)}", style="dim")
         else:
             text.append("routing…", style="dim")
         return text
 
-    def footer(self) -> Text:
+    def footer(self, detail: bool = True) -> Text:
+        """Live figures, then the trace's once the run ends (``detail``: how the speedup was got, on its own line).
+
+        While running, TTFT is the first streamed delta and tok/s counts
+        streamed deltas since then (an engine step yields about one token per
+        request), hence the ``~``; the finished footer reads the trace only.
+        """
         end = self.finished or time.monotonic()
         elapsed = end - self.started
         parts = [f"elapsed {elapsed:.1f} s"]
@@ -232,15 +262,18 @@ class RunView:
             if o.speedup is not None:
                 label = "estimated speedup" if o.estimated else "speedup"
                 text.append(f" · {label} {o.speedup:.2f}× vs normal ({o.baseline_s:.2f} s{' est.' if o.estimated else ''})", style="bold")
-            if o.how:
-                text.append(f" · {o.how}", style="dim")
+            if o.how and detail:
+                text.append(f"\n{o.how}", style="dim")
         elif self.finished is not None:
             text.append(f"\n{self.status}", style="bold red")
         return text
 
-    def _body_lines(self, height: int, rows: int) -> int:
-        """Text lines per point panel so that header (4), panels and footer (4) fit in ``height``."""
-        return max(1, (height - 8) // max(1, rows) - 2)
+    @staticmethod
+    def _lines(text: Text, width: int) -> int:
+        """Screen lines ``text`` takes at ``width`` (word-wrapped, as rich does)."""
+        import textwrap
+
+        return sum(len(textwrap.wrap(line, max(1, width)) or [""]) for line in text.plain.split("\n"))
 
     def _tail(self, text: str, width: int, lines: int) -> Text:
         """The last ``lines`` screen lines of ``text`` at ``width``: the newest text stays in view."""
@@ -251,10 +284,14 @@ class RunView:
             wrapped.extend(textwrap.wrap(para, width, break_long_words=True) or [""])
         return Text("\n".join(wrapped[-lines:]))
 
-    def _points(self, width: int, height: int) -> Table:
+    def _columns(self, width: int) -> tuple[int, int]:
         cols = 1 if width < 60 else 2 if width < 130 else 3
-        rows = (len(self.branches) + cols - 1) // cols
-        lines = self._body_lines(height, rows)
+        return cols, (len(self.branches) + cols - 1) // cols
+
+    def _points(self, width: int, space: int) -> Table:
+        """Point panels in a grid, each as tall as ``space`` lines allow for all rows (at least one text line)."""
+        cols, rows = self._columns(width)
+        lines = max(1, space // max(1, rows) - 2)
         inner = max(10, width // cols - 4)
         grid = Table.grid(expand=True, padding=(0, 0))
         for _ in range(cols):
@@ -274,28 +311,41 @@ class RunView:
         table = Table(expand=True, title=None, show_edge=False, pad_edge=False)
         for col in ("step", "agent", "status", "tokens", "latency s"):
             table.add_column(col, justify="right" if col in ("tokens", "latency s") else "left")
-        colors = {"done": "green", "failed": "red", "running": "yellow", "waiting": "dim"}
+        colors = {"done": "green", "failed": "red", "cancelled": "red", "running": "yellow", "waiting": "dim"}
         now = time.monotonic()
-        for (step, branch), row in self.agents.items():
-            seconds = row.seconds if row.seconds is not None else now - row.started
+        rows = sorted(self.agents.items(), key=lambda kv: (self._steps.get(kv[0][0], 0), kv[0][1] or 0))  # pipeline order
+        for (step, branch), row in rows:
+            seconds = row.seconds if row.seconds is not None else None if row.status == "waiting" else now - row.started
             table.add_row(step + (f" #{branch}" if branch else ""), row.agent, f"[{colors.get(row.status, '')}]{row.status}[/]",
-                          "-" if row.tokens is None else str(row.tokens), f"{seconds:.1f}")
+                          "-" if row.tokens is None else str(row.tokens), "-" if seconds is None else f"{seconds:.1f}")
         return table
 
     def renderables(self, width: int, height: int) -> list[Any]:
-        out: list[Any] = [Panel(self.header(), title=f"vivace · {self.agent}", title_align="left", border_style="cyan")]
-        if self.agents and (len(self.agents) > 1 or not self.branches):
-            out.append(self._agents())
+        """Header, body and footer, the body sized so that all of it fits in ``height`` lines."""
+        header = self.header()
+        out: list[Any] = [Panel(header, title=f"vivace · {self.agent}", title_align="left", border_style="cyan")]
+        errors = [Text(err, style="red") for err in self.errors[-2:]]
+        footer = self.footer()
+        table = self._agents() if self.agents and (len(self.agents) > 1 or not self.branches) else None
+        fixed = (self._lines(header, width - 4) + 2 + sum(self._lines(e, width) for e in errors)
+                 + (len(self.agents) + 2 if table is not None else 0))  # header panel, errors, agent table
+        space = height - fixed - self._lines(footer, width - 4) - 2
+        if self.branches and space < 3 * self._columns(width)[1]:
+            footer = self.footer(detail=False)  # the points first; the transcript keeps how it was measured
+            space = height - fixed - self._lines(footer, width - 4) - 2
+        if table is not None:
+            out.append(table)
         if self.branches:
-            out.append(self._points(width, height))
+            out.append(self._points(width, space))
         elif self.mode == "sot" and not self.points and self.skeleton:
-            out.append(Panel(self._tail(self.skeleton, width - 4, max(3, height - 10)), title="skeleton", title_align="left"))
+            out.append(Panel(self._tail(self.skeleton, width - 4, max(1, space - 2)), title="skeleton", title_align="left"))
         elif self.answer or self.final:
-            body = self.final if self.finished and self.final else self.answer
-            out.append(Panel(self._tail(body, width - 4, max(3, height - 10)), title="answer", title_align="left"))
-        for err in self.errors[-2:]:
-            out.append(Text(err, style="red"))
-        out.append(Panel(self.footer(), border_style="green" if self.finished else "blue"))
+            done = bool(self.finished and self.final)
+            body = self.final if done else self.answer
+            title = "answer" if done or not self.answer_from else self.answer_from
+            out.append(Panel(self._tail(body or "", width - 4, max(1, space - 2)), title=title, title_align="left"))
+        out.extend(errors)
+        out.append(Panel(footer, border_style="green" if self.finished else "blue"))
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
