@@ -198,3 +198,13 @@ def test_long_question_and_a_failed_point_still_fit() -> None:
     lines = render(view).rstrip("\n").splitlines()
     assert len(lines) <= 20 and "elapsed" in lines[-2], "\n".join(lines)
     assert "expand 3: the engine aborted the request" in "\n".join(lines) and "6. Point 6" in "\n".join(lines)
+
+
+def test_finished_pipeline_reports_its_parallelism_from_the_trace() -> None:
+    view = feed(RunView(agent="research"), [AgentStarted(RID, step="plan", agent="planner"),
+                                            AgentDone(RID, step="plan", agent="planner", output="x", seconds=1.0, calls=1, output_tokens=9)])
+    trace = RunTrace(question="q", mode="agent:research", model="m", backend="vllm", latency_s=9.2)
+    trace.meta["parallelism"] = 1.63
+    view.finish(trace)
+    text = render(view, width=100)
+    assert "done: latency 9.20 s" in text and "parallelism 1.63×" in text and "normal decoding" not in text

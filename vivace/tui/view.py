@@ -105,6 +105,7 @@ class RunView:
         self._steps: dict[str, int] = {}  # step name -> its place in the pipeline (rows are shown in this order)
         self.errors: list[str] = []
         self.started = time.monotonic()
+        self._seen = False
         self.first_token: float | None = None
         self.deltas = 0
         self.finished: float | None = None
@@ -115,6 +116,8 @@ class RunView:
 
     # events -------------------------------------------------------------
     def __call__(self, event: Any) -> None:
+        if not self._seen:  # the clock starts with the run, not with graph compilation before it
+            self._seen, self.started = True, time.monotonic()
         handler = getattr(self, f"_on_{event.kind}", None)
         if handler is not None:
             handler(event)
@@ -211,6 +214,8 @@ class RunView:
         elif self.mode == "sot" and self.points and not self.fallback:
             estimate, how = estimate_normal_s(trace)
             self.outcome = Outcome(trace.latency_s, estimate, estimated=True, how=how)
+        elif (parallelism := getattr(trace, "meta", {}).get("parallelism")) is not None and self.agents:
+            self.outcome = Outcome(trace.latency_s, None, how=f"parallelism {parallelism:.2f}× (sum of call times / wall time)")
         else:
             self.outcome = Outcome(trace.latency_s, None, how="normal decoding: nothing to compare")
         self._trace = trace
