@@ -25,3 +25,16 @@ class ModelError(VivaceError):
 
 class BackendError(VivaceError):
     """A backend that cannot serve: unreachable server, dead engine."""
+
+
+class RunError(VivaceError):
+    """A run that failed: ``trace`` keeps what it gathered (calls so far, partial text, ``status``).
+
+    ``agent`` and ``step`` name where it failed; the exit code is the cause's
+    (bad input stays 2).
+    """
+
+    def __init__(self, message: str, agent: str = "", step: str = "", trace: object = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.agent, self.step, self.trace = agent, step, trace
+        self.exit_code = exit_code

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vivace.runtime.backend import GenerationResult
 
 
 @dataclass
@@ -37,7 +36,7 @@ class CallTrace:
 
     @classmethod
     def from_result(
-        cls, result: GenerationResult, node: str, branch: int | None = None, agent: str = "", **extra: Any
+        cls, result: Any, node: str, branch: int | None = None, agent: str = "", **extra: Any
     ) -> "CallTrace":
         return cls(
             node=node,
@@ -73,6 +72,7 @@ class RunTrace:
     latency_s: float = 0.0
     answer: str = ""
     error: str | None = None
+    status: str = "done"  # or "failed", "interrupted": a record is written whatever happened
     calls: list[CallTrace] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 

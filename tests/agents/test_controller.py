@@ -14,9 +14,9 @@ from vivace.agents import (
     ErrorEvent,
     Event,
     SkeletonDone,
-    answer_question,
+    ask as ask_question,
 )
-from vivace.agents.sot import ControllerError
+from vivace.errors import RunError
 from vivace.errors import InputError
 from vivace.runtime.backend import Event as BackendEvent
 from vivace.runtime.backend import GenerationRequest
@@ -61,7 +61,7 @@ class ScriptedBackend(FakeBackend):
 
 def ask(backend: FakeBackend, question: str = "How do I make good tea?", **kw: object):
     events: list[Event] = []
-    trace = asyncio.run(answer_question(question, backend, on_event=events.append, **kw))  # type: ignore[arg-type]
+    trace = asyncio.run(ask_question(question, backend, on_event=events.append, **kw))  # type: ignore[arg-type]
     return trace, events
 
 
@@ -86,7 +86,13 @@ def test_sot_fans_out_one_branch_per_point_and_joins_in_order() -> None:
 
 
 def test_event_order_and_payloads() -> None:
-    trace, events = ask(ScriptedBackend(), mode="sot")
+    trace, everything = ask(ScriptedBackend(), mode="sot")
+    # One vocabulary: the run driver's step events wrap the controller's own, and its text is mirrored per step.
+    assert everything[0].kind == "agent_started" and everything[-1].kind == "agent_done"
+    mirrored = [e for e in everything if e.kind == "agent_delta"]
+    assert "".join(e.text for e in mirrored if e.branch == 1) == "".join(
+        e.text for e in everything if e.kind == "branch_delta" and e.index == 1)
+    events = [e for e in everything if not e.kind.startswith("agent_")]
     kinds = [e.kind for e in events]
     assert kinds[:3] == ["run_started", "routed", "skeleton_delta"]
     assert kinds[-1] == "answer_done"
@@ -127,7 +133,7 @@ def test_normal_mode_is_one_plain_call() -> None:
     assert backend.requests[0].repetition_penalty == 1.15 and backend.requests[0].max_tokens == 64
     assert trace.mode == "normal" and trace.answer == "A plain answer."
     assert [c.node for c in trace.calls] == ["normal"]
-    assert [e.kind for e in events][-1] == "answer_done"
+    assert [e.kind for e in events if not e.kind.startswith("agent_")][-1] == "answer_done"
     assert "answer_delta" in [e.kind for e in events]
     assert trace.meta["router"]["reason"].startswith("requested")
 
@@ -183,7 +189,7 @@ def test_branch_timeout_marks_the_point() -> None:
 
 
 def test_strict_mode_raises_with_traces_kept() -> None:
-    with pytest.raises(ControllerError) as info:
+    with pytest.raises(RunError) as info:
         ask(ScriptedBackend(fail={3}, delays={3: 0.05}), mode="sot", fail_on_branch_error=True)
     trace = info.value.trace
     assert trace is not None and trace.error and "point 3" in trace.error
@@ -192,8 +198,8 @@ def test_strict_mode_raises_with_traces_kept() -> None:
 
 def test_all_branches_failing_raises() -> None:
     events: list[Event] = []
-    with pytest.raises(ControllerError, match="all 4 point expansions failed") as info:
-        asyncio.run(answer_question("How do I make good tea?", ScriptedBackend(fail={1, 2, 3, 4}), mode="sot", on_event=events.append))
+    with pytest.raises(RunError, match="all 4 point expansions failed") as info:
+        asyncio.run(ask_question("How do I make good tea?", ScriptedBackend(fail={1, 2, 3, 4}), mode="sot", on_event=events.append))
     assert info.value.trace.meta["points"]
     assert [e.kind for e in events].count("error") == 5  # one per branch, one for the run
 
@@ -203,16 +209,17 @@ def test_skeleton_failure_surfaces_as_error_event_and_exception() -> None:
         raise RuntimeError("backend down")
 
     events: list[Event] = []
-    with pytest.raises(ControllerError, match="backend down") as info:
-        asyncio.run(answer_question("How do I make good tea?", FakeBackend(reply), mode="sot", on_event=events.append))
-    assert events[-1].kind == "error" and info.value.trace.error
+    with pytest.raises(RunError, match="backend down") as info:
+        asyncio.run(ask_question("How do I make good tea?", FakeBackend(reply), mode="sot", on_event=events.append))
+    assert [e.kind for e in events][-2:] == ["error", "agent_failed"] and info.value.trace.error
+    assert info.value.trace.status == "failed"
 
 
 def test_cancellation_stops_every_branch_promptly() -> None:
     backend = ScriptedBackend(delays={i: 30.0 for i in range(1, 5)})
 
     async def scenario() -> float:
-        task = asyncio.create_task(answer_question("How do I make good tea?", backend, mode="sot"))
+        task = asyncio.create_task(ask_question("How do I make good tea?", backend, mode="sot"))
         while backend.active < 4:
             await asyncio.sleep(0.01)
         t0 = time.perf_counter()
@@ -227,6 +234,6 @@ def test_cancellation_stops_every_branch_promptly() -> None:
 
 def test_bad_input_is_refused() -> None:
     with pytest.raises(InputError):
-        asyncio.run(answer_question("  ", FakeBackend()))
+        asyncio.run(ask_question("  ", FakeBackend()))
     with pytest.raises(InputError):
-        asyncio.run(answer_question("hi", FakeBackend(), mode="fast"))
+        asyncio.run(ask_question("hi", FakeBackend(), mode="fast"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vivace.agents import Event, answer_question
+from vivace.agents import Event, ask
 
 pytestmark = pytest.mark.engine
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.engine
 def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
     events: list[Event] = []
     trace = run(
-        answer_question(
+        ask(
             "What are the benefits of regular exercise?",
             engine,
             mode="sot",
@@ -44,7 +44,7 @@ def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
 
 
 def test_auto_sends_arithmetic_to_one_normal_call(engine, run) -> None:
-    trace = run(answer_question("What is 12 * 7?", engine, mode="auto", max_tokens=32))
+    trace = run(ask("What is 12 * 7?", engine, mode="auto", max_tokens=32))
     assert trace.mode == "normal" and trace.meta["router"]["reason"] == "cue: math"
     assert [c.node for c in trace.calls] == ["normal"]
     assert trace.answer and trace.calls[0].output_tokens <= 32

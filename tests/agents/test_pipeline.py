@@ -11,13 +11,15 @@ from typing import Any, Iterator
 
 import pytest
 
-from vivace.agents.base import AgentContext, AgentError, StepInput, Tracer
+from vivace.agents.base import AgentContext, StepInput
 from vivace.agents.builtin import research_pipeline, verdict
+from vivace.agents.driver import run as run_target
+from vivace.agents.driver import run_record
 from vivace.agents.pipeline import Loop, Pipeline, Step
 from vivace.agents.registry import REGISTRY, agent
-from vivace.agents.runner import json_record, run_agent
+from vivace.assembly import runtime_for
 from vivace.config import Config
-from vivace.errors import InputError
+from vivace.errors import InputError, RunError as AgentError
 from vivace.runtime.backend import GenerationRequest
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
@@ -43,6 +45,11 @@ def responder(plan: str = " Alpha part\n2. Beta part\n3. Gamma part", review: st
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def run_agent(target: Any, task: str, *, backend: Any, config: Config = CONFIG, **kw: Any) -> Any:
+    """The run driver on a runtime around ``backend`` that keeps no run records."""
+    return run_target(target, task, runtime_for(config, backend, save_runs=False), **kw)
 
 
 @pytest.fixture
@@ -79,7 +86,7 @@ def test_research_runs_every_stage_in_order_and_fans_out() -> None:
     # The writer was handed every researcher's notes.
     writer_prompt = next(r for r in backend.requests if r.tag.endswith("/write")).messages[-1]["content"]
     assert all(f"Notes on {p}" in writer_prompt for p in ("Alpha part", "Beta part", "Gamma part"))
-    record = json_record(trace)
+    record = run_record(trace)
     assert {a["name"] for a in record["agents"]} == {"planner", "researcher", "writer", "critic"}
     assert next(a for a in record["agents"] if a["name"] == "researcher")["calls"] == 3
     assert record["parallelism"] > 0 and record["critical_path_s"] > 0
@@ -158,21 +165,33 @@ def test_a_failing_branch_fails_the_run(scratch_agents: list[str]) -> None:
         run(run_agent(pipe, "Explain tea.", backend=FakeBackend(responder(), latency_s=0.05), config=CONFIG))
 
 
-def test_long_history_goes_through_the_compression_hook() -> None:
-    class HalfCompressor:
-        calls: list[int] = []
+NOTE = " ".join(f"Tea fact {i}: leaves from the hills of region {i} are picked in spring and dried slowly." for i in range(12))
 
-        def compress(self, text: str, query: str, budget: int, method: str = "auto") -> tuple[str, Any]:
-            from vivace.compression import CompressionStats
 
-            self.calls.append(budget)
-            return text[: len(text) // 2], CompressionStats.make(100, 50, 0.0, "stub", budget_tokens=budget)
+def test_history_compression_is_a_per_call_decision_that_honours_off(tmp_path: Path) -> None:
+    """The writer's history (three long notes) is priced per call: off skips, always compresses, auto asks the
+    cost model measured on this backend (the real MiniLM coarse stage, the fake backend's prefill)."""
+    def respond(request: GenerationRequest) -> str:
+        return NOTE if "/research/" in request.tag else responder()(request)
 
-    comp = HalfCompressor()
-    trace = run(run_agent("research", "Explain tea.", backend=FakeBackend(responder()), config=CONFIG,
-                          history_budget_tokens=10, compressor=comp))
-    assert comp.calls and set(comp.calls) == {10}
-    assert steps_of(trace, "write")[0]["extra"]["history_compression"]["method"] == "stub"
+    config = CONFIG.replace(home=tmp_path)
+    calls: dict[str, Any] = {}
+    prompts: dict[str, str] = {}
+    for mode in ("off", "always", "auto"):
+        backend = FakeBackend(respond)
+        trace = run(run_agent("research", "Explain tea.", backend=backend, config=config, compression=mode,
+                              history_budget_tokens=64))
+        calls[mode] = next(c.extra["context"] for c in trace.calls if c.agent == "writer")
+        prompts[mode] = next(r for r in backend.requests if r.tag.endswith("/write")).messages[-1]["content"]
+        planner = next(c.extra["context"] for c in trace.calls if c.agent == "planner")
+        assert not planner["compressed"] and "no history" in planner["reason"]
+    assert calls["off"]["reason"] == "compression is off" and not calls["off"]["compressed"]
+    assert calls["always"]["compressed"] and calls["always"]["tokens_after"] < calls["always"]["tokens_before"]
+    assert len(prompts["always"]) < len(prompts["off"]) and "## research, part 3\nTea fact 0" in prompts["off"]
+    auto = calls["auto"]
+    # zero-latency prefill saves nothing measurable, so the measured model declines, and says why
+    assert not auto["compressed"] and auto["reason"].startswith("saves") and auto["decision"]["mode"] == "auto"
+    assert (tmp_path / "cost_models.json").is_file()
 
 
 def test_sot_runs_as_an_agent() -> None:
@@ -246,4 +265,6 @@ def test_tracer_events_carry_every_call() -> None:
     kinds = [e.kind for e in seen]
     assert kinds.count("agent_started") == kinds.count("agent_done") == len(trace.meta["steps"])
     assert "agent_delta" in kinds
-    assert isinstance(Tracer("x").scope(), int)
+    done = {(e.step, e.branch, e.round): e for e in seen if e.kind == "agent_done"}
+    for step in trace.meta["steps"]:  # each step's event carries the calls the trace gives it
+        assert done[(step["step"], step["branch"], step["round"])].calls == step["calls"] >= 1

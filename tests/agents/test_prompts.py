@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vivace.agents import prompts
+from vivace.runtime import prompts
 from vivace.errors import InputError
 
 

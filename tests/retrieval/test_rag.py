@@ -44,9 +44,9 @@ def test_prepare_context_follows_the_cost_model(setup, prefill_tok_s: float, com
     config, name, questions = setup
     q = questions[0]
     backend = FakeBackend()
-    rag._compressors[rag.backend_key(backend)] = PromptCompressor(words)
     model = CostModel.from_throughputs(prefill_tok_s=prefill_tok_s, coarse_tok_s=5000.0)
-    messages, stats = _run(rag.prepare_context(q["question"], config, backend, name, k=3, cost_model=model))
+    messages, stats = _run(rag.prepare_context(q["question"], config, backend, name, k=3, cost_model=model,
+                                                 compressor=PromptCompressor(words)))
     assert messages[0]["role"] == "system" and q["question"] in messages[-1]["content"]
     assert q["answer"] in messages[-1]["content"]  # the planted fact made it into the prompt
     assert len(stats["chunks"]) == 3 and stats["chunks"][0]["source"].endswith(q["source"])

@@ -1,9 +1,11 @@
-"""The Agent interface, the per-run context and the tracer every agent call goes through.
+"""The Agent interface, the per-run context, and the tracer every call of a run is recorded by.
 
 Why so small: an agent is a name, a description and ``build(ctx)`` returning an
 async node (or a compiled LangGraph graph). Timing, attribution to agents,
-history compression and naming the agent that failed are done by the pipeline
-around the node, so a plug-in author writes only prompts and model calls.
+the context decision before each call (retrieval, compression, history
+included) and naming the agent that failed are done around the node by the
+pipeline and the call path, so a plug-in author writes only prompts and
+``ctx.call``.
 
 A node takes a ``StepInput`` and returns its output text, or a dict with
 ``output`` and optionally ``items`` (a list the next step fans out over) and
@@ -17,32 +19,31 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict, Union
 
-from vivace.agents.events import Event
-from vivace.agents.prompts import parse_template
-from vivace.errors import BackendError, InputError, VivaceError
-from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message
+from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event
+from vivace.runtime.backend import GenerationResult, Message
+from vivace.runtime.call import Call, Scope
+from vivace.runtime.prompts import render
 from vivace.trace import CallTrace
 
 if TYPE_CHECKING:
     from vivace.config import Config
+    from vivace.runtime.backend import Backend
+    from vivace.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "Agent", "AgentContext", "AgentDelta", "AgentDone", "AgentError", "AgentFailed", "AgentStarted",
-    "Node", "StepInput", "StepRun", "Tracer", "agent", "task_text",
-]
+__all__ = ["Agent", "AgentContext", "Node", "StepInput", "StepRun", "Tracer", "current_step", "task_text"]
 
 
 class StepInput(TypedDict, total=False):
     """What a node receives: the task, its upstream outputs, and the history handed to it.
 
-    ``history`` is the upstream outputs as one text, already compressed when it
-    exceeded the context's history budget. ``item``/``branch`` are set for a
-    fan-out branch; ``round`` counts earlier runs of this step (revision rounds).
+    ``history`` is the upstream outputs as one text; the call path may compress
+    it inside any prompt that carries it, when the cost model says it pays.
+    ``item``/``branch`` are set for a fan-out branch; ``round`` counts earlier
+    runs of this step (revision rounds).
     """
 
     task: str
@@ -74,56 +75,6 @@ class Agent:
         raise NotImplementedError
 
 
-class AgentError(VivaceError):
-    """An agent that failed mid-run; ``trace`` (set by the runner) keeps the calls so far."""
-
-    def __init__(self, message: str, agent: str = "", step: str = "", trace: Any = None) -> None:
-        super().__init__(message)
-        self.agent, self.step, self.trace = agent, step, trace
-
-
-# Events a run streams besides the SoT controller's own (see vivace.agents.events).
-@dataclass
-class AgentStarted(Event):
-    kind: ClassVar[str] = "agent_started"
-    step: str
-    agent: str
-    branch: int | None = None
-    round: int = 0
-
-
-@dataclass
-class AgentDelta(Event):
-    kind: ClassVar[str] = "agent_delta"
-    step: str
-    agent: str
-    text: str
-    branch: int | None = None
-    request_id: str = ""
-
-
-@dataclass
-class AgentDone(Event):
-    kind: ClassVar[str] = "agent_done"
-    step: str
-    agent: str
-    output: str
-    seconds: float
-    calls: int
-    output_tokens: int
-    branch: int | None = None
-    round: int = 0
-
-
-@dataclass
-class AgentFailed(Event):
-    kind: ClassVar[str] = "agent_failed"
-    step: str
-    agent: str
-    message: str
-    branch: int | None = None
-
-
 @dataclass
 class StepRun:
     """One execution of one pipeline step (one branch of a fan-out counts as one)."""
@@ -143,13 +94,17 @@ class StepRun:
     output_tokens: int = 0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the step's calls default to: the retrieval query and the history the policy may compress.
+    query: str = field(default="", repr=False)
+    history: str = field(default="", repr=False)
 
     @property
     def seconds(self) -> float:
         return (self.ended_at or time.time()) - self.started_at
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()} | {"seconds": self.seconds}
+        skip = {"query", "history"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip} | {"seconds": self.seconds}
 
 
 _CURRENT: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar("vivace_step", default=None)
@@ -160,22 +115,45 @@ def current_step() -> StepRun | None:
     return _CURRENT.get()
 
 
+def enter_step(run: StepRun) -> contextvars.Token[StepRun | None]:
+    return _CURRENT.set(run)
+
+
+def leave_step(token: contextvars.Token[StepRun | None]) -> None:
+    _CURRENT.reset(token)
+
+
+_TEXT_EVENTS = ("agent_delta", "skeleton_delta", "branch_delta", "answer_delta")
+
+
 class Tracer:
-    """Collects every call and step run of one agent run and forwards events as they happen."""
+    """Collects every call, step run and streamed text of one run, and forwards events as they happen.
+
+    The streamed text is what an interrupted run keeps as its partial answer.
+    """
 
     def __init__(self, run_id: str, on_event: Callable[[Event], None] | None = None) -> None:
         self.run_id = run_id
         self.on_event = on_event
         self.calls: list[CallTrace] = []
         self.runs: list[StepRun] = []
+        self.meta: dict[str, Any] = {}
+        self.streamed: dict[tuple[str, Any], str] = {}
         self._ids = itertools.count(1)
 
     def emit(self, event: Event) -> None:
+        if event.kind in _TEXT_EVENTS:
+            key = (getattr(event, "step", event.kind), getattr(event, "branch", getattr(event, "index", None)))
+            self.streamed[key] = self.streamed.get(key, "") + getattr(event, "text", "")
         if self.on_event is not None:
             try:
                 self.on_event(event)
             except Exception:  # a broken printer must not kill the run
                 log.exception("event handler failed on %s", event.kind)
+
+    def partial_text(self) -> str:
+        """The text streamed so far, one block per call stream, in the order they started."""
+        return "\n\n".join(t.strip() for t in self.streamed.values() if t.strip())
 
     def start(self, scope: int, step: str, agent: str, branch: int | None, round_: int, deps: list[int]) -> StepRun:
         parent = current_step()
@@ -204,6 +182,10 @@ class Tracer:
             run.output_tokens += call.output_tokens
             run = by_id.get(run.parent) if run.parent is not None else None
 
+    def record_current(self, call: CallTrace) -> None:
+        """The call path's recorder: the call belongs to the step this task is running."""
+        self.record(call, current_step())
+
     def scope(self) -> int:
         """A fresh id for one pipeline invocation (nested pipelines reuse step names)."""
         return next(self._ids)
@@ -211,33 +193,37 @@ class Tracer:
 
 @dataclass
 class AgentContext:
-    """What every agent of one run shares: backend (behind the in-flight cap), config, tracer.
+    """What every agent of one run shares: the runtime (call path, backend, config), the tracer, the run's scope.
 
-    ``retriever`` is a ``vivace.retrieval.store.Store`` (created on first use when a
-    ``collection`` is set); ``compressor`` a ``PromptCompressor`` or None for the
-    default one. ``options`` carries per-run knobs such as ``max_branches`` and
-    ``max_rounds`` (they replace every fan-out's and loop's bound for this run).
+    ``options`` carries per-run knobs such as ``max_branches``, ``max_rounds``
+    and ``mode`` (they replace every fan-out's, loop's and SoT step's setting
+    for this run).
     """
 
-    backend: Backend
-    config: "Config"
+    runtime: "Runtime"
     tracer: Tracer
-    retriever: Any = None
-    compressor: Any = None
-    collection: str | None = None
-    history_budget_tokens: int = 1024
+    scope: Scope = field(default_factory=Scope)
     options: dict[str, Any] = field(default_factory=dict)
 
-    def store(self) -> Any:
-        if self.retriever is None and self.collection:
-            from vivace.retrieval.store import Store
+    @property
+    def config(self) -> "Config":
+        return self.runtime.config
 
-            self.retriever = Store(self.config)
-        return self.retriever
+    @property
+    def backend(self) -> "Backend":
+        return self.runtime.backend
+
+    @property
+    def collection(self) -> str | None:
+        return self.scope.collection
 
     def render(self, name: str, package: str = "vivace.agents", **values: object) -> tuple[list[Message], str | None]:
         """Fill the prompt file ``<package>/prompts/<name>.txt`` (plug-ins pass their own package)."""
-        return _template(package, name).render(**values)
+        return render(name, package, **values)
+
+    async def send(self, call: Call, on_text: Callable[[str], None] | None = None) -> tuple[GenerationResult, CallTrace]:
+        """A fully specified call through the call path (the SoT controller uses this with its own events)."""
+        return await self.runtime.call(call, on_text, self.scope)
 
     async def call(
         self,
@@ -248,53 +234,46 @@ class AgentContext:
         stop: list[str] | tuple[str, ...] = (),
         temperature: float | None = None,
         repetition_penalty: float | None = None,
+        query: str | None = None,
+        retrieve: bool = True,
         **extra: Any,
     ) -> GenerationResult:
         """One model call from the current step: streamed as ``AgentDelta``, traced with its agent.
 
-        ``max_tokens`` is the agent's own cap; the config's ``max_tokens`` bounds it.
-        ``extra`` goes into the CallTrace (e.g. retrieval stats).
+        ``max_tokens`` is the agent's own cap; the config's ``max_tokens`` bounds
+        it. Before the call the context policy retrieves for ``query`` (default:
+        the step's item or task) when the run has a collection, and may compress
+        the step's history and the retrieved context. ``extra`` goes into the
+        CallTrace.
         """
         run = current_step()
         step, name = (run.step, run.agent) if run else ("", "")
         branch = run.branch if run else None
         cap = self.config.max_tokens
-        request = GenerationRequest(
+        call = Call(
             messages=messages,
             prefill=prefill,
             max_tokens=min(max_tokens, cap) if max_tokens else cap,
-            temperature=self.config.temperature if temperature is None else temperature,
-            repetition_penalty=self.config.repetition_penalty if repetition_penalty is None else repetition_penalty,
-            stop=list(stop),
-            tag=f"{self.tracer.run_id}/{step or 'call'}" + (f"/{branch}" if branch is not None else ""),
+            temperature=temperature,
+            repetition_penalty=repetition_penalty,
+            stop=tuple(stop),
+            node=step or "call",
+            agent=name,
+            branch=branch,
+            round=run.round if run else 0,
+            query=query or (run.query if run else None) or None,
+            compressible=(run.history,) if run and run.history else (),
+            retrieve=retrieve,
+            extra=extra,
         )
-        result: GenerationResult | None = None
-        async for event in self.backend.generate(request):
-            if isinstance(event, GenerationResult):
-                result = event
-            elif event.text:
-                self.tracer.emit(AgentDelta(self.tracer.run_id, step=step, agent=name, text=event.text, branch=branch,
-                                            request_id=request.request_id))
-        if result is None:
-            raise BackendError(f"{self.backend.name}: generation {request.tag!r} ended without a result")
-        call = CallTrace.from_result(result, node=step or "call", branch=branch, agent=name,
-                                     round=run.round if run else 0, **extra)
-        self.tracer.record(call, run)
+        request_id = f"{self.tracer.run_id}/{step}/{branch}/{time.monotonic_ns()}"
+
+        def on_text(text: str) -> None:
+            self.tracer.emit(AgentDelta(self.tracer.run_id, step=step, agent=name, text=text, branch=branch,
+                                        request_id=request_id))
+
+        result, _ = await self.send(call, on_text)
         return result
-
-
-_templates: dict[tuple[str, str], Any] = {}
-
-
-def _template(package: str, name: str) -> Any:
-    key = (package, name)
-    if key not in _templates:
-        try:
-            text = resources.files(package).joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8")
-        except (FileNotFoundError, ModuleNotFoundError):
-            raise InputError(f"no prompt template {name!r} in package {package!r}") from None
-        _templates[key] = parse_template(name, text)
-    return _templates[key]
 
 
 def task_text(inp: StepInput) -> str:
@@ -302,11 +281,3 @@ def task_text(inp: StepInput) -> str:
     main = inp.get("item") or inp.get("task", "")
     history = inp.get("history") or ""
     return f"{main}\n\n{history}".strip() if history else main
-
-
-def agent(name: str | Callable[..., Any] | None = None, *, description: str | None = None,
-          needs_input: bool = False) -> Any:
-    """Register an agent class or an ``async def fn(inp, ctx)`` under ``name`` (see vivace.agents.registry)."""
-    from vivace.agents.registry import agent as _agent
-
-    return _agent(name, description=description, needs_input=needs_input)

@@ -1,12 +1,13 @@
 """Built-in agents: ``answer``, ``sot``, and ``research`` (planner -> researchers -> writer -> critic).
 
-Why these: ``answer`` is the plain single call (with retrieval when a
-collection is given), ``sot`` is the Skeleton-of-Thought controller as one
-step, and ``research`` shows what a pipeline buys: the researchers are
+Why these: ``answer`` is the plain single call, ``sot`` is the
+Skeleton-of-Thought controller as one step, and ``research`` shows what a pipeline buys: the researchers are
 independent, so they run as one fan-out superstep that the engine batches,
 and their prompts put the shared part (instructions, main task) first and the
 sub-question last, so the prefix cache serves the common part. The research
-stages are registered too, for use in pipeline files.
+stages are registered too, for use in pipeline files. None of them retrieves
+or compresses by hand: with a collection, the call path does it before every
+call, with that call's own query.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import logging
 import re
 from typing import Any
 
-from vivace.agents.base import Agent, AgentContext, AgentDelta, Node, StepInput, agent, current_step, task_text
+from vivace.agents.base import AgentContext, StepInput, task_text
 from vivace.agents.pipeline import Loop, Pipeline, Step
-from vivace.agents.registry import REGISTRY
+from vivace.agents.registry import REGISTRY, agent
+from vivace.agents.sot import SotAgent
 
 log = logging.getLogger(__name__)
 
@@ -27,66 +29,11 @@ CRITIC_TOKENS = 48
 RESEARCH_ROUNDS = 1
 
 
-async def _rag_messages(question: str, ctx: AgentContext) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """Retrieve (and compress if it pays) for ``question`` from the run's collection."""
-    from vivace.retrieval.rag import prepare_context
-
-    return await prepare_context(question, ctx.config, ctx.backend, ctx.collection, store=ctx.store())
-
-
-@agent("answer", description="One model call; with --collection it retrieves and compresses the context first.")
+@agent("answer", description="One model call (the call path retrieves and compresses first with --collection).")
 async def answer(inp: StepInput, ctx: AgentContext) -> str:
-    question = task_text(inp)
-    if ctx.collection:
-        messages, rag = await _rag_messages(question, ctx)
-        result = await ctx.call(messages, rag=rag)
-    else:
-        messages, prefill = ctx.render("agent_answer", task=question)
-        result = await ctx.call(messages, prefill=prefill)
+    messages, prefill = ctx.render("agent_answer", task=task_text(inp))
+    result = await ctx.call(messages, prefill=prefill)
     return result.text.strip()
-
-
-class SotAgent(Agent):
-    """The Skeleton-of-Thought controller (router, skeleton, parallel points) as one agent."""
-
-    name = "sot"
-    description = "Skeleton-of-Thought controller: a skeleton, then its points expanded in parallel."
-
-    def build(self, ctx: AgentContext) -> Node:
-        async def node(inp: StepInput) -> str:
-            from vivace.agents import AnswerDelta, BranchDelta, answer_question
-            from vivace.agents.sot import ControllerError
-
-            run = current_step()
-            step, name = (run.step, run.agent) if run else ("sot", self.name)
-
-            def forward(event: Any) -> None:
-                if isinstance(event, (AnswerDelta, BranchDelta)):
-                    ctx.tracer.emit(AgentDelta(ctx.tracer.run_id, step=step, agent=name, text=event.text,
-                                               branch=getattr(event, "index", None)))
-
-            def keep(calls: list[Any]) -> None:
-                for call in calls:
-                    call.node, call.agent = f"{step}/{call.node}", name
-                    ctx.tracer.record(call, run)
-
-            try:
-                trace = await answer_question(
-                    task_text(inp), ctx.backend,
-                    mode=str(ctx.options.get("mode") or ctx.config.mode),
-                    max_tokens=ctx.config.max_tokens,
-                    temperature=ctx.config.temperature,
-                    repetition_penalty=ctx.config.repetition_penalty,
-                    max_points=ctx.config.sot_max_points,
-                    on_event=forward,
-                )
-            except ControllerError as exc:
-                keep(exc.trace.calls if exc.trace is not None else [])
-                raise
-            keep(trace.calls)
-            return trace.answer
-
-        return node
 
 
 REGISTRY.register(SotAgent(), "built-in")
@@ -111,12 +58,8 @@ async def planner(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
 @agent("researcher", description="Answers one sub-question in a few sentences (retrieves with --collection).")
 async def researcher(inp: StepInput, ctx: AgentContext) -> str:
     item = inp.get("item") or inp.get("task", "")
-    if ctx.collection:
-        messages, rag = await _rag_messages(item, ctx)
-        result = await ctx.call(messages, max_tokens=RESEARCH_TOKENS, rag=rag)
-    else:
-        messages, prefill = ctx.render("research_researcher", task=inp.get("task", ""), item=item)
-        result = await ctx.call(messages, prefill=prefill, max_tokens=RESEARCH_TOKENS)
+    messages, prefill = ctx.render("research_researcher", task=inp.get("task", ""), item=item)
+    result = await ctx.call(messages, prefill=prefill, max_tokens=RESEARCH_TOKENS)
     return result.text.strip()
 
 

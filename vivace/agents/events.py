@@ -1,9 +1,10 @@
-"""Typed events the controller streams while it runs.
+"""The one event vocabulary of a run: agent steps, and the SoT controller's stages.
 
-They travel through LangGraph's ``stream_mode="custom"`` so that a plain
-terminal, the live UI and tests all watch the same run the same way. Events
-that end an LLM call carry its ``CallTrace``: a consumer that saw the events
-has every trace even when the run later fails.
+Every runnable (an agent, a pipeline, the SoT controller) streams these to the
+run driver's ``on_event``, so a plain terminal, the live view, the TUI and
+tests all watch any run the same way. Events that end an LLM call carry its
+``CallTrace``: a consumer that saw the events has every trace even when the
+run later fails.
 """
 
 from __future__ import annotations
@@ -110,6 +111,51 @@ class ErrorEvent(Event):
     branch: int | None = None
 
 
+@dataclass
+class AgentStarted(Event):
+    """A pipeline step (one branch of a fan-out counts as one) began; ``round`` counts revisions."""
+
+    kind: ClassVar[str] = "agent_started"
+    step: str
+    agent: str
+    branch: int | None = None
+    round: int = 0
+
+
+@dataclass
+class AgentDelta(Event):
+    """New text from a step's model call."""
+
+    kind: ClassVar[str] = "agent_delta"
+    step: str
+    agent: str
+    text: str
+    branch: int | None = None
+    request_id: str = ""
+
+
+@dataclass
+class AgentDone(Event):
+    kind: ClassVar[str] = "agent_done"
+    step: str
+    agent: str
+    output: str
+    seconds: float
+    calls: int
+    output_tokens: int
+    branch: int | None = None
+    round: int = 0
+
+
+@dataclass
+class AgentFailed(Event):
+    kind: ClassVar[str] = "agent_failed"
+    step: str
+    agent: str
+    message: str
+    branch: int | None = None
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     RunStarted,
     Routed,
@@ -120,4 +166,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AnswerDelta,
     AnswerDone,
     ErrorEvent,
+    AgentStarted,
+    AgentDelta,
+    AgentDone,
+    AgentFailed,
 )

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterable, TypedDict
 
-from vivace.agents.base import Agent, AgentContext, AgentError, Node, StepInput, _CURRENT, task_text
-from vivace.errors import InputError
+from vivace.agents.base import Agent, AgentContext, Node, StepInput, enter_step, leave_step, task_text
+from vivace.agents.history import render_history
+from vivace.errors import InputError, RunError, VivaceError
 
 log = logging.getLogger(__name__)
 
@@ -372,32 +373,31 @@ class _StepNode:
         return deps
 
     async def __call__(self, state: BranchState) -> dict[str, Any]:
-        from vivace.agents.history import render_history, fit_history
-
         step, ctx = self.step, self.ctx
         rnd = (state.get("counts") or {}).get(step.name, 0)
         branch = state.get("branch") if step.fan_out else None
         inputs = self._inputs(state)
         run = ctx.tracer.start(self.scope, step.name, step.agent, branch, rnd, self._deps(inputs))
-        token = _CURRENT.set(run)
+        item = state.get("item") if step.fan_out else None
+        history = render_history(inputs, step.name)
+        run.query, run.history = item or state["task"], history  # what this step's calls retrieve for and may compress
+        token = enter_step(run)
         try:
-            history, stats = await fit_history(render_history(inputs, step.name), state["task"], ctx)
-            if stats:
-                run.extra["history_compression"] = stats
             inp = StepInput(task=state["task"], step=step.name, agent=step.agent, inputs=inputs, history=history,
-                            item=state.get("item") if step.fan_out else None, branch=branch, round=rnd,
-                            messages=list(state.get("messages") or []))
+                            item=item, branch=branch, round=rnd, messages=list(state.get("messages") or []))
             raw = await self.node.ainvoke(inp) if hasattr(self.node, "ainvoke") else await self.node(inp)
-        except AgentError as exc:
+        except RunError as exc:
             ctx.tracer.fail(run, str(exc))
             raise
         except Exception as exc:  # CancelledError is not an Exception: Ctrl-C cancels every branch
             message = str(exc) or type(exc).__name__
             ctx.tracer.fail(run, message)
             where = f"step {step.name!r}" + (f" branch {branch}" if branch is not None else "")
-            raise AgentError(f"agent {step.agent!r} failed ({where}): {message}", step.agent, step.name) from exc
+            code = exc.exit_code if isinstance(exc, VivaceError) else 1
+            raise RunError(f"agent {step.agent!r} failed ({where}): {message}", step.agent, step.name,
+                           exit_code=code) from exc
         finally:
-            _CURRENT.reset(token)
+            leave_step(token)
         text, items, decision = _normalize(raw)
         ctx.tracer.finish(run, text)
         update: dict[str, Any] = {

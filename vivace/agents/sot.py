@@ -1,11 +1,14 @@
-"""The controller: route -> normal, or route -> skeleton -> ``Send`` per point -> expand -> join.
+"""The SoT controller: route -> normal, or route -> skeleton -> ``Send`` per point -> expand -> join.
 
+It is an agent like any other (``SotAgent``, registered as ``sot``): the run
+driver runs it as a step, its calls go through the call path (so each gets its
+own context decision), and its stage events join the run's one event stream.
 Point expansions run as concurrent branches of one LangGraph superstep, so
 the backend batches them (decoding is bandwidth-bound: 8 streams cost about
 1.4x one). Their prompts share instructions, question and skeleton first and
 put the point last, so the engine's prefix cache serves the shared part. The
-graph is compiled once per process; the backend and options travel in the
-run's LangGraph context, and events stream through ``stream_mode="custom"``.
+graph is compiled once per process; the run's context travels in LangGraph's
+runtime context.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, TypedDict
 
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from vivace.agents import prompts
+from vivace.agents.base import Agent, AgentContext, Node, StepInput, current_step, task_text
 from vivace.agents.events import (
+    AgentDelta,
     AnswerDelta,
     AnswerDone,
     BranchDelta,
@@ -36,10 +39,11 @@ from vivace.agents.events import (
     SkeletonDelta,
     SkeletonDone,
 )
-from vivace.agents.router import NORMAL, SOT, cue, route
+from vivace.agents.router import MODES, NORMAL, SOT, cue, route
 from vivace.agents.skeleton import MIN_POINTS, join_points, parse_skeleton, strip_echo
-from vivace.errors import BackendError, VivaceError
-from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult
+from vivace.errors import InputError, RunError
+from vivace.runtime.call import Call
+from vivace.runtime.prompts import render
 from vivace.trace import CallTrace
 
 log = logging.getLogger(__name__)
@@ -51,14 +55,6 @@ POINT_PROMPT = "sot_point"
 # slowest branch does not erase the parallel gain.
 POINT_TOKENS_MIN, POINT_TOKENS_MAX = 40, 96
 SKELETON_TOKENS_PER_POINT = 12
-
-
-class ControllerError(VivaceError):
-    """A run that could not produce an answer; ``trace`` keeps what was gathered."""
-
-    def __init__(self, message: str, trace: Any = None) -> None:
-        super().__init__(message)
-        self.trace = trace
 
 
 @dataclass
@@ -75,20 +71,33 @@ class Options:
     skeleton_max_tokens: int | None = None
     branch_timeout_s: float | None = None
     fail_on_branch_error: bool = False
-    # Retrieved (and maybe compressed) context, shared by every call of the run, and its record.
-    context: str | None = None
-    context_stats: dict[str, Any] | None = None
 
-    def prompt_question(self, question: str) -> str:
-        """The question as the prompts show it: with the context first when there is one."""
-        if not self.context:
-            return question
-        from vivace.retrieval.rag import load_prompt
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.max_points < 1 or self.max_tokens < 1:
+            raise InputError("max_points and max_tokens must be at least 1")
 
-        return load_prompt("question_with_context").format(context=self.context.strip(), question=question).strip()
+    @classmethod
+    def for_run(cls, ctx: AgentContext) -> "Options":
+        """The config's settings, with the run's options (``mode``, budgets, timeouts) on top."""
+        o, c = ctx.options, ctx.config
 
-    def trace_extra(self) -> dict[str, Any]:
-        return {"context": self.context_stats} if self.context_stats else {}
+        def pick(key: str, default: Any) -> Any:
+            return default if o.get(key) is None else o[key]
+
+        return cls(
+            mode=str(pick("mode", c.mode)),
+            max_tokens=int(pick("max_tokens", c.max_tokens)),
+            temperature=float(pick("temperature", c.temperature)),
+            repetition_penalty=float(pick("repetition_penalty", c.repetition_penalty)),
+            max_points=int(pick("max_points", c.sot_max_points)),
+            min_points=int(pick("min_points", MIN_POINTS)),
+            point_max_tokens=o.get("point_max_tokens"),
+            skeleton_max_tokens=o.get("skeleton_max_tokens"),
+            branch_timeout_s=o.get("branch_timeout_s"),
+            fail_on_branch_error=bool(o.get("fail_on_branch_error", False)),
+        )
 
     def point_tokens(self, n_points: int) -> int:
         """Each point's share of the answer budget, kept within sensible bounds."""
@@ -107,8 +116,18 @@ class Options:
 class Context:
     """What every node of one run needs and LangGraph should not checkpoint."""
 
-    backend: Backend
+    agent: AgentContext
     options: Options
+    emit: Callable[[Event], None]
+    step: str = AGENT
+    name: str = AGENT
+
+    def node(self, stage: str) -> str:
+        """A call's node name: the stage, prefixed by the step when SoT is one step of a larger pipeline."""
+        return stage if self.step == AGENT else f"{self.step}/{stage}"
+
+    async def send(self, call: Call, on_text: Callable[[str], None]) -> tuple[Any, CallTrace]:
+        return await self.agent.send(call, on_text)
 
 
 @dataclass
@@ -136,7 +155,6 @@ class State(TypedDict, total=False):
     points: list[str]
     fallback: str | None
     expansions: Annotated[list[Expansion], operator.add]
-    calls: Annotated[list[CallTrace], operator.add]
     stages: Annotated[dict[str, float], _merge]
     answer: str
 
@@ -148,19 +166,6 @@ class Branch(TypedDict):
     question: str
     points: list[str]
     index: int
-
-
-async def _generate(backend: Backend, request: GenerationRequest, on_text: Callable[[str], None]) -> GenerationResult:
-    """Stream one call, passing text on as it arrives; the backend's result is the trace's source."""
-    result: GenerationResult | None = None
-    async for event in backend.generate(request):
-        if isinstance(event, GenerationResult):
-            result = event
-        elif event.text:
-            on_text(event.text)
-    if result is None:
-        raise BackendError(f"{backend.name}: generation {request.tag!r} ended without a result")
-    return result
 
 
 def _skeleton_listing(points: list[str]) -> str:
@@ -175,7 +180,7 @@ def _trim_partial_sentence(text: str) -> str:
 
 async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Announce the run and pick its mode: the user's choice, or the router's for ``auto``."""
-    write = get_stream_writer()
+    write = runtime.context.emit
     opts = runtime.context.options
     t0 = time.perf_counter()
     write(RunStarted(state["run_id"], question=state["question"], requested_mode=opts.mode))
@@ -198,39 +203,40 @@ def after_route(state: State) -> str:
 
 async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask for the skeleton (no repetition penalty: it collapses a numbered list) and parse it."""
-    write = get_stream_writer()
-    backend, opts = runtime.context.backend, runtime.context.options
+    ctx = runtime.context
+    write, opts = ctx.emit, ctx.options
     run_id = state["run_id"]
     t0 = time.perf_counter()
-    messages, prefill = prompts.render(SKELETON_PROMPT, question=opts.prompt_question(state["question"]))
-    request = GenerationRequest(
+    messages, prefill = render(SKELETON_PROMPT, question=state["question"])
+    call = Call(
         messages=messages,
         prefill=prefill,
         max_tokens=min(opts.skeleton_tokens(), max(opts.max_tokens, 16)),
         temperature=opts.temperature,
         repetition_penalty=1.0,
-        stop=["\n\n", f"\n{opts.max_points + 1}."],
-        tag=f"{run_id}/skeleton",
+        stop=("\n\n", f"\n{opts.max_points + 1}."),
+        node=ctx.node("skeleton"),
+        agent=ctx.name,
+        query=state["question"],
     )
     if prefill:
         write(SkeletonDelta(run_id, text=prefill))
     try:
-        result = await _generate(backend, request, lambda text: write(SkeletonDelta(run_id, text=text)))
+        result, trace = await ctx.send(call, lambda text: write(SkeletonDelta(run_id, text=text)))
     except Exception as exc:
         write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
         raise
     raw = (prefill or "") + result.text
     parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
     fallback = parsed.fallback
-    call = CallTrace.from_result(result, node="skeleton", agent=AGENT, points=len(parsed.points), **opts.trace_extra())
-    write(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=fallback, call=call))
+    trace.extra["points"] = len(parsed.points)
+    write(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=fallback, call=trace))
     if fallback:
         log.info("run %s falls back to normal decoding: %s", run_id, fallback)
     return {
         "skeleton": raw,
         "points": parsed.points if fallback is None else [],
         "fallback": fallback,
-        "calls": [call],
         "stages": {"skeleton": time.perf_counter() - t0},
     }
 
@@ -248,50 +254,52 @@ def after_skeleton(state: State) -> list[Send] | str:
 
 async def expand_node(branch: Branch, runtime: Runtime[Context]) -> dict[str, Any]:
     """Expand one point. A failure is marked on the point and reported, not raised (unless asked)."""
-    write = get_stream_writer()
-    backend, opts = runtime.context.backend, runtime.context.options
+    ctx = runtime.context
+    write, opts = ctx.emit, ctx.options
     run_id, index, points = branch["run_id"], branch["index"], branch["points"]
     point = points[index - 1]
     started = time.time()
-    messages, prefill = prompts.render(
+    messages, prefill = render(
         POINT_PROMPT,
-        question=opts.prompt_question(branch["question"]),
+        question=branch["question"],
         skeleton=_skeleton_listing(points),
         index=index,
         point=point,
     )
-    request = GenerationRequest(
+    call = Call(
         messages=messages,
         prefill=prefill,
         max_tokens=opts.point_tokens(len(points)),
         temperature=opts.temperature,
         repetition_penalty=opts.repetition_penalty,
-        stop=["\n\n", *(f"\n{j}." for j in range(1, len(points) + 2) if j != index)],
-        tag=f"{run_id}/expand/{index}",
+        stop=("\n\n", *(f"\n{j}." for j in range(1, len(points) + 2) if j != index)),
+        node=ctx.node("expand"),
+        agent=ctx.name,
+        branch=index,
+        query=f"{branch['question']} {point}",
     )
     try:
         async with asyncio.timeout(opts.branch_timeout_s):
-            result = await _generate(backend, request, lambda text: write(BranchDelta(run_id, index=index, text=text)))
+            result, trace = await ctx.send(call, lambda text: write(BranchDelta(run_id, index=index, text=text)))
     except Exception as exc:  # CancelledError is not an Exception: Ctrl-C still cancels every branch
         message = f"timed out after {opts.branch_timeout_s} s" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
         log.warning("run %s: point %d failed: %s", run_id, index, message)
         write(ErrorEvent(run_id, node="expand", message=message, branch=index))
         write(BranchDone(run_id, index=index, point=point, text="", call=None, error=message))
         if opts.fail_on_branch_error:
-            raise ControllerError(f"point {index} ({point!r}) failed: {message}") from exc
+            raise RunError(f"point {index} ({point!r}) failed: {message}", ctx.name, ctx.step) from exc
         expansion = Expansion(index, point, "", message, started, time.time())
         return {"expansions": [expansion]}
     text = strip_echo(result.text, index, points)
     if result.finish_reason == "length":
         text = _trim_partial_sentence(text)
-    call = CallTrace.from_result(result, node="expand", branch=index, agent=AGENT, **opts.trace_extra())
-    write(BranchDone(run_id, index=index, point=point, text=text, call=call))
-    return {"expansions": [Expansion(index, point, text, None, started, time.time())], "calls": [call]}
+    write(BranchDone(run_id, index=index, point=point, text=text, call=trace))
+    return {"expansions": [Expansion(index, point, text, None, started, time.time())]}
 
 
 async def join_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Join the expansions in point order; fail only when every point failed."""
-    write = get_stream_writer()
+    write = runtime.context.emit
     t0 = time.perf_counter()
     run_id, points = state["run_id"], state["points"]
     expansions = {e.index: e for e in state.get("expansions", [])}
@@ -299,7 +307,7 @@ async def join_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if failed and len(failed) == len(points):
         message = f"all {len(points)} point expansions failed; first error: {failed[min(failed)]}"
         write(ErrorEvent(run_id, node="join", message=message))
-        raise ControllerError(message)
+        raise RunError(message, runtime.context.name, runtime.context.step)
     answer = join_points(points, {i: e.text for i, e in expansions.items()}, failed)  # type: ignore[arg-type]
     spans = list(expansions.values())
     expand_s = max(e.ended for e in spans) - min(e.started for e in spans) if spans else 0.0
@@ -309,26 +317,27 @@ async def join_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Plain decoding of the question itself: the baseline a user gets without vivace."""
-    write = get_stream_writer()
-    backend, opts = runtime.context.backend, runtime.context.options
+    ctx = runtime.context
+    write, opts = ctx.emit, ctx.options
     run_id = state["run_id"]
     t0 = time.perf_counter()
-    request = GenerationRequest(
-        messages=[{"role": "user", "content": opts.prompt_question(state["question"])}],
+    call = Call(
+        messages=[{"role": "user", "content": state["question"]}],
         max_tokens=opts.max_tokens,
         temperature=opts.temperature,
         repetition_penalty=opts.repetition_penalty,  # greedy decoding of the small model loops without it
-        tag=f"{run_id}/normal",
+        node=ctx.node("normal"),
+        agent=ctx.name,
+        query=state["question"],
     )
     try:
-        result = await _generate(backend, request, lambda text: write(AnswerDelta(run_id, text=text)))
+        result, trace = await ctx.send(call, lambda text: write(AnswerDelta(run_id, text=text)))
     except Exception as exc:
         write(ErrorEvent(run_id, node="normal", message=str(exc) or type(exc).__name__))
         raise
-    call = CallTrace.from_result(result, node="normal", agent=AGENT, **opts.trace_extra())
     answer = result.text.strip()
-    write(AnswerDone(run_id, answer=answer, mode=NORMAL, points=[], call=call))
-    return {"answer": answer, "calls": [call], "stages": {"normal": time.perf_counter() - t0}}
+    write(AnswerDone(run_id, answer=answer, mode=NORMAL, points=[], call=trace))
+    return {"answer": answer, "stages": {"normal": time.perf_counter() - t0}}
 
 
 def build_graph() -> StateGraph:
@@ -360,5 +369,50 @@ def controller() -> Any:
 
 
 def initial_state(question: str, run_id: str) -> State:
-    return State(run_id=run_id, question=question, expansions=[], calls=[], stages={})
+    return State(run_id=run_id, question=question, expansions=[], stages={})
 
+
+class SotAgent(Agent):
+    """The Skeleton-of-Thought controller (router, skeleton, parallel points) as one agent."""
+
+    name = AGENT
+    description = "Skeleton-of-Thought controller: a skeleton, then its points expanded in parallel."
+
+    def build(self, ctx: AgentContext) -> Node:
+        options = Options.for_run(ctx)  # bad options fail here, before any call
+
+        async def node(inp: StepInput) -> str:
+            run = current_step()
+            step, name = (run.step, run.agent) if run else (AGENT, self.name)
+            meta = ctx.tracer.meta
+            meta.update(requested_mode=options.mode, router=None, points=[], fallback=None, failed_points={},
+                        stages={})
+
+            def emit(event: Event) -> None:
+                """Record the stages in the run's meta, pass the event on, mirror text as the step's text."""
+                if isinstance(event, Routed):
+                    meta["router"], meta["mode"] = {"mode": event.mode, "reason": event.reason}, event.mode
+                elif isinstance(event, SkeletonDone):
+                    meta.update(points=list(event.points), skeleton=event.text, fallback=event.fallback)
+                    if event.fallback:
+                        meta["mode"] = NORMAL
+                elif isinstance(event, BranchDone) and event.error:
+                    meta["failed_points"][event.index] = event.error
+                ctx.tracer.emit(event)
+                if isinstance(event, (AnswerDelta, BranchDelta)):
+                    ctx.tracer.emit(AgentDelta(ctx.tracer.run_id, step=step, agent=name, text=event.text,
+                                               branch=getattr(event, "index", None)))
+
+            question = task_text(inp)
+            if not question.strip():
+                raise InputError("the question is empty")
+            t0 = time.perf_counter()
+            final: dict[str, Any] = {}
+            try:
+                final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id),
+                                                   context=Context(ctx, options, emit, step, name))
+            finally:
+                meta["stages"] = {**(final.get("stages") or {}), "total": time.perf_counter() - t0}
+            return str(final.get("answer", ""))
+
+        return node

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vivace.runtime.backend import Backend, GenerationRequest, complete
+from vivace.runtime.backend import Backend, GenerationRequest
+from vivace.runtime.call import complete
 
 log = logging.getLogger(__name__)
 

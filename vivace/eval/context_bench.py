@@ -110,7 +110,7 @@ def _fit_corpus(docs: list[str], count: Any, budget: int) -> tuple[str, bool]:
 async def run_bench(config: Config, args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     """Run the four methods; ``backend`` (tests) is used as given and left open."""
     from vivace.compression.cost import get_cost_model
-    from vivace.retrieval.rag import build_messages, compress_context, compressor_for, format_context
+    from vivace.retrieval.rag import build_messages, compress_context, make_compressor, format_context
     from vivace.retrieval.store import Store, iter_files, read_text
     from vivace.runtime import GenerationRequest, complete, open_backend
 
@@ -141,7 +141,7 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
     owned = backend is None
     backend = backend or await open_backend(config)
     try:
-        comp = compressor_for(backend, config)
+        comp = make_compressor(backend, config)
         cost = await get_cost_model(backend, config.home, comp)
         template_tokens = await backend.count_tokens(build_messages(max((q["question"] for q in questions), key=len), ""))
         budget = backend.context_length - args.answer_tokens - template_tokens - 24

@@ -89,7 +89,7 @@ class KVSampler:
 
 async def run_level(backend: Any, series: str, tasks: list[str], concurrency: int, opts: dict[str, Any]) -> dict[str, Any]:
     """``len(tasks)`` runs, at most ``concurrency`` at a time; figures from their traces."""
-    from vivace.agents import answer_question
+    from vivace.agents import ask
 
     gate = asyncio.Semaphore(concurrency)
     limiter = getattr(backend, "limiter", None)
@@ -98,7 +98,7 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
 
     async def one(question: str) -> Any:
         async with gate:
-            return await answer_question(question, backend, mode=series, **opts)
+            return await ask(question, backend, mode=series, **opts)
 
     with KVSampler(backend) as kv:
         traces = await asyncio.gather(*(one(q) for q in tasks))
@@ -149,11 +149,11 @@ def add_ratios(series_rows: list[dict[str, Any]]) -> None:
 async def run_bench(
     backend: Any, n_tasks: int, levels: list[int], series: list[str], opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
-    from vivace.agents import answer_question
+    from vivace.agents import ask
 
     tasks = questions(n_tasks)
     for mode in series:  # warm-up (router embedder, engine paths), not reported
-        await answer_question(tasks[0], backend, mode=mode, **{**opts, "max_tokens": min(32, opts["max_tokens"])})
+        await ask(tasks[0], backend, mode=mode, **{**opts, "max_tokens": min(32, opts["max_tokens"])})
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in series}
     load_start = os.getloadavg()
     for level in levels:  # series interleaved per level, so drift in machine load hits both alike

@@ -28,7 +28,7 @@ from vivace.eval import write_report
 from vivace.errors import InputError
 
 # One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
-# (vivace.agents.skeleton.MIN_POINTS), whatever answer_question's min_points says.
+# (vivace.agents.skeleton.MIN_POINTS), whatever ask's min_points says.
 DEFAULT_BRANCHES = (2, 4, 8, 16, 32)
 QUESTION = "What are the benefits of a daily walk?"
 TARGET_PER_RUN_MS = 1.0
@@ -68,9 +68,9 @@ def fake_backend(n: int) -> Any:
 
 
 async def vivace_run(backend: Any, n: int) -> Any:
-    from vivace.agents import answer_question
+    from vivace.agents import ask
 
-    trace = await answer_question(QUESTION, backend, mode="sot", max_points=n, min_points=1, max_tokens=512)
+    trace = await ask(QUESTION, backend, mode="sot", max_points=n, min_points=1, max_tokens=512)
     if len(trace.meta["points"]) != n or trace.meta.get("fallback"):
         raise RuntimeError(f"expected {n} points, got {len(trace.meta['points'])} ({trace.meta.get('fallback')})")
     return trace

@@ -288,7 +288,7 @@ async def warm_up(backend: Any, opts: dict[str, Any]) -> None:
     """Load the router's embedder and run the engine once in each mode; nothing here is reported."""
     import asyncio
 
-    from vivace.agents import answer_question
+    from vivace.agents import ask
     from vivace.agents.router import route, warm
 
     await asyncio.to_thread(warm)
@@ -298,7 +298,7 @@ async def warm_up(backend: Any, opts: dict[str, Any]) -> None:
     for _ in range(2):
         await asyncio.gather(*(asyncio.to_thread(route, WARMUP_QUESTION) for _ in range(workers)))
     for mode in ("normal", "sot"):
-        await answer_question(WARMUP_QUESTION, backend, mode=mode, **{**opts, "max_tokens": min(64, opts["max_tokens"])})
+        await ask(WARMUP_QUESTION, backend, mode=mode, **{**opts, "max_tokens": min(64, opts["max_tokens"])})
 
 
 async def run_bench(
@@ -314,7 +314,7 @@ async def run_bench(
     warm: bool = True,
 ) -> dict[str, Any]:
     """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes."""
-    from vivace.agents import answer_question
+    from vivace.agents import ask
 
     opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty, "max_points": max_points}
     report: dict[str, Any] = dict(base_report or {})
@@ -333,7 +333,7 @@ async def run_bench(
     for q in questions:
         traces = {}
         for mode in ("normal", "sot", "auto"):
-            traces[mode] = await answer_question(q["question"], backend, mode=mode, **opts)
+            traces[mode] = await ask(q["question"], backend, mode=mode, **opts)
         row = question_record(q, traces["normal"], traces["sot"], traces["auto"])
         rows.append(row)
         report["summary"] = summarize(rows)

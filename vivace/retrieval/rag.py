@@ -1,9 +1,10 @@
-"""Retrieve, then compress if it pays, then hand back the chat messages: what runs before a call.
+"""Retrieval-augmented prompts as the context benchmark builds them, method by method.
 
-Why one function: ``vivace ask --rag``, the answer and SoT agents and the
-context benchmark all need the same sequence and the same record of it, so
-the CallTrace ``extra`` of every call says what was retrieved, whether the
-cost model compressed, and what it predicted against what it cost.
+Why beside the context policy (``vivace.retrieval.policy``): the policy
+decides per call what a run's calls get; the benchmark instead forces each
+method (stuff everything, retrieve, retrieve and compress) on the same
+questions to measure them side by side, with the same templates and the same
+cost-model record.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import asyncio
 import logging
 import math
 import time
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from vivace.compression.budget import PromptCompressor, backend_counter
-from vivace.compression.cost import CostModel, Decision, backend_key, get_cost_model
+from vivace.compression.cost import CostModel, Decision, get_cost_model
 from vivace.config import Config
 from vivace.runtime.backend import Backend, Message
+from vivace.runtime.prompts import load_text
 from vivace.retrieval.embedder import VivaceEmbedder
 from vivace.retrieval.store import Chunk, Store
 
@@ -27,13 +27,11 @@ log = logging.getLogger(__name__)
 
 MIN_COMPRESS_TOKENS = 128  # below this no compression can save a measurable prefill
 DEFAULT_RATIO = 2.0
-_compressors: dict[str, PromptCompressor] = {}
 
 
-@lru_cache(maxsize=None)
 def load_prompt(name: str) -> str:
-    """A template from ``vivace/retrieval/prompts/<name>.txt`` (package data)."""
-    return resources.files("vivace.retrieval").joinpath("prompts", f"{name}.txt").read_text()
+    """A plain template from ``vivace/retrieval/prompts/<name>.txt`` (package data)."""
+    return load_text(name, "vivace.retrieval")
 
 
 def build_messages(question: str, context: str) -> list[Message]:
@@ -49,16 +47,9 @@ def format_context(chunks: list[Chunk]) -> str:
     return "\n\n".join(c.text.strip() for c in chunks)
 
 
-def compressor_for(backend: Backend, config: Config) -> PromptCompressor:
-    """One compressor per backend per process (it holds the scorer and the embedder)."""
-    key = backend_key(backend)
-    if key not in _compressors:
-        _compressors[key] = PromptCompressor(
-            backend_counter(backend, config.home),
-            VivaceEmbedder(config.embedder) if config.embedder else None,
-            home=config.home,
-        )
-    return _compressors[key]
+def make_compressor(backend: Backend, config: Config) -> PromptCompressor:
+    """A compressor counting tokens as ``backend`` does (it holds the scorer and the embedder: keep it)."""
+    return PromptCompressor(backend_counter(backend), VivaceEmbedder(config.embedder or None), home=config.home)
 
 
 async def compress_context(
@@ -75,7 +66,7 @@ async def compress_context(
     """Apply the cost model's decision to ``context``; the dict is the decision plus what happened."""
     mode = mode or config.compression
     ratio = ratio or float(getattr(config, "compression_ratio", DEFAULT_RATIO))
-    comp = compressor or compressor_for(backend, config)
+    comp = compressor or make_compressor(backend, config)
     original = comp.count(context)
     target = math.ceil(original / ratio)
     if mode == "off" or original < MIN_COMPRESS_TOKENS:
@@ -109,6 +100,7 @@ async def retrieve_context(
     where: dict[str, Any] | None = None,
     store: Store | None = None,
     cost_model: CostModel | None = None,
+    compressor: PromptCompressor | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Retrieve top-k, compress if the cost model says it pays: the context text and its record."""
     t0 = time.perf_counter()
@@ -116,7 +108,8 @@ async def retrieve_context(
     k = k or config.retrieval_k
     chunks = await asyncio.to_thread(store.retrieve, question, k, collection, where)
     retrieval_s = time.perf_counter() - t0
-    context, compression = await compress_context(format_context(chunks), question, config, backend, cost_model=cost_model)
+    context, compression = await compress_context(format_context(chunks), question, config, backend, cost_model=cost_model,
+                                                   compressor=compressor)
     stats = {
         "collection": collection,
         "k": k,
@@ -138,6 +131,7 @@ async def prepare_context(
     where: dict[str, Any] | None = None,
     store: Store | None = None,
     cost_model: CostModel | None = None,
+    compressor: PromptCompressor | None = None,
 ) -> tuple[list[Message], dict[str, Any]]:
     """Messages to send for ``question`` and the stats for the CallTrace ``extra``.
 
@@ -146,6 +140,6 @@ async def prepare_context(
     """
     if not collection:
         return [{"role": "user", "content": question}], {}
-    context, stats = await retrieve_context(question, config, backend, collection, k, where, store, cost_model)
+    context, stats = await retrieve_context(question, config, backend, collection, k, where, store, cost_model, compressor)
     return build_messages(question, context), stats
 

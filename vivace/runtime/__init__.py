@@ -11,13 +11,16 @@ from vivace.runtime.backend import (
     GenerationRequest,
     GenerationResult,
     Message,
-    complete,
 )
+from vivace.runtime.call import Call, CallPath, ContextPolicy, complete
 from vivace.runtime.fake import FakeBackend
-from vivace.runtime.limits import InFlightLimiter, LimitedBackend, process_limiter
+from vivace.runtime.limits import InFlightLimiter, LimitedBackend
 
 __all__ = [
     "Backend",
+    "Call",
+    "CallPath",
+    "ContextPolicy",
     "Delta",
     "Event",
     "FakeBackend",
@@ -69,7 +72,7 @@ async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -
         )
     else:
         inner = FakeBackend()
-    return LimitedBackend(inner, limiter or process_limiter(config.max_in_flight))
+    return LimitedBackend(inner, limiter or InFlightLimiter(config.max_in_flight))
 
 
 def _display_name(model: str) -> str:

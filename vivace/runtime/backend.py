@@ -1,7 +1,7 @@
 """The one path to a model: the ``Backend`` protocol and its request/result records.
 
-Every LLM call in vivace is ``async for event in backend.generate(request)``.
-Events are ``Delta`` (text as it is produced) and, last, one
+Every LLM call in vivace goes through ``vivace.runtime.call.CallPath``, which
+drains ``backend.generate(request)``. Events are ``Delta`` (text as it is produced) and, last, one
 ``GenerationResult`` that carries the timings the traces are built from.
 """
 
@@ -113,17 +113,6 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         ...
-
-
-async def complete(backend: Backend, request: GenerationRequest) -> GenerationResult:
-    """Run a request to the end and return only its result."""
-    result: GenerationResult | None = None
-    async for event in backend.generate(request):
-        if isinstance(event, GenerationResult):
-            result = event
-    if result is None:
-        raise RuntimeError(f"{backend.name}: generation ended without a result")
-    return result
 
 
 def check_fits(prompt_tokens: int, max_tokens: int, context_length: int) -> None:

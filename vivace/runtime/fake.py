@@ -3,7 +3,8 @@
 It never stands in for a model in a test that claims to test generation.
 Replies come from a user-supplied function (default: echo a digest of the
 prompt), are streamed word by word, and take ``latency_s`` plus
-``per_token_s`` per token, so orchestration timing can be simulated.
+``per_token_s`` per token (and ``prefill_per_token_s`` per prompt token
+before the first), so orchestration timing can be simulated.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ class FakeBackend:
         per_token_s: float = 0.0,
         context_length: int = 8192,
         model: str = "fake",
+        prefill_per_token_s: float = 0.0,
     ) -> None:
         self.responder = responder
         self.latency_s = latency_s
         self.per_token_s = per_token_s
+        self.prefill_per_token_s = prefill_per_token_s  # a prompt-length cost, for cost-model logic
         self._context_length = context_length
         self.model = model
         self.requests: list[GenerationRequest] = []
@@ -72,8 +75,8 @@ class FakeBackend:
         check_fits(prompt_tokens, request.max_tokens, self._context_length)
         reply, stopped = apply_stops(self.responder(request), request.stop)
         words = self._tokens(reply)[: request.max_tokens]
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        if self.latency_s or self.prefill_per_token_s:
+            await asyncio.sleep(self.latency_s + self.prefill_per_token_s * prompt_tokens)
         text = ""
         for i, word in enumerate(words):
             if self.per_token_s:

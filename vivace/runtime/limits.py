@@ -2,7 +2,8 @@
 
 LangGraph's ``max_concurrency`` applies per graph run and multiplies across
 subgraphs, so the only place a real cap can live is around the backend: every
-branch, agent and concurrent run in the process shares one ``InFlightLimiter``.
+branch, agent and concurrent run in the process shares the runtime's
+``InFlightLimiter`` (``vivace.runtime.runtime.Runtime.limiter``).
 """
 
 from __future__ import annotations
@@ -56,17 +57,6 @@ class InFlightLimiter:
 
     def reset_peak(self) -> None:
         self.peak = self.in_flight
-
-
-_PROCESS_LIMITER: InFlightLimiter | None = None
-
-
-def process_limiter(max_in_flight: int) -> InFlightLimiter:
-    """The one limiter of this process; the first caller sets its size."""
-    global _PROCESS_LIMITER
-    if _PROCESS_LIMITER is None:
-        _PROCESS_LIMITER = InFlightLimiter(max_in_flight)
-    return _PROCESS_LIMITER
 
 
 class LimitedBackend:

@@ -84,16 +84,18 @@ class VivaceTUI(App[None]):
         Binding("f12", "save_svg", "screenshot", show=False),
     ]
 
-    def __init__(self, config: Config, backend: Any, agent: str = "answer", mode: str | None = None,
+    def __init__(self, runtime: Any, agent: str = "answer", mode: str | None = None,
                  rag: str | None = None, compare: bool = False) -> None:
         super().__init__()
+        config: Config = runtime.config
+        self.runtime = runtime
         self.config = config
         self.mode = mode or config.mode
         self.agent = agent
         self.rag = rag
         self.compression = config.compression if config.compression in COMPRESSION else "auto"
         self.compare = compare
-        self.backend: Any = backend
+        self.backend: Any = runtime.backend
         self.view: RunView | None = None
         self.running: asyncio.Task[Any] | None = None
         self.history: list[HistoryItem] = []
@@ -170,19 +172,21 @@ class VivaceTUI(App[None]):
         from vivace.tui.session import run_task
 
         trace, status, baseline = None, "done", None
+        finished: list[Any] = []  # the driver hands over the trace even when the run is cancelled
         try:
             if self.agent != "answer":
-                from vivace.agents.runner import resolve
+                from vivace.agents.driver import resolve
 
                 view.expect_steps(resolve(self.agent))
-            trace = await run_task(self.backend, self.config, question, agent=self.agent, mode=self.mode,
-                                   rag=self.rag, compression=self.compression, on_event=view)
+            trace = await run_task(self.runtime, question, agent=self.agent, mode=self.mode,
+                                   rag=self.rag, compression=self.compression, on_event=view, on_finish=finished.append)
             if self.compare and trace.mode == "sot" and self.agent == "answer":
                 view.status = "measuring normal decoding (compare)…"
-                baseline = await run_task(self.backend, self.config, question, agent="answer", mode="normal",
+                baseline = await run_task(self.runtime, question, agent="answer", mode="normal",
                                           rag=self.rag, compression=self.compression, on_event=None)
         except asyncio.CancelledError:
             status = "cancelled"
+            trace = finished[0] if finished else None
         except Exception as exc:
             status = "failed"
             view.errors.append(str(exc) or type(exc).__name__)
@@ -197,14 +201,17 @@ class VivaceTUI(App[None]):
         self._show_status(running=False)  # called from inside the task, which is not done yet
 
     def _save(self, item: HistoryItem, trace: Any, view: RunView, baseline: Any) -> None:
-        record = {"t": time.time(), "question": item.question, "agent": self.agent, "requested_mode": self.mode,
-                  "mode": item.mode, "rag": self.rag, "compression": self.compression, "status": item.status,
-                  "answer": item.answer, "latency_s": item.latency_s,
+        """The run's record (the same keys as ``ask --json`` and ``run --json``) plus what the UI adds."""
+        from vivace.agents.driver import run_record
+
+        base = run_record(trace) if trace is not None else {"question": item.question, "answer": item.answer,
+                                                            "mode": item.mode, "latency_s": item.latency_s}
+        record = {**base, "t": time.time(), "tui_agent": self.agent, "requested_mode": self.mode,
+                  "rag": self.rag, "compression": self.compression, "status": item.status,
                   "speedup": view.outcome.speedup if view.outcome else None,
                   "speedup_estimated": view.outcome.estimated if view.outcome else None,
                   "speedup_how": view.outcome.how if view.outcome else None,
-                  "normal_latency_s": baseline.latency_s if baseline else None,
-                  "trace": trace.to_dict() if trace is not None else None}
+                  "normal_latency_s": baseline.latency_s if baseline else None}
         try:
             append_jsonl(self.transcript, json.loads(json.dumps(record, default=str)))
         except OSError as exc:

@@ -1,6 +1,6 @@
-"""Prompt templates are data files under ``agents/prompts/``, one chat per file.
+"""The one prompt loader: templates are package data files, ``<package>/prompts/<name>.txt``.
 
-A template is a chat written as sections headed ``[system]``, ``[user]`` or
+A chat template is a chat written as sections headed ``[system]``, ``[user]`` or
 ``[assistant]``. Fields are ``str.format`` names (``{question}``). A final
 ``[assistant]`` section is not a turn but the prefill the model continues,
 so a template fully describes one call's prompt.
@@ -55,16 +55,20 @@ def parse_template(name: str, text: str) -> ChatTemplate:
 
 
 @lru_cache(maxsize=None)
-def load_template(name: str) -> ChatTemplate:
-    """The packaged template ``prompts/<name>.txt``, read once per process."""
-    path = resources.files("vivace.agents").joinpath("prompts", f"{name}.txt")
+def load_text(name: str, package: str = "vivace.agents") -> str:
+    """The file ``<package>/prompts/<name>.txt``, read once per process (plug-ins pass their own package)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"no prompt template named {name!r}") from None
-    return parse_template(name, text)
+        return resources.files(package).joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        raise InputError(f"no prompt template {name!r} in package {package!r}") from None
 
 
-def render(name: str, **values: object) -> tuple[list[Message], str | None]:
-    """Load and fill the template ``name``: the messages and the prefill."""
-    return load_template(name).render(**values)
+@lru_cache(maxsize=None)
+def load_template(name: str, package: str = "vivace.agents") -> ChatTemplate:
+    """The chat template ``<package>/prompts/<name>.txt``, parsed once per process."""
+    return parse_template(name, load_text(name, package))
+
+
+def render(name: str, package: str = "vivace.agents", **values: object) -> tuple[list[Message], str | None]:
+    """Load and fill the chat template ``name``: the messages and the prefill."""
+    return load_template(name, package).render(**values)

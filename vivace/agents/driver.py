@@ -1,0 +1,246 @@
+"""The one run driver: anything runnable (an agent, a pipeline, the SoT controller) on a task.
+
+Why one: ``vivace ask``, ``vivace run``, the TUI, the benches and library
+users all get the same run record (``RunTrace``: calls, per-agent summary,
+critical path, parallelism, status), the same event stream, the same error
+type (``RunError``, carrying the partial trace), and the same promise: every
+run leaves its record in ``runs.jsonl`` (and ``trace_out``), also when it
+fails or is interrupted, with the text streamed so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
+from vivace.agents.events import Event
+from vivace.agents.pipeline import Pipeline, single
+from vivace.errors import InputError, RunError, VivaceError
+from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
+from vivace.trace import CallTrace, RunTrace, save_run
+
+if TYPE_CHECKING:
+    from vivace.runtime.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HISTORY_BUDGET = 1024
+
+
+def resolve(target: str | Agent) -> Agent:
+    """An Agent from a registry name or a pipeline TOML file path (validated before any model call)."""
+    from vivace.agents.registry import REGISTRY
+
+    if isinstance(target, Agent):
+        found = target
+    elif target.endswith(".toml"):
+        found = Pipeline.from_toml(target)
+    else:
+        found = REGISTRY.get(target)
+    if isinstance(found, Pipeline):
+        found.validate()
+    return found
+
+
+async def run(
+    target: str | Agent,
+    task: str,
+    runtime: "Runtime",
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    options: dict[str, Any] | None = None,
+    collection: str | None = None,
+    compression: str | None = None,
+    history_budget_tokens: int = DEFAULT_HISTORY_BUDGET,
+    trace_out: str | Path | None = None,
+    on_finish: Callable[[RunTrace], None] | None = None,
+) -> RunTrace:
+    """Run ``target`` on ``task`` and return its trace.
+
+    ``collection`` makes every call retrieve from it; ``compression``
+    (off|auto|always, default the config's) applies to every call of the run,
+    history included. A failure raises ``RunError`` whose ``trace`` holds the
+    calls and text so far; a cancellation (Ctrl-C) propagates as is. Either
+    way the run's record is saved first, and ``on_finish`` gets the trace.
+    """
+    if not task or not task.strip():
+        raise InputError("the task is empty")
+    compression = compression or runtime.config.compression
+    if compression not in COMPRESSION_MODES:
+        raise InputError(f"compression must be one of {', '.join(COMPRESSION_MODES)}, got {compression!r}")
+    if history_budget_tokens < 0:
+        raise InputError("the history budget must not be negative")
+    item = resolve(target)
+    pipeline = single(item)
+    backend = runtime.backend
+    trace = RunTrace(question=task.strip(), mode=f"agent:{item.name}", model=backend.model, backend=backend.name)
+    tracer = Tracer(trace.run_id, on_event)
+    scope = Scope(trace.run_id, collection, compression, history_budget_tokens, record=tracer.record_current)
+    ctx = AgentContext(runtime, tracer, scope, dict(options or {}))
+    graph = pipeline.compile(ctx)  # outside the clock: the first one imports LangGraph (~1.4 s here)
+    t0 = time.perf_counter()
+    token = enter_scope(scope)
+    try:
+        result, state = await pipeline.invoke(trace.question, ctx, graph)
+        trace.answer = result
+        trace.meta["messages"] = state.get("messages", [])
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        trace.status, trace.error = "interrupted", "interrupted"
+        raise
+    except RunError as exc:
+        trace.status, trace.error = "failed", str(exc)
+        exc.trace = trace
+        raise
+    except Exception as exc:
+        message = str(exc) or type(exc).__name__
+        trace.status, trace.error = "failed", message
+        code = exc.exit_code if isinstance(exc, VivaceError) else 1
+        raise RunError(f"agent {item.name!r} failed: {message}", item.name, trace=trace, exit_code=code) from exc
+    finally:
+        leave_scope(token)
+        _finish(trace, tracer, item, t0, solo=len(pipeline.steps) == 1)
+        if runtime.save_runs:
+            _save(trace, runtime, trace_out)
+        if on_finish is not None:
+            on_finish(trace)
+    if not trace.answer.strip():
+        log.warning("agent %s returned an empty result", item.name)
+    return trace
+
+
+def _save(trace: RunTrace, runtime: "Runtime", trace_out: str | Path | None) -> None:
+    try:
+        save_run(run_record(trace), runtime.config.runs_dir, trace_out)
+    except OSError as exc:  # the run itself is not lost for it: the caller still has the trace
+        log.error("could not save the run's record: %s", exc)
+
+
+def _finish(trace: RunTrace, tracer: Tracer, item: Agent, t0: float, solo: bool) -> None:
+    trace.latency_s = time.perf_counter() - t0
+    trace.calls = sorted(tracer.calls, key=lambda c: (c.started_at, c.branch or 0))
+    meta = tracer.meta
+    if solo and meta.get("mode"):  # the SoT controller run on its own: the run's mode is the one it took
+        trace.mode = meta["mode"]
+    if trace.status != "done" and not trace.answer:
+        trace.answer = tracer.partial_text()
+    failed = meta.get("failed_points") or {}
+    if trace.error is None and failed:
+        trace.error = "; ".join(f"point {i} failed: {msg}" for i, msg in sorted(failed.items()))
+    trace.meta.update({k: v for k, v in meta.items() if k != "mode"})
+    trace.meta.update(
+        agent=item.name,
+        steps=[r.to_dict() for r in tracer.runs],
+        agents=agent_summary(trace.calls, tracer.runs),
+        critical_path_s=critical_path(tracer.runs),
+        parallelism=parallelism(trace.calls, trace.latency_s),
+    )
+
+
+def parallelism(calls: list[CallTrace], wall_s: float) -> float:
+    """Sum of call times over wall time: how many calls were in flight on average."""
+    return round(sum(c.e2e_s for c in calls) / wall_s, 3) if wall_s > 0 else 0.0
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def agent_summary(calls: list[CallTrace], runs: list[StepRun]) -> list[dict[str, Any]]:
+    """Per agent: wall time it was active (overlapping runs counted once), its calls and tokens."""
+    names = list(dict.fromkeys([r.agent for r in runs] + [c.agent for c in calls]))
+    out = []
+    for name in names:
+        mine = [c for c in calls if c.agent == name]
+        spans = [(r.started_at, r.ended_at or r.started_at) for r in runs if r.agent == name]
+        spans = spans or [(c.started_at, c.ended_at) for c in mine]
+        out.append({
+            "name": name,
+            "runs": sum(1 for r in runs if r.agent == name),
+            "latency_s": round(_union(spans), 6),
+            "calls": len(mine),
+            "prompt_tokens": sum(c.prompt_tokens for c in mine),
+            "output_tokens": sum(c.output_tokens for c in mine),
+            "call_s": round(sum(c.e2e_s for c in mine), 6),
+        })
+    return out
+
+
+def critical_path(runs: list[StepRun]) -> float:
+    """The longest chain of dependent top-level step runs, by wall time: the run's floor at full overlap."""
+    top = sorted((r for r in runs if r.parent is None and r.ended_at), key=lambda r: r.started_at)
+    best: dict[int, float] = {}
+    for r in top:
+        best[r.id] = r.seconds + max((best[d] for d in r.deps if d in best), default=0.0)
+    return round(max(best.values(), default=0.0), 6)
+
+
+def run_record(trace: RunTrace) -> dict[str, Any]:
+    """The one record of a run: ``--json`` of ask and run, runs.jsonl, ``--trace-out``, the TUI transcript."""
+    meta = trace.meta
+    return {
+        "run_id": trace.run_id,
+        "status": trace.status,
+        "error": trace.error,
+        "agent": meta.get("agent"),
+        "mode": trace.mode,
+        "question": trace.question,
+        "answer": trace.answer,
+        "started_at": trace.started_at,
+        "latency_s": trace.latency_s,
+        "ttft_s": trace.ttft_s,
+        "critical_path_s": meta.get("critical_path_s"),
+        "parallelism": meta.get("parallelism"),
+        "prompt_tokens": trace.prompt_tokens,
+        "output_tokens": trace.output_tokens,
+        "tok_s": trace.output_tokens / trace.latency_s if trace.latency_s > 0 else 0.0,
+        "model": trace.model,
+        "backend": trace.backend,
+        "router": meta.get("router"),
+        "points": meta.get("points", []),
+        "calls": [c.to_dict() for c in trace.calls],
+        "agents": meta.get("agents", []),
+        "steps": meta.get("steps", []),
+        "meta": {k: v for k, v in meta.items() if k not in ("agents", "steps")},
+    }
+
+
+async def ask(
+    question: str,
+    runtime: "Runtime | Any",
+    *,
+    mode: str | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    collection: str | None = None,
+    compression: str | None = None,
+    trace_out: str | Path | None = None,
+    **sot_options: Any,
+) -> RunTrace:
+    """One question through the SoT controller (``mode`` auto|sot|normal): ``run("sot", ...)`` with its options.
+
+    ``runtime`` may also be a bare backend (tests, quick scripts): it then gets
+    a default runtime that saves no run records. ``sot_options`` are
+    ``max_tokens``, ``temperature``, ``repetition_penalty``, ``max_points``,
+    ``min_points``, ``point_max_tokens``, ``skeleton_max_tokens``,
+    ``branch_timeout_s`` and ``fail_on_branch_error``.
+    """
+    from vivace.runtime.runtime import Runtime
+
+    if not question or not question.strip():
+        raise InputError("the question is empty")
+    if not isinstance(runtime, Runtime):
+        from vivace.assembly import runtime_for
+        from vivace.config import Config
+
+        runtime = runtime_for(Config(), runtime, save_runs=False)
+    options = {k: v for k, v in {"mode": mode, **sot_options}.items() if v is not None}
+    return await run("sot", question, runtime, on_event=on_event, options=options, collection=collection,
+                     compression=compression, trace_out=trace_out)

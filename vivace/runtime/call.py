@@ -1,0 +1,184 @@
+"""The one call path: every model call in vivace is ``CallPath.__call__``.
+
+Why one place: the efficiency decisions that belong to a single call (what
+context to retrieve for it, whether compressing its prompt pays) must be
+made, timed and recorded the same way for the SoT skeleton, each point, every
+agent, pipeline history and the benches. The call path asks its context
+policy (filled in by ``vivace.assembly``), sends the request, streams text to
+the caller, and returns the backend's result with one ``CallTrace`` that
+carries the decision under ``extra["context"]``. The run it belongs to (its
+collection, its compression mode, where its calls are recorded) travels in a
+context variable, so agents never pass it by hand.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Protocol, Sequence
+
+from vivace.errors import BackendError
+from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message
+from vivace.trace import CallTrace
+
+log = logging.getLogger(__name__)
+
+COMPRESSION_MODES = ("off", "auto", "always")
+
+
+@dataclass
+class Call:
+    """One model call as its caller asks for it, before the context policy has its say.
+
+    ``None`` sampling fields take the call path's defaults (the config's).
+    ``query`` is what retrieval looks for (default: the last user message);
+    ``compressible`` names texts inside the messages that the policy may
+    compress, such as the history a pipeline hands an agent; ``retrieve=False``
+    keeps retrieval out of a call that must see its prompt as written.
+    """
+
+    messages: list[Message]
+    prefill: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+    node: str = "call"
+    agent: str = ""
+    branch: int | None = None
+    round: int = 0
+    query: str | None = None
+    compressible: tuple[str, ...] = ()
+    retrieve: bool = True
+    tag: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """Everything the model will read, for "does the prompt already hold this?" checks."""
+        return "\n".join([*(m["content"] for m in self.messages), self.prefill or ""])
+
+    def last_user(self) -> str:
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+
+@dataclass
+class Scope:
+    """What one run tells the call path. Set by the run driver; calls outside a run get the default."""
+
+    run_id: str = ""
+    collection: str | None = None
+    compression: str = "auto"
+    history_budget_tokens: int = 1024
+    record: Callable[[CallTrace], None] | None = None
+
+
+_SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("vivace_scope", default=None)
+
+
+def current_scope() -> Scope | None:
+    return _SCOPE.get()
+
+
+def enter_scope(scope: Scope) -> contextvars.Token[Scope | None]:
+    """Make ``scope`` the run of this task (asyncio tasks it starts, LangGraph branches too, inherit it)."""
+    return _SCOPE.set(scope)
+
+
+def leave_scope(token: contextvars.Token[Scope | None]) -> None:
+    _SCOPE.reset(token)
+
+
+class ContextPolicy(Protocol):
+    """Decides, per call, what context the prompt gets and whether compressing it pays.
+
+    Returns the call to send (messages may be rewritten) and the decision
+    record for the trace: retrieved chunks, compression method or why it was
+    skipped, tokens before and after, predicted and actual seconds.
+    """
+
+    async def prepare(self, call: Call, scope: Scope, backend: Backend) -> tuple[Call, dict[str, Any]]:
+        ...
+
+
+class NoContext:
+    """The policy when none is plugged in: the prompt goes as written."""
+
+    async def prepare(self, call: Call, scope: Scope, backend: Backend) -> tuple[Call, dict[str, Any]]:
+        return call, {"retrieved": 0, "compressed": False, "reason": "no context policy"}
+
+
+@dataclass
+class Defaults:
+    """Sampling the config sets for every call that does not choose its own."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    repetition_penalty: float = 1.0
+
+
+class CallPath:
+    """Context decision, request, stream, one trace: the only place vivace calls a model."""
+
+    def __init__(self, backend: Backend, policy: ContextPolicy | None = None, defaults: Defaults | None = None) -> None:
+        self.backend = backend
+        self.policy: ContextPolicy = policy or NoContext()
+        self.defaults = defaults or Defaults()
+
+    async def __call__(
+        self, call: Call, on_text: Callable[[str], None] | None = None, scope: Scope | None = None
+    ) -> tuple[GenerationResult, CallTrace]:
+        """Run ``call`` to the end, passing text to ``on_text`` as it arrives.
+
+        The trace is also handed to the run's recorder, so a run keeps every
+        call even when the caller later fails.
+        """
+        scope = scope or current_scope() or Scope()
+        t0 = time.perf_counter()
+        sent, decision = await self.policy.prepare(call, scope, self.backend)
+        decision.setdefault("seconds", round(time.perf_counter() - t0, 6))
+        result = await self.send(self.request(sent, scope), on_text)
+        trace = CallTrace.from_result(result, node=call.node, branch=call.branch, agent=call.agent,
+                                      round=call.round, context=decision, **call.extra)
+        if scope.record is not None:
+            scope.record(trace)
+        return result, trace
+
+    async def send(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> GenerationResult:
+        """The one loop that drains a backend's stream: text to ``on_text``, the result returned."""
+        result: GenerationResult | None = None
+        async for event in self.backend.generate(request):
+            if isinstance(event, GenerationResult):
+                result = event
+            elif event.text and on_text is not None:
+                on_text(event.text)
+        if result is None:
+            raise BackendError(f"{self.backend.name}: generation {request.tag!r} ended without a result")
+        return result
+
+    def request(self, call: Call, scope: Scope) -> GenerationRequest:
+        d = self.defaults
+        tag = call.tag or "/".join(p for p in (scope.run_id, call.node, "" if call.branch is None else str(call.branch)) if p)
+        return GenerationRequest(
+            messages=call.messages,
+            prefill=call.prefill,
+            max_tokens=call.max_tokens or d.max_tokens,
+            temperature=d.temperature if call.temperature is None else call.temperature,
+            repetition_penalty=d.repetition_penalty if call.repetition_penalty is None else call.repetition_penalty,
+            stop=list(call.stop),
+            seed=call.seed,
+            ignore_eos=call.ignore_eos,
+            tag=tag,
+        )
+
+    def with_policy(self, policy: ContextPolicy) -> "CallPath":
+        """The same backend and defaults with another policy (benches compare policies side by side)."""
+        return CallPath(self.backend, policy, replace(self.defaults))
+
+
+async def complete(backend: Backend, request: GenerationRequest) -> GenerationResult:
+    """A request sent as written, to the end (measurements: no context policy, no run)."""
+    return await CallPath(backend).send(request)

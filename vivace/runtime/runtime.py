@@ -1,0 +1,42 @@
+"""The runtime: the backend stack, the in-flight limiter and the one call path, built once.
+
+Why one object: everything that must be shared by every call of a process
+(the engine, the cap on requests in flight, the context policy with its
+retriever, compressor and cost model) hangs off one value that is built once
+from the config (``vivace.assembly.open_runtime``) and closed once. Nothing
+else keeps module-level state about models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vivace.config import Config
+from vivace.runtime.backend import Backend
+from vivace.runtime.call import CallPath
+from vivace.runtime.limits import InFlightLimiter
+
+
+@dataclass
+class Runtime:
+    """``call`` is the call path; ``backend`` the model behind the limiter; ``policy`` its context policy."""
+
+    config: Config
+    backend: Backend
+    call: CallPath
+    limiter: InFlightLimiter
+    save_runs: bool = True  # benchmarks turn this off: their runs are not the user's history
+
+    @property
+    def policy(self) -> Any:
+        return self.call.policy
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def __aenter__(self) -> "Runtime":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
