@@ -82,8 +82,32 @@ def test_assistant_prefill_is_continued(engine, run) -> None:
 
 
 def test_stop_strings_cut_the_text(engine, run) -> None:
-    result = run(complete(engine, _ask("Count from 1 to 20, one number per line.", max_tokens=64, stop=["5"])))
-    assert "5" not in result.text and result.finish_reason == "stop"
+    """A stop string ends the call exactly before its first occurrence, on text this engine is known to write.
+
+    What the model writes depends on the CPU (bf16 or float32), so the stop
+    string is not guessed: a free run shows the text, and a string from its
+    middle becomes the stop. Greedy decoding of the same prompt on one engine
+    gives the same tokens again, so the second run must end right before it.
+    """
+
+    def req(stop: list[str]) -> GenerationRequest:
+        # ignore_eos: the free run is 64 tokens long whatever the model would say.
+        return _ask("Count from 1 to 20, one number per line.", max_tokens=64, ignore_eos=True, seed=0, stop=stop)
+
+    free = run(complete(engine, req([])))
+    assert free.finish_reason == "length" and len(free.text) >= 32, free
+    # The first window from the middle on whose first occurrence is well past the start (so the cut keeps text).
+    mid = len(free.text) // 2
+    stop = next((w for i in range(mid, len(free.text) - 4)
+                 if (w := free.text[i:i + 4]).strip() and free.text.index(w) >= 8), None)
+    assert stop is not None, free.text
+    cut_at = free.text.index(stop)
+
+    result = run(complete(engine, req([stop])))
+    assert result.text == free.text[:cut_at], (stop, free.text, result.text)
+    assert stop not in result.text
+    assert result.finish_reason == "stop"
+    assert result.output_tokens < free.output_tokens
 
 
 def test_shared_prefix_hits_the_cache(engine, run) -> None:
