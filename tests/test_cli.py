@@ -130,9 +130,11 @@ def test_prompt_longer_than_context(vivace_home: Path, model_dir: Path, tmp_path
 
 @pytest.mark.engine
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupt_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path, sig: int) -> None:
+def test_interrupt_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path, tmp_path: Path, sig: int) -> None:
+    trace = tmp_path / "trace.jsonl"
     proc = subprocess.Popen(
-        [VIVACE, "ask", "Write a very long story about a dragon and a knight.", "--max-tokens", "4000", "--mode", "normal"],
+        [VIVACE, "ask", "Write a very long story about a dragon and a knight.", "--max-tokens", "4000", "--mode", "normal",
+         "--trace-out", str(trace)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
     )
     assert proc.stderr is not None
@@ -151,4 +153,34 @@ def test_interrupt_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path
     assert time.time() - t0 < 90
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
+    assert session_leftovers(proc.pid) == []
+    # The interrupted run left its record, with the text streamed before the signal.
+    saved = json.loads(trace.read_text().splitlines()[-1])
+    assert saved["status"] == "interrupted" and len(saved["answer"].split()) >= 3, saved
+    assert saved["calls"] == [] and saved["mode"] == "normal"  # the one call never finished
+    runs = [json.loads(line) for line in (vivace_home / "runs" / "runs.jsonl").read_text().splitlines()]
+    assert any(r["run_id"] == saved["run_id"] and r["status"] == "interrupted" for r in runs)
+
+
+@pytest.mark.engine
+def test_interrupted_pipeline_keeps_its_finished_calls(vivace_home: Path, model_dir: Path, tmp_path: Path) -> None:
+    """Ctrl-C during `vivace run`: the record has status interrupted, the calls done so far and the text streamed."""
+    trace = tmp_path / "trace.jsonl"
+    proc = subprocess.Popen(
+        [VIVACE, "run", "research", "Write a long history of tea, with many details.", "--max-tokens", "4000",
+         "--trace-out", str(trace)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the writer starts after the planner and the researchers are done
+        if line.startswith("▶ write"):
+            break
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=150)
+    assert proc.returncode == 130, stderr[-2000:]
+    saved = json.loads(trace.read_text().splitlines()[-1])
+    assert saved["status"] == "interrupted" and saved["agent"] == "research"
+    assert {c["agent"] for c in saved["calls"]} >= {"planner", "researcher"}  # finished before the signal
+    assert "writer" not in {c["agent"] for c in saved["calls"]} and saved["answer"].strip()
     assert session_leftovers(proc.pid) == []

@@ -25,13 +25,16 @@ def test_run_json_record(tmp_path: Path) -> None:
                  "--trace-out", str(trace_file), "--max-branches", "2")
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout.strip().splitlines()[-1])
-    for key in ("agent", "result", "latency_s", "critical_path_s", "parallelism", "calls", "agents"):
+    for key in ("agent", "answer", "status", "error", "mode", "latency_s", "critical_path_s", "parallelism", "calls",
+                "agents", "prompt_tokens", "output_tokens"):
         assert key in record
-    assert record["agent"] == "research" and record["result"]
+    assert record["agent"] == "research" and record["answer"] and record["status"] == "done"
+    # every call carries its context decision, under one key
+    assert all(c["extra"]["context"]["compression"] == "skipped" for c in record["calls"])
     assert {"name", "latency_s", "calls", "prompt_tokens", "output_tokens"} <= set(record["agents"][0])
     assert {c["agent"] for c in record["calls"]} == {"planner", "researcher", "writer", "critic"}
     saved = json.loads(trace_file.read_text().splitlines()[-1])
-    assert saved["run_id"] == record["run_id"] and len(saved["calls"]) == len(record["calls"])
+    assert saved == record  # one record: --json, --trace-out and runs.jsonl hold the same object
     assert (tmp_path / "runs" / "runs.jsonl").is_file()
 
 
@@ -69,3 +72,17 @@ def test_agents_list(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     names = {a["name"] for a in json.loads(out.stdout.strip().splitlines()[-1])["agents"]}
     assert {"answer", "sot", "research", "planner", "researcher", "writer", "critic"} <= names
+
+
+def test_ask_run_and_tui_write_one_record_shape(tmp_path: Path) -> None:
+    asked = vivace(tmp_path, "ask", "Why is tea popular?", "--backend", "fake", "--json", "--mode", "sot")
+    ran = vivace(tmp_path, "run", "sot", "Why is tea popular?", "--backend", "fake", "--json")
+    for out in (asked, ran):
+        assert out.returncode == 0, out.stderr
+    a, r = (json.loads(o.stdout.strip().splitlines()[-1]) for o in (asked, ran))
+    assert set(a) == set(r) and a["agent"] == r["agent"] == "sot"
+    piped = subprocess.run([VIVACE, "tui", "--backend", "fake", "--mode", "normal"], input="What is tea?\n",
+                           capture_output=True, text=True, env=cli_env(tmp_path), timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    saved = [json.loads(line) for line in (tmp_path / "runs" / "runs.jsonl").read_text().splitlines()]
+    assert len(saved) == 3 and all(set(s) == set(a) for s in saved)

@@ -44,6 +44,8 @@ _EXPORTS = {
     "Agent": "vivace.agents.base",
     "AgentContext": "vivace.agents.base",
     "StepInput": "vivace.agents.base",
+    "Node": "vivace.agents.base",
+    "task_text": "vivace.agents.base",
     "agent": "vivace.agents.registry",
     "Pipeline": "vivace.agents.pipeline",
     "Step": "vivace.agents.pipeline",
@@ -75,7 +77,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from vivace.agents import events
-    from vivace.agents.base import Agent, AgentContext, StepInput
+    from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
     from vivace.agents.driver import ask, run, run_record
     from vivace.agents.pipeline import Loop, Pipeline, Step
     from vivace.agents.registry import agent

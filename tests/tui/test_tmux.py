@@ -127,6 +127,6 @@ def test_tui_in_tmux(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     records = [json.loads(line) for line in (home / "tui" / "transcript.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records][:2] == ["done", second] and len(records) == 3
-    assert records[2]["agent"] == "research" and records[2]["trace"]["calls"]
-    assert records[0]["mode"] == "sot" and records[0]["answer"] and records[0]["trace"]["calls"]
+    assert records[2]["agent"] == "research" and records[2]["calls"]
+    assert records[0]["mode"] == "sot" and records[0]["answer"] and records[0]["calls"]
     assert records[0]["speedup_estimated"] is True and records[0]["speedup_how"].startswith("estimate: ")

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from vivace.agents.base import AgentDelta, AgentDone, AgentFailed, AgentStarted
+from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted
 from vivace.agents.events import (
     AnswerDelta, AnswerDone, BranchDelta, BranchDone, ErrorEvent, Routed, RunStarted, SkeletonDelta, SkeletonDone,
 )
@@ -126,7 +126,7 @@ def test_eight_points_and_the_footer_fit_the_height_the_widget_gives() -> None:
 
 
 def test_pipeline_rows_wait_run_and_finish_in_pipeline_order() -> None:
-    from vivace.agents.runner import resolve
+    from vivace.agents.driver import resolve
 
     view = RunView("Compare electric cars and petrol cars.", agent="research")
     view.expect_steps(resolve("research"))  # the built-in planner -> researchers -> writer -> critic
@@ -156,7 +156,7 @@ def test_pipeline_rows_wait_run_and_finish_in_pipeline_order() -> None:
 
 
 def test_research_pipeline_fits_80x24() -> None:
-    from vivace.agents.runner import resolve
+    from vivace.agents.driver import resolve
 
     view = RunView("Compare electric cars and petrol cars.", agent="research")
     view.expect_steps(resolve("research"))
@@ -208,3 +208,26 @@ def test_finished_pipeline_reports_its_parallelism_from_the_trace() -> None:
     view.finish(trace)
     text = render(view, width=100)
     assert "done: latency 9.20 s" in text and "parallelism 1.63×" in text and "normal decoding" not in text
+
+
+def test_a_real_event_stream_shows_each_text_once() -> None:
+    """The driver's stream (step events around the controller's, text mirrored per step) as ask and run feed it."""
+    import asyncio
+
+    from vivace.agents.driver import ask
+    from vivace.agents.pipeline import single
+    from vivace.agents.registry import REGISTRY
+    from vivace.runtime.fake import FakeBackend
+
+    for mode in ("normal", "sot"):
+        for as_pipeline in (False, True):  # `ask --live`, then `run sot --live` (which declares its one step)
+            view = RunView(agent="sot")
+            if as_pipeline:
+                view.expect_steps(single(REGISTRY.get("sot")))
+            trace = asyncio.run(ask("How do I make good tea?", FakeBackend(), mode=mode, on_event=view))
+            view.finish(trace)
+            if trace.mode == "normal":
+                assert view.answer.strip() == trace.answer.strip()
+            else:
+                assert all(b.text.count(b.text.strip()[:20]) == 1 for b in view.branches.values())
+            assert len(view.agents) == (1 if as_pipeline else 0) and view.errors == []

@@ -96,13 +96,12 @@ class _Printer:
 async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from rich.console import Console
 
-    from vivace.agents.base import AgentError
+    from vivace.agents.driver import resolve, run, run_record
     from vivace.agents.pipeline import Pipeline
-    from vivace.agents.runner import json_record, resolve, run_agent
+    from vivace.assembly import open_runtime
     from vivace.cli import emit_json, require_question
     from vivace.commands import interruptible
     from vivace.errors import InputError
-    from vivace.runtime import open_backend
 
     task = require_question(args.task)
     for flag in ("max_branches", "max_rounds"):
@@ -112,7 +111,7 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.temperature is not None:
         config = config.replace(temperature=args.temperature)
     item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
-    options = {k: v for k in ("max_branches", "max_rounds") if (v := getattr(args, k)) is not None}
+    options = {k: v for k in ("max_branches", "max_rounds", "mode") if (v := getattr(args, k, None)) is not None}
     from vivace.tui.live import live_wanted, print_final, run_live
     from vivace.tui.view import RunView, backend_probe
 
@@ -120,25 +119,19 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     printer: Any = None if args.json or live else _Printer(stream_text=not isinstance(item, Pipeline))
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
-        backend = await open_backend(config)
-    trace = None
+        runtime = await open_runtime(config)
     try:
-        view = RunView(task, backend_probe(backend), agent=item.name) if live else None
+        view = RunView(task, backend_probe(runtime.backend), agent=item.name) if live else None
         if view is not None:
             view.expect_steps(item)
-        work = run_agent(item, task, backend=backend, config=config, on_event=view or printer,
-                         collection=args.collection, options=options,
-                         history_budget_tokens=args.history_budget)
-        trace = await interruptible(run_live(work, view) if view is not None else work, backend)
-    except AgentError as exc:
-        trace = exc.trace
-        raise
+        work = run(item, task, runtime, on_event=view or printer, collection=args.collection, options=options,
+                   compression=config.compression, history_budget_tokens=args.history_budget,
+                   trace_out=args.trace_out)
+        trace = await interruptible(run_live(work, view) if view is not None else work, runtime.backend)
     finally:
-        await backend.aclose()
-        if trace is not None:
-            _save(trace, config, args.trace_out)
+        await runtime.aclose()  # the driver already saved the run's record, also on failure or Ctrl-C
     if args.json:
-        emit_json(json_record(trace))
+        emit_json(run_record(trace))
         return 0
     if live:
         print_final(view)
@@ -173,9 +166,3 @@ def print_summary(trace: Any) -> None:
         f"{trace.prompt_tokens} tokens in, {trace.output_tokens} out",
         style="dim",
     )
-
-
-def _save(trace: Any, config: Config, extra: str | None) -> None:
-    from vivace.trace import save_run
-
-    save_run(trace.to_dict(), config.runs_dir, extra)

@@ -21,9 +21,7 @@ from vivace.agents.events import (
     SkeletonDelta,
     SkeletonDone,
 )
-from vivace.errors import VivaceError
-from vivace.runtime import open_backend
-from vivace.trace import RunTrace, save_run
+from vivace.trace import RunTrace
 
 class PlainPrinter:
     """Consumes controller events in a plain terminal.
@@ -77,28 +75,22 @@ def summary_line(run: RunTrace) -> str:
     )
 
 
-def json_record(run: RunTrace) -> dict:  # type: ignore[type-arg]
-    return {
-        "answer": run.answer,
-        "mode": run.mode,
-        "latency_s": run.latency_s,
-        "ttft_s": run.ttft_s,
-        "prompt_tokens": run.prompt_tokens,
-        "output_tokens": run.output_tokens,
-        "tok_s": run.output_tokens / run.latency_s if run.latency_s > 0 else 0.0,
-        "model": run.model,
-        "backend": run.backend,
-        "run_id": run.run_id,
-        "router": run.meta.get("router"),
-        "points": run.meta.get("points", []),
-        "meta": run.meta,
-        "calls": [c.to_dict() for c in run.calls],
-        "trace": run.to_dict(),
-    }
+def context_line(run: RunTrace) -> str | None:
+    """What the calls' context decisions came to, in one line (the details are in each CallTrace)."""
+    decisions = [c.extra.get("context") or {} for c in run.calls]
+    retrieving = [d for d in decisions if "retrieval" in d]
+    if not retrieving:
+        return None
+    compressed = sum(1 for d in decisions if d.get("compressed"))
+    reasons = sorted({d.get("reason", "") for d in decisions if not d.get("compressed") and d.get("reason")})
+    return (f"context: {len(retrieving)} of {len(decisions)} call(s) retrieved "
+            f"{sum(d.get('retrieved', 0) for d in retrieving)} chunk(s) from {retrieving[0]['retrieval']['collection']!r}; "
+            f"{compressed} compressed" + (f"; skipped: {reasons[0]}" if reasons else ""))
 
 
 async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
-    from vivace.agents import answer_question
+    from vivace.agents.driver import ask, run_record
+    from vivace.assembly import open_runtime
 
     question = require_question(args.question)
     if args.temperature is not None:
@@ -110,58 +102,34 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
 
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
-        backend = await open_backend(config)
+        runtime = await open_runtime(config)
+    backend = runtime.backend
     live = live_wanted(getattr(args, "live", False)) and not args.json
     view = RunView(question, backend_probe(backend), agent="answer") if live else None
     printer = view or PlainPrinter(None if args.json else sys.stdout, err)
+    collection = getattr(args, "collection", None) or getattr(args, "rag", None)
     run: RunTrace | None = None
     baseline: RunTrace | None = None
     try:
-        context, context_stats = None, None
-        if args.rag:
-            from vivace.retrieval.rag import retrieve_context
+        def attempt(mode: str, on_event: object, trace_out: str | None) -> object:
+            return ask(question, runtime, mode=mode, on_event=on_event, collection=collection,  # type: ignore[arg-type]
+                       compression=config.compression, trace_out=trace_out)
 
-            with err.status(f"retrieving from {args.rag!r}..."):
-                context, context_stats = await retrieve_context(question, config, backend, args.rag)
-            decision = context_stats["compression"]
-            err.print(
-                f"[dim]context: {len(context_stats['chunks'])} chunks from {args.rag!r}; "
-                f"compression {'applied (' + str(decision.get('method')) + ')' if decision.get('compress') else 'skipped'}: "
-                f"{decision.get('reason', '')}[/dim]",
-                highlight=False,
-            )
-        def attempt(mode: str, on_event: object) -> object:
-            return answer_question(
-                question,
-                backend,
-                mode=mode,
-                max_tokens=config.max_tokens,
-                temperature=config.temperature,
-                repetition_penalty=config.repetition_penalty,
-                max_points=config.sot_max_points,
-                on_event=on_event,  # type: ignore[arg-type]
-                context=context,
-                context_stats=context_stats,
-            )
-
-        work = attempt(config.mode, printer)
+        work = attempt(config.mode, printer, args.trace_out)
         if view is not None:
             work = run_live(work, view)
         run = await interruptible(work, backend)  # type: ignore[arg-type]
         if getattr(args, "compare", False) and run.mode == "sot":
             with err.status("measuring normal decoding of the same question (--compare)..."):
-                baseline = await interruptible(attempt("normal", None), backend)  # type: ignore[arg-type]
+                baseline = await interruptible(attempt("normal", None, None), backend)  # type: ignore[arg-type]
             if view is not None:
                 view.finish(run, baseline_s=baseline.latency_s)
-    except VivaceError as exc:
-        run = getattr(exc, "trace", None)  # the controller keeps what the run gathered
-        raise
     finally:
-        await backend.aclose()
-        if run is not None:
-            save_run(run.to_dict(), config.runs_dir, args.trace_out)
+        await runtime.aclose()  # the driver already saved the run's record, also on failure or Ctrl-C
+    if (line := context_line(run)) and not args.json:
+        err.print(f"[dim]{line}[/dim]", highlight=False)
     if args.json:
-        record = json_record(run)
+        record = run_record(run)
         if baseline is not None:
             record["compare"] = {"normal_latency_s": baseline.latency_s, "speedup": baseline.latency_s / run.latency_s if run.latency_s else None,
                                  "normal_output_tokens": baseline.output_tokens}

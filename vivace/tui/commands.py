@@ -33,17 +33,17 @@ async def cmd_tui(args: argparse.Namespace, config: Config) -> int:
         raise InputError(f"collection name must have 3 to 512 characters: {args.rag!r}")
     from rich.console import Console
 
-    from vivace.runtime import open_backend
+    from vivace.assembly import open_runtime
     from vivace.tui.app import VivaceTUI
 
     with Console(stderr=True).status(f"starting the {config.backend} backend ({config.model})..."):
-        backend = await open_backend(config)
+        runtime = await open_runtime(config)
     try:
         _log_to_file(config)
-        app = VivaceTUI(config, backend, agent=args.agent, mode=args.mode, rag=args.rag, compare=args.compare)
+        app = VivaceTUI(runtime, agent=args.agent, mode=args.mode, rag=args.rag, compare=args.compare)
         await app.run_async()
     finally:
-        await backend.aclose()
+        await runtime.aclose()
     return 0
 
 
@@ -67,21 +67,22 @@ async def _plain(args: argparse.Namespace, config: Config) -> int:
 
     from vivace.commands import interruptible
     from vivace.commands.ask import PlainPrinter, summary_line
-    from vivace.runtime import open_backend
+    from vivace.assembly import open_runtime
     from vivace.tui.session import run_task
 
     err = Console(stderr=True)
     err.print("[dim]stdout is not a terminal: plain streaming, one question per input line[/dim]", highlight=False)
-    backend = await open_backend(config)
+    runtime = await open_runtime(config)
     try:
         for line in sys.stdin:
             question = line.strip()
             if not question:
                 continue
             printer = PlainPrinter(sys.stdout, err)
-            trace = await interruptible(run_task(backend, config, question, agent=args.agent, mode=args.mode or config.mode,
-                                                 rag=args.rag, compression=config.compression, on_event=printer), backend)
+            trace = await interruptible(run_task(runtime, question, agent=args.agent, mode=args.mode or config.mode,
+                                                 rag=args.rag, compression=config.compression, on_event=printer),
+                                        runtime.backend)
             err.print(summary_line(trace), style="dim", highlight=False)
     finally:
-        await backend.aclose()
+        await runtime.aclose()
     return 0

@@ -103,6 +103,7 @@ class RunView:
         self.final: str | None = None
         self.agents: dict[tuple[str, int | None], AgentRow] = {}
         self._steps: dict[str, int] = {}  # step name -> its place in the pipeline (rows are shown in this order)
+        self._sot_steps: set[str] = set()  # steps run by the SoT controller: their text comes in its own events
         self.errors: list[str] = []
         self.started = time.monotonic()
         self._seen = False
@@ -176,6 +177,10 @@ class RunView:
             self.agents.setdefault((step.name, None), AgentRow(step.agent, status="waiting"))
 
     def _on_agent_started(self, e: Any) -> None:
+        if e.agent == "sot":
+            self._sot_steps.add(e.step)
+            if not self._steps:  # the controller run on its own: its panels are the view, not a row
+                return
         waiting = self.agents.get((e.step, None))
         if e.branch is not None and waiting is not None and waiting.status == "waiting":
             del self.agents[(e.step, None)]  # a fan-out step: its branches take the placeholder's place
@@ -183,6 +188,8 @@ class RunView:
         self.agents[(e.step, e.branch)] = AgentRow(e.agent)
 
     def _on_agent_delta(self, e: Any) -> None:
+        if e.step in self._sot_steps:  # mirrored from the controller's own deltas, already shown
+            return
         self._token()
         if e.branch is None and not self.branches:
             if e.step != self.answer_from:  # a pipeline: show the step streaming now, not all steps run together
@@ -190,10 +197,15 @@ class RunView:
             self.answer += e.text
 
     def _on_agent_done(self, e: Any) -> None:
+        if e.step in self._sot_steps and (e.step, e.branch) not in self.agents:
+            return
         row = self.agents.setdefault((e.step, e.branch), AgentRow(e.agent))
         row.status, row.tokens, row.seconds = "done", e.output_tokens, e.seconds
 
     def _on_agent_failed(self, e: Any) -> None:
+        if e.step in self._sot_steps and (e.step, e.branch) not in self.agents:
+            self.errors.append(f"{e.step}: {e.message}")
+            return
         row = self.agents.setdefault((e.step, e.branch), AgentRow(e.agent))
         row.status, row.seconds = "failed", time.monotonic() - row.started
         self.errors.append(f"{e.step} ({e.agent}): {e.message}")

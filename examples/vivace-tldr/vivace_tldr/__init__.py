@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
+from vivace import Agent, AgentContext, Node, StepInput, task_text
 
 __version__ = "0.1.0"
 PACKAGE = "vivace_tldr"  # prompts are package data: vivace_tldr/prompts/*.txt
