@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any
+
 import psutil
 import pytest
 
@@ -184,3 +186,38 @@ def test_interrupted_pipeline_keeps_its_finished_calls(vivace_home: Path, model_
     assert {c["agent"] for c in saved["calls"]} >= {"planner", "researcher"}  # finished before the signal
     assert "writer" not in {c["agent"] for c in saved["calls"]} and saved["answer"].strip()
     assert session_leftovers(proc.pid) == []
+
+
+@pytest.mark.engine
+def test_every_call_gets_a_context_decision_from_the_cli(vivace_home: Path, model_dir: Path, tmp_path: Path) -> None:
+    """`ask --collection --mode sot` and `run research --collection`: a decision in every call's trace."""
+    from vivace.eval.synthetic import make_corpus
+
+    files, questions = make_corpus(docs=4, seed=3)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, body in files.items():
+        (corpus / name).write_text(body)
+    home = tmp_path / "home"  # its own store; the prepared model comes from the shared home
+    env = {**cli_env(vivace_home), "VIVACE_CHROMA_PATH": str(home / "chroma")}
+
+    def cli(*args: str) -> dict[str, Any]:
+        out = subprocess.run([VIVACE, *args], capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    cli("ingest", str(corpus), "--collection", "notes", "--json")
+    asked = cli("ask", questions[0]["question"], "--collection", "notes", "--mode", "sot", "--json", "--max-tokens", "64")
+    ran = cli("run", "research", "Summarise what the notes say.", "--collection", "notes", "--json",
+              "--max-tokens", "32", "--max-branches", "2", "--max-rounds", "0", "--compression", "off")
+    assert {c["node"] for c in asked["calls"]} >= {"skeleton"} and len(asked["calls"]) >= 2
+    assert {c["agent"] for c in ran["calls"]} == {"planner", "researcher", "writer", "critic"}
+    for call in asked["calls"] + ran["calls"]:
+        ctx = call["extra"]["context"]
+        assert ctx["retrieval"]["collection"] == "notes" and ctx["retrieved"] + ctx["retrieval"]["already_in_prompt"] >= 1
+        assert ctx["tokens_before"] >= ctx["tokens_after"] > 0 and ctx["prompt_tokens_before"] > 0
+        assert ctx["compression"] and ctx["reason"]
+    assert all(not c["extra"]["context"]["compressed"] and c["extra"]["context"]["reason"] == "compression is off"
+               for c in ran["calls"])
+    queries = {c["extra"]["context"]["retrieval"]["query"] for c in asked["calls"]}
+    assert len(queries) == len(asked["calls"]) or asked["mode"] == "normal"  # each SoT call asked its own query

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--mode", choices=("auto", "sot", "normal"), help="Skeleton-of-Thought, normal, or let the router decide")
     ask.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
     ask.add_argument("--trace-out", metavar="FILE", help="also append the run's trace to this JSONL file")
-    ask.add_argument("--rag", metavar="COLLECTION", help="retrieve context from this collection first")
+    ask.add_argument("--collection", "--rag", dest="collection", metavar="NAME",
+                     help="retrieve context from this collection before every call")
     ask.add_argument("--compression", help="off | auto | always: compress the retrieved context (auto: when it pays)")
     ask.add_argument("--live", action="store_true", help="live view: skeleton, one panel per point, live figures (on a terminal)")
     ask.add_argument("--compare", action="store_true", help="then run normal decoding on the same question and report the measured speedup")

@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 import pytest
 
-from vivace.agents.runner import json_record, run_agent
+from vivace.agents.driver import run as run_target
+from vivace.agents.driver import run_record
+from vivace.assembly import runtime_for
 from vivace.config import Config
 
 pytestmark = pytest.mark.engine
@@ -18,13 +20,14 @@ pytestmark = pytest.mark.engine
 
 def test_research_on_the_real_engine(engine: Any, run: Callable[..., Any]) -> None:
     config = Config(max_tokens=32)
-    trace = run(run_agent("research", "Compare electric cars and petrol cars.", backend=engine, config=config,
-                          options={"max_branches": 3, "max_rounds": 0}))
-    record = json_record(trace)
+    runtime = runtime_for(config, engine, save_runs=False)
+    trace = run(run_target("research", "Compare electric cars and petrol cars.", runtime,
+                           options={"max_branches": 3, "max_rounds": 0}))
+    record = run_record(trace)
     agents = {a["name"]: a for a in record["agents"]}
     assert set(agents) == {"planner", "researcher", "writer", "critic"}
     assert all(a["calls"] >= 1 and a["output_tokens"] > 0 for a in agents.values())
-    assert record["result"].strip()
+    assert record["answer"].strip() and record["status"] == "done"
     researchers = [c for c in trace.calls if c.agent == "researcher"]
     assert 2 <= len(researchers) <= 3, trace.meta["messages"][0]
     # They were in flight together: each started before any of them finished.

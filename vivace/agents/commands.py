@@ -29,6 +29,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.add_argument("--history-budget", type=int, default=1024, metavar="TOKENS",
                      help="compress the history handed to the next agent above this many tokens (default 1024)")
     run.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
+    run.add_argument("--compression", choices=("off", "auto", "always"),
+                     help="compress retrieved context and history before each call: never, when it pays, always")
     run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
     run.set_defaults(handler=cmd_run)
 

@@ -107,7 +107,7 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     live = live_wanted(getattr(args, "live", False)) and not args.json
     view = RunView(question, backend_probe(backend), agent="answer") if live else None
     printer = view or PlainPrinter(None if args.json else sys.stdout, err)
-    collection = getattr(args, "collection", None) or getattr(args, "rag", None)
+    collection = args.collection
     run: RunTrace | None = None
     baseline: RunTrace | None = None
     try:

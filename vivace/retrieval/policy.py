@@ -69,7 +69,7 @@ class RetrievalCompression:
         record: dict[str, Any] = {"retrieved": 0, "compressed": False}
         context = ""
         if scope.collection and call.retrieve:
-            chunks, record["retrieval"] = await self._retrieve(call, scope.collection)
+            chunks, record["retrieval"] = await self._retrieve(call, scope)
             record["retrieved"] = len(chunks)
             context = format_context(chunks) if chunks else ""
         held = call.text()
@@ -88,8 +88,14 @@ class RetrievalCompression:
         record["prompt_tokens_after"] = await backend.count_tokens(sent.messages, sent.prefill) if info["compressed"] else before
         return sent, record
 
-    async def _retrieve(self, call: Call, collection: str) -> tuple[list[Chunk], dict[str, Any]]:
-        """Top-k for this call's own query; chunks the prompt already holds are not sent twice."""
+    async def _retrieve(self, call: Call, scope: Scope) -> tuple[list[Chunk], dict[str, Any]]:
+        """Top-k for this call's own query; chunks the prompt already holds are not sent twice.
+
+        Chunks go in the order the run first met them, so calls whose top-k overlap (a SoT
+        skeleton and its points, sibling researchers) start with the same text and share the
+        engine's prefix cache as far as their chunks agree.
+        """
+        collection = scope.collection or ""
         t0 = time.perf_counter()
         query = (call.query or call.last_user()).strip()[:2000]
         k = self.config.retrieval_k
@@ -99,6 +105,10 @@ class RetrievalCompression:
             chunks = await asyncio.to_thread(self.store().retrieve, query, k, collection)
         held = call.text()
         fresh = [c for c in chunks if c.text.strip() not in held]
+        seen: dict[str, int] = scope.memo.setdefault("chunk_order", {})
+        for c in fresh:
+            seen.setdefault(c.id, len(seen))
+        fresh.sort(key=lambda c: seen[c.id])
         info = {
             "collection": collection,
             "k": k,

@@ -74,6 +74,7 @@ class Scope:
     compression: str = "auto"
     history_budget_tokens: int = 1024
     record: Callable[[CallTrace], None] | None = None
+    memo: dict[str, Any] = field(default_factory=dict)  # the policy's per-run state
 
 
 _SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("vivace_scope", default=None)

@@ -1,6 +1,6 @@
 """Test plug-ins in the decorator form: ``shout`` works, ``explode`` fails mid-run."""
 
-from vivace.agents.base import agent, task_text
+from vivace import agent, task_text
 
 
 @agent("shout", description="Upper-cases its input; makes no model call.")
