@@ -19,7 +19,6 @@ import subprocess
 import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
