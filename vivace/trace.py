@@ -11,8 +11,26 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+
+class CallResult(Protocol):
+    """What ``CallTrace.from_result`` reads from a finished call.
+
+    A protocol, not ``runtime.backend.GenerationResult`` itself: traces sit
+    below the runtime, so any backend's result with these attributes will do.
+    """
+
+    tag: str
+    prompt_tokens: int
+    output_tokens: int
+    queue_s: float
+    ttft_s: float
+    e2e_s: float
+    cached_tokens: int | None
+    started_at: float
+    ended_at: float
+    finish_reason: str
 
 
 @dataclass
@@ -36,7 +54,7 @@ class CallTrace:
 
     @classmethod
     def from_result(
-        cls, result: Any, node: str, branch: int | None = None, agent: str = "", **extra: Any
+        cls, result: CallResult, node: str, branch: int | None = None, agent: str = "", **extra: Any
     ) -> "CallTrace":
         return cls(
             node=node,

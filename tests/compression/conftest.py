@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vivace.compression.budget import PromptCompressor, _hf_counter
+from vivace.compression.budget import PromptCompressor, hf_counter
+from vivace.retrieval.embedder import VivaceEmbedder
 
 TEXT = (
     "# Harbor notes\n\n"
@@ -26,4 +27,4 @@ TEXT = (
 
 @pytest.fixture(scope="session")
 def compressor(model_dir: Path) -> PromptCompressor:
-    return PromptCompressor(_hf_counter(model_dir), fine_model=model_dir)
+    return PromptCompressor(hf_counter(model_dir), VivaceEmbedder(), fine_model=model_dir)

@@ -17,6 +17,7 @@ from vivace.config import Config
 from vivace.errors import InputError
 from vivace.eval.synthetic import make_corpus
 from vivace.retrieval import rag
+from vivace.retrieval.embedder import VivaceEmbedder
 from vivace.retrieval.store import Store
 from vivace.runtime.fake import FakeBackend
 
@@ -46,7 +47,7 @@ def test_prepare_context_follows_the_cost_model(setup, prefill_tok_s: float, com
     backend = FakeBackend()
     model = CostModel.from_throughputs(prefill_tok_s=prefill_tok_s, coarse_tok_s=5000.0)
     messages, stats = _run(rag.prepare_context(q["question"], config, backend, name, k=3, cost_model=model,
-                                                 compressor=PromptCompressor(words)))
+                                                 compressor=PromptCompressor(words, VivaceEmbedder())))
     assert messages[0]["role"] == "system" and q["question"] in messages[-1]["content"]
     assert q["answer"] in messages[-1]["content"]  # the planted fact made it into the prompt
     assert len(stats["chunks"]) == 3 and stats["chunks"][0]["source"].endswith(q["source"])

@@ -129,7 +129,9 @@ def as_agent(obj: Any, name: str = "") -> Agent:
     """An entry point's object as an Agent: an instance, a class, or a (decorated) async function."""
     if isinstance(obj, Agent):
         return obj
-    marked = getattr(obj, "__vivace_agent__", None)
+    # Only the object's own mark: a subclass of an @agent class inherits the attribute
+    # but is a different agent, so it must not resolve to its base's instance.
+    marked = vars(obj).get("__vivace_agent__") if hasattr(obj, "__dict__") else None
     if isinstance(marked, Agent):
         return marked
     if isinstance(obj, type) and issubclass(obj, Agent):

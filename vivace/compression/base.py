@@ -1,5 +1,9 @@
 """What every compressor returns, and the spans no compressor may drop.
 
+Why an ``Embedder`` protocol: coarse compression needs sentence vectors, and
+retrieval owns the embedder; compression sits below retrieval, so it takes
+any object with ``encode`` and the caller hands in retrieval's.
+
 Why protected spans: small scorers find numbers and names "surprising" only
 some of the time, yet these are exactly what questions ask about (the
 environment notes record llmlingua mangling numbers). Digits, likely named
@@ -10,9 +14,39 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
 
 TokenCounter = Callable[[str], int]
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English with BPE tokenizers
+
+
+class Embedder(Protocol):
+    """Sentence vectors for coarse compression: unit-length rows, one per text."""
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Counting:
+    """A token counter that says whether it counts as the target model does.
+
+    ``exact`` is False for an estimate (no tokenizer in process), so a caller
+    can record that budgets and ratios were measured in estimated tokens.
+    """
+
+    count: TokenCounter
+    exact: bool
+    source: str
+
+    def __call__(self, text: str) -> int:
+        return self.count(text)
+
+
+def estimate_tokens(text: str) -> int:
+    """About one token per ``CHARS_PER_TOKEN`` characters (rounded up)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
 
 KEEP_OPEN, KEEP_CLOSE = "<keep>", "</keep>"
 _MARKED = re.compile(re.escape(KEEP_OPEN) + r"(.*?)" + re.escape(KEEP_CLOSE), re.S)
@@ -39,6 +73,7 @@ class CompressionStats:
     method: str
     budget_tokens: int | None = None
     protected_tokens: int = 0
+    counted: str = "exact"  # or "estimate": tokens counted without the target model's tokenizer
     stages: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod

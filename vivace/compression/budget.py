@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vivace.compression.base import CompressionStats, TokenCounter, strip_marks
+from vivace.compression.base import CompressionStats, Counting, Embedder, TokenCounter, estimate_tokens, strip_marks
 from vivace.compression.coarse import CoarseCompressor
 from vivace.compression.fine import FineCompressor
-from vivace.retrieval.embedder import VivaceEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +26,27 @@ FINE_MAX_RATIO = 2.0
 METHODS = ("auto", "coarse", "fine", "coarse+fine")
 
 
-def _hf_counter(path: Path) -> TokenCounter:
+def hf_counter(path: str | Path) -> Counting:
+    """Exact counts with the Hugging Face tokenizer saved in ``path``."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
-    return lambda text: len(tok.encode(text, add_special_tokens=False))
+    return Counting(lambda text: len(tok.encode(text, add_special_tokens=False)), True, f"tokenizer {path}")
 
 
-def backend_counter(backend: Any, home: Path | None = None) -> TokenCounter:
-    """Count tokens as the target model does: its own tokenizer when in-process, else SmolLM2's."""
+def backend_counter(backend: Any) -> Counting:
+    """Count tokens as the target model does when its tokenizer is in process; else estimate.
+
+    An in-process engine (vLLM) has its tokenizer at hand. For any other
+    backend the old fallback, converting the embedded GGUF to use SmolLM2's
+    tokenizer, was slow and still counted another model's tokens; a
+    characters-per-token estimate, marked ``exact=False``, says what it is.
+    """
     inner = getattr(backend, "inner", backend)
     tok = getattr(inner, "tokenizer", None)
     if tok is not None:
-        return lambda text: len(tok.encode(text, add_special_tokens=False))
-    from vivace.runtime.models import EMBEDDED, prepare
-
-    return _hf_counter(prepare(EMBEDDED, home or Path("~/.cache/vivace").expanduser()))
+        return Counting(lambda text: len(tok.encode(text, add_special_tokens=False)), True, "backend tokenizer")
+    return Counting(estimate_tokens, False, "estimate")
 
 
 class PromptCompressor:
@@ -51,11 +55,12 @@ class PromptCompressor:
     def __init__(
         self,
         counter: TokenCounter,
-        embedder: VivaceEmbedder | None = None,
+        embedder: Embedder,
         fine_model: str | Path | None = None,
         home: Path | None = None,
     ) -> None:
         self.count = counter
+        self.counted = "exact" if getattr(counter, "exact", True) else "estimate"
         self.coarse = CoarseCompressor(counter, embedder)
         self.fine = FineCompressor(fine_model, home=home, counter=counter)
 
@@ -74,7 +79,9 @@ class PromptCompressor:
         clean, _ = strip_marks(text)
         original = self.count(clean)
         if original <= budget:
-            return clean, CompressionStats.make(original, original, time.perf_counter() - t0, "none", budget_tokens=budget)
+            return clean, CompressionStats.make(
+                original, original, time.perf_counter() - t0, "none", budget_tokens=budget, counted=self.counted
+            )
         stages: list[CompressionStats] = []
         current = text
         if method in ("coarse", "auto"):
@@ -97,7 +104,7 @@ class PromptCompressor:
         done = self.count(current)
         used = "+".join(s.method for s in stages if s.method != "none") or "none"
         stats = CompressionStats.make(
-            original, done, time.perf_counter() - t0, used, budget_tokens=budget,
+            original, done, time.perf_counter() - t0, used, budget_tokens=budget, counted=self.counted,
             protected_tokens=max((s.protected_tokens for s in stages), default=0),
             stages=[s.to_dict() for s in stages],
         )
@@ -117,36 +124,23 @@ class PromptCompressor:
 
 
 def compress_history(
-    text: str, query: str, budget_tokens: int, compressor: PromptCompressor | None = None, method: str = "auto"
+    text: str, query: str, budget_tokens: int, compressor: PromptCompressor, method: str = "auto"
 ) -> tuple[str, dict[str, Any]]:
     """Fit a pipeline's history into its budget; unchanged (method "none") when it already fits.
 
     Histories must fit, so this runs whatever the cost model says; ``auto``
     uses the cheap coarse stage and falls back to fine pruning only if needed.
-    Without a compressor, SmolLM2's tokenizer counts tokens.
+    The caller supplies the compressor (retrieval's ``compressor_for`` builds
+    one per backend), so its counts are the backend's.
     """
-    comp = compressor or _default_compressor()
-    out, stats = comp.compress(text, query, budget_tokens, method)
+    out, stats = compressor.compress(text, query, budget_tokens, method)
     return out, stats.to_dict()
 
 
 async def acompress_history(
-    text: str, query: str, budget_tokens: int, compressor: PromptCompressor | None = None, method: str = "auto"
+    text: str, query: str, budget_tokens: int, compressor: PromptCompressor, method: str = "auto"
 ) -> tuple[str, dict[str, Any]]:
     """``compress_history`` off the event loop (it is CPU-bound)."""
     import asyncio
 
     return await asyncio.to_thread(compress_history, text, query, budget_tokens, compressor, method)
-
-
-_default: PromptCompressor | None = None
-
-
-def _default_compressor() -> PromptCompressor:
-    global _default
-    if _default is None:
-        from vivace.runtime.models import EMBEDDED, prepare
-
-        home = Path("~/.cache/vivace").expanduser()
-        _default = PromptCompressor(_hf_counter(prepare(EMBEDDED, home)), home=home)
-    return _default

@@ -6,7 +6,9 @@ Scenarios via Prompt Compression", arXiv:2310.06839), with the ranking signal
 swapped: LongLLMLingua ranks documents by the question's perplexity under a
 small causal LM; we rank sentences by MiniLM cosine similarity, which is
 about 6x cheaper per token than the 135M scorer here and is already loaded
-for retrieval. Sentences holding caller-marked spans are always kept.
+for retrieval. Sentences holding caller-marked spans are always kept. The
+embedder is passed in (retrieval's ``VivaceEmbedder``, say): compression sits
+below retrieval and never builds one itself.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import time
 
 import numpy as np
 
-from vivace.compression.base import CompressionStats, TokenCounter, overlaps, protected_spans, strip_marks
-from vivace.retrieval.chunking import split_sentences
-from vivace.retrieval.embedder import VivaceEmbedder
+from vivace.compression.base import CompressionStats, Embedder, TokenCounter, overlaps, protected_spans, strip_marks
+from vivace.compression.sentences import Span, split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,11 @@ class CoarseCompressor:
 
     method = "coarse"
 
-    def __init__(self, counter: TokenCounter, embedder: VivaceEmbedder | None = None) -> None:
+    def __init__(self, counter: TokenCounter, embedder: Embedder) -> None:
+        if embedder is None:
+            raise TypeError("CoarseCompressor needs an embedder (retrieval's VivaceEmbedder, for one)")
         self.count = counter
-        self.embedder = embedder or VivaceEmbedder()
+        self.embedder = embedder
 
     def compress(
         self, text: str, query: str, budget: int, protect: tuple[str, ...] | list[str] = ()
@@ -88,7 +91,7 @@ class CoarseCompressor:
         return chosen
 
     @staticmethod
-    def _join(text: str, sentences: list, chosen: set[int]) -> str:
+    def _join(text: str, sentences: list[Span], chosen: set[int]) -> str:
         """Kept sentences in order; a paragraph break where the original had one between them."""
         parts: list[str] = []
         last_end: int | None = None

@@ -12,17 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-# End of sentence: ., ! or ? (optionally closed by quotes/brackets) then space;
-# or a blank line; or a markdown heading / list item starting a new line.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n+|\n(?=\s*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s))")
+from vivace.compression.sentences import Span, split_sentences
 
-
-@dataclass(frozen=True)
-class Span:
-    """A piece of a text with its character offset."""
-
-    text: str
-    start: int
+__all__ = ["Span", "TextChunk", "chunk_id", "chunk_text", "split_sentences"]
 
 
 @dataclass(frozen=True)
@@ -40,22 +32,6 @@ class TextChunk:
 def chunk_id(text: str) -> str:
     """Same text, same id: re-ingesting upserts nothing new."""
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:32]
-
-
-def split_sentences(text: str) -> list[Span]:
-    """Sentences (and headings, list items, paragraphs) with their offsets; never empty pieces."""
-    spans: list[Span] = []
-    pos = 0
-    for match in _SENTENCE_END.finditer(text):
-        piece = text[pos : match.start()]
-        if piece.strip():
-            lead = len(piece) - len(piece.lstrip())
-            spans.append(Span(piece.strip(), pos + lead))
-        pos = match.end()
-    tail = text[pos:]
-    if tail.strip():
-        spans.append(Span(tail.strip(), pos + len(tail) - len(tail.lstrip())))
-    return spans
 
 
 def _split_long(span: Span, max_tokens: int, count: Callable[[str], int]) -> list[Span]:

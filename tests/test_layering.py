@@ -1,0 +1,260 @@
+"""vivace's units import only downward, and no two units import each other.
+
+Why a test: the layer order is what lets a lower unit (runtime, compression)
+be used, tested and reasoned about without the ones above it (the CLI, the
+TUI). Python accepts an upward import happily, often as a function-level
+import nobody sees, so every import statement is checked here, wherever it
+sits: module level, inside a function, or under ``if TYPE_CHECKING:``.
+
+A unit is a top-level module or subpackage of ``vivace``. ``LAYERS`` runs top
+to bottom; a unit may import units on lower lines, and units on its own line
+only as ``SAME_LINE_ALLOWED`` says. ``vivace/__init__.py`` (the package face,
+which re-exports the public API) is exempt as an importer; importing the face
+from inside the package is allowed only from the top line, since it pulls in
+everything it re-exports.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "vivace"
+FACE = "vivace"  # the unit name for ``vivace/__init__.py``
+
+LAYERS: list[set[str]] = [
+    {"cli", "__main__"},
+    {"commands"},
+    {"tui", "eval", "serve"},
+    {"agents"},
+    {"assembly"},
+    {"retrieval"},
+    {"compression"},  # takes an embedder protocol; never imports retrieval
+    {"runtime"},
+    {"trace", "config", "errors"},
+]
+SAME_LINE_ALLOWED = {
+    ("__main__", "cli"),  # ``python -m vivace`` is the CLI's entry point
+    ("trace", "config"),
+    ("trace", "errors"),
+    ("config", "errors"),
+}
+LEVEL = {unit: i for i, line in enumerate(LAYERS) for unit in line}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module, e.g. "vivace.trace"
+    line: int
+    target: str  # the imported module as written (resolved if relative)
+    unit: str  # the imported unit, or FACE
+
+    def __str__(self) -> str:
+        shown = "vivace (package face)" if self.unit == FACE else self.unit
+        return f"{self.module} -> {shown} ({self.line})"
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def unit_of(module: str, root: Path) -> str:
+    """``vivace.a.b`` -> ``a``; ``vivace`` -> FACE."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == root.name else FACE
+
+
+def units_in(root: Path) -> set[str]:
+    found = {p.stem for p in root.glob("*.py") if p.stem != "__init__"}
+    return found | {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+
+
+def imported_names(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    """Absolute module names one node imports (``from X import a`` also yields ``X.a``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = module.split(".") if is_package else module.split(".")[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            source = ".".join(base + ([node.module] if node.module else []))
+        else:
+            source = node.module or ""
+        # ``from vivace import runtime`` imports a unit; ``from vivace.x import y`` stays in unit x.
+        return [f"{source}.{alias.name}" for alias in node.names] if "." not in source else [source]
+    if (
+        isinstance(node, ast.Call)
+        and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
+        return [node.args[0].value]  # a literal name; names held in variables are not followed
+    return []
+
+
+def scan(root: Path) -> list[Import]:
+    """Every import between different units of the package at ``root`` (the face excluded as importer)."""
+    units = units_in(root)
+    found: list[Import] = []
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path, root)
+        source_unit = unit_of(module, root)
+        if source_unit == FACE:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            for name in imported_names(node, module, path.name == "__init__.py"):
+                parts = name.split(".")
+                if parts[0] != root.name:
+                    continue
+                # "vivace.x" where x is no unit (``from vivace import __version__``) is the face.
+                unit = parts[1] if len(parts) > 1 and parts[1] in units else FACE
+                if unit != source_unit:
+                    found.append(Import(module, node.lineno, name, unit))
+    return sorted(set(found), key=lambda i: (i.module, i.line, i.unit))
+
+
+def violations(imports: list[Import]) -> list[Import]:
+    bad = []
+    for imp in imports:
+        source = unit_of(imp.module, ROOT)
+        if imp.unit == FACE:
+            ok = LEVEL.get(source) == 0
+        elif source not in LEVEL or imp.unit not in LEVEL:
+            continue  # reported by test_every_unit_has_a_layer
+        elif LEVEL[source] == LEVEL[imp.unit]:
+            ok = (source, imp.unit) in SAME_LINE_ALLOWED
+        else:
+            ok = LEVEL[source] < LEVEL[imp.unit]
+        if not ok:
+            bad.append(imp)
+    return bad
+
+
+def cycles(imports: list[Import], root: Path) -> list[list[str]]:
+    """Strongly connected components (Tarjan) of more than one unit."""
+    edges: dict[str, set[str]] = {}
+    for imp in imports:
+        if imp.unit != FACE:
+            edges.setdefault(unit_of(imp.module, root), set()).add(imp.unit)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def report(title: str, items: list[Import]) -> str:
+    return f"{title} ({len(items)}):\n" + "\n".join(f"  {i}" for i in items)
+
+
+# -- the checks on vivace ---------------------------------------------------------------
+
+
+def test_every_unit_has_a_layer() -> None:
+    unplaced = units_in(ROOT) - set(LEVEL)
+    assert not unplaced, f"place these units in LAYERS: {sorted(unplaced)}"
+
+
+def test_imports_point_down_the_layers() -> None:
+    bad = violations(scan(ROOT))
+    if bad:
+        pytest.fail(report("imports that do not point down the layers", bad), pytrace=False)
+
+
+def test_no_import_cycles_between_units() -> None:
+    imports = scan(ROOT)
+    found = cycles(imports, ROOT)
+    detail = []
+    for comp in found:
+        inside = [i for i in imports if unit_of(i.module, ROOT) in comp and i.unit in comp]
+        detail.append(report(" <-> ".join(comp), inside))
+    if found:
+        pytest.fail("import cycles between units:\n" + "\n".join(detail), pytrace=False)
+
+
+# -- the scanner itself, on a made-up package --------------------------------------------
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Path:
+    root = tmp_path / "vivace"
+    files = {
+        "__init__.py": "from vivace.cli import main\n",
+        "errors.py": "",
+        "config.py": "from vivace import errors\n",
+        "cli.py": "from vivace import __version__\n",
+        "runtime/__init__.py": "from .backend import B\n",
+        "runtime/backend.py": (
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n"
+            "    from vivace.agents.base import Agent\n"
+            "def f():\n"
+            "    import vivace.tui.app\n"
+            "from ..config import C\n"
+            "from .. import trace\n"
+        ),
+        "trace.py": "import importlib\nimportlib.import_module('vivace.runtime.backend')\n",
+        "agents/__init__.py": "",
+        "tui/__init__.py": "from vivace import __version__\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_scanner_sees_every_kind_of_import(toy: Path) -> None:
+    got = {(i.module, i.unit, i.line) for i in scan(toy)}
+    assert got == {
+        ("vivace.config", "errors", 1),
+        ("vivace.cli", FACE, 1),
+        ("vivace.runtime.backend", "agents", 3),  # under TYPE_CHECKING
+        ("vivace.runtime.backend", "tui", 5),  # inside a function
+        ("vivace.runtime.backend", "config", 6),  # relative
+        ("vivace.runtime.backend", "trace", 7),  # relative, a unit by name
+        ("vivace.trace", "runtime", 2),  # import_module with a literal name
+        ("vivace.tui", FACE, 1),
+    }  # the face's own import of cli is exempt; runtime's relative import stays inside runtime
+
+
+def test_violations_and_cycles_on_the_toy(toy: Path) -> None:
+    imports = scan(toy)
+    assert sorted(str(i) for i in violations(imports)) == [
+        "vivace.runtime.backend -> agents (3)",
+        "vivace.runtime.backend -> tui (5)",
+        "vivace.trace -> runtime (2)",
+        "vivace.tui -> vivace (package face) (1)",
+    ]  # runtime -> trace points down; trace -> runtime closes the cycle
+    assert cycles(imports, toy) == [["runtime", "trace"]]
