@@ -80,7 +80,7 @@ def test_run_a_plugin(installed: Path, tmp_path: Path) -> None:
                  "--backend", "fake", "--json")
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout.strip().splitlines()[-1])
-    assert record["agent"] == "tldr" and "Keywords:" in record["result"]
+    assert record["agent"] == "tldr" and "Keywords:" in record["answer"]
     assert [a["name"] for a in record["agents"]] == ["tldr"] and record["agents"][0]["calls"] == 2
     assert {c["agent"] for c in record["calls"]} == {"tldr"}
     shout = vivace(tmp_path, installed, "run", "shout", "quiet words", "--backend", "fake")
