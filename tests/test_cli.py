@@ -49,6 +49,34 @@ def test_version(vivace_home: Path) -> None:
     assert out.returncode == 0 and out.stdout.startswith("vivace ")
 
 
+def test_python_m_vivace(vivace_home: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "vivace", "--version"], capture_output=True, text=True, env=cli_env(vivace_home), timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("vivace "), out.stderr
+    usage = subprocess.run([sys.executable, "-m", "vivace", "ask", "--help"], capture_output=True, text=True, env=cli_env(vivace_home), timeout=60)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: vivace ask ")
+
+
+def test_bench_help_lists_every_bench(vivace_home: Path) -> None:
+    out = vivace("bench", "--help", home=vivace_home)
+    assert out.returncode == 0, out.stderr
+    for name in ("backend", "sot", "overhead", "context", "quant", "load"):
+        assert f"    {name} " in out.stdout, name
+
+
+def test_help_imports_no_heavy_library(vivace_home: Path) -> None:
+    """`vivace --help` builds every command's parser; torch, vLLM and friends wait for a handler."""
+    heavy = ("torch", "vllm", "langgraph", "chromadb", "textual", "transformers", "sentence_transformers", "rich")
+    code = (
+        "import sys\n"
+        "from vivace.cli import build_parser\n"
+        "build_parser()\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(vivace_home), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [

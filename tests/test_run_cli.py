@@ -45,6 +45,18 @@ def test_run_prints_result_and_table(tmp_path: Path) -> None:
     assert "▶ plan (planner)" in out.stderr and "✓ review" in out.stderr
 
 
+def test_mode_reaches_the_sot_agent(tmp_path: Path) -> None:
+    """`--mode` goes to the agent's options; `--mod` is refused, not taken as `--model`."""
+    nodes = {}
+    for mode in ("sot", "normal"):
+        out = vivace(tmp_path, "run", "sot", "Why exercise?", "--mode", mode, "--backend", "fake", "--json")
+        assert out.returncode == 0, out.stderr
+        nodes[mode] = [c["node"] for c in json.loads(out.stdout.strip().splitlines()[-1])["calls"]]
+    assert "skeleton" in nodes["sot"] and nodes["normal"] == ["normal"]  # the same call names as `ask`
+    out = vivace(tmp_path, "run", "sot", "x", "--mod", "sot", "--backend", "fake")
+    assert out.returncode == 2 and "unrecognized arguments: --mod" in out.stderr
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [

@@ -1,45 +1,9 @@
-"""Command implementations behind ``vivace.cli``; imported lazily, one module per command group."""
+"""The CLI's commands, one module per command (``vivace/cli.py`` registers them in a fixed order).
 
-from __future__ import annotations
-
-import asyncio
-import signal
-from typing import Any, Awaitable, TypeVar
-
-T = TypeVar("T")
-
-
-async def interruptible(work: Awaitable[T], backend: Any) -> T:
-    """Run ``work`` so that Ctrl-C or SIGTERM stops it now.
-
-    The signal cancels the run and aborts the backend's requests at the engine
-    (a cancellation alone can leave a generation running to its natural end),
-    then surfaces as KeyboardInterrupt, which the CLI reports as exit 130.
-    """
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(work)
-    interrupted = False
-
-    def on_signal() -> None:
-        nonlocal interrupted
-        interrupted = True
-        task.cancel()
-        abort = getattr(backend, "abort_all", None)
-        if abort is not None:
-            loop.create_task(abort())
-
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        result = await task
-    except asyncio.CancelledError:
-        if interrupted:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-    if interrupted:
-        raise KeyboardInterrupt
-    return result
+Each module has ``register(sub, parents)``, which adds its parser(s) with the
+shared flag groups it uses (``_io.Parents``) and sets ``handler``, a function
+``(args, config) -> exit code`` (sync or async). Modules import only argparse
+helpers at import time; rich, torch, vLLM, LangGraph, ChromaDB and Textual are
+imported inside the handlers, so ``vivace --help`` stays quick. Shared helpers
+live in ``_io``.
+"""

@@ -3,76 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-
-from vivace.cli import emit_json, require_question
-from vivace.commands import interruptible
-from vivace.config import Config
-from vivace.agents.events import (
-    AnswerDelta,
-    AnswerDone,
-    BranchDone,
-    ErrorEvent,
-    Event,
-    Routed,
-    SkeletonDelta,
-    SkeletonDone,
+from vivace.commands._io import (
+    MODES,
+    Parents,
+    PlainPrinter,
+    Subparsers,
+    add_collection,
+    add_compression,
+    emit_json,
+    interruptible,
+    require_question,
+    summary_line,
 )
-from vivace.trace import RunTrace
+from vivace.config import Config
 
-class PlainPrinter:
-    """Consumes controller events in a plain terminal.
+if TYPE_CHECKING:
+    from vivace.trace import RunTrace
 
-    Normal answers stream as they are generated. SoT streams its skeleton, then
-    prints the finished answer in point order once every branch is done
-    (branches finish out of order; interleaving them would be unreadable).
-    """
-
-    def __init__(self, out: TextIO | None, err: Console) -> None:
-        self.out = out
-        self.err = err
-        self.done = 0
-
-    def _write(self, text: str) -> None:
-        if self.out is not None:
-            self.out.write(text)
-            self.out.flush()
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Routed):
-            self.err.print(f"[dim]route: {event.mode} ({event.reason})[/dim]", highlight=False)
-        elif isinstance(event, SkeletonDelta):
-            self._write(event.text)
-        elif isinstance(event, SkeletonDone):
-            self._write("\n")
-            if event.fallback:
-                self.err.print(f"[dim]skeleton unusable ({event.fallback}); answering normally[/dim]", highlight=False)
-            elif self.out is not None:
-                self.err.print(f"[dim]expanding {len(event.points)} points in parallel...[/dim]", highlight=False)
-        elif isinstance(event, AnswerDelta):
-            self._write(event.text)
-        elif isinstance(event, BranchDone):
-            self.done += 1
-        elif isinstance(event, ErrorEvent):
-            self.err.print(f"[yellow]{event.node}{'' if event.branch is None else f' {event.branch}'}: {event.message}[/yellow]", highlight=False)
-        elif isinstance(event, AnswerDone):
-            if event.mode == "sot" and event.points:
-                self._write("\n" + event.answer)
-            self._write("\n")
+log = logging.getLogger(__name__)
 
 
-def summary_line(run: RunTrace) -> str:
-    out = run.output_tokens
-    rate = out / run.latency_s if run.latency_s > 0 else 0.0
-    ttft = f"{run.ttft_s:.2f} s" if run.ttft_s is not None else "-"
-    return (
-        f"{run.mode} · TTFT {ttft} · latency {run.latency_s:.2f} s · "
-        f"{out} tokens out, {run.prompt_tokens} in · {rate:.1f} tok/s · {len(run.calls)} call(s) · "
-        f"{run.backend}:{run.model}"
-    )
+def register(sub: Subparsers, parents: Parents) -> None:
+    p = sub.add_parser("ask", parents=parents.calls_model(), help="answer one question, streaming, with timings")
+    p.add_argument("question", help="the question to answer")
+    p.add_argument("--mode", choices=MODES, help="Skeleton-of-Thought, normal, or let the router decide")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
+    p.add_argument("--trace-out", metavar="FILE", help="also append the run's trace to this JSONL file")
+    add_collection(p, rag_alias=True, help="retrieve context from this collection before every call")
+    add_compression(p)
+    p.add_argument("--live", action="store_true", help="live view: skeleton, one panel per point, live figures (on a terminal)")
+    p.add_argument("--compare", action="store_true", help="then run normal decoding on the same question and report the measured speedup")
+    p.set_defaults(handler=cmd_ask)
 
 
 def context_line(run: RunTrace) -> str | None:
@@ -89,6 +54,8 @@ def context_line(run: RunTrace) -> str | None:
 
 
 async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+
     from vivace.agents.driver import ask, run_record
     from vivace.assembly import open_runtime
 

@@ -1,18 +1,35 @@
-"""`vivace models prepare|list`."""
+"""`vivace models prepare|list`: the embedded model's conversion, and what is on disk.
+
+Neither calls a model, so only the common flags and ``--json`` apply
+(``prepare`` always converts the embedded model; ``--home`` says where).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
-from rich.console import Console
-from rich.table import Table
-
-from vivace.cli import emit_json
+from vivace.commands._io import Parents, Subparsers, emit_json
 from vivace.config import Config
-from vivace.runtime import models
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Subparsers, parents: Parents) -> None:
+    models = sub.add_parser("models", help="prepare and list models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    prep = msub.add_parser("prepare", parents=[parents.common, parents.json], help="convert the embedded GGUF into a model folder")
+    prep.add_argument("--force", action="store_true", help="convert again even if prepared")
+    prep.set_defaults(handler=cmd_prepare)
+    lst = msub.add_parser("list", parents=[parents.common, parents.json], help="known models and where they are")
+    lst.set_defaults(handler=cmd_list)
 
 
 def cmd_prepare(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+
+    from vivace.runtime import models
+
     console = Console(stderr=True)
     with console.status("preparing the embedded model (first time only, about a minute)..."):
         path = models.prepare(models.EMBEDDED, config.home, force=args.force)
@@ -24,6 +41,11 @@ def cmd_prepare(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vivace.runtime import models
+
     rows = models.list_models(config.home)
     if args.json:
         emit_json({"models": rows})

@@ -8,7 +8,6 @@ the same tables sits beside it, its images copied next to it.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -20,17 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vivace.config import Config
 from vivace.eval.report_sections import ORDER, Table, tables_for
 
 log = logging.getLogger(__name__)
-
-
-def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("report", parents=parents, help="one HTML page (and a Markdown twin) from the benches' report.json files")
-    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="bench output folders, or folders holding them (default: ./runs)")
-    p.add_argument("--out", default="report.html", metavar="FILE", help="the HTML page; the Markdown twin goes beside it (.md)")
-    p.set_defaults(handler=cmd_report)
 
 
 @dataclass
@@ -183,23 +174,3 @@ def write_report_pages(run_dirs: list[Path], out: Path) -> tuple[Path, Path, lis
     tmp.replace(out)
     md.write_text(render_markdown(runs, out.parent / f"{out.stem}_files", md), encoding="utf-8")
     return out, md, runs
-
-
-async def cmd_report(args: argparse.Namespace, config: Config) -> int:
-    from rich.console import Console
-
-    from vivace.cli import emit_json
-    from vivace.errors import InputError
-
-    if not args.out.endswith((".html", ".htm")):
-        raise InputError(f"--out must name an .html file, got {args.out!r}")
-    run_dirs = [Path(d) for d in args.run_dirs] or [Path("runs")]
-    html_path, md_path, runs = write_report_pages(run_dirs, Path(args.out))
-    if args.json:
-        emit_json({"html": str(html_path), "markdown": str(md_path), "benches": {r.bench: str(r.path) for r in runs}})
-        return 0
-    console = Console()
-    for run in runs:
-        console.print(f"  {run.bench:<10} {run.path} ({run.created})", highlight=False)
-    console.print(f"report: {html_path} and {md_path}", highlight=False)
-    return 0

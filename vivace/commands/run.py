@@ -1,9 +1,9 @@
-"""CLI plug-in: ``vivace run AGENT "TASK"`` and ``vivace agents list``.
+"""`vivace run AGENT "TASK"`: an agent or a pipeline, with per-agent timings.
 
 Why here: the CLI only parses flags; this module resolves the agent (before
 any engine starts, so an unknown name fails fast), streams events, prints the
 result with a per-agent table, and saves the trace to runs.jsonl even when an
-agent fails mid-run. Heavy imports happen inside the handlers.
+agent fails mid-run. Heavy imports happen inside the handler.
 """
 
 from __future__ import annotations
@@ -13,54 +13,27 @@ import logging
 import sys
 from typing import Any
 
+from vivace.commands._io import MODES, Parents, Subparsers, add_collection, add_compression, emit_json, interruptible, require_question
 from vivace.config import Config
 
 log = logging.getLogger(__name__)
 
 
-def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser("run", parents=parents, help="run an agent or pipeline on a task, with per-agent timings")
+def register(sub: Subparsers, parents: Parents) -> None:
+    run = sub.add_parser("run", parents=parents.calls_model(), help="run an agent or pipeline on a task, with per-agent timings")
     run.add_argument("agent", help="a registered agent (see `vivace agents list`) or a pipeline .toml file")
     run.add_argument("task", help="the task to run")
+    run.add_argument("--mode", choices=MODES, help="answer mode of the sot agent: Skeleton-of-Thought, normal, or the router's choice")
     run.add_argument("--trace-out", metavar="FILE", help="also append the run's trace to this JSONL file")
-    run.add_argument("--collection", metavar="NAME", help="retrieve context from this collection (answer, researcher)")
+    add_collection(run, rag_alias=False, help="retrieve context from this collection before every call")
+    add_compression(run)
     run.add_argument("--max-branches", type=int, metavar="N", help="fan-out width (research: sub-questions)")
     run.add_argument("--max-rounds", type=int, metavar="K", help="bound on every loop (research: revision rounds)")
     run.add_argument("--history-budget", type=int, default=1024, metavar="TOKENS",
-                     help="compress the history handed to the next agent above this many tokens (default 1024)")
+                     help="the history size compression aims at, when it pays (default 1024)")
     run.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
-    run.add_argument("--compression", choices=("off", "auto", "always"),
-                     help="compress retrieved context and history before each call: never, when it pays, always")
     run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
     run.set_defaults(handler=cmd_run)
-
-    agents = sub.add_parser("agents", help="list agents: built-in, plug-ins, and skipped plug-ins")
-    asub = agents.add_subparsers(dest="agents_command", metavar="ACTION", required=True)
-    lst = asub.add_parser("list", parents=parents, help="agents and where each comes from")
-    lst.set_defaults(handler=cmd_list)
-
-
-def cmd_list(args: argparse.Namespace, config: Config) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from vivace.agents.registry import REGISTRY
-    from vivace.cli import emit_json
-
-    entries = REGISTRY.entries()
-    if args.json:
-        emit_json({"agents": [e.to_dict() for e in entries],
-                   "skipped": [{"entry_point": n, "error": why} for n, why in REGISTRY.broken]})
-        return 0
-    table = Table(title="agents")
-    for col in ("name", "source", "description"):
-        table.add_column(col)
-    for e in entries:
-        table.add_row(e.agent.name, e.source, e.agent.description)
-    Console().print(table)
-    for name, why in REGISTRY.broken:
-        Console(stderr=True).print(f"[yellow]skipped plug-in {name!r}:[/] {why}", highlight=False)
-    return 0
 
 
 class _Printer:
@@ -101,8 +74,6 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from vivace.agents.driver import resolve, run, run_record
     from vivace.agents.pipeline import Pipeline
     from vivace.assembly import open_runtime
-    from vivace.cli import emit_json, require_question
-    from vivace.commands import interruptible
     from vivace.errors import InputError
 
     task = require_question(args.task)

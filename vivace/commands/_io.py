@@ -1,0 +1,225 @@
+"""What every command shares: parsers and flag groups, config from flags, JSON output, Ctrl-C, plain printing.
+
+Why one module: the commands must agree on flag names, on the one-JSON-line
+contract of ``--json`` and on how an interrupt stops the engine; a helper that
+lives in ``vivace.cli`` would make commands import back into the entry point.
+Importing this module stays cheap (no rich, torch, vLLM or LangGraph at import
+time) because ``vivace --help`` imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, TextIO, TypeVar
+
+from vivace.config import Config, load_config
+from vivace.errors import InputError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from vivace.trace import RunTrace
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Subparsers = argparse._SubParsersAction  # what `register(sub, parents)` adds its parsers to
+
+MODES = ("auto", "sot", "normal")
+COMPRESSION = ("off", "auto", "always")
+
+# CLI flag (argparse dest) -> config key. Flags a command lacks, or left unset (None), do not override lower layers.
+CONFIG_FLAGS = {
+    "model": "model",
+    "backend": "backend",
+    "base_url": "base_urls",
+    "max_tokens": "max_tokens",
+    "kv_cache_dtype": "kv_cache_dtype",
+    "quantization": "quantization",
+    "dtype": "dtype",
+    "max_model_len": "max_model_len",
+    "max_in_flight": "max_in_flight",
+    "home": "home",
+    "compression": "compression",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser without prefix abbreviations: `--mod sot` must fail, not silently mean `--model sot`.
+
+    ``add_subparsers`` builds subparsers of the parent's class, so setting this
+    on the top parser covers every command and action below it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The shared flag groups, as argparse parent parsers; each command picks the ones it uses."""
+
+    common: argparse.ArgumentParser  # --config --debug --home: every command
+    json: argparse.ArgumentParser  # --json: every command with a result to print
+    model: argparse.ArgumentParser  # --backend --base-url --model --max-tokens --max-in-flight: commands that call a model
+    engine: argparse.ArgumentParser  # --kv-cache-dtype --quantization --dtype --max-model-len: commands that start an engine
+
+    @classmethod
+    def build(cls) -> Parents:
+        common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        g = common.add_argument_group("common options")
+        g.add_argument("--config", metavar="FILE", help="TOML config file (default: ./vivace.toml if present)")
+        g.add_argument("--debug", action="store_true", help="show tracebacks and engine logs")
+        g.add_argument("--home", metavar="DIR", help="where models, stores and traces live ($VIVACE_HOME)")
+
+        out = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        out.add_argument_group("output").add_argument(
+            "--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+        model = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        g = model.add_argument_group("model options")
+        g.add_argument("--backend", help="vllm | openai | fake")
+        g.add_argument("--base-url", action="append", metavar="URL", help="OpenAI-compatible server; repeat for a fleet")
+        g.add_argument("--model", help="embedded model name, local HF folder, or hub id")
+        g.add_argument("--max-tokens", type=int, metavar="N", help="output token cap per call")
+        g.add_argument("--max-in-flight", type=int, metavar="N", help="process-wide cap on concurrent requests")
+
+        engine = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        g = engine.add_argument_group("engine options (embedded vLLM)")
+        g.add_argument("--kv-cache-dtype", help="auto | fp8 | fp8_e4m3 | fp8_e5m2")
+        g.add_argument("--quantization", help="e.g. int8_per_channel_weight_only (CPU), awq, gptq, fp8 (GPU)")
+        g.add_argument("--dtype", help="auto | bfloat16 | float16 | float32")
+        g.add_argument("--max-model-len", type=int, metavar="N", help="context length (default: the model's)")
+        return cls(common=common, json=out, model=model, engine=engine)
+
+    def calls_model(self) -> list[argparse.ArgumentParser]:
+        """Parents of a command that starts an engine (or talks to a server) and prints a result."""
+        return [self.common, self.json, self.model, self.engine]
+
+
+def add_collection(p: argparse.ArgumentParser, *, rag_alias: bool, help: str) -> None:
+    """``--collection NAME`` on every command that retrieves; ``--rag`` is the older spelling (same dest)."""
+    flags = ("--collection", "--rag") if rag_alias else ("--collection",)
+    p.add_argument(*flags, dest="collection", metavar="NAME", help=help)
+
+
+def add_compression(p: argparse.ArgumentParser, help: str = "compress the retrieved context: off, auto (when it pays), always") -> None:
+    """``--compression`` wherever a model is called; it sets the config key ``compression``."""
+    p.add_argument("--compression", choices=COMPRESSION, help=help)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {key: getattr(args, flag, None) for flag, key in CONFIG_FLAGS.items()}
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def emit_json(record: dict[str, Any]) -> None:
+    """The machine-readable result: one JSON object as the last line of stdout."""
+    sys.stdout.write(json.dumps(record, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def require_question(text: str) -> str:
+    if not text or not text.strip():
+        raise InputError("the question is empty")
+    return text.strip()
+
+
+async def interruptible(work: Awaitable[T], backend: Any) -> T:
+    """Run ``work`` so that Ctrl-C or SIGTERM stops it now.
+
+    The signal cancels the run and aborts the backend's requests at the engine
+    (a cancellation alone can leave a generation running to its natural end),
+    then surfaces as KeyboardInterrupt, which the CLI reports as exit 130.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+        abort = getattr(backend, "abort_all", None)
+        if abort is not None:
+            loop.create_task(abort())
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        result = await task
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+class PlainPrinter:
+    """Consumes controller events in a plain terminal (`vivace ask`, `vivace tui` into a pipe).
+
+    Normal answers stream as they are generated. SoT streams its skeleton, then
+    prints the finished answer in point order once every branch is done
+    (branches finish out of order; interleaving them would be unreadable).
+    """
+
+    def __init__(self, out: TextIO | None, err: Console) -> None:
+        from vivace.agents import events  # here, not at import: `vivace --help` stays quick
+
+        self.ev = events
+        self.out = out
+        self.err = err
+        self.done = 0
+
+    def _write(self, text: str) -> None:
+        if self.out is not None:
+            self.out.write(text)
+            self.out.flush()
+
+    def __call__(self, event: Any) -> None:
+        ev = self.ev
+        if isinstance(event, ev.Routed):
+            self.err.print(f"[dim]route: {event.mode} ({event.reason})[/dim]", highlight=False)
+        elif isinstance(event, ev.SkeletonDelta):
+            self._write(event.text)
+        elif isinstance(event, ev.SkeletonDone):
+            self._write("\n")
+            if event.fallback:
+                self.err.print(f"[dim]skeleton unusable ({event.fallback}); answering normally[/dim]", highlight=False)
+            elif self.out is not None:
+                self.err.print(f"[dim]expanding {len(event.points)} points in parallel...[/dim]", highlight=False)
+        elif isinstance(event, ev.AnswerDelta):
+            self._write(event.text)
+        elif isinstance(event, ev.BranchDone):
+            self.done += 1
+        elif isinstance(event, ev.ErrorEvent):
+            self.err.print(f"[yellow]{event.node}{'' if event.branch is None else f' {event.branch}'}: {event.message}[/yellow]", highlight=False)
+        elif isinstance(event, ev.AnswerDone):
+            if event.mode == "sot" and event.points:
+                self._write("\n" + event.answer)
+            self._write("\n")
+
+
+def summary_line(run: RunTrace) -> str:
+    """One line of figures read from a run's trace, printed after every answer."""
+    out = run.output_tokens
+    rate = out / run.latency_s if run.latency_s > 0 else 0.0
+    ttft = f"{run.ttft_s:.2f} s" if run.ttft_s is not None else "-"
+    return (
+        f"{run.mode} · TTFT {ttft} · latency {run.latency_s:.2f} s · "
+        f"{out} tokens out, {run.prompt_tokens} in · {rate:.1f} tok/s · {len(run.calls)} call(s) · "
+        f"{run.backend}:{run.model}"
+    )

@@ -1,0 +1,86 @@
+"""`vivace bench load`: many agent tasks at once, through the process-wide in-flight cap.
+
+The measuring is ``vivace.eval.load_bench.run_bench``; this module parses, starts the engine,
+assembles the report (kept when interrupted) and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from vivace.commands._io import Parents, Subparsers, emit_json
+from vivace.config import Config
+from vivace.eval import write_report
+from vivace.eval.load_bench import DEFAULT_LEVELS, SERIES, plot, run_bench
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Subparsers, parents: Parents) -> None:
+    p = sub.add_parser("load", parents=parents.calls_model(), help="N agent tasks at concurrency C: tasks/min, p50/p95, peak in flight, KV use")
+    p.add_argument("--tasks", type=int, default=32, metavar="N", help="tasks per level (default 32)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_LEVELS), metavar="C", help="levels (default 1 8 16 32)")
+    p.add_argument("--series", nargs="+", choices=SERIES, default=list(SERIES), help="which series to run (default both)")
+    p.add_argument("--out", default="runs/bench-load", metavar="DIR", help="where report.json and load.png go")
+    p.set_defaults(handler=cmd_bench_load)
+
+
+async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vivace.errors import InputError
+    from vivace.eval.backend_bench import machine_info
+    from vivace.runtime import open_backend
+
+    if args.tasks < 1 or any(c < 1 for c in args.concurrency):
+        raise InputError("--tasks and every --concurrency value must be at least 1")
+    levels = sorted(set(args.concurrency))
+    opts = {"max_tokens": config.max_tokens, "temperature": config.temperature,
+            "repetition_penalty": config.repetition_penalty, "max_points": config.sot_max_points}
+    err = Console(stderr=True)
+    with err.status(f"starting the {config.backend} backend..."):
+        backend = await open_backend(config)
+    out = Path(args.out)
+    report: dict[str, Any] = {"bench": "load", "series": {}}
+    t0 = time.perf_counter()
+    try:
+        report = await run_bench(
+            backend, args.tasks, levels, args.series, opts,
+            progress=lambda r: err.print(
+                f"  {r['series']:<6} C={r['concurrency']:<3} {r['tasks_per_min']:6.1f} tasks/min  p50 {r['p50_s']:.2f} s  "
+                f"p95 {r['p95_s']:.2f} s  peak in flight {r['peak_in_flight']}", highlight=False),
+        )
+    finally:
+        await backend.aclose()
+        report.update(
+            backend=backend.name, model=backend.model, load_s=getattr(backend, "load_s", None), wall_s=time.perf_counter() - t0,
+            machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            config={**{k: str(v) for k, v in vars(config).items()}, "tasks": args.tasks, "concurrency": levels, **opts},
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            report["plot"] = str(plot(report, out))
+        except Exception as exc:  # a plot must never cost the figures
+            log.warning("plot not written: %s", exc)
+        write_report(out, report)
+    if args.json:
+        emit_json(report)
+        return 0
+    table = Table(title=f"load: {args.tasks} tasks per level, {backend.name}:{backend.model}, in-flight cap {config.max_in_flight}")
+    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1", "same vs C=1"):
+        table.add_column(col, justify="right")
+    for name, rows in report["series"].items():
+        for r in rows:
+            table.add_row(name, str(r["concurrency"]), f"{r['tasks_per_min']:.1f}", f"{r['speedup_vs_1']:.2f}" if r["speedup_vs_1"] else "-",
+                          f"{r['p50_s']:.2f}", f"{r['p95_s']:.2f}", str(r["peak_in_flight"]),
+                          f"{r['kv_usage_peak']:.1%}" if r["kv_usage_peak"] is not None else "-",
+                          f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-",
+                          f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-")
+    Console().print(table)
+    Console().print(f"report: {out / 'report.json'}")
+    return 0

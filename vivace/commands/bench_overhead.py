@@ -1,0 +1,59 @@
+"""`vivace bench overhead`: vivace's own cost per run and per branch vs plain asyncio.gather.
+
+It runs on its own zero-latency FakeBackend, so no model or engine flag applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from vivace.commands._io import Parents, Subparsers, emit_json
+from vivace.config import Config
+from vivace.eval import write_report
+from vivace.eval.overhead_bench import DEFAULT_BRANCHES, TARGET_PER_BRANCH_MS, TARGET_PER_RUN_MS, run_bench
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Subparsers, parents: Parents) -> None:
+    p = sub.add_parser("overhead", parents=[parents.common, parents.json], help="vivace's own cost per run and per branch vs plain asyncio.gather")
+    p.add_argument("--branches", type=int, nargs="+", default=list(DEFAULT_BRANCHES), metavar="N", help="fan-out sizes, each >= 2 (default 2 4 8 16 32)")
+    p.add_argument("--repeats", type=int, default=40, help="runs per size; medians are reported (default 40)")
+    p.add_argument("--warmup", type=int, default=5, help="unreported runs per size first (default 5)")
+    p.add_argument("--out", default="runs/bench-overhead", metavar="DIR", help="where report.json goes")
+    p.set_defaults(handler=cmd_bench_overhead)
+
+
+async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    err = Console(stderr=True)
+    report = await run_bench(
+        args.branches, args.repeats, args.warmup,
+        progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms", highlight=False),
+    )
+    out = Path(args.out)
+    write_report(out, report)
+    if args.json:
+        emit_json(report)
+        return 0
+    table = Table(title=f"vivace overhead vs asyncio.gather, zero-latency fake (medians of {args.repeats})")
+    for col in ("branches", "vivace ms", "gather ms", "overhead ms", "paired ms", "per branch ms"):
+        table.add_column(col, justify="right")
+    for r in report["rows"]:
+        table.add_row(str(r["branches"]), f"{r['vivace_ms']:.3f}", f"{r['baseline_ms']:.3f}", f"{r['overhead_ms']:.3f}",
+                      f"{r['overhead_paired_median_ms']:.3f}", f"{r['overhead_per_branch_ms']:.3f}")
+    console = Console()
+    console.print(table)
+    s = report["summary"]
+    console.print(
+        f"fit: {s['per_run_ms']} ms per run + {s['per_branch_ms']} ms per branch (r2 {report['fit']['r2']}); "
+        f"target <= {TARGET_PER_RUN_MS} ms + <= {TARGET_PER_BRANCH_MS} ms: "
+        f"{'ok' if s['per_run_ok'] else 'MISSED'} / {'ok' if s['per_branch_ok'] else 'MISSED'}",
+        highlight=False,
+    )
+    console.print(f"report: {out / 'report.json'}  (load average {report['load_average_start']})", highlight=False)
+    return 0
