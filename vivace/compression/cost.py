@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vivace.runtime.backend import Backend, GenerationRequest
-from vivace.runtime.call import complete
+from vivace.runtime.backend import Backend
+from vivace.runtime.call import Call, complete
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ async def measure_prefill(backend: Backend, lengths: tuple[int, ...] = (32, 1024
     """(prompt tokens, TTFT seconds) of 1-token generations at each length, after a warm-up."""
     rng = random.Random(time.monotonic_ns())
     limit = backend.context_length - 16
-    await complete(backend, GenerationRequest([{"role": "user", "content": filler(8, rng)}], max_tokens=1, tag="cost:warmup"))
+    await complete(backend, Call([{"role": "user", "content": filler(8, rng)}], max_tokens=1, tag="cost:warmup"))
     points = []
     for n in lengths:
         words = max(1, min(n, limit))
@@ -175,7 +175,7 @@ async def measure_prefill(backend: Backend, lengths: tuple[int, ...] = (32, 1024
         while (await backend.count_tokens(msgs)) > limit and words > 1:
             words = int(words * 0.8)
             msgs = [{"role": "user", "content": filler(words, rng)}]
-        result = await complete(backend, GenerationRequest(msgs, max_tokens=1, tag="cost:prefill"))
+        result = await complete(backend, Call(msgs, max_tokens=1, tag="cost:prefill"))
         points.append((float(result.prompt_tokens - (result.cached_tokens or 0)), result.ttft_s))
     return points
 

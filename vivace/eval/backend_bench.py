@@ -21,10 +21,10 @@ DEFAULT_LEVELS = (1, 4, 8, 16)
 
 async def measure_level(backend: Any, concurrency: int, tokens: int) -> dict[str, float]:
     """One round: ``concurrency`` identical-length requests at once."""
-    from vivace.runtime import GenerationRequest, complete
+    from vivace.runtime import Call, complete
 
-    def request(i: int) -> GenerationRequest:
-        return GenerationRequest(
+    def request(i: int) -> Call:
+        return Call(
             messages=[{"role": "user", "content": f"{PROMPT} (variant {i})"}],
             max_tokens=tokens,
             ignore_eos=True,

@@ -97,7 +97,7 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
     from vivace.compression.cost import get_cost_model
     from vivace.retrieval.rag import build_messages, compress_context, make_compressor, format_context
     from vivace.retrieval.store import Store, iter_files, read_text
-    from vivace.runtime import GenerationRequest, complete, open_backend
+    from vivace.runtime import Call, complete, open_backend
 
     out_dir = Path(args.out)
     if args.corpus:
@@ -153,10 +153,8 @@ async def run_bench(config: Config, args: argparse.Namespace, backend: Any = Non
                 messages[0] = {"role": "system", "content": f"[{rng.randrange(16**8):08x}] " + messages[0]["content"]}
                 result = await complete(
                     backend,
-                    GenerationRequest(
-                        messages, max_tokens=args.answer_tokens, temperature=config.temperature,
-                        repetition_penalty=penalty, tag=f"bench-context:{method}",
-                    ),
+                    Call(messages, max_tokens=args.answer_tokens, temperature=config.temperature,
+                         repetition_penalty=penalty, tag=f"bench-context:{method}"),
                 )
                 gold = q["answer"].lower()
                 rows[method].append({

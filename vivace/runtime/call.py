@@ -180,6 +180,10 @@ class CallPath:
         return CallPath(self.backend, policy, replace(self.defaults))
 
 
-async def complete(backend: Backend, request: GenerationRequest) -> GenerationResult:
-    """A request sent as written, to the end (measurements: no context policy, no run)."""
-    return await CallPath(backend).send(request)
+async def complete(backend: Backend, call: Call | GenerationRequest) -> GenerationResult:
+    """A call sent as written, to the end: for measurements, which want no context policy and no run.
+
+    A ``GenerationRequest`` is replayed exactly (the overhead bench re-sends the requests a run made).
+    """
+    path = CallPath(backend)
+    return await path.send(call if isinstance(call, GenerationRequest) else path.request(call, Scope()))
