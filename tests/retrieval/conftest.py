@@ -27,3 +27,14 @@ def write(folder: Path, files: dict[str, str | bytes]) -> Path:
         path = folder / name
         path.write_bytes(body if isinstance(body, bytes) else body.encode())
     return folder
+
+
+def ingest_corpus(config: Config, factory: pytest.TempPathFactory, prefix: str, docs: int, seed: int) -> tuple[str, list[dict[str, str]]]:
+    """A synthetic corpus (planted facts the model cannot know) in a fresh collection: its name and questions."""
+    from vivace.eval.synthetic import make_corpus
+    from vivace.retrieval.store import Store
+
+    files, questions = make_corpus(docs=docs, seed=seed)
+    name = f"{prefix}-" + factory.mktemp("x").name[-8:].replace("_", "x")
+    Store(config).ingest([write(factory.mktemp(prefix), files)], name)
+    return name, questions

@@ -18,19 +18,16 @@ from vivace.agents.driver import run
 from vivace.agents.pipeline import Pipeline, Step
 from vivace.assembly import runtime_for
 from vivace.config import Config
-from vivace.eval.synthetic import make_corpus
 from vivace.retrieval.store import Store
 from vivace.runtime.backend import GenerationRequest
 from vivace.runtime.fake import FakeBackend
 
-from .conftest import write
+from .conftest import ingest_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(rconfig: Config, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, str, list[dict[str, str]]]:
-    files, questions = make_corpus(docs=6, seed=5)
-    name = "policy-" + tmp_path_factory.mktemp("x").name[-8:].replace("_", "x")
-    Store(rconfig).ingest([write(tmp_path_factory.mktemp("policy"), files)], name)
+    name, questions = ingest_corpus(rconfig, tmp_path_factory, "policy", docs=6, seed=5)
     return rconfig, name, questions
 
 

@@ -15,13 +15,12 @@ from vivace.compression.budget import PromptCompressor
 from vivace.compression.cost import CostModel
 from vivace.config import Config
 from vivace.errors import InputError
-from vivace.eval.synthetic import make_corpus
 from vivace.retrieval import rag
 from vivace.retrieval.embedder import VivaceEmbedder
 from vivace.retrieval.store import Store
 from vivace.runtime.fake import FakeBackend
 
-from .conftest import write
+from .conftest import ingest_corpus
 
 
 def words(text: str) -> int:
@@ -30,9 +29,7 @@ def words(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def setup(rconfig: Config, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, str, list[dict[str, str]]]:
-    files, questions = make_corpus(docs=5, seed=11)
-    name = "rag-" + tmp_path_factory.mktemp("x").name[-8:].replace("_", "x")
-    Store(rconfig).ingest([write(tmp_path_factory.mktemp("rag"), files)], name)
+    name, questions = ingest_corpus(rconfig, tmp_path_factory, "rag", docs=5, seed=11)
     return rconfig, name, questions
 
 

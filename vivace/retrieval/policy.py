@@ -66,6 +66,7 @@ class RetrievalCompression:
 
     # -- the decision ---------------------------------------------------------------------------
     async def prepare(self, call: Call, scope: Scope, backend: Backend) -> tuple[Call, dict[str, Any]]:
+        """The call to send and its decision record (the same keys whatever was decided)."""
         record: dict[str, Any] = {"retrieved": 0, "compressed": False}
         context = ""
         if scope.collection and call.retrieve:
@@ -75,7 +76,7 @@ class RetrievalCompression:
         held = call.text()
         history = [s for s in dict.fromkeys(call.compressible) if s.strip() and s in held]
         if not context and not history:
-            record["compression"] = "skipped"
+            record.update(compression="skipped", tokens_before=0, tokens_after=0)
             record["reason"] = "nothing to compress: " + (
                 "no collection for this run" if not scope.collection else
                 "retrieval not wanted by this call" if not call.retrieve else "nothing new retrieved") + ", no history"
