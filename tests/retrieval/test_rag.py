@@ -17,7 +17,6 @@ from vivace.config import Config
 from vivace.errors import InputError
 from vivace.retrieval import rag
 from vivace.retrieval.embedder import VivaceEmbedder
-from vivace.retrieval.store import Store
 from vivace.runtime.fake import FakeBackend
 
 from .conftest import ingest_corpus
