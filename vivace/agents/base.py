@@ -138,13 +138,13 @@ class Tracer:
         self.calls: list[CallTrace] = []
         self.runs: list[StepRun] = []
         self.meta: dict[str, Any] = {}
-        self.streamed: dict[tuple[str, Any], str] = {}
+        self.streamed: dict[tuple[str, Any], list[str]] = {}  # pieces, joined only when asked
         self._ids = itertools.count(1)
 
     def emit(self, event: Event) -> None:
         if event.kind in _TEXT_EVENTS:
             key = (getattr(event, "step", event.kind), getattr(event, "branch", getattr(event, "index", None)))
-            self.streamed[key] = self.streamed.get(key, "") + getattr(event, "text", "")
+            self.streamed.setdefault(key, []).append(getattr(event, "text", ""))
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -153,7 +153,8 @@ class Tracer:
 
     def partial_text(self) -> str:
         """The text streamed so far, one block per call stream, in the order they started."""
-        return "\n\n".join(t.strip() for t in self.streamed.values() if t.strip())
+        texts = ("".join(pieces).strip() for pieces in self.streamed.values())
+        return "\n\n".join(t for t in texts if t)
 
     def start(self, scope: int, step: str, agent: str, branch: int | None, round_: int, deps: list[int]) -> StepRun:
         parent = current_step()
