@@ -99,7 +99,7 @@ class Store:
     # -- collections -------------------------------------------------------
     def collection(self, name: str, create: bool = False) -> Any:
         """The collection, created if asked; a missing one is a clear error."""
-        from chromadb.errors import NotFoundError
+        from chromadb.errors import InvalidArgumentError, NotFoundError
 
         check_collection_name(name)
         try:
@@ -111,6 +111,8 @@ class Store:
         except NotFoundError:
             known = ", ".join(self.names()) or "none"
             raise InputError(f"collection {name!r} not found (collections: {known}); create it with vivace ingest") from None
+        except InvalidArgumentError as exc:  # a server whose rules are stricter than the ones checked above
+            raise InputError(f"collection {name!r} refused by Chroma: {str(exc).splitlines()[0]}") from None
         except ValueError as exc:
             if "conflict" in str(exc).lower():
                 raise VivaceError(f"collection {name!r} was built with another embedder: {exc}") from None
@@ -155,6 +157,8 @@ class Store:
         roots = check_paths(paths)
         report = IngestReport(collection)
         files = list(iter_files(roots, report.skipped))
+        if not files:  # said before the embedder loads
+            raise InputError("nothing to ingest: no text files in " + ", ".join(shown(p) for p in roots))
         size = chunk_tokens or self.config.chunk_tokens
         over = self.config.chunk_overlap if overlap is None else overlap
         if size > self.embedder.max_tokens:
