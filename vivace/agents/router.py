@@ -162,6 +162,7 @@ def _in_daemon(name: str, fn: Callable[[], T]) -> Future[T]:
 
 
 def _load() -> EmbeddingClassifier:
+    """The load itself (in its daemon thread); a failure clears the cache so that the next question retries."""
     global _LOADING
     try:
         log.info("loading the router's embedding classifier")
