@@ -1,7 +1,8 @@
 """The registry and entry-point discovery, with plug-in packages installed for real.
 
 ``examples/vivace-tldr`` is the documented example; ``tests/agents/data/vivace-test-plugins``
-adds a decorator-form plug-in, one that fails mid-run and one that fails at import.
+adds a decorator-form plug-in, one that fails mid-run, one that fails at import and one
+that calls ``sys.exit(7)`` at import.
 They are built and installed (not editable) into a private folder that only the CLI
 subprocesses see, on PYTHONPATH: the venv running the suite is shared and is never changed.
 The CLI runs here use ``--backend fake``: they test discovery and the run's plumbing
@@ -66,11 +67,14 @@ def test_agents_list_finds_plugins_and_skips_the_broken_one(installed: Path, tmp
     assert sources["tldr"] == "plug-in vivace-tldr 0.1.0"
     assert sources["shout"] == sources["explode"] == "plug-in vivace-test-plugins 0.0.1"
     assert sources["research"] == sources["answer"] == sources["sot"] == "built-in"
-    assert [s["entry_point"] for s in record["skipped"]] == ["broken"]
+    skipped = {s["entry_point"]: s["error"] for s in record["skipped"]}
+    assert skipped.keys() == {"broken", "exits"} and skipped["exits"] == "SystemExit: 7"
     assert "skipped agent plug-in 'broken'" in out.stderr and "broken on purpose" in out.stderr
+    assert "skipped agent plug-in 'exits'" in out.stderr  # sys.exit(7) at import: skipped, not our exit code
     assert "Traceback" not in out.stderr
     table = vivace(tmp_path, installed, "agents", "list")
     assert table.returncode == 0 and "tldr" in table.stdout and "vivace-tldr" in table.stdout
+    assert "shout" in table.stdout and "skipped plug-in 'exits'" in table.stderr
     # Installed where only the subprocesses look: this process (and the shared venv) never sees them.
     assert importlib.util.find_spec("vivace_tldr") is None and (installed / "vivace_tldr" / "prompts").is_dir()
 
@@ -114,6 +118,18 @@ def test_discovery_skips_what_fails_and_keeps_the_rest(caplog: pytest.LogCapture
     assert [name for name, _ in registry.broken] == ["gone", "notagent"]
     assert "skipped agent plug-in 'gone'" in caplog.text
     assert registry._agents["sot"].agent.name == "sot"  # the class was instantiated
+
+
+def test_sys_exit_at_import_is_a_broken_plugin_but_ctrl_c_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "vivace_exits_now.py").write_text("import sys\nsys.exit(7)\n")
+    (tmp_path / "vivace_ctrl_c_now.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry()
+    registry.load_plugins([EntryPoint("exits", "vivace_exits_now:agent", "vivace.agents"),
+                           EntryPoint("sot2", "vivace.agents.builtin:SotAgent", "vivace.agents")])
+    assert registry.broken == [("exits", "SystemExit: 7")] and "sot" in registry._agents
+    with pytest.raises(KeyboardInterrupt):
+        Registry().load_plugins([EntryPoint("ctrl_c", "vivace_ctrl_c_now:agent", "vivace.agents")])
 
 
 def test_as_agent_forms() -> None:

@@ -1,9 +1,23 @@
-"""The router on clear cases: cues alone, and the MiniLM classifier (loaded from the local package)."""
+"""The router on clear cases: cues alone, and the MiniLM classifier (loaded from the local package).
+
+Also how it loads: once, in a daemon thread that a cancelled run does not wait for.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
 import pytest
 
+from tests.test_cli import VIVACE, cli_env
+from vivace.agents import router
 from vivace.agents.router import NORMAL, SOT, cue, load_examples, route
 
 
@@ -73,3 +87,93 @@ def test_classifier_sends_list_shaped_questions_to_sot(question: str) -> None:
 def test_normal_questions_stay_normal(question: str) -> None:
     mode, reason = route(question)
     assert mode == NORMAL, reason
+
+
+class _FakeModel:
+    """Stands in for MiniLM: deterministic unit vectors, so the classifier can be built without torch."""
+
+    def encode(self, texts: list[str], **_: Any) -> Any:
+        import numpy as np
+
+        vecs = np.array([[len(t) % 7 + 1.0, t.count(" ") + 1.0, 1.0] for t in texts])
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def slow_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A cold router whose embedder load blocks until released; counts the loads started."""
+    state: dict[str, Any] = {"calls": 0, "started": threading.Event(), "release": threading.Event()}
+
+    def load() -> _FakeModel:
+        state["calls"] += 1
+        state["started"].set()
+        state["release"].wait(30)
+        if state.get("fail"):
+            state["fail"] = False
+            raise RuntimeError("the embedder failed to load")
+        return _FakeModel()
+
+    monkeypatch.setattr(router, "_LOADING", None)
+    monkeypatch.setattr(router, "load_embedder", load)
+    yield state
+    state["release"].set()
+
+
+QUESTION = "What are the benefits of drinking green tea?"  # no cue: the classifier decides
+
+
+def test_cancelling_during_the_first_load_returns_at_once_and_the_load_runs_once(slow_load: dict[str, Any]) -> None:
+    async def main() -> float:
+        first = asyncio.create_task(router.aroute(QUESTION))
+        assert await asyncio.to_thread(slow_load["started"].wait, 5)
+        t0 = time.perf_counter()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cancelled_in = asyncio.run(main())  # returns while the load is still blocked: nothing joins its thread
+    assert cancelled_in < 1.0 and time.perf_counter() - t0 < 3.0
+    assert not router.loading().done()
+
+    async def again() -> tuple[str, str]:
+        second = asyncio.create_task(router.aroute(QUESTION))  # joins the load in progress
+        await asyncio.sleep(0.05)
+        slow_load["release"].set()
+        return await second
+
+    mode, reason = asyncio.run(again())
+    assert mode in (SOT, NORMAL) and reason.startswith("classifier:")
+    assert route(QUESTION)[1].startswith("classifier:")  # the sync path shares the same classifier
+    assert slow_load["calls"] == 1
+
+
+def test_a_failed_load_is_reported_and_retried(slow_load: dict[str, Any]) -> None:
+    slow_load["fail"] = True
+    slow_load["release"].set()
+    with pytest.raises(RuntimeError, match="failed to load"):
+        asyncio.run(router.aroute(QUESTION))
+    assert asyncio.run(router.aroute(QUESTION))[1].startswith("classifier:")
+    assert slow_load["calls"] == 2
+
+
+def test_ctrl_c_during_a_cold_router_load_exits_at_once(tmp_path: Path) -> None:
+    """The real thing, in a fresh process: the cold MiniLM load takes seconds; Ctrl-C must not wait for it."""
+    proc = subprocess.Popen([VIVACE, "ask", QUESTION, "--backend", "fake", "--mode", "auto"], env=cli_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the router logs when its load starts
+        seen.append(line)
+        if "loading the router's embedding classifier" in line:
+            break
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    exited_in = time.perf_counter() - t0
+    assert proc.returncode == 130, "".join(seen) + err
+    assert exited_in < 3.0, exited_in  # the load itself takes ~10 s on this machine
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    record = json.loads((tmp_path / "runs" / "runs.jsonl").read_text().splitlines()[-1])
+    assert record["status"] == "interrupted" and record["question"] == QUESTION

@@ -26,3 +26,40 @@ def test_ingest_list_drop(tmp_path: Path, capsys: pytest.CaptureFixture[str], cn
     assert main(["collections", "drop", cname, *home]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["ingest", str(tmp_path / "nope"), "-c", cname, *home]) == 2
+
+
+def test_bad_input_is_one_line_exit_2_before_any_model_loads(tmp_path: Path) -> None:
+    """A subprocess, as a user runs it: a typo costs well under the ~10 s of loading the embedder."""
+    import subprocess
+    import time
+
+    from tests.test_cli import VIVACE, cli_env
+
+    cases = [
+        (["ingest", str(tmp_path / "MISSING"), "--collection", "xyz"], f"error: no such file or folder: {tmp_path / 'MISSING'}"),
+        (["ingest", "README.md", "--collection", "bad name!"], "error: invalid collection name 'bad name!': a collection name has "
+         "3-512 characters from [a-zA-Z0-9._-], starting and ending with a letter or digit, no '..', not an IP address"),
+    ]
+    for args, line in cases:
+        t0 = time.perf_counter()
+        out = subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(tmp_path), timeout=60,
+                             cwd=Path(__file__).resolve().parents[2])
+        seconds = time.perf_counter() - t0
+        assert out.returncode == 2 and out.stderr.strip().splitlines() == [line], out.stderr
+        assert seconds < 5, seconds  # no embedder, no Chroma
+    assert not (tmp_path / "chroma").exists()  # nothing was created
+
+
+def test_sync_flag_prunes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str], cname: str) -> None:
+    home = ["--home", str(tmp_path / "home")]
+    docs = write(tmp_path / "d", {"a.md": "Alder Cove has a green buoy.", "b.md": "Birch Cove has a white buoy."})
+    assert main(["ingest", str(docs), "-c", cname, *home]) == 0
+    (docs / "b.md").unlink()
+    capsys.readouterr()
+    assert main(["ingest", str(docs), "-c", cname, "--json", *home]) == 0  # without --sync: b.md's chunk stays
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pruned"] == 0
+    assert main(["ingest", str(docs), "-c", cname, "--sync", *home]) == 0
+    out = capsys.readouterr().out
+    assert "1 pruned (1 files gone)" in out
+    assert main(["collections", "list", "--json", *home]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["chunks"] == 1

@@ -4,7 +4,9 @@ Why entry points: a third party ships an agent as an ordinary package that
 declares ``[project.entry-points."vivace.agents"]``; installing it is enough
 for ``vivace agents list`` and ``vivace run`` to find it. Plug-ins load once
 per process, on first lookup; one that fails to import is logged, recorded in
-``broken`` and skipped, so a bad package never takes the CLI down.
+``broken`` and skipped, so a bad package never takes the CLI down. That
+includes ``sys.exit()`` (or any other ``BaseException`` but Ctrl-C) raised by
+its import code: a library must not be able to end the CLI silently.
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ class Registry:
             try:
                 obj = ep.load()
                 item = as_agent(obj, ep.name)
-            except Exception as exc:  # any failure in third-party code: skip it, say why
-                why = f"{type(exc).__name__}: {exc}"
+            except KeyboardInterrupt:
+                raise  # the user's Ctrl-C, not the plug-in's fault
+            except BaseException as exc:  # noqa: BLE001 - SystemExit & co. from third-party import code: a broken plug-in
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 self.broken.append((ep.name, why))
                 log.warning("skipped agent plug-in %r (%s): %s", ep.name, ep.value, why)
                 continue

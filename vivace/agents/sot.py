@@ -39,7 +39,7 @@ from vivace.agents.events import (
     SkeletonDelta,
     SkeletonDone,
 )
-from vivace.agents.router import MODES, NORMAL, SOT, cue, route
+from vivace.agents.router import MODES, NORMAL, SOT, aroute
 from vivace.agents.skeleton import MIN_POINTS, join_points, parse_skeleton, strip_echo
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
@@ -186,12 +186,11 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     write(RunStarted(state["run_id"], question=state["question"], requested_mode=opts.mode))
     if opts.mode in (SOT, NORMAL):
         mode, reason = opts.mode, f"requested with --mode {opts.mode}"
-    elif cue(state["question"]) or not state["question"].strip():
-        mode, reason = route(state["question"])  # decided by a cue: no embedding, no thread hop
     else:
-        # Embedding (and, the first time, loading the embedder) runs off the event loop,
-        # which also serves the engine's output handler.
-        mode, reason = await asyncio.to_thread(route, state["question"])
+        # A cue decides inline; embedding (and, the first time, loading the embedder) runs in
+        # daemon threads, off the event loop that also serves the engine's output handler,
+        # and a cancelled run does not wait for them.
+        mode, reason = await aroute(state["question"])
     write(Routed(state["run_id"], mode=mode, reason=reason))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
     return {"mode": mode, "route_reason": reason, "stages": {"route": time.perf_counter() - t0}}

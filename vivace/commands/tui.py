@@ -2,7 +2,9 @@
 
 Why the plain mode lives here: a TUI into a pipe would write escape codes
 nobody reads, so the same command reads one question per input line and
-streams plain text instead, with the same flags.
+streams plain text instead, with the same flags. A batch outlives its bad
+lines: undecodable bytes are replaced and a failing question is reported in
+one line while the next one is answered.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Iterable, Iterator, TextIO
 
 from vivace.commands._io import MODES, Parents, PlainPrinter, Subparsers, add_collection, add_compression, interruptible, summary_line
 from vivace.config import Config
@@ -29,18 +32,18 @@ def register(sub: Subparsers, parents: Parents) -> None:
 
 
 async def cmd_tui(args: argparse.Namespace, config: Config) -> int:
-    from vivace.errors import InputError
-
     if args.compression:
         config = config.replace(compression=args.compression)
-    if not sys.stdout.isatty() or not sys.stdin.isatty():
-        return await _plain(args, config)
     if args.agent != "answer":
         from vivace.agents.driver import resolve
 
         resolve(args.agent)  # an unknown agent fails here, in one line, before the engine starts
-    if args.collection is not None and len(args.collection) < 3:
-        raise InputError(f"collection name must have 3 to 512 characters: {args.collection!r}")
+    if args.collection is not None:
+        from vivace.retrieval.inputs import check_collection_name
+
+        check_collection_name(args.collection)
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        return await _plain(args, config)
     from rich.console import Console
 
     from vivace.assembly import open_runtime
@@ -69,26 +72,69 @@ def _log_to_file(config: Config) -> None:
     root.addHandler(handler)
 
 
+def _questions(stream: TextIO) -> Iterator[tuple[int, str, bool]]:
+    """``(line number, question, had undecodable bytes)`` per non-blank input line.
+
+    Bytes are decoded here, with replacement: one undecodable byte must not
+    raise out of the loop (strict locales) or reach the model as a lone
+    surrogate (``surrogateescape``) and sink the rest of the batch.
+    """
+    raw: Iterable[bytes | str] = getattr(stream, "buffer", None) or stream
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    for number, line in enumerate(raw, 1):
+        if isinstance(line, bytes):
+            try:
+                text, bad = line.decode(encoding), False
+            except UnicodeDecodeError:
+                text, bad = line.decode(encoding, "replace"), True
+        else:  # a text stream with no bytes below it (an embedding app, a test)
+            text, bad = line, False
+        if text.strip():
+            yield number, text.strip(), bad
+
+
 async def _plain(args: argparse.Namespace, config: Config) -> int:
-    """Not a terminal: read questions line by line from stdin and stream plain answers."""
+    """Not a terminal: one question per input line, streamed plain; a failing question does not stop the batch.
+
+    Each failure prints one ``error:`` line and the next line is answered; the
+    run driver records every run in runs.jsonl, failed ones included. The exit
+    code is 0 if all went well, else 2 when every failure was bad input, else 1.
+    """
     from rich.console import Console
 
     from vivace.assembly import open_runtime
+    from vivace.errors import VivaceError
     from vivace.tui.session import run_task
 
     err = Console(stderr=True)
     err.print("[dim]stdout is not a terminal: plain streaming, one question per input line[/dim]", highlight=False)
     runtime = await open_runtime(config)
+    failed: list[int] = []
+    asked = 0
     try:
-        for line in sys.stdin:
-            question = line.strip()
-            if not question:
-                continue
+        for number, question, bad in _questions(sys.stdin):
+            asked += 1
+            if bad:
+                _line(f"warning: line {number}: bytes that are not {sys.stdin.encoding or 'UTF-8'} replaced by U+FFFD")
             printer = PlainPrinter(sys.stdout, err)
-            trace = await interruptible(run_task(runtime, question, agent=args.agent, mode=args.mode or config.mode,
-                                                 rag=args.collection, compression=config.compression, on_event=printer),
-                                        runtime.backend)
+            try:
+                trace = await interruptible(run_task(runtime, question, agent=args.agent, mode=args.mode or config.mode,
+                                                     rag=args.collection, compression=config.compression, on_event=printer),
+                                            runtime.backend)
+            except VivaceError as exc:  # recorded by the run driver; say so in one line and go on
+                failed.append(exc.exit_code)
+                _line(f"error: line {number}: {exc}")
+                continue
             err.print(summary_line(trace), style="dim", highlight=False)
     finally:
         await runtime.aclose()
-    return 0
+    if not failed:
+        return 0
+    _line(f"{len(failed)} of {asked} questions failed; every run is in {config.runs_dir / 'runs.jsonl'}")
+    return 2 if all(code == 2 for code in failed) else 1
+
+
+def _line(text: str) -> None:
+    """One unwrapped line on stderr, after what stdout has so far."""
+    sys.stdout.flush()
+    print(text, file=sys.stderr, flush=True)

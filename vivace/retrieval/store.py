@@ -6,28 +6,34 @@ Why it is built this way:
 - each batch is one Chroma upsert (one SQLite transaction) and stale chunks of
   a changed file are deleted only after its new ones are in, so an ingest
   killed half-way leaves a consistent collection that a re-run completes;
+  ``sync`` prunes the chunks of vanished files last, for the same reason;
+- names and paths are checked (``inputs``) before the embedder loads;
 - telemetry is off and the embedder is always ours (never Chroma's default).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from vivace.config import Config
 from vivace.errors import InputError, VivaceError
 from vivace.retrieval.chunking import chunk_id, chunk_text
 from vivace.retrieval.embedder import BUNDLED, VivaceEmbedder
+from vivace.retrieval.inputs import TEXT_SUFFIXES, check_collection_name, check_paths, iter_files, read_file, read_text, shown
+
+__all__ = ["TEXT_SUFFIXES", "Chunk", "IngestReport", "Store", "iter_files", "read_text", "retrieve"]
 
 log = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 BATCH = 32
+PAGE = 5000  # ids per Chroma get/delete: under its max batch size (5461 here)
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 
@@ -53,7 +59,9 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     chunks: int = 0
     added: int = 0
-    removed: int = 0
+    removed: int = 0  # stale chunks of files that changed
+    pruned: int = 0  # with sync: chunks of files that are gone from the ingested folders
+    pruned_sources: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -80,34 +88,6 @@ def _client(config: Config) -> Any:
         return _clients[key]
 
 
-def iter_files(paths: Iterable[str | Path]) -> Iterable[Path]:
-    """Files named directly, and text/markdown files under named folders (hidden ones skipped)."""
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                rel = sub.relative_to(path).parts
-                if sub.is_file() and sub.suffix.lower() in TEXT_SUFFIXES and not any(p.startswith(".") for p in rel):
-                    yield sub
-        elif path.is_file():
-            yield path
-        else:
-            raise InputError(f"no such file or folder: {path}")
-
-
-def read_text(path: Path) -> str | None:
-    """The file's text, or None (with a warning) when it is binary or not UTF-8."""
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        log.warning("skipping %s: binary file", path)
-        return None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        log.warning("skipping %s: not UTF-8 (byte %d)", path, exc.start)
-        return None
-
-
 class Store:
     """A Chroma store (local folder or server) with vivace's embedder."""
 
@@ -117,15 +97,11 @@ class Store:
         self.client = _client(config)
 
     # -- collections -------------------------------------------------------
-    def _check_name(self, name: str) -> None:
-        if not 3 <= len(name) <= 512:
-            raise InputError(f"collection name must have 3 to 512 characters: {name!r}")
-
     def collection(self, name: str, create: bool = False) -> Any:
         """The collection, created if asked; a missing one is a clear error."""
-        from chromadb.errors import NotFoundError
+        from chromadb.errors import InvalidArgumentError, NotFoundError
 
-        self._check_name(name)
+        check_collection_name(name)
         try:
             if create:
                 return self.client.get_or_create_collection(
@@ -135,6 +111,8 @@ class Store:
         except NotFoundError:
             known = ", ".join(self.names()) or "none"
             raise InputError(f"collection {name!r} not found (collections: {known}); create it with vivace ingest") from None
+        except InvalidArgumentError as exc:  # a server whose rules are stricter than the ones checked above
+            raise InputError(f"collection {name!r} refused by Chroma: {str(exc).splitlines()[0]}") from None
         except ValueError as exc:
             if "conflict" in str(exc).lower():
                 raise VivaceError(f"collection {name!r} was built with another embedder: {exc}") from None
@@ -165,39 +143,36 @@ class Store:
         overlap: int | None = None,
         metadata: dict[str, str | int | float | bool] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        sync: bool = False,
     ) -> IngestReport:
-        """Chunk, embed and upsert; ``progress(done, total)`` counts chunks to embed."""
+        """Chunk, embed and upsert; ``progress(done, total)`` counts chunks to embed.
+
+        The name and the paths are checked first, before the embedder loads or
+        Chroma creates anything. With ``sync``, chunks whose source file lies
+        under one of the folders in ``paths`` but was not ingested this time
+        (deleted, renamed, now skipped) are removed, last, after every upsert.
+        """
         t0 = time.perf_counter()
+        check_collection_name(collection)
+        roots = check_paths(paths)
+        report = IngestReport(collection)
+        files = list(iter_files(roots, report.skipped))
+        if not files:  # said before the embedder loads
+            raise InputError("nothing to ingest: no text files in " + ", ".join(shown(p) for p in roots))
         size = chunk_tokens or self.config.chunk_tokens
         over = self.config.chunk_overlap if overlap is None else overlap
         if size > self.embedder.max_tokens:
             log.warning("chunks of %d tokens exceed the embedder's %d; the tail is not embedded", size, self.embedder.max_tokens)
-        report = IngestReport(collection)
-        files = list(iter_files(paths))
-        planned: list[tuple[str, dict[str, tuple[str, dict[str, Any]]]]] = []
-        for path in files:
-            text = read_text(path)
-            if text is None:
-                report.skipped.append((str(path), "binary or not UTF-8"))
-                continue
-            source = str(path.resolve())
-            rows: dict[str, tuple[str, dict[str, Any]]] = {}
-            for ch in chunk_text(text, size, over, self.embedder.count_tokens):
-                meta = {"source": source, "file": path.name, "chunk": ch.index, "start": ch.start, "tokens": ch.tokens}
-                meta.update(metadata or {})
-                rows.setdefault(chunk_id(source + "\x00" + ch.text), (ch.text, meta))
-            if rows:
-                planned.append((source, rows))
-            report.files += 1
-        if not planned:
-            raise InputError("nothing to ingest: no non-empty UTF-8 text in " + ", ".join(map(str, paths)))
+        planned = self._plan(files, size, over, metadata or {}, report)
+        if not any(rows for _, rows in planned):
+            raise InputError("nothing to ingest: no non-empty UTF-8 text in " + ", ".join(shown(p) for p in roots))
         col = self.collection(collection, create=True)
         todo: list[tuple[str, str, dict[str, Any]]] = []
         stale: list[str] = []
         for source, rows in planned:
             report.chunks += len(rows)
             ids = list(rows)
-            present = set(col.get(ids=ids, include=[])["ids"])
+            present = set(col.get(ids=ids, include=[])["ids"]) if ids else set()
             todo.extend((i, *rows[i]) for i in ids if i not in present)
             old = set(col.get(where={"source": source}, include=[])["ids"])
             stale.extend(sorted(old - set(ids)))
@@ -216,12 +191,48 @@ class Store:
             done += len(batch)
             if progress:
                 progress(done, len(todo))
-        if stale:
-            col.delete(ids=stale)
+        _delete(col, stale)
         report.added, report.removed = len(todo), len(stale)
+        if sync:
+            self._prune(col, [r for r in roots if r.is_dir()], {source for source, _ in planned}, report)
         report.seconds = time.perf_counter() - t0
-        log.info("ingested %d files into %s: %d chunks, %d new, %d removed", report.files, collection, report.chunks, report.added, report.removed)
+        log.info("ingested %d files into %s: %d chunks, %d new, %d removed, %d pruned", report.files, collection,
+                 report.chunks, report.added, report.removed, report.pruned)
         return report
+
+    def _plan(self, files: list[Path], size: int, over: int, metadata: dict[str, Any],
+              report: IngestReport) -> list[tuple[str, dict[str, tuple[str, dict[str, Any]]]]]:
+        """Per readable file: its source and its chunks by id (none for an empty file, so its old ones go)."""
+        planned: list[tuple[str, dict[str, tuple[str, dict[str, Any]]]]] = []
+        for path in files:
+            text, why = read_file(path)
+            if text is None:
+                report.skipped.append((shown(path), why))
+                continue
+            source = str(path.resolve())
+            rows: dict[str, tuple[str, dict[str, Any]]] = {}
+            for ch in chunk_text(text, size, over, self.embedder.count_tokens):
+                meta = {"source": source, "file": path.name, "chunk": ch.index, "start": ch.start, "tokens": ch.tokens}
+                meta.update(metadata)
+                rows.setdefault(chunk_id(source + "\x00" + ch.text), (ch.text, meta))
+            planned.append((source, rows))
+            report.files += 1
+        return planned
+
+    def _prune(self, col: Any, folders: list[Path], kept: set[str], report: IngestReport) -> None:
+        """``--sync``: remove the chunks of files under ``folders`` that this ingest did not take."""
+        scopes = tuple(str(f.resolve()).rstrip(os.sep) + os.sep for f in folders)
+        if not scopes:
+            return
+        gone: list[str] = []
+        sources: set[str] = set()
+        for cid, meta in _metadatas(col):
+            source = str((meta or {}).get("source", ""))
+            if source.startswith(scopes) and source not in kept:
+                gone.append(cid)
+                sources.add(source)
+        _delete(col, gone)
+        report.pruned, report.pruned_sources = len(gone), sorted(shown(s) for s in sources)
 
     # -- retrieve ----------------------------------------------------------
     def retrieve(self, query: str, k: int, collection: str, where: dict[str, Any] | None = None) -> list[Chunk]:
@@ -236,6 +247,23 @@ class Store:
             meta = dict(meta or {})
             out.append(Chunk(doc, 1.0 - float(dist), str(meta.get("source", "")), cid, meta))
         return out
+
+
+def _metadatas(col: Any) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """Every chunk's id and metadata, a page at a time."""
+    offset = 0
+    while True:
+        page = col.get(include=["metadatas"], limit=PAGE, offset=offset)
+        yield from zip(page["ids"], page["metadatas"] or [None] * len(page["ids"]))
+        if len(page["ids"]) < PAGE:
+            return
+        offset += PAGE
+
+
+def _delete(col: Any, ids: list[str]) -> None:
+    """Delete ``ids`` in pages; each page is one transaction, and any prefix of them leaves a consistent store."""
+    for b in range(0, len(ids), PAGE):
+        col.delete(ids=ids[b : b + PAGE])
 
 
 def retrieve(query: str, k: int, collection: str, where: dict[str, Any] | None = None, config: Config | None = None) -> list[Chunk]:
