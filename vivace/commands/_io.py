@@ -237,9 +237,10 @@ class PlainPrinter:
     Normal answers stream as they are generated. SoT streams its skeleton, then
     prints the finished answer in point order once every branch is done
     (branches finish out of order; interleaving them would be unreadable).
-    Error events are not printed: a failure that ends the run is the CLI's one
-    error line, and a failed point is logged by the controller and marked in
-    the answer; printing the event too showed every error twice.
+    Error events are not printed (they only end a half-written line): a failure
+    that ends the run is the CLI's one error line, and a failed point is logged
+    by the controller and marked in the answer; printing the event too showed
+    every error twice.
     """
 
     def __init__(self, out: TextIO | None, err: Console) -> None:
@@ -249,11 +250,13 @@ class PlainPrinter:
         self.out = out
         self.err = err
         self.done = 0
+        self.line_open = False  # the last text written did not end the line
 
     def _write(self, text: str) -> None:
-        if self.out is not None:
+        if self.out is not None and text:
             self.out.write(text)
             self.out.flush()
+            self.line_open = not text.endswith("\n")
 
     def __call__(self, event: Any) -> None:
         ev = self.ev
@@ -271,6 +274,8 @@ class PlainPrinter:
             self._write(event.text)
         elif isinstance(event, ev.BranchDone):
             self.done += 1
+        elif isinstance(event, ev.ErrorEvent) and self.line_open:
+            self._write("\n")  # the error line that follows starts on a line of its own
         elif isinstance(event, ev.AnswerDone):
             if event.mode == "sot" and event.points:
                 self._write("\n" + event.answer)
