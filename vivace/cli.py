@@ -70,7 +70,10 @@ def _terminate_like_interrupt(signum: int, frame: Any) -> None:
 
 
 def _tolerant_output() -> None:
-    """Text the terminal cannot encode (a non-UTF-8 locale, a stray surrogate) is escaped, not a crash after the run."""
+    """Text the terminal cannot encode (a non-UTF-8 locale, a stray surrogate) is escaped.
+
+    Otherwise printing the answer or the summary could crash after the run.
+    """
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:

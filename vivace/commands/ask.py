@@ -61,7 +61,7 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     from vivace.assembly import open_runtime
 
     question = require_question(args.question)
-    check_run_outputs(config, args.trace_out)  # --temperature reached the config through config_from_args
+    check_run_outputs(config, args.trace_out)  # before the run: its record must be writable
     if args.mode:
         config = config.replace(mode=args.mode)
     from vivace.tui.live import live_wanted, print_final, run_live
