@@ -69,8 +69,20 @@ def _terminate_like_interrupt(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+def _tolerant_output() -> None:
+    """Text the terminal cannot encode (a non-UTF-8 locale, a stray surrogate) is escaped.
+
+    Otherwise printing the answer or the summary could crash after the run.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+    _tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))

@@ -8,11 +8,13 @@ environment, ``--kv-cache-dtype`` on the command line).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from vivace.errors import ConfigError
 
@@ -23,9 +25,21 @@ def _choices(*values: str) -> dict[str, Any]:
     return {"choices": values}
 
 
+def _bounds(*, min: float | None = None, above: float | None = None, max: float | None = None) -> dict[str, Any]:
+    """A numeric key's range (``min``/``max`` inclusive, ``above`` exclusive), checked in every layer."""
+    return {"min": min, "above": above, "max": max}
+
+
+_URL = {"url": True}  # each value must parse as an http(s) URL with a host
+
+
 @dataclass
 class Config:
-    """Everything vivace can be told. Defaults are the embedded CPU setup."""
+    """Everything vivace can be told. Defaults are the embedded CPU setup.
+
+    Every value, from whichever layer or from ``replace``, goes through the same
+    coercion and checks (``_coerce``): a bad one is a ``ConfigError`` naming the key.
+    """
 
     home: Path = field(default_factory=lambda: Path("~/.cache/vivace").expanduser())
     backend: str = field(default="vllm", metadata=_choices("vllm", "openai", "fake"))
@@ -34,44 +48,48 @@ class Config:
 
     # vLLM engine
     dtype: str = field(default="auto", metadata=_choices("auto", "bfloat16", "float16", "float32"))
-    max_model_len: int | None = None
+    max_model_len: int | None = field(default=None, metadata=_bounds(min=1))
     quantization: str | None = None
     kv_cache_dtype: str = field(
         default="auto", metadata=_choices("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
     )
     enable_prefix_caching: bool = True
-    max_num_seqs: int = 64
-    kv_cache_space_gib: float = 1.0
-    gpu_memory_utilization: float | None = None
+    max_num_seqs: int = field(default=64, metadata=_bounds(min=1))
+    kv_cache_space_gib: float = field(default=1.0, metadata=_bounds(above=0))
+    gpu_memory_utilization: float | None = field(default=None, metadata=_bounds(above=0, max=1))
     enforce_eager: bool = True
-    seed: int = 0
+    seed: int = field(default=0, metadata=_bounds(min=0))
 
     # OpenAI-compatible servers
-    base_urls: list[str] = field(default_factory=list)
+    base_urls: list[str] = field(default_factory=list, metadata=_URL)
     api_key_env: str = "VIVACE_API_KEY"
-    request_timeout_s: float = 120.0
-    connect_retries: int = 3
+    request_timeout_s: float = field(default=120.0, metadata=_bounds(above=0))
+    connect_retries: int = field(default=3, metadata=_bounds(min=0))
 
     # Process-wide limits and generation defaults
-    max_in_flight: int = 32
-    max_tokens: int = 512
-    temperature: float = 0.0
-    repetition_penalty: float = 1.15
+    max_in_flight: int = field(default=32, metadata=_bounds(min=1))
+    max_tokens: int = field(default=512, metadata=_bounds(min=1))
+    temperature: float = field(default=0.0, metadata=_bounds(min=0))
+    repetition_penalty: float = field(default=1.15, metadata=_bounds(above=0))
 
     # Orchestration
     mode: str = field(default="auto", metadata=_choices("auto", "sot", "normal"))
-    sot_max_points: int = 8
+    sot_max_points: int = field(default=8, metadata=_bounds(min=1))
 
     # Retrieval and compression
     chroma_path: Path | None = None  # default: $VIVACE_HOME/chroma
-    chroma_url: str | None = None  # a Chroma server instead of the local store
+    chroma_url: str | None = field(default=None, metadata=_URL)  # a Chroma server instead of the local store
     embedder: str | None = None  # default: the bundled all-MiniLM-L6-v2
-    retrieval_k: int = 4
-    chunk_tokens: int = 200
-    chunk_overlap: int = 40
+    retrieval_k: int = field(default=4, metadata=_bounds(min=1))
+    chunk_tokens: int = field(default=200, metadata=_bounds(min=1))
+    chunk_overlap: int = field(default=40, metadata=_bounds(min=0))
     compression: str = field(default="auto", metadata=_choices("off", "auto", "always"))
-    compression_margin_s: float = 0.05
-    compression_ratio: float = 2.0  # target original/compressed when compressing
+    compression_margin_s: float = field(default=0.05, metadata=_bounds(min=0))
+    compression_ratio: float = field(default=2.0, metadata=_bounds(min=1))  # target original/compressed
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name)))
 
     @property
     def chroma_dir(self) -> Path:
@@ -83,6 +101,7 @@ class Config:
         return self.home / "runs"
 
     def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes``, checked like every other layer (``--temperature nan`` fails as in TOML)."""
         return dataclasses.replace(self, **changes)
 
 
@@ -90,43 +109,85 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = get_type_hints(Config)
 
 
+def _number(key: str, value: Any, base: type) -> int | float:
+    """An int or float from TOML, env or a flag; bools, inf/nan and fractional ints are refused."""
+    kind = base.__name__
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{key}: {value!r} is not a valid {kind}")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip()) if base is int else float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: {value!r} is not a valid {kind}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number")
+    if base is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{key}: {value!r} is not a valid int")
+        return int(value)
+    return float(value)
+
+
+def _check_bounds(key: str, out: int | float, meta: Mapping[str, Any]) -> None:
+    low, above, high = meta.get("min"), meta.get("above"), meta.get("max")
+    if low is not None and out < low:
+        raise ConfigError(f"{key}: {out!r} must be at least {low}")
+    if above is not None and out <= above:
+        raise ConfigError(f"{key}: {out!r} must be greater than {above}")
+    if high is not None and out > high:
+        raise ConfigError(f"{key}: {out!r} must be at most {high}")
+
+
+def _check_url(key: str, url: str) -> None:
+    """Refuse a malformed server URL now, not as a traceback from the HTTP client later."""
+    full = url if "://" in url or key != "chroma_url" else f"http://{url}"  # chroma also takes host:port
+    try:
+        parts = urlsplit(full)
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: {url!r} is not a valid URL: expected http://HOST[:PORT][/PATH]")
+
+
 def _coerce(key: str, value: Any) -> Any:
-    """Turn a TOML/env/CLI value into the field's type, or raise one clear line."""
+    """Turn a TOML/env/CLI value into the field's type and check it, or raise one line naming the key."""
     hint = _HINTS[key]
     optional = get_origin(hint) is not None and type(None) in get_args(hint)
     base = next((a for a in get_args(hint) if a is not type(None)), hint) if optional else hint
-    if optional and (value is None or (isinstance(value, str) and value.lower() in ("", "none"))):
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
         return None
-    try:
-        if base is bool:
-            if isinstance(value, bool):
-                out: Any = value
-            elif str(value).lower() in ("1", "true", "yes", "on"):
-                out = True
-            elif str(value).lower() in ("0", "false", "no", "off"):
-                out = False
-            else:
-                raise ValueError
-        elif base is int:
-            if isinstance(value, bool):
-                raise ValueError
-            out = int(value)
-        elif base is float:
-            out = float(value)
-        elif base is Path:
-            out = Path(str(value)).expanduser()
-        elif get_origin(base) is list:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            out = [str(v).strip() for v in items if str(v).strip()]
+    meta = _FIELDS[key].metadata
+    out: Any
+    if base is bool:
+        if isinstance(value, bool):
+            out = value
+        elif str(value).lower() in ("1", "true", "yes", "on"):
+            out = True
+        elif str(value).lower() in ("0", "false", "no", "off"):
+            out = False
         else:
-            out = str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not a valid {getattr(base, '__name__', base)}") from None
-    choices = _FIELDS[key].metadata.get("choices")
+            raise ConfigError(f"{key}: {value!r} is not a valid bool")
+    elif base in (int, float):
+        out = _number(key, value, base)
+        _check_bounds(key, out, meta)
+    elif get_origin(base) is list:
+        if not isinstance(value, (str, list, tuple)):
+            raise ConfigError(f"{key}: {value!r} is not a list")
+        items = value.split(",") if isinstance(value, str) else list(value)
+        out = [str(v).strip() for v in items if str(v).strip()]
+    else:  # str or Path
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{key}: {value!r} is not a valid {getattr(base, '__name__', base)}")
+        if not str(value).strip():
+            raise ConfigError(f"{key}: must not be empty")
+        out = Path(str(value)).expanduser() if base is Path else str(value)
+    choices = meta.get("choices")
     if choices and out not in choices:
         raise ConfigError(f"{key}: {out!r} is not one of {', '.join(choices)}")
-    if isinstance(out, (int, float)) and not isinstance(out, bool) and out < 0:
-        raise ConfigError(f"{key}: {out!r} must not be negative")
+    if meta.get("url"):
+        for url in out if isinstance(out, list) else [out]:
+            _check_url(key, url)
     return out
 
 
@@ -134,7 +195,23 @@ def _apply(values: dict[str, Any], layer: Mapping[str, Any], origin: str) -> Non
     for key, value in layer.items():
         if key not in _FIELDS:
             raise ConfigError(f"{origin}: unknown key {key!r}")
-        values[key] = _coerce(key, value)
+        try:
+            values[key] = _coerce(key, value)
+        except ConfigError as exc:
+            where = f"VIVACE_{key.upper()}" if origin == "environment" else origin
+            raise ConfigError(f"{exc} (from {where})") from None
+
+
+def _read_file(file: Path) -> dict[str, Any]:
+    """The TOML layer; an unreadable, non-UTF-8 or invalid file is one line naming it."""
+    try:
+        return tomllib.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read it ({exc.strerror or exc})") from None
 
 
 def load_config(
@@ -142,23 +219,19 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Build the config from its three layers; ``None`` overrides are ignored."""
+    """Build the config from its three layers; ``None`` overrides and empty ``VIVACE_*`` variables are ignored.
+
+    An empty variable counts as unset (``VIVACE_HOME=`` means the default home,
+    not the current directory), as most tools treat ``VAR=``.
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     file = Path(path) if path else Path(DEFAULT_CONFIG_FILE)
     if path and not file.is_file():
-        raise ConfigError(f"config file not found: {file}")
+        raise ConfigError(f"config file not found: {file}" + (" (it is a directory)" if file.is_dir() else ""))
     if file.is_file():
-        try:
-            data = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: invalid TOML ({exc})") from None
-        _apply(values, data, str(file))
-    env_layer = {
-        key: environ[f"VIVACE_{key.upper()}"]
-        for key in _FIELDS
-        if f"VIVACE_{key.upper()}" in environ
-    }
+        _apply(values, _read_file(file), str(file))
+    env_layer = {key: value for key in _FIELDS if (value := environ.get(f"VIVACE_{key.upper()}", "")).strip()}
     _apply(values, env_layer, "environment")
-    _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+    _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "the command line")
     return Config(**values)

@@ -119,7 +119,7 @@ class RunTrace:
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one record; a line at a time so a crash loses at most the run in progress."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
+    with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, default=str) + "\n")
 
 
@@ -131,5 +131,5 @@ def save_run(record: dict[str, Any], runs_dir: Path, extra: str | Path | None = 
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open() as fh:
+    with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

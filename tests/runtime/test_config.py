@@ -30,7 +30,7 @@ def test_env_lists_and_paths() -> None:
         ({"kv_cache_dtype": "fp9"}, "kv_cache_dtype: 'fp9' is not one of auto, fp8, fp8_e4m3, fp8_e5m2"),
         ({"max_tokens": "many"}, "max_tokens: 'many' is not a valid int"),
         ({"backend": "tgi"}, "backend: 'tgi' is not one of vllm, openai, fake"),
-        ({"max_in_flight": -1}, "max_in_flight: -1 must not be negative"),
+        ({"max_in_flight": -1}, "max_in_flight: -1 must be at least 1"),
         ({"no_such_key": 1}, "unknown key 'no_such_key'"),
     ],
 )

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import operator
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterable, TypedDict
@@ -110,45 +109,19 @@ class Pipeline(Agent):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Pipeline":
+        from vivace.agents.pipeline_file import read_toml
+
         file = Path(path)
-        try:
-            data = tomllib.loads(file.read_text())
-        except FileNotFoundError:
-            raise InputError(f"pipeline file not found: {file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{file}: invalid TOML ({exc})") from None
-        return cls.from_dict(data, origin=str(file), default_name=file.stem)
+        return cls.from_dict(read_toml(file), origin=str(file), default_name=file.stem)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "pipeline", default_name: str = "pipeline") -> "Pipeline":
-        known = {"name", "description", "output", "edges", "steps", "loops"}
-        if unknown := sorted(set(data) - known):
-            raise InputError(f"{origin}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
-        steps = []
-        for name, spec in (data.get("steps") or {}).items():
-            if isinstance(spec, str):
-                spec = {"agent": spec}
-            if not isinstance(spec, dict) or "agent" not in spec:
-                raise InputError(f"{origin}: step {name!r} needs an agent (step = \"agent\" or {{ agent = ... }})")
-            extra = sorted(set(spec) - {"agent", "fan_out", "max_branches"})
-            if extra:
-                raise InputError(f"{origin}: step {name!r}: unknown key(s) {', '.join(extra)}")
-            steps.append(Step(name, str(spec["agent"]), bool(spec.get("fan_out", False)),
-                              int(spec.get("max_branches", DEFAULT_MAX_BRANCHES))))
-        edges = []
-        for edge in data.get("edges") or []:
-            if not (isinstance(edge, list) and len(edge) == 2):
-                raise InputError(f"{origin}: an edge is [\"from\", \"to\"], got {edge!r}")
-            edges.append((str(edge[0]), str(edge[1])))
-        loops = []
-        for spec in data.get("loops") or []:
-            if "from" not in spec or "to" not in spec:
-                raise InputError(f"{origin}: a loop needs from and to, got {spec!r}")
-            bound = spec.get("max_rounds")
-            loops.append(Loop(str(spec["from"]), str(spec["to"]), str(spec.get("when", "revise")),
-                              None if bound is None else int(bound)))
-        return cls(str(data.get("name") or default_name), steps, edges, loops, data.get("output"),
-                   str(data.get("description") or ""))
+        """A pipeline from its TOML table; a value of the wrong shape is an ``InputError`` naming it."""
+        from vivace.agents.pipeline_file import parse
+
+        spec = parse(data, origin, DEFAULT_MAX_BRANCHES)
+        return cls(spec["name"] or default_name, [Step(*s) for s in spec["steps"]], spec["edges"],
+                   [Loop(*lp) for lp in spec["loops"]], spec["output"], spec["description"])
 
     # ---- validation -------------------------------------------------------------------------
 

@@ -16,10 +16,11 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, TextIO, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, NoReturn, Sequence, TextIO, TypeVar
 
 from vivace.config import Config, load_config
-from vivace.errors import InputError
+from vivace.errors import InputError, VivaceError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -47,6 +48,7 @@ CONFIG_FLAGS = {
     "max_in_flight": "max_in_flight",
     "home": "home",
     "compression": "compression",
+    "temperature": "temperature",  # ask and run: checked like the TOML key, not taken as is
 }
 
 
@@ -60,6 +62,26 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """One line, like every other CLI error (argparse's default repeats the whole usage block)."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse, but an unknown flag is blamed on the command it was given to, for the hint."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._innermost(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _innermost(self, ns: argparse.Namespace) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self
+        while True:
+            sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            chosen = getattr(ns, sub.dest, None) if sub is not None and sub.dest != argparse.SUPPRESS else None
+            if sub is None or chosen not in sub.choices:
+                return parser
+            parser = sub.choices[chosen]
 
 
 @dataclass(frozen=True)
@@ -127,9 +149,50 @@ def emit_json(record: dict[str, Any]) -> None:
 
 
 def require_question(text: str) -> str:
+    """The question or task from argv, stripped and valid Unicode.
+
+    Python decodes argv with ``surrogateescape``: bytes that are not UTF-8
+    become lone surrogates, which every encoder later (tokenizer, terminal,
+    JSON, runs.jsonl) refuses. They become U+FFFD here, once, so the rest of
+    the run sees ordinary text.
+    """
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate argv decoding cannot make (library callers): replace it too
+        text = text.encode("utf-8", "replace").decode("utf-8")
     if not text or not text.strip():
         raise InputError("the question is empty")
     return text.strip()
+
+
+def check_run_outputs(config: Config, trace_out: str | None) -> None:
+    """Make sure the run's record can be written before the run, not after it.
+
+    A run appends its record to ``$VIVACE_HOME/runs/runs.jsonl`` and to
+    ``--trace-out``; finding out afterwards that one is a directory or not
+    writable would lose the record of a run that already cost its time. An
+    unusable home is the environment's fault (exit 1); a bad ``--trace-out``
+    is bad input (exit 2). Both are opened for appending here, which is what
+    the run does anyway.
+    """
+    home, runs = config.home, config.runs_dir / "runs.jsonl"
+    if home.exists() and not home.is_dir():
+        raise VivaceError(f"home {home} is not a directory (set --home or VIVACE_HOME to a writable directory)")
+    try:
+        runs.parent.mkdir(parents=True, exist_ok=True)
+        runs.open("a", encoding="utf-8").close()
+    except OSError as exc:
+        raise VivaceError(f"cannot write the run records to {runs}: {exc.strerror or exc}") from None
+    if trace_out is None:
+        return
+    out = Path(trace_out)
+    if out.is_dir():
+        raise InputError(f"--trace-out {out} is a directory; give a file to append the run's record to")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.open("a", encoding="utf-8").close()
+    except OSError as exc:
+        raise InputError(f"--trace-out {out}: cannot write it: {exc.strerror or exc}") from None
 
 
 async def interruptible(work: Awaitable[T], backend: Any) -> T:
@@ -174,6 +237,10 @@ class PlainPrinter:
     Normal answers stream as they are generated. SoT streams its skeleton, then
     prints the finished answer in point order once every branch is done
     (branches finish out of order; interleaving them would be unreadable).
+    Error events are not printed (they only end a half-written line): a failure
+    that ends the run is the CLI's one error line, and a failed point is logged
+    by the controller and marked in the answer; printing the event too showed
+    every error twice.
     """
 
     def __init__(self, out: TextIO | None, err: Console) -> None:
@@ -183,11 +250,13 @@ class PlainPrinter:
         self.out = out
         self.err = err
         self.done = 0
+        self.line_open = False  # the last text written did not end the line
 
     def _write(self, text: str) -> None:
-        if self.out is not None:
+        if self.out is not None and text:
             self.out.write(text)
             self.out.flush()
+            self.line_open = not text.endswith("\n")
 
     def __call__(self, event: Any) -> None:
         ev = self.ev
@@ -205,8 +274,8 @@ class PlainPrinter:
             self._write(event.text)
         elif isinstance(event, ev.BranchDone):
             self.done += 1
-        elif isinstance(event, ev.ErrorEvent):
-            self.err.print(f"[yellow]{event.node}{'' if event.branch is None else f' {event.branch}'}: {event.message}[/yellow]", highlight=False)
+        elif isinstance(event, ev.ErrorEvent) and self.line_open:
+            self._write("\n")  # the error line that follows starts on a line of its own
         elif isinstance(event, ev.AnswerDone):
             if event.mode == "sot" and event.points:
                 self._write("\n" + event.answer)

@@ -14,6 +14,7 @@ from vivace.commands._io import (
     Subparsers,
     add_collection,
     add_compression,
+    check_run_outputs,
     emit_json,
     interruptible,
     require_question,
@@ -60,8 +61,7 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     from vivace.assembly import open_runtime
 
     question = require_question(args.question)
-    if args.temperature is not None:
-        config = config.replace(temperature=args.temperature)
+    check_run_outputs(config, args.trace_out)  # before the run: its record must be writable
     if args.mode:
         config = config.replace(mode=args.mode)
     from vivace.tui.live import live_wanted, print_final, run_live

@@ -13,7 +13,17 @@ import logging
 import sys
 from typing import Any
 
-from vivace.commands._io import MODES, Parents, Subparsers, add_collection, add_compression, emit_json, interruptible, require_question
+from vivace.commands._io import (
+    MODES,
+    Parents,
+    Subparsers,
+    add_collection,
+    add_compression,
+    check_run_outputs,
+    emit_json,
+    interruptible,
+    require_question,
+)
 from vivace.config import Config
 
 log = logging.getLogger(__name__)
@@ -65,7 +75,8 @@ class _Printer:
                 self.err.print(f"[green]✓[/] {label} [dim]{event.seconds:.2f} s · {event.calls} call(s) · "
                                f"{event.output_tokens} tokens out[/]")
         elif kind == "agent_failed":
-            self.err.print(f"[red]✗ {label} ({event.agent}): {event.message}[/]")
+            if not self.stream_text:  # a single agent's failure is the CLI's error line; printing it here doubled it
+                self.err.print(f"[red]✗ {label} ({event.agent}): {event.message}[/]")
 
 
 async def cmd_run(args: argparse.Namespace, config: Config) -> int:
@@ -81,9 +92,8 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
         value = getattr(args, flag)
         if value is not None and value < (1 if flag == "max_branches" else 0):
             raise InputError(f"--{flag.replace('_', '-')} must be at least {1 if flag == 'max_branches' else 0}")
-    if args.temperature is not None:
-        config = config.replace(temperature=args.temperature)
     item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
+    check_run_outputs(config, args.trace_out)  # and before the run: its record must be writable
     options = {k: v for k in ("max_branches", "max_rounds", "mode") if (v := getattr(args, k, None)) is not None}
     from vivace.tui.live import live_wanted, print_final, run_live
     from vivace.tui.view import RunView, backend_probe
