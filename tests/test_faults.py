@@ -198,3 +198,32 @@ def test_a_branch_that_raises_is_marked_and_the_others_kept(tmp_path: Path) -> N
     assert trace.status == "done" and "point 2 failed: branch 2 broke" in (trace.error or "")
     assert sorted(c.branch for c in trace.calls if c.node == "expand") == [1, 3]
     assert records(tmp_path)[-1]["error"] == trace.error
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b'["smollm2"]', b'{"data": [{"object": "model"}]}'],
+                         ids=["garbage", "a-json-list", "no-id"])
+def test_a_server_that_answers_garbage_is_one_line(tmp_path: Path, body: bytes) -> None:
+    """`/v1/models` answering something that is not a model list: one line, exit 1, no traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Garbage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = subprocess.run([VIVACE, "ask", "hi", "--backend", "openai", "--base-url", f"http://127.0.0.1:{server.server_port}"],
+                             capture_output=True, text=True, env=cli_env(tmp_path), timeout=120)
+    finally:
+        server.shutdown()
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 1 and lines[-1].startswith("error: ") and "--debug" not in out.stderr, out.stderr
+    assert "/v1/models" in lines[-1] and "Traceback" not in out.stderr

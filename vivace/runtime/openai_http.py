@@ -72,15 +72,18 @@ class OpenAIBackend:
         """Create the backend and learn the served model and its context from the first live server."""
         backend = cls(base_urls, model, **kwargs)
         info = await backend._request_json("GET", "/v1/models")
-        served = info.get("data") or []
+        served = [m for m in info.get("data") or [] if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
         if not served:
-            raise BackendError("the server lists no models at /v1/models")
+            raise BackendError("the server lists no models at /v1/models (no entry with an id)")
         chosen = next((m for m in served if m.get("id") == model), None) if model else served[0]
         if chosen is None:
             names = ", ".join(m.get("id", "?") for m in served)
             raise BackendError(f"model {model!r} is not served; the server has: {names}")
         backend.model = chosen["id"]
-        backend._context_length = int(chosen.get("max_model_len") or DEFAULT_CONTEXT)
+        try:
+            backend._context_length = int(chosen.get("max_model_len") or DEFAULT_CONTEXT)
+        except (TypeError, ValueError):
+            raise BackendError(f"/v1/models gives {chosen['id']!r} a max_model_len that is not a number") from None
         return backend
 
     @property
@@ -125,7 +128,13 @@ class OpenAIBackend:
             if resp.status_code >= 500:
                 raise _Retryable(f"HTTP {resp.status_code}")
             _raise_for_client_error(resp.status_code, resp.text)
-            return resp.json()
+            try:
+                data = resp.json()
+            except ValueError:
+                raise BackendError(f"{url}{path} answered with something that is not JSON: {resp.text[:80]!r}") from None
+            if not isinstance(data, dict):
+                raise BackendError(f"{url}{path} answered with a JSON {type(data).__name__}, not an object")
+            return data
 
         return await self._with_retries(attempt)
 
@@ -141,7 +150,7 @@ class OpenAIBackend:
         try:
             data = await self._request_json("POST", "/tokenize", body)
             return int(data["count"])
-        except (InputError, KeyError):
+        except (InputError, BackendError, KeyError, TypeError, ValueError):  # no /tokenize, or not vLLM's
             return sum(len(m["content"]) // 4 + 4 for m in chat)
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
