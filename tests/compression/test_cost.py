@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from vivace.compression.cost import CostModel, fit_quadratic, load_cached, measure_prefill, save_cached
+from vivace.compression.cost import (
+    CostModel, backend_key, fit_quadratic, get_cost_model, load_cached, save_cached,
+)
+from vivace.runtime.backend import GenerationResult
 
 
 def test_decision_flips_between_slow_and_fast_prefill() -> None:
@@ -49,8 +51,61 @@ def test_cache_round_trip(tmp_path: Path) -> None:
     assert load_cached(tmp_path, "missing") is None
 
 
+class _Recording:
+    """The real engine, passed through; keeps each request and the engine's result for it."""
+
+    def __init__(self, engine: Any) -> None:
+        self.inner = engine
+        self.name, self.model = engine.name, engine.model
+        self.seen: list[tuple[Any, Any]] = []
+
+    @property
+    def context_length(self) -> int:
+        return self.inner.context_length
+
+    async def count_tokens(self, messages: Any, prefill: Any = None) -> int:
+        return await self.inner.count_tokens(messages, prefill)
+
+    async def generate(self, request: Any) -> Any:
+        async for event in self.inner.generate(request):
+            if isinstance(event, GenerationResult):
+                self.seen.append((request, event))
+            yield event
+
+    async def aclose(self) -> None:
+        pass
+
+
 @pytest.mark.engine
-def test_measure_prefill_on_the_real_engine(engine: Any, run: Callable[..., Any]) -> None:
-    points = run(measure_prefill(engine, lengths=(16, 600)))
-    (n1, t1), (n2, t2) = points
-    assert n1 < 60 < 400 < n2 and 0 < t1 < t2
+def test_cost_model_measured_on_the_real_engine(engine: Any, run: Callable[..., Any], compressor: Any, tmp_path: Path) -> None:
+    """One real measurement (prefill on the engine, the coarse stage on MiniLM) drives ``decide``."""
+    rec = _Recording(engine)
+    model = run(get_cost_model(rec, tmp_path, compressor))
+    assert model.key == backend_key(engine) and load_cached(tmp_path, model.key) is not None
+    points = [tuple(p) for p in model.samples["prefill"]]
+    # The points are the engine's own figures for the three 1-token prefill calls, at increasing lengths.
+    measured = [(req, res) for req, res in rec.seen if res.tag == "cost:prefill"]
+    assert len(measured) == len(points) == 3
+    for (req, res), (n, t) in zip(measured, points):
+        assert res.backend == "vllm" and res.output_tokens == 1
+        assert res.prompt_tokens == run(engine.count_tokens(req.messages))
+        assert n == res.prompt_tokens - (res.cached_tokens or 0) and t == res.ttft_s and t > 0
+    ns = [n for n, _ in points]
+    assert ns[0] < ns[1] < ns[2] and ns[2] > 2000  # asked for 32, 1024 and 3072 words
+    # The fit: non-negative, and it reproduces every measured point to within 25% of the
+    # largest measured TTFT (three timings on a shared CPU; a wrong fit misses by far more).
+    a, b, c = model.prefill
+    assert min(a, b, c) >= 0 and b + c > 0
+    tmax = max(t for _, t in points)
+    for n, t in points:
+        assert abs(model.prefill_s(int(n)) - t) <= 0.25 * tmax, (model.prefill, points)
+    assert model.prefill_s(int(ns[2])) > model.prefill_s(int(ns[0]))
+    # The coarse stage was timed on the real MiniLM compressor: positive seconds per token.
+    assert model.coarse is not None and model.coarse[1] > 0 and model.coarse[0] >= 0
+    # decide() uses this measured model: the saving is prefill_s(original) - prefill_s(target) from it.
+    original, target = int(ns[2]), int(ns[2]) // 4
+    d = model.decide(original, target, "auto", 0.05)
+    expected_saving = model.prefill_s(original) - model.prefill_s(target)
+    assert d.predicted_saving_s == pytest.approx(expected_saving) and expected_saving > 0
+    assert d.predicted_cost_s == pytest.approx(model.stage_s("coarse", original))
+    assert d.compress == (expected_saving > d.predicted_cost_s + 0.05)

@@ -34,7 +34,13 @@ def test_report_schema() -> None:
         assert r["overhead_per_branch_ms"] == pytest.approx(r["overhead_ms"] / r["branches"], abs=1e-3)
     s = report["summary"]
     assert s["per_run_ms"] == report["fit"]["per_run_ms"] and s["per_branch_ms"] == report["fit"]["per_branch_ms"]
-    assert isinstance(s["per_run_ok"], bool) and len(report["load_average_start"]) == 3
+    assert report["fit"] == overhead_bench.fit(report["rows"]) and len(report["load_average_start"]) == 3
+    # The targets' verdicts are the fitted figures compared with the stated thresholds (two points: a fit exists).
+    assert s["per_run_ms"] is not None and s["per_branch_ms"] is not None
+    assert s["target_per_run_ms"] == overhead_bench.TARGET_PER_RUN_MS == 1.0
+    assert s["target_per_branch_ms"] == overhead_bench.TARGET_PER_BRANCH_MS == 0.1
+    assert s["per_run_ok"] is (s["per_run_ms"] <= s["target_per_run_ms"])
+    assert s["per_branch_ok"] is (s["per_branch_ms"] <= s["target_per_branch_ms"])
 
 
 def test_fit_recovers_a_line() -> None:

@@ -30,19 +30,56 @@ def test_engine_perplexity_matches_torch(engine, run, model_dir):
     assert abs(result.perplexity / reference - 1) < 0.01, (result.perplexity, reference)
 
 
+def _torch_choice_scores(model, tokenizer, item):
+    """Each choice's summed and per-token log-likelihood after the question, by a plain float32 torch forward."""
+    import torch
+
+    from vivace.eval.scoring import mc_prompt
+
+    context = tokenizer.encode(mc_prompt(item["question"]), add_special_tokens=False)
+    sums, norms = [], []
+    with torch.inference_mode():
+        for choice in item["choices"]:
+            ids = tokenizer.encode(" " + choice.strip(), add_special_tokens=False)
+            full = torch.tensor([context + ids])
+            logp = torch.log_softmax(model(full).logits[0, :-1].float(), dim=-1)
+            tail = logp.gather(1, full[0, 1:].unsqueeze(1))[-len(ids):]
+            sums.append(float(tail.sum()))
+            norms.append(float(tail.sum()) / len(ids))
+    return sums, norms
+
+
+def _gap(scores, i):
+    """How far choice ``i`` is from the nearest other choice (positive: clearly apart)."""
+    return min(abs(scores[i] - s) for j, s in enumerate(scores) if j != i)
+
+
 @pytest.mark.engine
-def test_mc_accuracy_scores_every_item(engine, run):
+def test_mc_accuracy_picks_the_highest_log_likelihood(engine, run, model_dir):
+    """The labels are set from hand-computed (torch) log-likelihoods: items 1 and 3 labelled with the
+    most likely choice, item 2 with the least likely, so a correct scorer gives exactly 2/3."""
+    from vivace.eval.fake_quant import load_model
+
     items = [
-        {"question": "What colour is fresh snow?", "choices": ["white", "green", "purple", "orange"], "answer": 0},
-        {"question": "How many days are in a week?", "choices": ["three", "ten", "seven", "one hundred"], "answer": 2},
-        {"question": "Which animal says 'moo'?", "choices": ["a cat", "a cow", "a fish", "a snake"], "answer": 1},
+        {"question": "What colour is fresh snow?", "choices": ["white", "green", "purple", "orange"]},
+        {"question": "How many days are in a week?", "choices": ["three", "ten", "seven", "one hundred"]},
+        {"question": "Which animal says 'moo'?", "choices": ["a cat", "a cow", "a fish", "a snake"]},
     ]
+    model = load_model(model_dir)
+    expected_norm = 0
+    for k, item in enumerate(items):
+        sums, norms = _torch_choice_scores(model, engine.tokenizer, item)
+        best, worst = max(range(4), key=sums.__getitem__), min(range(4), key=sums.__getitem__)
+        item["answer"] = worst if k == 1 else best
+        # Clear margins, so the engine's kernels (fp32 or bf16) can't flip the pick.
+        assert _gap(sums, item["answer"]) > 0.3, (item, sums)
+        best_norm = max(range(4), key=norms.__getitem__)
+        assert _gap(norms, best_norm) > 0.15, (item, norms)
+        expected_norm += best_norm == item["answer"]
     result = run(mc_accuracy(engine, items))
-    assert result["items"] == 3
-    assert result["chance"] == pytest.approx(0.25)
-    # Each accuracy is a count of correct picks over 3 items.
-    for key in ("accuracy", "accuracy_norm"):
-        assert result[key] * 3 == pytest.approx(round(result[key] * 3))
+    assert result["items"] == 3 and result["chance"] == pytest.approx(0.25)
+    assert result["accuracy"] == pytest.approx(2 / 3)
+    assert result["accuracy_norm"] == pytest.approx(expected_norm / 3)
 
 
 def test_w8a8_checkpoint_is_round_to_nearest_and_reused(model_dir, tmp_path):
@@ -65,10 +102,23 @@ def test_w8a8_checkpoint_is_round_to_nearest_and_reused(model_dir, tmp_path):
     assert (target / "model.safetensors").stat().st_mtime_ns == before
 
 
-def test_configs_cover_the_issue_and_always_include_the_baseline():
-    names = {c.name for c in CONFIGS}
-    assert {"bf16", "kv-fp8-e4m3", "kv-fp8-e5m2", "w8-weight-only", "w8-weight-only+kv-fp8"} <= names
-    assert [c.name for c in by_name(["w8a8-int8"])] == ["bf16", "w8a8-int8"]
+def test_configs_are_consistent_and_by_name_always_includes_the_baseline():
+    from vivace.errors import InputError
+    from vivace.eval.quant_configs import BASELINE
+
+    names = [c.name for c in CONFIGS]
+    assert len(set(names)) == len(names) and BASELINE in names
+    base = next(c for c in CONFIGS if c.name == BASELINE)
+    assert base.quantization is None and base.kv_cache_dtype == "auto" and base.checkpoint is None
+    for c in CONFIGS:
+        # What the report says about the KV cache is what the engine is asked for.
+        assert c.kv == c.kv_cache_dtype if c.kv_cache_dtype != "auto" else not c.kv.startswith("fp8")
+        assert ("kv-fp8" in c.name) == c.kv_cache_dtype.startswith("fp8")
+        chosen = by_name([c.name])
+        assert chosen[0].name == BASELINE and chosen[-1] is c and len(chosen) == (1 if c.name == BASELINE else 2)
+    assert by_name(None) == list(CONFIGS)
+    with pytest.raises(InputError, match="unknown quant config"):
+        by_name(["no-such-config"])
 
 
 def test_unsupported_reasons_are_specific(model_dir):

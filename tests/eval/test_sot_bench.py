@@ -38,7 +38,10 @@ def responder(request: GenerationRequest) -> str:
 def stub_router(monkeypatch: pytest.MonkeyPatch) -> None:
     import vivace.agents.sot as sot
 
-    monkeypatch.setattr(sot, "route", lambda q: ("normal", "stub: code") if "Python" in q else ("sot", "stub"))
+    async def stub(q: str) -> tuple[str, str]:
+        return ("normal", "stub: code") if "Python" in q else ("sot", "stub")
+
+    monkeypatch.setattr(sot, "aroute", stub)  # the controller awaits the router (it no longer calls ``route``)
 
 
 def run(questions: list[dict[str, str]], max_tokens: int = 128, out: Path | None = None) -> dict[str, Any]:
@@ -173,5 +176,60 @@ def test_command_writes_report_plot_and_json(stub_router: None, monkeypatch: pyt
     assert record["summary"]["n"] == 2 and record["config"]["max_tokens"] == 64
     report = json.loads((out / "report.json").read_text())
     assert [q["category"] for q in report["questions"]] == ["generic", "knowledge"]
-    if record["plot"]:
-        assert (out / "speedup.png").is_file()
+    # matplotlib is a dependency of the test environment (3.x), so the plot must be there.
+    assert record["plot"] and Path(record["plot"]).name == "speedup.png" and (out / "speedup.png").is_file()
+    assert (out / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.engine
+def test_run_bench_on_the_real_engine(engine: Any, run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two bundled questions, each normal, SoT and auto on the session's vLLM engine (the real router)."""
+    import vivace.agents as agents
+
+    traces: list[Any] = []
+    real_ask = agents.ask
+
+    async def recording_ask(*args: Any, **kwargs: Any) -> Any:
+        trace = await real_ask(*args, **kwargs)
+        traces.append(trace)
+        return trace
+
+    monkeypatch.setattr(agents, "ask", recording_ask)
+    questions = sot_bench.select(sot_bench.load_questions(), limit=2)
+    report = run(sot_bench.run_bench(
+        engine, questions, max_tokens=64, repetition_penalty=1.15, max_points=3, out_dir=tmp_path, warm=False,
+    ))
+    assert report["complete"] is True and report["config"]["backend"] == "vllm"
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["n"] == 2
+    rows = report["questions"]
+    assert [r["id"] for r in rows] == [q["id"] for q in questions] and len(traces) == 6
+    for i, r in enumerate(rows):
+        tn, ts, ta = traces[3 * i: 3 * i + 3]
+        assert (tn.mode, ta.question) == ("normal", r["question"])
+        for t in (tn, ts, ta):
+            assert t.status == "done" and t.calls and t.backend == "vllm"
+        n, s = r["normal"], r["sot"]
+        # Latencies and token counts are the traces' own, measured on the engine.
+        assert n["latency_s"] == round(tn.latency_s, 4) and n["latency_s"] > 0
+        assert s["latency_s"] == round(ts.latency_s, 4) and s["latency_s"] > 0
+        assert r["auto"]["latency_s"] == round(ta.latency_s, 4) > 0
+        assert n["output_tokens"] == sum(c.output_tokens for c in tn.calls) > 0
+        assert s["output_tokens"] == sum(c.output_tokens for c in ts.calls) > 0
+        assert all(c.output_tokens <= 64 for c in tn.calls + ts.calls)
+        assert n["truncated"] == any(c.finish_reason == "length" for c in tn.calls)
+        assert r["speedup_sot"] == pytest.approx(n["latency_s"] / s["latency_s"], abs=1e-4)
+        assert r["speedup_auto"] == pytest.approx(n["latency_s"] / r["auto"]["latency_s"], abs=1e-4)
+        assert r["length_ratio"] == pytest.approx(s["output_tokens"] / n["output_tokens"], abs=1e-4)
+        # The SoT answer's tokens are its skeleton's, its expansions' and (only on a fallback) normal decoding's.
+        fallback_tokens = sum(c.output_tokens for c in ts.calls if c.node == "normal")
+        assert s["skeleton_tokens"] > 0 and s["points"] <= 3
+        assert s["output_tokens"] == s["skeleton_tokens"] + s["expansion_tokens"] + fallback_tokens
+        assert (fallback_tokens > 0) == bool(s["fallback"])
+    summary = report["summary"]
+    med = lambda xs: pytest.approx(sorted(xs)[0] / 2 + sorted(xs)[1] / 2, abs=1e-4)  # noqa: E731
+    assert summary["n"] == 2
+    assert summary["speedup_sot_median"] == med([r["speedup_sot"] for r in rows])
+    assert summary["speedup_auto_median"] == med([r["speedup_auto"] for r in rows])
+    assert summary["length_ratio_median"] == med([r["length_ratio"] for r in rows])
+    assert summary["fallbacks"] == sum(bool(r["sot"]["fallback"]) for r in rows)
+    assert summary["normal_truncated"] == sum(r["normal"]["truncated"] for r in rows)
