@@ -95,6 +95,24 @@ def test_bad_input_is_one_line_without_traceback(vivace_home: Path, args: list[s
     assert "Traceback" not in out.stderr + out.stdout
 
 
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-model-len", "10000000"], "error: max_model_len: 10000000 is more than the model's context of 8192"),
+        (["--quantization", "bogus"], "error: quantization: 'bogus' is not a method vLLM knows; one of awq,"),
+        (["--max-model-len", "0"], "error: max_model_len: 0 must be at least 1"),
+        (["--temperature", "nan"], "error: temperature: nan is not a finite number"),
+    ],
+)
+def test_bad_engine_settings_are_refused_before_the_engine_starts(vivace_home: Path, model_dir: Path,
+                                                                  args: list[str], message: str) -> None:
+    out = vivace("ask", "hi", "--mode", "normal", *args, home=vivace_home)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == message or out.stderr.startswith(message), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "failed to load" not in out.stderr and not out.stdout
+
+
 def test_debug_shows_the_traceback(vivace_home: Path) -> None:
     out = vivace("ask", "hi", "--model", "no-such-model", "--debug", home=vivace_home)
     assert out.returncode == 1 and "Traceback" in out.stderr
@@ -175,14 +193,18 @@ def test_interrupt_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path
             break
     assert seen and seen[-1].startswith("route:"), "".join(seen)[-2000:]
     time.sleep(1.0)  # mid-generation: the story runs for many seconds
-    proc.send_signal(sig)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole process group, engine included
+    else:
+        proc.send_signal(sig)
     t0 = time.time()
     _, stderr = proc.communicate(timeout=150)
     # In-flight requests are aborted and the engine shut down: ~7 s on a quiet 2-core machine,
     # up to ~70 s here while the session's own engine shares the cores.
     assert time.time() - t0 < 90
     assert proc.returncode == 130, stderr[-2000:]
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    # One line: no engine process prints its own traceback, no "Exception ignored" at exit.
+    assert "interrupted" in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
     assert session_leftovers(proc.pid) == []
     # The interrupted run left its record, with the text streamed before the signal.
     saved = json.loads(trace.read_text().splitlines()[-1])
@@ -190,6 +212,61 @@ def test_interrupt_stops_promptly_and_cleanly(vivace_home: Path, model_dir: Path
     assert saved["calls"] == [] and saved["mode"] == "normal"  # the one call never finished
     runs = [json.loads(line) for line in (vivace_home / "runs" / "runs.jsonl").read_text().splitlines()]
     assert any(r["run_id"] == saved["run_id"] and r["status"] == "interrupted" for r in runs)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def survivors(procs: list[psutil.Process], wait_s: float = 30) -> list[str]:
+    """Which of ``procs`` (same pid and start time) are still running after ``wait_s``."""
+    deadline = time.time() + wait_s
+    while True:
+        alive = [f"{p.pid}:{p.name()}" for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+@pytest.mark.engine
+def test_a_killed_vivace_leaves_no_engine_running(vivace_home: Path, model_dir: Path) -> None:
+    """SIGKILL of vivace alone (as the OOM killer does): its engine processes end with it."""
+    proc = subprocess.Popen(
+        [VIVACE, "ask", "Write a very long story about a dragon and a knight.", "--max-tokens", "4000", "--mode", "normal"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("route:"):
+            break
+    engine = descendants(proc.pid)
+    assert any("EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name() for p in engine), \
+        [(p.pid, p.name()) for p in engine]
+    proc.kill()  # SIGKILL: no handler runs, nothing is shut down by vivace itself
+    proc.wait(timeout=10)
+    assert survivors(engine) == []
+
+
+@pytest.mark.engine
+def test_ctrl_c_during_engine_start_is_one_line(vivace_home: Path, model_dir: Path) -> None:
+    """Ctrl-C to the process group while the engine is starting: 130, one line, nothing left running."""
+    proc = subprocess.Popen(
+        [VIVACE, "ask", "What is tea?", "--mode", "normal"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not any("EngineCore" in p.name() or "spawn_main" in " ".join(p.cmdline()) for p in descendants(proc.pid)):
+        assert proc.poll() is None and time.time() < deadline, "the engine process never appeared"
+        time.sleep(0.2)
+    engine = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=150)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
+    assert survivors(engine) == [] and session_leftovers(proc.pid) == []
 
 
 @pytest.mark.engine

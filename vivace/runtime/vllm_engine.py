@@ -9,6 +9,7 @@ cannot fit is refused with its length, and an assistant prefill is continued
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from vivace.errors import BackendError, ConfigError, ModelError
+from vivace.runtime.engine_guard import EngineGuard, sigint_blocked
 from vivace.runtime.backend import (
     Delta,
     Event,
@@ -109,10 +111,38 @@ def cpu_supports_fp8_kv() -> bool:
     return bool({"avx512f", "amx_tile"} & _cpu_flags())
 
 
+def _model_context(model: str) -> int | None:
+    """The context length a local model folder declares (``config.json``), if it says."""
+    try:
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config) if isinstance(config, dict) else {}
+    value = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def check_supported(options: EngineOptions) -> None:
-    """Refuse, in one line and before a minute of engine start, what this CPU cannot run."""
+    """Refuse, in one line naming the key and before the engine starts, what cannot run.
+
+    vLLM would find these too, after seconds of start, as "failed to load: 1
+    validation error for ModelConfig" that names neither the key nor what is allowed.
+    """
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
     from vllm.platforms import current_platform
 
+    if options.quantization is not None and options.quantization not in QUANTIZATION_METHODS:
+        raise ConfigError(
+            f"quantization: {options.quantization!r} is not a method vLLM knows; one of {', '.join(QUANTIZATION_METHODS)}"
+        )
+    declared = _model_context(options.model)
+    if (options.max_model_len is not None and declared is not None and options.max_model_len > declared
+            and os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") != "1"):
+        raise ConfigError(
+            f"max_model_len: {options.max_model_len} is more than the model's context of {declared} tokens "
+            "(set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 to force it)"
+        )
     if not current_platform.is_cpu():
         return
     if options.kv_cache_dtype.startswith("fp8") and not cpu_supports_fp8_kv():
@@ -176,6 +206,7 @@ class VLLMBackend:
         self._context_length = engine.vllm_config.model_config.max_model_len
         self._closed = False
         self._active: set[str] = set()  # request ids in flight, aborted on close
+        self.guard: EngineGuard | None = None  # ends the engine's processes if vivace dies first
 
     @classmethod
     async def start(cls, options: EngineOptions) -> "VLLMBackend":
@@ -206,16 +237,26 @@ class VLLMBackend:
             args["served_model_name"] = options.served_model_name
         check_supported(options)
         stats = EngineStats()
+
+        def build() -> Any:
+            with sigint_blocked():  # the engine's processes inherit it: only vivace hears Ctrl-C
+                return AsyncLLM.from_engine_args(engine_args, stat_loggers=[_stat_logger_factory(stats)])
+
+        guard = EngineGuard()
+        guard.arm()
         try:
             engine_args = AsyncEngineArgs(**args)
-            engine = await asyncio.to_thread(
-                AsyncLLM.from_engine_args, engine_args, stat_loggers=[_stat_logger_factory(stats)]
-            )
+            engine = await asyncio.to_thread(build)
         except Exception as exc:  # vLLM raises many types; the user needs one line
+            guard.release()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model {options.model} failed to load: {first[:300]}") from exc
+        # Interrupted during start: the guard stays armed, so when vivace exits its
+        # watchdog ends whatever the half-started engine spawned.
+        guard.started()
         backend = cls(engine, options, time.perf_counter() - t0)
         backend.stats = stats
+        backend.guard = guard
         log.info("vLLM engine ready in %.1f s (%s)", backend.load_s, options.model)
         return backend
 
@@ -354,7 +395,11 @@ class VLLMBackend:
         if isinstance(handler, asyncio.Task) and not handler.done():
             handler.cancel()
             await asyncio.wait([handler], timeout=5)  # neither raises its outcome nor eats our own cancel
-        await asyncio.to_thread(engine.shutdown)
-        # AsyncLLM.__del__ shuts down again; at interpreter exit that raises on
-        # half-torn-down modules. It is already down, so make the second call a no-op.
-        engine.shutdown = lambda *args, **kwargs: None
+        try:
+            await asyncio.to_thread(engine.shutdown)
+        finally:
+            # AsyncLLM.__del__ shuts down again; at interpreter exit that raises on
+            # half-torn-down modules. It is already down, so make the second call a no-op.
+            engine.shutdown = lambda *args, **kwargs: None
+        if self.guard is not None:
+            self.guard.release()
