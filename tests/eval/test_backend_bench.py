@@ -16,7 +16,7 @@ from vivace.eval import backend_bench
 
 
 @pytest.mark.engine
-def test_run_bench_on_the_real_engine(engine: Any, run: Callable[..., Any]) -> None:
+def test_run_bench_on_the_real_engine(engine: Any, run: Callable[..., Any], tmp_path: Path) -> None:
     tokens = 8
     report = run(backend_bench.run_bench(engine, [1, 2], tokens, 1))
     assert report["bench"] == "backend" and report["backend"] == "vllm" and report["model"] == engine.model
@@ -32,6 +32,21 @@ def test_run_bench_on_the_real_engine(engine: Any, run: Callable[..., Any]) -> N
         assert r["speedup_vs_1"] == pytest.approx(r["tok_s"] / rows[0]["tok_s"])
     assert rows[0]["speedup_vs_1"] == 1.0
     assert report["single_stream_decode_tok_s"] == rows[0]["per_stream_decode_tok_s"]
+
+    # `vivace report` shows these measured figures, not copies of the README's.
+    from vivace.eval.report import write_report_pages
+
+    run_dir = tmp_path / "runs" / "bench-backend"
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.json").write_text(json.dumps(report))
+    html, md, _ = write_report_pages([tmp_path / "runs"], tmp_path / "report.html")
+    markdown, page = md.read_text(), html.read_text()
+    for r in rows:
+        line = (f"| {r['concurrency']} | {r['tok_s']:.1f} | {r['ttft_median_s']:.3f} | "
+                f"{r['per_stream_decode_tok_s']:.1f} | {r['speedup_vs_1']:.2f} |")
+        assert line in markdown, markdown
+        assert f"{r['tok_s']:.1f}" in page
+    assert f"vllm:{engine.model}" in markdown
 
 
 def test_command_writes_the_report_on_the_fake_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -169,14 +169,14 @@ def test_cli_writes_rows_for_runnable_and_unsupported_configs(tmp_path, vivace_h
     empty.mkdir()
     out = tmp_path / "quant"
     proc = _vivace(
-        "bench", "quant", "--configs", "fp32", "fp8", "gptq", "--checkpoint", f"gptq={empty}",
+        "bench", "quant", "--configs", "fp32", "w8a8-int8", "kv-fp8-e4m3", "fp8", "gptq", "--checkpoint", f"gptq={empty}",
         "--ppl-tokens", "300", "--window", "150", "--mc-items", "4", "--tokens", "8", "--repeats", "1",
         "--no-fake-quant", "--out", str(out), env_home=vivace_home,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["configs"]}
-    assert list(rows) == ["bf16", "fp32", "fp8", "gptq"]
+    assert list(rows) == ["bf16", "fp32", "w8a8-int8", "kv-fp8-e4m3", "fp8", "gptq"]
     base, fp32 = rows["bf16"], rows["fp32"]
     for row in (base, fp32):
         assert row["status"] == "ok"
@@ -187,8 +187,21 @@ def test_cli_writes_rows_for_runnable_and_unsupported_configs(tmp_path, vivace_h
     assert fp32["kv_capacity_vs_baseline"] == pytest.approx(0.5, rel=0.05)
     assert abs(fp32["ppl_delta_pct"]) < 2
     assert rows["gptq"]["status"] in ("failed", "unsupported") and rows["gptq"]["reason"]
+    # The W8A8 checkpoint vivace writes loads into the engine and scores like the model it came from.
+    w8a8 = rows["w8a8-int8"]
+    assert w8a8["status"] == "ok", w8a8
+    assert abs(w8a8["ppl_delta_pct"]) < 15 and w8a8["tokens_scored"] == 298 and w8a8["decode_tok_s"] > 0
     from vllm.platforms import current_platform
 
+    from vivace.runtime.vllm_engine import cpu_supports_fp8_kv
+
+    fp8_kv = rows["kv-fp8-e4m3"]
+    if current_platform.is_cpu() and not cpu_supports_fp8_kv():
+        assert fp8_kv["status"] == "unsupported" and "AVX-512 or AMX" in fp8_kv["reason"]
+    else:  # it must run where it can: one byte per element, twice the tokens in the same KV budget
+        assert fp8_kv["status"] == "ok", fp8_kv
+        assert fp8_kv["kv_capacity_vs_baseline"] == pytest.approx(2.0, rel=0.05)
+        assert abs(fp8_kv["ppl_delta_pct"]) < 25 and fp8_kv["tokens_scored"] == 298
     if current_platform.is_cpu():
         assert rows["fp8"]["status"] == "unsupported" and "GPU" in rows["fp8"]["reason"]
     assert (out / "quant.png").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted
@@ -231,3 +232,36 @@ def test_a_real_event_stream_shows_each_text_once() -> None:
             else:
                 assert all(b.text.count(b.text.strip()[:20]) == 1 for b in view.branches.values())
             assert len(view.agents) == (1 if as_pipeline else 0) and view.errors == []
+
+
+@pytest.mark.engine
+def test_in_flight_and_kv_come_from_the_real_engine_while_it_generates(engine: Any, run: Any) -> None:
+    """The probe the CLI and the TUI use, on the session's engine behind the process limiter."""
+    import asyncio
+
+    from vivace.runtime import Call, CallPath, InFlightLimiter, LimitedBackend
+    from vivace.tui.view import backend_probe
+
+    backend = LimitedBackend(engine, InFlightLimiter(8))
+    probe = backend_probe(backend)
+    assert probe() == (0, pytest.approx(engine.stats.kv_cache_usage))
+
+    async def sample_while_generating() -> list[tuple[int | None, float | None]]:
+        path = CallPath(backend)
+        calls = [Call([{"role": "user", "content": f"Count from {i} upwards."}], max_tokens=48, ignore_eos=True,
+                      temperature=0.0, repetition_penalty=1.0) for i in range(4)]
+        task = asyncio.gather(*(path(c) for c in calls))
+        seen = []
+        while not task.done():
+            seen.append(probe())
+            await asyncio.sleep(0.01)
+        await task
+        return seen
+
+    seen = run(sample_while_generating())
+    assert max(n for n, _ in seen if n is not None) == 4  # the four requests, all in flight at once
+    busiest = max(kv for _, kv in seen if kv is not None)
+    assert 0 < busiest < 1  # the engine's own KV figure moved while they ran
+    assert probe()[0] == 0  # and the limiter is empty again
+    view = RunView("q", lambda: (4, busiest))
+    assert f"KV {busiest:.1%}" in render(feed(view, sot_events(2)))
