@@ -19,14 +19,14 @@ import warnings
 from typing import Any, Sequence
 
 from vivace import __version__
-from vivace.commands import agents, ask, bench, collections, ingest, models, report, run, tui
+from vivace.commands import agents, ask, bench, collections, ingest, models, report, run, serve, tui
 from vivace.commands._io import Parents, Parser, config_from_args
 from vivace.errors import VivaceError
 
 log = logging.getLogger("vivace")
 
 # In `vivace --help` order.
-COMMANDS = (ask, run, agents, tui, ingest, collections, models, bench, report)
+COMMANDS = (ask, run, serve, agents, tui, ingest, collections, models, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -198,7 +198,8 @@ class AgentContext:
 
     ``options`` carries per-run knobs such as ``max_branches``, ``max_rounds``
     and ``mode`` (they replace every fan-out's, loop's and SoT step's setting
-    for this run).
+    for this run), and ``max_tokens`` and ``temperature`` (every call's cap and
+    default temperature, as a client of ``vivace serve`` asks).
     """
 
     runtime: "Runtime"
@@ -241,8 +242,9 @@ class AgentContext:
     ) -> GenerationResult:
         """One model call from the current step: streamed as ``AgentDelta``, traced with its agent.
 
-        ``max_tokens`` is the agent's own cap; the config's ``max_tokens`` bounds
-        it. Before the call the context policy retrieves for ``query`` (default:
+        ``max_tokens`` is the agent's own cap; the run's ``max_tokens`` option
+        (else the config's) bounds it, and the run's ``temperature`` option is
+        the default temperature. Before the call the context policy retrieves for ``query`` (default:
         the step's item or task) when the run has a collection, and may compress
         the step's history and the retrieved context. ``extra`` goes into the
         CallTrace.
@@ -250,12 +252,12 @@ class AgentContext:
         run = current_step()
         step, name = (run.step, run.agent) if run else ("", "")
         branch = run.branch if run else None
-        cap = self.config.max_tokens
+        cap = int(self.options.get("max_tokens") or self.config.max_tokens)  # the run's cap, else the config's
         call = Call(
             messages=messages,
             prefill=prefill,
             max_tokens=min(max_tokens, cap) if max_tokens else cap,
-            temperature=temperature,
+            temperature=self.options.get("temperature") if temperature is None else temperature,
             repetition_penalty=repetition_penalty,
             stop=tuple(stop),
             node=step or "call",

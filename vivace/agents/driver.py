@@ -58,6 +58,7 @@ async def run(
     history_budget_tokens: int = DEFAULT_HISTORY_BUDGET,
     trace_out: str | Path | None = None,
     on_finish: Callable[[RunTrace], None] | None = None,
+    run_id: str | None = None,
 ) -> RunTrace:
     """Run ``target`` on ``task`` and return its trace.
 
@@ -66,6 +67,8 @@ async def run(
     history included. A failure raises ``RunError`` whose ``trace`` holds the
     calls and text so far; a cancellation (Ctrl-C) propagates as is. Either
     way the run's record is saved first, and ``on_finish`` gets the trace.
+    ``run_id`` names the run up front (a server puts it in its response
+    header before the first token); by default the trace makes one.
     """
     if not task or not task.strip():
         raise InputError("the task is empty")
@@ -78,6 +81,8 @@ async def run(
     pipeline = single(item)
     backend = runtime.backend
     trace = RunTrace(question=task.strip(), mode=f"agent:{item.name}", model=backend.model, backend=backend.name)
+    if run_id:
+        trace.run_id = run_id
     tracer = Tracer(trace.run_id, on_event)
     scope = Scope(trace.run_id, collection, compression, history_budget_tokens, record=tracer.record_current)
     ctx = AgentContext(runtime, tracer, scope, dict(options or {}))

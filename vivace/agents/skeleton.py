@@ -167,19 +167,19 @@ def strip_echo(text: str, index: int, points: list[str]) -> str:
     return re.sub(r"^[\s\-*•:;,\u2013\u2014]+", "", result).strip()
 
 
+def format_point(index: int, point: str, body: str, error: str | None = None) -> str:
+    """One point of the final answer, exactly as ``join_points`` writes it (the server streams these)."""
+    if error is not None:
+        return f"{index}. {point}: [this point failed: {error}]"
+    body = body.strip()
+    if not body:
+        return f"{index}. {point}."
+    if body[0].islower() or body[0] in "(,;":
+        return f"{index}. {point} {body}"  # the expansion continues the title's sentence
+    return f"{index}. {point}: {body}"
+
+
 def join_points(points: list[str], expansions: dict[int, str], failed: dict[int, str] | None = None) -> str:
     """The final answer: one numbered paragraph per point, in point order."""
     failed = failed or {}
-    parts: list[str] = []
-    for i, point in enumerate(points, 1):
-        if i in failed:
-            parts.append(f"{i}. {point}: [this point failed: {failed[i]}]")
-            continue
-        body = expansions.get(i, "").strip()
-        if not body:
-            parts.append(f"{i}. {point}.")
-        elif body[0].islower() or body[0] in "(,;":
-            parts.append(f"{i}. {point} {body}")  # the expansion continues the title's sentence
-        else:
-            parts.append(f"{i}. {point}: {body}")
-    return "\n".join(parts)
+    return "\n".join(format_point(i, point, expansions.get(i, ""), failed.get(i)) for i, point in enumerate(points, 1))

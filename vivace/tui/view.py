@@ -18,6 +18,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from vivace.trace import estimate_normal_s
+
 Probe = Callable[[], tuple[int | None, float | None]]  # (requests in flight, KV-cache usage 0..1)
 
 
@@ -62,26 +64,6 @@ class Outcome:
     @property
     def speedup(self) -> float | None:
         return self.baseline_s / self.latency_s if self.baseline_s and self.latency_s > 0 else None
-
-
-def estimate_normal_s(trace: Any) -> tuple[float | None, str]:
-    """Estimated latency of normal decoding for a finished SoT run, from its own traces.
-
-    Normal decoding would produce about as many tokens as all SoT calls
-    together, one after another, at the single-stream rate the skeleton call
-    measured (it runs alone), after about the skeleton's TTFT. An estimate,
-    labelled as one: ``--compare`` measures a normal run instead.
-    """
-    calls = getattr(trace, "calls", [])
-    skeleton = next((c for c in calls if c.node == "skeleton"), None)
-    if skeleton is None or len(calls) < 2:
-        return None, "no SoT calls to estimate from"
-    decode_s = skeleton.e2e_s - skeleton.ttft_s - skeleton.queue_s
-    if skeleton.output_tokens < 2 or decode_s <= 0:
-        return None, "the skeleton call was too short to measure a rate"
-    rate = (skeleton.output_tokens - 1) / decode_s
-    tokens = sum(c.output_tokens for c in calls)
-    return skeleton.ttft_s + tokens / rate, f"estimate: {tokens} tokens at the skeleton's {rate:.1f} tok/s, after its TTFT"
 
 
 class RunView:

@@ -1,0 +1,278 @@
+"""The OpenAI-compatible HTTP face of one runtime: ``/v1/chat/completions``, ``/v1/models``, runs, health, metrics.
+
+Why on the run driver: a request is a run like any other (``vivace.agents.driver.run``),
+so it gets the same call path, context decisions, record in ``runs.jsonl`` and
+trace as ``vivace ask`` and ``vivace run``. Every client shares the one runtime:
+one engine, one in-flight cap. A client that goes away cancels its run, and
+cancelling a run aborts its requests at the engine.
+
+Models: ``vivace-auto``, ``vivace-sot`` and ``vivace-normal`` are the SoT
+controller in that mode; every registered agent and pipeline (plug-ins too,
+and pipeline files given to ``vivace serve --pipeline``) is a model by its name.
+The task is the conversation's last user message; a system message and earlier
+turns are not passed on (the agents write their own prompts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from vivace.agents.base import Agent
+from vivace.agents.driver import resolve, run, run_record
+from vivace.agents.registry import REGISTRY
+from vivace.errors import VivaceError
+from vivace.serve.metrics import CONTENT_TYPE, ServerMetrics
+from vivace.serve.stream import AnswerStream
+from vivace.trace import RunTrace
+
+log = logging.getLogger(__name__)
+
+MODES = {"vivace-auto": "auto", "vivace-sot": "sot", "vivace-normal": "normal"}
+RUN_HEADER = "x-vivace-run-id"
+KEEP_RUNS = 1000  # records kept for /v1/runs/{id}; every run is also in runs.jsonl
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: the text ones
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI fields vivace uses; others are accepted and ignored, as OpenAI-compatible servers do."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    n: int = Field(default=1, ge=1, le=1)
+    # vivace's own, through the SDK's extra_body
+    collection: str | None = None
+    compression: Literal["off", "auto", "always"] | None = None
+
+    def task(self) -> str:
+        user = [m for m in self.messages if m.role == "user"]
+        return user[-1].text() if user else ""
+
+
+@dataclass
+class ServerState:
+    runtime: Any
+    api_key: str | None = None
+    pipelines: dict[str, Agent] = field(default_factory=dict)  # served from files, by name
+    collection: str | None = None  # the default for requests that name none
+    runs: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    metrics: ServerMetrics | None = None
+
+    def models(self) -> list[str]:
+        return [*MODES, *sorted(set(REGISTRY.names()) | set(self.pipelines))]
+
+    def target(self, model: str) -> tuple[Agent | str, dict[str, Any]]:
+        if model in MODES:
+            return "sot", {"mode": MODES[model]}
+        if model in self.pipelines:
+            return self.pipelines[model], {}
+        if model in REGISTRY.names():
+            return resolve(model), {}
+        raise LookupError(model)
+
+    def keep(self, record: dict[str, Any]) -> None:
+        self.runs[record["run_id"]] = record
+        while len(self.runs) > KEEP_RUNS:
+            self.runs.popitem(last=False)
+
+
+def error(status: int, message: str, kind: str, code: str | None = None, run_id: str | None = None) -> JSONResponse:
+    """OpenAI's error shape, which SDKs turn into their own exception types."""
+    headers = {RUN_HEADER: run_id} if run_id else None
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}},
+                        status_code=status, headers=headers)
+
+
+def _failure(exc: BaseException) -> tuple[int, str, str]:
+    """(HTTP status, message, error type) for an exception a run raised."""
+    code = exc.exit_code if isinstance(exc, VivaceError) else 1
+    if code == 2:
+        return 400, str(exc), "invalid_request_error"
+    return 500, str(exc) or type(exc).__name__, "server_error"
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """The FastAPI app around an open runtime (the caller opens and closes it)."""
+    app = FastAPI(title="vivace", docs_url=None, redoc_url=None, openapi_url=None)
+    state.metrics = state.metrics or ServerMetrics(state.runtime)
+    metrics = state.metrics
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        return error(400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error")
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next: Any) -> Response:
+        if state.api_key and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {state.api_key}".encode()):
+                return error(401, "missing or wrong API key (Authorization: Bearer ...)", "invalid_request_error",
+                             "invalid_api_key")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "backend": state.runtime.backend.name, "model": state.runtime.backend.model}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.page(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        now = int(time.time())
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": now, "owned_by": "vivace"}
+                                           for m in state.models()]}
+
+    @app.get("/v1/runs/{run_id}")
+    async def run_trace(run_id: str) -> Response:
+        record = state.runs.get(run_id)
+        if record is None:
+            return error(404, f"no run {run_id!r} among the last {KEEP_RUNS} (all are in runs.jsonl)",
+                         "invalid_request_error", "run_not_found")
+        return JSONResponse(record)
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request) -> Response:
+        try:
+            target, options = state.target(body.model)
+        except LookupError:
+            return error(404, f"model {body.model!r} does not exist; GET /v1/models lists {', '.join(state.models())}",
+                         "invalid_request_error", "model_not_found")
+        except VivaceError as exc:  # a plug-in pipeline that does not hold together
+            return error(400, str(exc), "invalid_request_error")
+        task = body.task()
+        if not task.strip():
+            return error(400, "messages: the last user message is empty (or there is none)", "invalid_request_error")
+        limit = body.max_completion_tokens or body.max_tokens
+        options.update({k: v for k, v in {"max_tokens": limit, "temperature": body.temperature}.items() if v is not None})
+        stream = AnswerStream(streams_answer=body.model in MODES)
+        wake = asyncio.Event()
+
+        def on_event(event: Any) -> None:
+            stream(event)
+            wake.set()
+
+        def on_finish(trace: RunTrace) -> None:
+            state.keep(run_record(trace))
+            metrics.observe(body.model, trace)
+            wake.set()
+
+        run_id = uuid.uuid4().hex[:12]
+        job = asyncio.create_task(run(
+            target, task, state.runtime, on_event=on_event, options=options, on_finish=on_finish,
+            collection=body.collection or state.collection, compression=body.compression, run_id=run_id,
+        ))
+        if body.stream:
+            return StreamingResponse(_sse(body, run_id, job, stream, wake), media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", RUN_HEADER: run_id})
+        return await _complete(body, run_id, job, request, stream)
+
+    return app
+
+
+async def _complete(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], request: Request,
+                    stream: AnswerStream) -> Response:
+    """A non-streaming answer; a client that disconnects first cancels the run."""
+    while not job.done():
+        done, _ = await asyncio.wait([job], timeout=0.5)
+        if not done and await request.is_disconnected():
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            return Response(status_code=499, headers={RUN_HEADER: run_id})  # nginx's "client closed request"
+    try:
+        trace = job.result()
+    except Exception as exc:  # noqa: BLE001 - a failed run, or bad input before it started (a bad mode)
+        status, message, kind = _failure(exc)
+        return error(status, message, kind, run_id=run_id)
+    return JSONResponse(_completion(body, trace, stream), headers={RUN_HEADER: run_id})
+
+
+def _usage(trace: RunTrace) -> dict[str, int]:
+    return {"prompt_tokens": trace.prompt_tokens, "completion_tokens": trace.output_tokens,
+            "total_tokens": trace.prompt_tokens + trace.output_tokens}
+
+
+def _completion(body: ChatRequest, trace: RunTrace, stream: AnswerStream) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{trace.run_id}", "object": "chat.completion", "created": int(trace.started_at),
+        "model": body.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": trace.answer},
+                     "finish_reason": stream.finish_reason(trace), "logprobs": None}],
+        "usage": _usage(trace),
+    }
+
+
+async def _sse(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], stream: AnswerStream,
+               wake: asyncio.Event) -> AsyncIterator[str]:
+    """Server-sent chunks as the answer grows; a client that disconnects cancels the generator, and the run."""
+    base = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body.model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        payload = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            wake.clear()
+            text = stream.take()
+            if text:
+                yield chunk({"content": text})
+            if job.done():
+                break
+            await wake.wait()
+        try:
+            trace = job.result()
+        except Exception as exc:  # noqa: BLE001 - the failure goes to the client as OpenAI's error event
+            status, message, kind = _failure(exc)
+            yield f"data: {json.dumps({'error': {'message': message, 'type': kind, 'code': status}})}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        stream.finish(trace.answer)
+        if text := stream.take():
+            yield chunk({"content": text})
+        yield chunk({}, stream.finish_reason(trace))
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(trace)})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        if not job.done():  # the client went away mid-stream: stop its run, which aborts its engine requests
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
