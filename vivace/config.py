@@ -65,6 +65,9 @@ class Config:
     api_key_env: str = "VIVACE_API_KEY"
     request_timeout_s: float = field(default=120.0, metadata=_bounds(above=0))
     connect_retries: int = field(default=3, metadata=_bounds(min=0))
+    # what the servers accept: vLLM-style vendor fields, or the standard fields only (hosted APIs); auto probes
+    openai_dialect: str = field(default="auto", metadata=_choices("auto", "vllm", "strict"))
+    requests_per_minute: float | None = field(default=None, metadata=_bounds(above=0))  # per server, as APIs meter
 
     # Process-wide limits and generation defaults
     max_in_flight: int = field(default=32, metadata=_bounds(min=1))

@@ -69,6 +69,8 @@ async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -
             api_key_env=config.api_key_env,
             timeout_s=config.request_timeout_s,
             retries=config.connect_retries,
+            dialect=config.openai_dialect,
+            requests_per_minute=config.requests_per_minute,
         )
     else:
         inner = FakeBackend()

@@ -1,38 +1,60 @@
-"""OpenAI-compatible servers over HTTP: vLLM's api_server, SGLang, llama.cpp's server.
+"""OpenAI-compatible servers, through the official ``openai`` SDK: vLLM's api_server, SGLang, hosted APIs.
 
-One or many base URLs. Each request goes to the URL with the fewest requests
-outstanding, which is how a fleet of vLLM servers is used from one process;
-vLLM itself does the tensor, pipeline and multi-node parallelism.
+One or many base URLs (with or without the SDK's ``/v1``). Each request goes
+to the URL with the fewest requests outstanding, which is how a fleet of vLLM
+servers is used from one process; vLLM itself does the tensor, pipeline and
+multi-node parallelism.
+
+What an endpoint accepts is its *dialect*, probed once (or set with
+``openai_dialect``): a vLLM-style server takes vendor fields (repetition
+penalty, ``ignore_eos``, continuing an assistant prefill, ``/tokenize``); a
+strict one (hosted APIs) gets the standard fields only: a prefill is not sent
+(the prompts lead the model to open with its text, and that echo is cut from
+the answer). Either way the client keeps
+its own promises: stop strings are applied here too, a server that ignores
+``max_tokens`` is cut off, every call has an overall deadline, and a 200 that
+holds no completion is an error. Retries go only where nothing was generated
+yet: a connection refused or a 5xx, never a read timeout (the server may still
+be generating).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import httpx
+import openai
+from asyncio_throttle import Throttler
 
 from vivace.errors import BackendError, InputError
-from vivace.runtime.backend import (
-    Delta,
-    Event,
-    GenerationRequest,
-    GenerationResult,
-    Message,
-    Timer,
-)
+from vivace.runtime.backend import Delta, Event, GenerationRequest, GenerationResult, Message, Timer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 8192
+DIALECTS = ("auto", "vllm", "strict")
 
 
 class _Retryable(Exception):
     """A failure before any output was streamed: safe to send elsewhere."""
+
+
+def server_root(url: str) -> str:
+    """The server's root: ``http://h:8000/v1/`` and ``http://h:8000`` are the same server."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+@dataclass
+class _Endpoint:
+    root: str
+    client: openai.AsyncOpenAI
+    throttle: Throttler | None
 
 
 class OpenAIBackend:
@@ -46,32 +68,38 @@ class OpenAIBackend:
         timeout_s: float = 120.0,
         retries: int = 3,
         backoff_s: float = 0.5,
-        transport: httpx.AsyncBaseTransport | None = None,
+        dialect: str = "auto",
+        requests_per_minute: float | None = None,
     ) -> None:
         if not base_urls:
             raise BackendError("the openai backend needs at least one --base-url")
-        self.base_urls = [u.rstrip("/") for u in base_urls]
+        if dialect not in DIALECTS:
+            raise InputError(f"openai_dialect must be one of {', '.join(DIALECTS)}, got {dialect!r}")
+        self.base_urls = [server_root(u) for u in base_urls]
         self.model = model or ""
         self.retries = retries
         self.backoff_s = backoff_s
-        key = os.environ.get(api_key_env, "")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            transport=transport,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        self.timeout_s = timeout_s
+        self.dialect = dialect
+        key = os.environ.get(api_key_env) or "none"  # the SDK wants a key; local servers ignore it
+        timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        self._endpoints = {
+            root: _Endpoint(root, openai.AsyncOpenAI(base_url=f"{root}/v1", api_key=key, max_retries=0, timeout=timeout),
+                            # paced evenly: one request every 60/rpm seconds never breaks a per-minute meter
+                            Throttler(rate_limit=1, period=60.0 / requests_per_minute) if requests_per_minute else None)
+            for root in self.base_urls
+        }
         self.outstanding = {u: 0 for u in self.base_urls}
         self.served = {u: 0 for u in self.base_urls}  # completed requests per URL
         self._rr = itertools.count()
         self._context_length = DEFAULT_CONTEXT
+        self._warned_cap = False
 
     @classmethod
     async def connect(cls, base_urls: list[str], model: str | None = None, **kwargs: Any) -> "OpenAIBackend":
-        """Create the backend and learn the served model and its context from the first live server."""
+        """Create the backend; learn the served model, its context and the dialect from the first live server."""
         backend = cls(base_urls, model, **kwargs)
-        info = await backend._request_json("GET", "/v1/models")
+        info = await backend._json("GET", "/v1/models")
         served = [m for m in info.get("data") or [] if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
         if not served:
             raise BackendError("the server lists no models at /v1/models (no entry with an id)")
@@ -84,11 +112,18 @@ class OpenAIBackend:
             backend._context_length = int(chosen.get("max_model_len") or DEFAULT_CONTEXT)
         except (TypeError, ValueError):
             raise BackendError(f"/v1/models gives {chosen['id']!r} a max_model_len that is not a number") from None
+        if backend.dialect == "auto":  # vLLM lists max_model_len; hosted APIs and strict servers do not
+            backend.dialect = "vllm" if "max_model_len" in chosen else "strict"
+            log.debug("%s speaks the %s dialect", backend.base_urls[0], backend.dialect)
         return backend
 
     @property
     def context_length(self) -> int:
         return self._context_length
+
+    @property
+    def vendor_fields(self) -> bool:
+        return self.dialect == "vllm"
 
     def _pick(self, exclude: set[str]) -> str:
         """Least outstanding requests; ties broken round-robin."""
@@ -98,14 +133,14 @@ class OpenAIBackend:
         return tied[next(self._rr) % len(tied)]
 
     async def _with_retries(self, attempt):  # type: ignore[no-untyped-def]
-        """Run ``attempt(url)`` with backoff, moving to other URLs on connection errors and 5xx."""
+        """Run ``attempt(endpoint)``, moving to other URLs (with backoff) on failures that generated nothing."""
         failed: set[str] = set()
         last = ""
         for i in range(self.retries + 1):
             url = self._pick(failed)
             self.outstanding[url] += 1
             try:
-                result = await attempt(url)
+                result = await attempt(self._endpoints[url])
                 self.served[url] += 1
                 return result
             except _Retryable as exc:
@@ -113,107 +148,110 @@ class OpenAIBackend:
                 failed.add(url)
                 if len(failed) == len(self.base_urls):
                     failed.clear()
-                log.warning("request to %s failed (%s); retry %d/%d", url, exc, i + 1, self.retries)
-                await asyncio.sleep(self.backoff_s * 2**i)
+                if i < self.retries:
+                    log.warning("request to %s failed (%s); trying again (%d of %d retries)", url, exc, i + 1, self.retries)
+                    await asyncio.sleep(self.backoff_s * 2**i)
             finally:
                 self.outstanding[url] -= 1
         raise BackendError(f"server unreachable after {self.retries + 1} attempts ({last})")
 
-    async def _request_json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        async def attempt(url: str) -> dict[str, Any]:
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JSON object from ``path`` at the server's root, through the SDK's client."""
+        async def attempt(ep: _Endpoint) -> dict[str, Any]:
             try:
-                resp = await self._client.request(method, url + path, json=body)
-            except httpx.TransportError as exc:
-                raise _Retryable(type(exc).__name__) from None
-            if resp.status_code >= 500:
-                raise _Retryable(f"HTTP {resp.status_code}")
-            _raise_for_client_error(resp.status_code, resp.text)
+                if method == "GET":
+                    resp = await ep.client.get(f"{ep.root}{path}", cast_to=httpx.Response)
+                else:
+                    resp = await ep.client.post(f"{ep.root}{path}", cast_to=httpx.Response, body=body)
+            except openai.APIStatusError as exc:
+                _raise_status(exc)
+            except openai.APIConnectionError as exc:
+                raise _Retryable(_why(exc)) from None
             try:
                 data = resp.json()
             except ValueError:
-                raise BackendError(f"{url}{path} answered with something that is not JSON: {resp.text[:80]!r}") from None
+                raise BackendError(f"{ep.root}{path} answered with something that is not JSON: {resp.text[:80]!r}") from None
             if not isinstance(data, dict):
-                raise BackendError(f"{url}{path} answered with a JSON {type(data).__name__}, not an object")
+                raise BackendError(f"{ep.root}{path} answered with a JSON {type(data).__name__}, not an object")
             return data
 
         return await self._with_retries(attempt)
 
     async def count_tokens(self, messages: list[Message], prefill: str | None = None) -> int:
-        """Exact count from vLLM's ``/tokenize``; other servers get a rough estimate."""
+        """Exact from vLLM's ``/tokenize``; otherwise an estimate (about 4 characters a token)."""
         chat = [*messages, {"role": "assistant", "content": prefill}] if prefill is not None else messages
-        body = {
-            "model": self.model,
-            "messages": chat,
-            "add_generation_prompt": prefill is None,
-            "continue_final_message": prefill is not None,
-        }
-        try:
-            data = await self._request_json("POST", "/tokenize", body)
-            return int(data["count"])
-        except (InputError, BackendError, KeyError, TypeError, ValueError):  # no /tokenize, or not vLLM's
-            return sum(len(m["content"]) // 4 + 4 for m in chat)
+        if self.vendor_fields:
+            body = {"model": self.model, "messages": chat, "add_generation_prompt": prefill is None,
+                    "continue_final_message": prefill is not None}
+            try:
+                return int((await self._json("POST", "/tokenize", body))["count"])
+            except (InputError, BackendError, KeyError, TypeError, ValueError):
+                pass
+        return sum(len(m["content"]) // 4 + 4 for m in chat)
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": request.chat(),
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "stream": True,
+    def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
+        """The create() arguments: standard fields, plus vendor fields where the dialect has them."""
+        messages: list[Message] = list(request.messages)
+        extra: dict[str, Any] = {}
+        if self.vendor_fields:
+            if request.prefill is not None:
+                messages = request.chat()
+                extra.update(continue_final_message=True, add_generation_prompt=False)
+            if request.repetition_penalty != 1.0:
+                extra["repetition_penalty"] = request.repetition_penalty
+            if request.ignore_eos:
+                extra["ignore_eos"] = True
+        # A strict server cannot continue a reply: the prompt (few-shot turns, the point it names) already
+        # leads the model to open with the prefill's text, and ``_Reply`` cuts that echo when it comes.
+        args: dict[str, Any] = {
+            "model": self.model, "messages": messages, "max_tokens": request.max_tokens,
+            "temperature": request.temperature, "top_p": request.top_p, "stream": True,
             "stream_options": {"include_usage": True},
         }
         if request.stop:
-            body["stop"] = request.stop
+            args["stop"] = list(request.stop)[:4]  # the standard allows four; all are applied here too
         if request.seed is not None:
-            body["seed"] = request.seed
-        if request.ignore_eos:
-            body["ignore_eos"] = True
-        if request.repetition_penalty != 1.0:
-            body["repetition_penalty"] = request.repetition_penalty
-        if request.prefill is not None:
-            # vLLM/SGLang extension: continue the final assistant message.
-            body["continue_final_message"] = True
-            body["add_generation_prompt"] = False
-        return body
+            args["seed"] = request.seed
+        if extra:
+            args["extra_body"] = extra
+        return args
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         timer = Timer()
         queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
+        echo = None if self.vendor_fields else request.prefill
 
-        async def attempt(url: str) -> None:
-            state = {"text": [], "usage": None, "finish": "unknown", "sent": False}
+        async def attempt(ep: _Endpoint) -> None:
+            reply = _Reply(request, echo, timer, queue)
+            waited = 0.0
+            if ep.throttle is not None:  # the endpoint's request rate: the wait is queue time
+                t0 = asyncio.get_running_loop().time()
+                async with ep.throttle:
+                    waited = asyncio.get_running_loop().time() - t0
             try:
-                async with self._client.stream("POST", url + "/v1/chat/completions", json=self._body(request)) as resp:
-                    if resp.status_code >= 500:
-                        raise _Retryable(f"HTTP {resp.status_code}")
-                    if resp.status_code >= 400:
-                        _raise_for_client_error(resp.status_code, (await resp.aread()).decode(errors="replace"))
-                    async for line in resp.aiter_lines():
-                        _consume(line, state, timer, queue, request.request_id)
-            except httpx.TransportError as exc:
-                if not state["sent"]:
-                    raise _Retryable(type(exc).__name__) from None
-                raise BackendError(f"{url}: connection lost mid-stream ({type(exc).__name__})") from None
-            usage = state["usage"] or {}
-            details = usage.get("prompt_tokens_details") or {}
-            elapsed = timer.elapsed
-            await queue.put(GenerationResult(
-                text="".join(state["text"]),
-                finish_reason=state["finish"],
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", 0)),
-                queue_s=0.0,
-                ttft_s=timer.ttft,
-                e2e_s=elapsed,
-                cached_tokens=details.get("cached_tokens"),
-                started_at=timer.started_at,
-                ended_at=timer.started_at + elapsed,
-                tag=request.tag,
-                request_id=request.request_id,
-                backend=self.name,
-                model=self.model,
-            ))
+                async with asyncio.timeout(self.timeout_s):
+                    stream = await ep.client.chat.completions.create(**self._arguments(request))
+                    async with stream:
+                        async for chunk in stream:
+                            if reply.take(chunk):
+                                break
+            except TimeoutError:
+                raise BackendError(f"{ep.root}: no complete answer within {self.timeout_s:g} s") from None
+            except openai.APIStatusError as exc:
+                _raise_status(exc)
+            except openai.APIConnectionError as exc:
+                if reply.sent or _read_timeout(exc):
+                    raise BackendError(f"{ep.root}: connection lost mid-answer ({_why(exc)}); not resent") from None
+                raise _Retryable(_why(exc)) from None
+            except openai.APIError as exc:  # a body the SDK could not read as chunks
+                raise BackendError(f"{ep.root}: the answer is not a chat completion ({exc.message[:120]})") from None
+            if reply.overflow:
+                if not self._warned_cap:
+                    self._warned_cap = True
+                    log.warning("%s ignored max_tokens=%d; cut off on the client", ep.root, request.max_tokens)
+            if reply.finish is None and not reply.parts and reply.usage is None:
+                raise BackendError(f"{ep.root}: HTTP 200 without a chat completion in the body")
+            await queue.put(reply.result(self, waited))
 
         async def run() -> None:
             try:
@@ -235,40 +273,106 @@ class OpenAIBackend:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for ep in self._endpoints.values():
+            await ep.client.close()
 
 
-def _consume(line: str, state: dict[str, Any], timer: Timer, queue: asyncio.Queue, request_id: str) -> None:
-    """Parse one server-sent-events line of a streamed chat completion."""
-    if not line.startswith("data:"):
-        return
-    payload = line[5:].strip()
-    if payload == "[DONE]" or not payload:
-        return
-    chunk = json.loads(payload)
-    if chunk.get("usage"):
-        state["usage"] = chunk["usage"]
-    for choice in chunk.get("choices") or []:
-        piece = (choice.get("delta") or {}).get("content") or ""
-        if piece:
-            timer.mark_first()
-            state["text"].append(piece)
-            state["sent"] = True
-            queue.put_nowait(Delta(piece, request_id))
-        if choice.get("finish_reason"):
-            state["finish"] = choice["finish_reason"]
+class _Reply:
+    """One streamed answer as it arrives: stop strings, the prefill's echo, usage."""
+
+    def __init__(self, request: GenerationRequest, echo: str | None, timer: Timer, queue: asyncio.Queue) -> None:
+        self.request, self.timer, self.queue = request, timer, queue
+        self.echo = echo.strip() if echo and echo.strip() else None  # held back until it can be cut
+        self.pending = ""
+        self.parts: list[str] = []
+        self.finish: str | None = None
+        self.usage: Any = None
+        self.chunks = 0  # chunks with text: each holds at least one token
+        self.sent = False
+        self.overflow = False  # more text chunks than max_tokens: the server ignored the cap
+
+    def take(self, chunk: Any) -> bool:
+        """Consume one chunk; True when the answer ends here (a stop string, or past the token cap)."""
+        if getattr(chunk, "usage", None):
+            self.usage = chunk.usage
+        for choice in getattr(chunk, "choices", None) or []:
+            piece = choice.delta.content if choice.delta is not None else None
+            if piece:
+                if self.chunks >= self.request.max_tokens:
+                    self.overflow, self.finish = True, "length"
+                    return True
+                self.chunks += 1
+                self.timer.mark_first()
+                if self._text(piece):
+                    return True
+            if choice.finish_reason:
+                self.finish = choice.finish_reason
+        return False
+
+    def _text(self, piece: str) -> bool:
+        text = self.pending + piece
+        if self.echo is not None:
+            stripped = text.lstrip()
+            if len(stripped) < len(self.echo) and self.echo.startswith(stripped):
+                self.pending = text
+                return False  # could still be the echo
+            text = stripped[len(self.echo):] if stripped.startswith(self.echo) else text
+            self.echo = None
+        self.pending = ""
+        done = "".join(self.parts) + text
+        cut = min((i for s in self.request.stop if (i := done.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            text = text[: max(0, cut - (len(done) - len(text)))]
+            self.finish = "stop"
+        if text:
+            self.parts.append(text)
+            self.sent = True
+            self.queue.put_nowait(Delta(text, self.request.request_id))
+        return cut >= 0
+
+    def result(self, backend: OpenAIBackend, waited: float) -> GenerationResult:
+        if self.pending:  # the stream ended inside a possible echo: it was the answer after all
+            self.echo, pending, self.pending = None, self.pending, ""
+            self._text(pending)
+        usage = self.usage
+        details = getattr(usage, "prompt_tokens_details", None)
+        elapsed = self.timer.elapsed
+        return GenerationResult(
+            text="".join(self.parts),
+            finish_reason=self.finish or "unknown",
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or self.chunks),
+            queue_s=waited,
+            ttft_s=self.timer.ttft,
+            e2e_s=elapsed,
+            cached_tokens=getattr(details, "cached_tokens", None),
+            started_at=self.timer.started_at,
+            ended_at=self.timer.started_at + elapsed,
+            tag=self.request.tag,
+            request_id=self.request.request_id,
+            backend=backend.name,
+            model=backend.model,
+        )
 
 
-def _raise_for_client_error(status: int, body: str) -> None:
-    if status < 400:
-        return
-    try:
-        message = json.loads(body).get("error", {})
-        message = message.get("message", body) if isinstance(message, dict) else str(message)
-    except (json.JSONDecodeError, AttributeError):
-        message = body
-    message = " ".join(str(message).split())[:300]
+def _why(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return type(cause).__name__ if cause is not None else type(exc).__name__
+
+
+def _read_timeout(exc: openai.APIConnectionError) -> bool:
+    """A timeout after the request went out: the server may be generating, so it is not sent again."""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(exc, openai.APITimeoutError) and not isinstance(cause, httpx.ConnectTimeout)
+
+
+def _raise_status(exc: openai.APIStatusError) -> None:
+    status = exc.status_code
+    if status >= 500 or status == 429:
+        raise _Retryable(f"HTTP {status}") from None
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = body.get("message") or (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+    message = " ".join(str(message or exc.message).split())[:300]
     if status in (401, 403):
-        raise BackendError(f"the server refused the API key (HTTP {status})")
-    raise InputError(f"server rejected the request (HTTP {status}): {message}")
-
+        raise BackendError(f"the server refused the API key (HTTP {status})") from None
+    raise InputError(f"server rejected the request (HTTP {status}): {message}") from None
