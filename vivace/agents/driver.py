@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
 from vivace.agents.events import Event
 from vivace.agents.pipeline import Pipeline, single
-from vivace.errors import InputError, RunError, VivaceError
+from vivace.errors import InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
 from vivace.trace import CallTrace, RunTrace, save_run
 
@@ -101,7 +101,7 @@ async def run(
         exc.trace = trace
         raise
     except Exception as exc:
-        message = str(exc) or type(exc).__name__
+        message = missing_extra(exc) or str(exc) or type(exc).__name__
         trace.status, trace.error = "failed", message
         code = exc.exit_code if isinstance(exc, VivaceError) else 1
         raise RunError(f"agent {item.name!r} failed: {message}", item.name, trace=trace, exit_code=code) from exc

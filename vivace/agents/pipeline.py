@@ -33,7 +33,7 @@ from typing import Annotated, Any, Iterable, TypedDict
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, enter_step, leave_step, task_text
 from vivace.agents.history import render_history
-from vivace.errors import InputError, RunError, VivaceError
+from vivace.errors import InputError, RunError, VivaceError, missing_extra
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ class _StepNode:
             ctx.tracer.fail(run, str(exc))
             raise
         except Exception as exc:  # CancelledError is not an Exception: Ctrl-C cancels every branch
-            message = str(exc) or type(exc).__name__
+            message = missing_extra(exc) or str(exc) or type(exc).__name__
             ctx.tracer.fail(run, message)
             where = f"step {step.name!r}" + (f" branch {branch}" if branch is not None else "")
             code = exc.exit_code if isinstance(exc, VivaceError) else 1

