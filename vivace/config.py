@@ -68,6 +68,7 @@ class Config:
     # what the servers accept: vLLM-style vendor fields, or the standard fields only (hosted APIs); auto probes
     openai_dialect: str = field(default="auto", metadata=_choices("auto", "vllm", "strict"))
     requests_per_minute: float | None = field(default=None, metadata=_bounds(above=0))  # per server, as APIs meter
+    prefix_affinity: bool = True  # a fleet sends calls that share a prompt prefix to the same server
 
     # Process-wide limits and generation defaults
     max_in_flight: int = field(default=32, metadata=_bounds(min=1))

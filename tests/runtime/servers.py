@@ -99,10 +99,21 @@ def garbage_app() -> FastAPI:
     return app
 
 
+def health_app() -> FastAPI:
+    """Only ``/health``: a fleet member coming back."""
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
 class Running:
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -111,9 +122,9 @@ class Running:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def running(app: FastAPI) -> Iterator[Running]:
-    """Serve ``app`` on a free loopback port for the duration of a fixture."""
-    r = Running(app)
+def running(app: FastAPI, port: int = 0) -> Iterator[Running]:
+    """Serve ``app`` on loopback (a free port by default) for the duration of a fixture."""
+    r = Running(app, port)
     r.thread.start()
     deadline = time.time() + 30
     while not r.server.started:

@@ -55,25 +55,61 @@ def test_prefill_is_continued(api_server, run) -> None:
     assert result.text and not result.text.lstrip().startswith("1.")
 
 
-def test_fleet_spreads_and_survives_a_dead_server(api_server, run, caplog, monkeypatch) -> None:
+def test_fleet_ejects_a_dead_member_then_readmits_it(api_server, run, caplog, monkeypatch) -> None:
+    """A dead member costs one failed request, not one per request; when it answers /health again it is back."""
+    from tests.runtime import servers
+
     monkeypatch.setenv("VIVACE_API_KEY", "sk-test-secret-123")
-    dead = f"http://127.0.0.1:{free_port()}"
-    alias = api_server.replace("127.0.0.1", "localhost")  # same server, second address
+    port = free_port()
+    dead = f"http://127.0.0.1:{port}"
 
     async def go():
-        backend = await OpenAIBackend.connect([dead, api_server, alias], backoff_s=0.01)
+        backend = await OpenAIBackend.connect([dead, api_server], backoff_s=0.01)
         try:
             results = await asyncio.gather(*(complete(backend, _ask(f"Say hello {i}.", max_tokens=8)) for i in range(8)))
-            return backend, results
+            assert dead in backend.fleet.ejected_until and backend.fleet.healthy() == [api_server]
+            revived = servers.running(servers.health_app(), port)
+            next(revived)  # the member comes back (only /health, which is what the probe reads)
+            try:
+                for _ in range(200):
+                    if dead not in backend.fleet.ejected_until:
+                        break
+                    await asyncio.sleep(0.1)
+                readmitted = dead not in backend.fleet.ejected_until
+            finally:
+                next(revived, None)
+            return backend, results, readmitted
         finally:
             await backend.aclose()
 
     with caplog.at_level(logging.DEBUG):
-        backend, results = run(go())
+        backend, results, readmitted = run(go())
     assert all(r.output_tokens > 0 for r in results)
-    assert backend.served[dead] == 0
-    assert backend.served[api_server] > 0 and backend.served[alias] > 0  # least-outstanding spread the load
+    assert backend.served[dead] == 0 and backend.served[api_server] == 8 + 1  # the 8, and connect's model list
+    failed = [r for r in caplog.records if r.getMessage().startswith(f"request to {dead} failed")]
+    assert len(failed) == 1, [r.getMessage() for r in failed]  # ejected after its first refusal
+    assert readmitted and f"{dead} is healthy again" in caplog.text
     assert "sk-test-secret-123" not in caplog.text
+
+
+def test_prefix_affinity_keeps_siblings_on_one_server(api_server, run) -> None:
+    """SoT-like siblings (one long shared prefix, different tails) go to one server; other prompts spread."""
+    alias = api_server.replace("127.0.0.1", "localhost")  # a second address of the same server
+    shared = "You write one point of an answer. " * 12 + "Question: why do leaves change colour in autumn?\n"
+
+    async def go(affinity: bool):
+        backend = await OpenAIBackend.connect([api_server, alias], backoff_s=0.01, prefix_affinity=affinity)
+        try:
+            before = dict(backend.served)
+            await asyncio.gather(*(complete(backend, _ask(shared + f"Point {i}: p{i}", max_tokens=4)) for i in range(4)))
+            return {u: backend.served[u] - before[u] for u in backend.served}
+        finally:
+            await backend.aclose()
+
+    with_affinity = run(go(True))
+    assert sorted(with_affinity.values()) == [0, 4], with_affinity
+    without = run(go(False))
+    assert sorted(without.values()) == [2, 2], without  # least outstanding spreads them instead
 
 
 def test_unreachable_server_is_a_clear_error(run) -> None:

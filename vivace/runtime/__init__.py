@@ -71,6 +71,7 @@ async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -
             retries=config.connect_retries,
             dialect=config.openai_dialect,
             requests_per_minute=config.requests_per_minute,
+            prefix_affinity=config.prefix_affinity,
         )
     else:
         inner = FakeBackend()

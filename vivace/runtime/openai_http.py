@@ -1,9 +1,9 @@
 """OpenAI-compatible servers, through the official ``openai`` SDK: vLLM's api_server, SGLang, hosted APIs.
 
-One or many base URLs (with or without the SDK's ``/v1``). Each request goes
-to the URL with the fewest requests outstanding, which is how a fleet of vLLM
-servers is used from one process; vLLM itself does the tensor, pipeline and
-multi-node parallelism.
+One or many base URLs (with or without the SDK's ``/v1``). With several, the
+fleet (``vivace.runtime.fleet``) picks the server: healthy ones only, the
+prompt prefix's own server first, balanced by load; vLLM itself does the
+tensor, pipeline and multi-node parallelism behind each URL.
 
 What an endpoint accepts is its *dialect*, probed once (or set with
 ``openai_dialect``): a vLLM-style server takes vendor fields (repetition
@@ -21,7 +21,6 @@ be generating).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from asyncio_throttle import Throttler
 
 from vivace.errors import BackendError, InputError
 from vivace.runtime.backend import Delta, Event, GenerationRequest, GenerationResult, Message, Timer
+from vivace.runtime.fleet import Fleet, affinity_key
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class OpenAIBackend:
         backoff_s: float = 0.5,
         dialect: str = "auto",
         requests_per_minute: float | None = None,
+        prefix_affinity: bool = True,
     ) -> None:
         if not base_urls:
             raise BackendError("the openai backend needs at least one --base-url")
@@ -89,9 +90,7 @@ class OpenAIBackend:
                             Throttler(rate_limit=1, period=60.0 / requests_per_minute) if requests_per_minute else None)
             for root in self.base_urls
         }
-        self.outstanding = {u: 0 for u in self.base_urls}
-        self.served = {u: 0 for u in self.base_urls}  # completed requests per URL
-        self._rr = itertools.count()
+        self.fleet = Fleet(self.base_urls, self._healthy, affinity=prefix_affinity)
         self._context_length = DEFAULT_CONTEXT
         self._warned_cap = False
 
@@ -99,7 +98,16 @@ class OpenAIBackend:
     async def connect(cls, base_urls: list[str], model: str | None = None, **kwargs: Any) -> "OpenAIBackend":
         """Create the backend; learn the served model, its context and the dialect from the first live server."""
         backend = cls(base_urls, model, **kwargs)
-        info = await backend._json("GET", "/v1/models")
+        try:
+            await backend._learn(model)
+        except BaseException:
+            await backend.aclose()  # the fleet's probe and the clients go with it
+            raise
+        return backend
+
+    async def _learn(self, model: str | None) -> None:
+        """The served model, its context and the dialect, from the first live server's model list."""
+        info = await self._json("GET", "/v1/models")
         served = [m for m in info.get("data") or [] if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
         if not served:
             raise BackendError("the server lists no models at /v1/models (no entry with an id)")
@@ -107,15 +115,14 @@ class OpenAIBackend:
         if chosen is None:
             names = ", ".join(m.get("id", "?") for m in served)
             raise BackendError(f"model {model!r} is not served; the server has: {names}")
-        backend.model = chosen["id"]
+        self.model = chosen["id"]
         try:
-            backend._context_length = int(chosen.get("max_model_len") or DEFAULT_CONTEXT)
+            self._context_length = int(chosen.get("max_model_len") or DEFAULT_CONTEXT)
         except (TypeError, ValueError):
             raise BackendError(f"/v1/models gives {chosen['id']!r} a max_model_len that is not a number") from None
-        if backend.dialect == "auto":  # vLLM lists max_model_len; hosted APIs and strict servers do not
-            backend.dialect = "vllm" if "max_model_len" in chosen else "strict"
-            log.debug("%s speaks the %s dialect", backend.base_urls[0], backend.dialect)
-        return backend
+        if self.dialect == "auto":  # vLLM lists max_model_len; hosted APIs and strict servers do not
+            self.dialect = "vllm" if "max_model_len" in chosen else "strict"
+            log.debug("%s speaks the %s dialect", self.base_urls[0], self.dialect)
 
     @property
     def context_length(self) -> int:
@@ -125,27 +132,42 @@ class OpenAIBackend:
     def vendor_fields(self) -> bool:
         return self.dialect == "vllm"
 
-    def _pick(self, exclude: set[str]) -> str:
-        """Least outstanding requests; ties broken round-robin."""
-        candidates = [u for u in self.base_urls if u not in exclude] or self.base_urls
-        low = min(self.outstanding[u] for u in candidates)
-        tied = [u for u in candidates if self.outstanding[u] == low]
-        return tied[next(self._rr) % len(tied)]
+    @property
+    def outstanding(self) -> dict[str, int]:
+        return self.fleet.outstanding
 
-    async def _with_retries(self, attempt):  # type: ignore[no-untyped-def]
-        """Run ``attempt(endpoint)``, moving to other URLs (with backoff) on failures that generated nothing."""
+    @property
+    def served(self) -> dict[str, int]:
+        return self.fleet.served
+
+    async def _healthy(self, url: str) -> bool:
+        """The fleet's probe of an ejected server: its ``/health`` (vLLM's), else its model list, answers 200."""
+        client = self._endpoints[url].client.with_options(timeout=2.0)
+        for path in ("/health", "/v1/models"):
+            try:
+                await client.get(f"{url}{path}", cast_to=httpx.Response)
+                return True
+            except openai.NotFoundError:
+                continue
+            except openai.APIError:
+                return False
+        return False
+
+    async def _with_retries(self, attempt, key: str | None = None):  # type: ignore[no-untyped-def]
+        """Run ``attempt(endpoint)`` on the fleet's pick, moving on (with backoff) on failures that generated nothing."""
         failed: set[str] = set()
         last = ""
         for i in range(self.retries + 1):
-            url = self._pick(failed)
+            url = self.fleet.pick(key, failed)
             self.outstanding[url] += 1
             try:
                 result = await attempt(self._endpoints[url])
-                self.served[url] += 1
+                self.fleet.succeeded(url)
                 return result
             except _Retryable as exc:
                 last = f"{url}: {exc}"
                 failed.add(url)
+                self.fleet.failed(url)
                 if len(failed) == len(self.base_urls):
                     failed.clear()
                 if i < self.retries:
@@ -253,9 +275,11 @@ class OpenAIBackend:
                 raise BackendError(f"{ep.root}: HTTP 200 without a chat completion in the body")
             await queue.put(reply.result(self, waited))
 
+        key = affinity_key(request.messages, request.prefill) if len(self.base_urls) > 1 else None
+
         async def run() -> None:
             try:
-                await self._with_retries(attempt)
+                await self._with_retries(attempt, key)
             except BaseException as exc:  # handed to the consumer, re-raised there
                 await queue.put(exc)
             finally:
@@ -273,6 +297,7 @@ class OpenAIBackend:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def aclose(self) -> None:
+        await self.fleet.aclose()
         for ep in self._endpoints.values():
             await ep.client.close()
 
