@@ -181,7 +181,7 @@ def create_app(state: ServerState) -> FastAPI:
             return error(400, "messages: the last user message is empty (or there is none)", "invalid_request_error")
         limit = body.max_completion_tokens or body.max_tokens
         options.update({k: v for k, v in {"max_tokens": limit, "temperature": body.temperature}.items() if v is not None})
-        stream = AnswerStream(streams_answer=body.model in MODES)
+        stream = AnswerStream(streams_answer=body.stream and body.model in MODES)  # whole answers need no stream
         wake = asyncio.Event()
 
         def on_event(event: Any) -> None:
