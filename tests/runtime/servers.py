@@ -62,12 +62,19 @@ def strict_app(upstream: str) -> FastAPI:
     return app
 
 
-def trickle_app(delay: float) -> FastAPI:
+def listing_app() -> FastAPI:
+    """An app that lists the one model; the behaviours below add their chat endpoint."""
     app = FastAPI()
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return MODELS
+
+    return app
+
+
+def trickle_app(delay: float) -> FastAPI:
+    app = listing_app()
 
     @app.post("/v1/chat/completions")
     async def chat() -> StreamingResponse:
@@ -86,11 +93,7 @@ def trickle_app(delay: float) -> FastAPI:
 
 
 def garbage_app() -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return MODELS
+    app = listing_app()
 
     @app.post("/v1/chat/completions")
     async def chat() -> Response:
