@@ -71,7 +71,7 @@ def test_fleet_ejects_a_dead_member_then_readmits_it(api_server, run, caplog, mo
             revived = servers.running(servers.health_app(), port)
             next(revived)  # the member comes back (only /health, which is what the probe reads)
             try:
-                for _ in range(200):
+                for _ in range(600):  # the probe back-off reaches 30 s at most; a slow machine may need most of it
                     if dead not in backend.fleet.ejected_until:
                         break
                     await asyncio.sleep(0.1)
