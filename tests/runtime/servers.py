@@ -6,6 +6,8 @@
   ``max_model_len``; what it accepts goes to the real server unchanged.
 - ``trickle``: ignores ``max_tokens`` and streams a token every ``delay`` seconds, forever.
 - ``garbage``: a model list, then HTTP 200 with a body that is no chat completion.
+- ``dying``: a vLLM-style model list, then a stream that breaks off after a few
+  tokens, as a server killed mid-answer does.
 """
 
 from __future__ import annotations
@@ -98,6 +100,32 @@ def garbage_app() -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat() -> Response:
         return Response("<html><body>Service temporarily fine</body></html>", media_type="text/html")
+
+    return app
+
+
+def dying_app(pieces: list[str]) -> FastAPI:
+    """Streams ``pieces``, then drops the connection without ending the stream."""
+    app = FastAPI()
+    app.state.seen = 0
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{**MODELS["data"][0], "max_model_len": 2048}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> StreamingResponse:
+        app.state.seen += 1
+
+        async def tokens() -> AsyncIterator[str]:
+            for piece in pieces:
+                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "smollm2-135m",
+                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                yield f"data: {json.dumps(chunk)}\n\n"
+                await asyncio.sleep(0.01)
+            raise ConnectionResetError("the server died")  # uvicorn aborts the half-sent response
+
+        return StreamingResponse(tokens(), media_type="text/event-stream")
 
     return app
 

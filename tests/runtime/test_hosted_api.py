@@ -113,11 +113,11 @@ def reply_of(pieces: list[str], *, prefill: str | None = None, stop: tuple[str, 
     import asyncio
 
     from vivace.runtime.backend import GenerationRequest, Timer
-    from vivace.runtime.openai_http import _Reply
+    from vivace.runtime.openai_reply import Reply
 
     request = GenerationRequest([{"role": "user", "content": "q"}], prefill=prefill, stop=list(stop),
                                 max_tokens=max_tokens)
-    reply = _Reply(request, prefill, Timer(), asyncio.Queue())
+    reply = Reply(request, prefill, Timer(), asyncio.Queue())
     ended = False
     for p in pieces:
         if reply.take(chunk(p)):
@@ -132,7 +132,7 @@ def test_a_prefill_the_model_echoes_is_cut_across_chunks() -> None:
     reply, _ = reply_of(["Plan meals\n2. Compare prices"], prefill="1.")  # not echoed: kept whole
     assert "".join(reply.parts) == "Plan meals\n2. Compare prices"
     reply, _ = reply_of(["1"], prefill="1. Cardio:")  # the stream ended inside what might have been the echo
-    assert reply.result(type("B", (), {"name": "openai", "model": "m"})(), 0.0).text == "1"
+    assert reply.result("openai", "m").text == "1"
 
 
 def test_stop_strings_apply_on_the_client_even_across_chunks() -> None:

@@ -92,6 +92,47 @@ def test_fleet_ejects_a_dead_member_then_readmits_it(api_server, run, caplog, mo
     assert "sk-test-secret-123" not in caplog.text
 
 
+def test_an_answer_cut_off_by_a_dying_server_is_finished_on_another(api_server, run, caplog) -> None:
+    """The dying member streams three tokens and drops the connection: the answer continues on the real server."""
+    from tests.runtime import servers
+
+    for dying in servers.running(servers.dying_app(["Paris", " is", " the"])):
+        async def go():
+            backend = await OpenAIBackend.connect([dying.url, api_server], backoff_s=0.01, prefix_affinity=False)
+            try:
+                calls = [_ask(f"What is the capital of France? ({i})", max_tokens=24) for i in range(4)]
+                return backend, await asyncio.gather(*(complete(backend, c) for c in calls))
+            finally:
+                await backend.aclose()
+
+        with caplog.at_level(logging.WARNING):
+            backend, results = run(go())
+        assert dying.app.state.seen >= 1 and backend.resumed == dying.app.state.seen
+        resumed = [r for r in results if r.text.startswith("Paris is the")]
+        assert len(resumed) == backend.resumed  # the others never reached the dying server
+        for r in resumed:
+            assert len(r.text) > len("Paris is the") and r.finish_reason in ("stop", "length")
+            assert 3 < r.output_tokens <= 24  # the dead server's tokens count toward the cap
+        assert "resuming from the text so far" in caplog.text
+
+
+def test_a_strict_server_that_dies_mid_answer_is_one_clear_error(run) -> None:
+    """Without prefill continuation the half answer cannot be finished elsewhere: an error, not a silent restart."""
+    from tests.runtime import servers
+
+    for dying in servers.running(servers.dying_app(["Paris", " is"])):
+        async def go():
+            backend = await OpenAIBackend.connect([dying.url], dialect="strict", retries=1, backoff_s=0.01)
+            try:
+                return await complete(backend, _ask("Capital of France?"))
+            finally:
+                await backend.aclose()
+
+        with pytest.raises(BackendError, match="cannot resume"):
+            run(go())
+        assert dying.app.state.seen == 1
+
+
 def test_prefix_affinity_keeps_siblings_on_one_server(api_server, run) -> None:
     """SoT-like siblings (one long shared prefix, different tails) go to one server; other prompts spread."""
     alias = api_server.replace("127.0.0.1", "localhost")  # a second address of the same server

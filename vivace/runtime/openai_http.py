@@ -13,9 +13,11 @@ strict one (hosted APIs) gets the standard fields only: a prefill is not sent
 the answer). Either way the client keeps
 its own promises: stop strings are applied here too, a server that ignores
 ``max_tokens`` is cut off, every call has an overall deadline, and a 200 that
-holds no completion is an error. Retries go only where nothing was generated
-yet: a connection refused or a 5xx, never a read timeout (the server may still
-be generating).
+holds no completion is an error. Retries go where nothing was generated yet
+(a connection refused, a 5xx), never after a read timeout (the server may
+still be generating). A server that dies mid-answer is different: on a
+vLLM-style fleet the answer is resumed on another member, continuing the text
+so far as a prefill with the tokens left, so a run loses no call.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import openai
 from asyncio_throttle import Throttler
 
 from vivace.errors import BackendError, InputError
-from vivace.runtime.backend import Delta, Event, GenerationRequest, GenerationResult, Message, Timer
+from vivace.runtime.backend import Event, GenerationRequest, Message, Timer
 from vivace.runtime.fleet import Fleet, affinity_key
+from vivace.runtime.openai_reply import Reply
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class OpenAIBackend:
         self.fleet = Fleet(self.base_urls, self._healthy, affinity=prefix_affinity)
         self._context_length = DEFAULT_CONTEXT
         self._warned_cap = False
+        self.resumed = 0  # answers a dying server left half-done, finished on another
 
     @classmethod
     async def connect(cls, base_urls: list[str], model: str | None = None, **kwargs: Any) -> "OpenAIBackend":
@@ -224,7 +228,7 @@ class OpenAIBackend:
             if request.ignore_eos:
                 extra["ignore_eos"] = True
         # A strict server cannot continue a reply: the prompt (few-shot turns, the point it names) already
-        # leads the model to open with the prefill's text, and ``_Reply`` cuts that echo when it comes.
+        # leads the model to open with the prefill's text, and ``Reply`` cuts that echo when it comes.
         args: dict[str, Any] = {
             "model": self.model, "messages": messages, "max_tokens": request.max_tokens,
             "temperature": request.temperature, "top_p": request.top_p, "stream": True,
@@ -241,39 +245,26 @@ class OpenAIBackend:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         timer = Timer()
         queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
-        echo = None if self.vendor_fields else request.prefill
+        # One reply across attempts: a server that dies mid-answer is resumed elsewhere from the text so far.
+        reply = Reply(request, None if self.vendor_fields else request.prefill, timer, queue)
 
         async def attempt(ep: _Endpoint) -> None:
-            reply = _Reply(request, echo, timer, queue)
-            waited = 0.0
             if ep.throttle is not None:  # the endpoint's request rate: the wait is queue time
                 t0 = asyncio.get_running_loop().time()
                 async with ep.throttle:
-                    waited = asyncio.get_running_loop().time() - t0
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    stream = await ep.client.chat.completions.create(**self._arguments(request))
-                    async with stream:
-                        async for chunk in stream:
-                            if reply.take(chunk):
-                                break
-            except TimeoutError:
-                raise BackendError(f"{ep.root}: no complete answer within {self.timeout_s:g} s") from None
-            except openai.APIStatusError as exc:
-                _raise_status(exc)
-            except openai.APIConnectionError as exc:
-                if reply.sent or _read_timeout(exc):
-                    raise BackendError(f"{ep.root}: connection lost mid-answer ({_why(exc)}); not resent") from None
-                raise _Retryable(_why(exc)) from None
-            except openai.APIError as exc:  # a body the SDK could not read as chunks
-                raise BackendError(f"{ep.root}: the answer is not a chat completion ({exc.message[:120]})") from None
+                    reply.waited += asyncio.get_running_loop().time() - t0
+            resumed = reply.resume_point()
+            if resumed is not None and resumed.max_tokens < 1:
+                reply.finish = "length"  # the cap was reached just as the server died
+            else:
+                await self._stream(ep, resumed or request, reply)
             if reply.overflow:
                 if not self._warned_cap:
                     self._warned_cap = True
                     log.warning("%s ignored max_tokens=%d; cut off on the client", ep.root, request.max_tokens)
             if reply.finish is None and not reply.parts and reply.usage is None:
                 raise BackendError(f"{ep.root}: HTTP 200 without a chat completion in the body")
-            await queue.put(reply.result(self, waited))
+            await queue.put(reply.result(self.name, self.model))
 
         key = affinity_key(request.messages, request.prefill) if len(self.base_urls) > 1 else None
 
@@ -296,88 +287,37 @@ class OpenAIBackend:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
+    async def _stream(self, ep: _Endpoint, request: GenerationRequest, reply: Reply) -> None:
+        """One attempt's stream into ``reply``; failures that may go to another server raise ``_Retryable``."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                stream = await ep.client.chat.completions.create(**self._arguments(request))
+                async with stream:
+                    async for chunk in stream:
+                        if reply.take(chunk):
+                            break
+        except TimeoutError:
+            raise BackendError(f"{ep.root}: no complete answer within {self.timeout_s:g} s") from None
+        except openai.APIStatusError as exc:
+            _raise_status(exc)
+        except openai.APIConnectionError as exc:
+            if not reply.sent:
+                raise _Retryable(_why(exc)) from None
+            if _read_timeout(exc):  # the server may still be generating: sending it again doubles the work
+                raise BackendError(f"{ep.root}: read timed out mid-answer ({_why(exc)}); not resent") from None
+            if not self.vendor_fields:
+                raise BackendError(f"{ep.root}: connection lost mid-answer ({_why(exc)}); a server without "
+                                   "prefill continuation cannot resume it") from None
+            reply.resumes += 1
+            self.resumed += 1
+            raise _Retryable(f"connection lost mid-answer ({_why(exc)}); resuming from the text so far") from None
+        except openai.APIError as exc:  # a body the SDK could not read as chunks
+            raise BackendError(f"{ep.root}: the answer is not a chat completion ({exc.message[:120]})") from None
+
     async def aclose(self) -> None:
         await self.fleet.aclose()
         for ep in self._endpoints.values():
             await ep.client.close()
-
-
-class _Reply:
-    """One streamed answer as it arrives: stop strings, the prefill's echo, usage."""
-
-    def __init__(self, request: GenerationRequest, echo: str | None, timer: Timer, queue: asyncio.Queue) -> None:
-        self.request, self.timer, self.queue = request, timer, queue
-        self.echo = echo.strip() if echo and echo.strip() else None  # held back until it can be cut
-        self.pending = ""
-        self.parts: list[str] = []
-        self.finish: str | None = None
-        self.usage: Any = None
-        self.chunks = 0  # chunks with text: each holds at least one token
-        self.sent = False
-        self.overflow = False  # more text chunks than max_tokens: the server ignored the cap
-
-    def take(self, chunk: Any) -> bool:
-        """Consume one chunk; True when the answer ends here (a stop string, or past the token cap)."""
-        if getattr(chunk, "usage", None):
-            self.usage = chunk.usage
-        for choice in getattr(chunk, "choices", None) or []:
-            piece = choice.delta.content if choice.delta is not None else None
-            if piece:
-                if self.chunks >= self.request.max_tokens:
-                    self.overflow, self.finish = True, "length"
-                    return True
-                self.chunks += 1
-                self.timer.mark_first()
-                if self._text(piece):
-                    return True
-            if choice.finish_reason:
-                self.finish = choice.finish_reason
-        return False
-
-    def _text(self, piece: str) -> bool:
-        text = self.pending + piece
-        if self.echo is not None:
-            stripped = text.lstrip()
-            if len(stripped) < len(self.echo) and self.echo.startswith(stripped):
-                self.pending = text
-                return False  # could still be the echo
-            text = stripped[len(self.echo):] if stripped.startswith(self.echo) else text
-            self.echo = None
-        self.pending = ""
-        done = "".join(self.parts) + text
-        cut = min((i for s in self.request.stop if (i := done.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            text = text[: max(0, cut - (len(done) - len(text)))]
-            self.finish = "stop"
-        if text:
-            self.parts.append(text)
-            self.sent = True
-            self.queue.put_nowait(Delta(text, self.request.request_id))
-        return cut >= 0
-
-    def result(self, backend: OpenAIBackend, waited: float) -> GenerationResult:
-        if self.pending:  # the stream ended inside a possible echo: it was the answer after all
-            self.echo, pending, self.pending = None, self.pending, ""
-            self._text(pending)
-        usage = self.usage
-        details = getattr(usage, "prompt_tokens_details", None)
-        elapsed = self.timer.elapsed
-        return GenerationResult(
-            text="".join(self.parts),
-            finish_reason=self.finish or "unknown",
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or self.chunks),
-            queue_s=waited,
-            ttft_s=self.timer.ttft,
-            e2e_s=elapsed,
-            cached_tokens=getattr(details, "cached_tokens", None),
-            started_at=self.timer.started_at,
-            ended_at=self.timer.started_at + elapsed,
-            tag=self.request.tag,
-            request_id=self.request.request_id,
-            backend=backend.name,
-            model=backend.model,
-        )
 
 
 def _why(exc: BaseException) -> str:
