@@ -82,18 +82,16 @@ def engine(loop_runner: LoopRunner, model_dir: Path) -> Iterator[Any]:
 
 
 def free_port() -> int:
-    import socket
+    from vivace.runtime.local_server import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 _API_SERVER_FAILURE: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, loop_runner: LoopRunner) -> Iterator[str]:
     """A real vLLM OpenAI-compatible server on loopback; yields its base URL.
 
     Module-scoped: an idle engine still takes CPU, so it is stopped once its tests are done.
@@ -102,54 +100,15 @@ def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """
     if _API_SERVER_FAILURE:
         pytest.fail(f"api_server failed to start earlier in this session: {_API_SERVER_FAILURE[0]}")
-    import subprocess
-    import sys
-    import time
+    from vivace.runtime.local_server import LocalServers, ServerOptions
 
-    import httpx
-
-    from vivace.runtime.vllm_engine import cpu_engine_env, host_dtype
-
-    port = free_port()
-    log_file = tmp_path_factory.mktemp("api_server") / "server.log"
-    env = {**os.environ, **cpu_engine_env(1.0)}
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", "smollm2-135m",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "2048", "--enforce-eager", "--dtype", host_dtype(),
-        "--enable-prompt-tokens-details", "--max-num-seqs", "16",
-    ]
-    with log_file.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 420
+    servers = LocalServers(ServerOptions(str(model_dir), dev_mode=False), 1, tmp_path_factory.mktemp("api_server"))
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"api_server exited: {log_file.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"api_server did not become healthy in 420 s: {log_file.read_text()[-1500:]}")
-            time.sleep(1)
-    except RuntimeError as exc:
+        (url,) = loop_runner.run(servers.start())
+    except Exception as exc:
         _API_SERVER_FAILURE.append(str(exc)[:300])
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
         raise
     try:
         yield url
-    finally:
-        import signal
-
-        with contextlib.suppress(ProcessLookupError):  # a fault test may have killed it already
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+    finally:  # a fault test may have killed it already
+        loop_runner.run(servers.aclose())

@@ -9,9 +9,13 @@ Why each part:
   request.
 - **Prefix affinity.** Calls that share a prompt prefix (SoT siblings, the
   branches of a fan-out, agents with the same instructions and context) go to
-  the same server, so its prefix cache serves the shared part. The server is
-  chosen by rendezvous hashing of the prefix over the healthy servers, so a
-  server going away moves only its own prefixes.
+  the same server, so its prefix cache serves the shared part. The fleet keeps,
+  per server, the chained hashes of the prompt blocks it sent there (an LRU as
+  large as a server's cache holds, roughly): a request goes to the server that
+  has the longest run of its leading blocks, if that run is at least half the
+  prompt. No assumption about where a prompt's shared part ends: a sibling
+  matches as far as it really agrees.
+  A server that comes back after ejection starts with an empty record.
 - **Load.** Affinity yields when its server has ``slack`` more requests
   outstanding than the least loaded one; then the least loaded wins (ties
   round-robin).
@@ -24,6 +28,7 @@ import hashlib
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from typing import Awaitable, Callable
 
 from vivace.runtime.backend import Message
@@ -33,11 +38,20 @@ log = logging.getLogger(__name__)
 EJECT_S, MAX_EJECT_S, PROBE_EVERY_S = 1.0, 30.0, 0.5
 
 
-def affinity_key(messages: list[Message], prefill: str | None = None) -> str:
-    """The part of a prompt that sibling calls share: all of it but the last quarter (at least 64 characters)."""
-    text = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages) + (prefill or "")
-    keep = max(64, len(text) * 3 // 4)
-    return text[:keep]
+BLOCK_CHARS = 64  # about 16 tokens: fine enough to follow where siblings diverge
+MIN_MATCH = 0.5  # of a prompt's blocks, for affinity to pull it (less: the least loaded server)
+REMEMBERED_BLOCKS = 8192  # per server: ~500k characters of prompts, more than a CPU server's KV cache holds
+
+
+def prefix_blocks(messages: list[Message], prefill: str | None = None) -> list[bytes]:
+    """Chained hashes of a prompt's 64-character blocks: equal up to block i exactly when the prompts are."""
+    text = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages) + "\x1e" + (prefill or "")
+    out: list[bytes] = []
+    digest = b""
+    for i in range(0, len(text) - BLOCK_CHARS + 1, BLOCK_CHARS):  # a partial last block is never shared
+        digest = hashlib.blake2b(digest + text[i:i + BLOCK_CHARS].encode(), digest_size=12).digest()
+        out.append(digest)
+    return out
 
 
 class Fleet:
@@ -53,20 +67,46 @@ class Fleet:
         self.ejected_until: dict[str, float] = {}  # URL -> when its next probe is due
         self._rr = itertools.count()
         self._prober: asyncio.Task[None] | None = None
+        self._sent: dict[str, OrderedDict[bytes, None]] = {u: OrderedDict() for u in urls}
 
     def healthy(self) -> list[str]:
         return [u for u in self.urls if u not in self.ejected_until]
 
-    def pick(self, key: str | None, exclude: set[str]) -> str:
+    def pick(self, blocks: list[bytes] | None, exclude: set[str]) -> str:
+        """The server for a request whose prompt has ``blocks`` (None: no affinity wanted)."""
         candidates = [u for u in self.healthy() if u not in exclude] or [u for u in self.urls if u not in exclude] \
             or self.urls
         low = min(self.outstanding[u] for u in candidates)
-        if self.affinity and key is not None and len(candidates) > 1:
-            own = max(candidates, key=lambda u: hashlib.blake2b(f"{u}\x00{key}".encode(), digest_size=8).digest())
-            if self.outstanding[own] <= low + self.slack:
-                return own
-        tied = [u for u in candidates if self.outstanding[u] == low]
-        return tied[next(self._rr) % len(tied)]
+        chosen = None
+        if self.affinity and blocks:
+            matched = {u: self._matched(u, blocks) for u in candidates}
+            best = max(matched.values())
+            if best >= MIN_MATCH * len(blocks):  # a shared template opening alone is not worth a queue
+                near = [u for u in candidates if matched[u] == best and self.outstanding[u] <= low + self.slack]
+                chosen = min(near, key=lambda u: self.outstanding[u]) if near else None
+        if chosen is None:
+            tied = [u for u in candidates if self.outstanding[u] == low]
+            chosen = tied[next(self._rr) % len(tied)]
+        if self.affinity and blocks:
+            self._remember(chosen, blocks)
+        return chosen
+
+    def _matched(self, url: str, blocks: list[bytes]) -> int:
+        sent = self._sent[url]
+        n = 0
+        for block in blocks:
+            if block not in sent:
+                break
+            n += 1
+        return n
+
+    def _remember(self, url: str, blocks: list[bytes]) -> None:
+        sent = self._sent[url]
+        for block in blocks:
+            sent[block] = None
+            sent.move_to_end(block)
+        while len(sent) > REMEMBERED_BLOCKS:
+            sent.popitem(last=False)
 
     def succeeded(self, url: str) -> None:
         self.served[url] += 1
@@ -93,6 +133,7 @@ class Fleet:
                 if await self.probe(url):
                     self.ejected_until.pop(url, None)
                     self.failures[url] = 0
+                    self._sent[url].clear()  # a server that was away may have restarted with a cold cache
                     log.warning("%s is healthy again: back in the fleet", url)
                 else:
                     self.failures[url] += 1

@@ -34,7 +34,7 @@ from asyncio_throttle import Throttler
 
 from vivace.errors import BackendError, InputError
 from vivace.runtime.backend import Event, GenerationRequest, Message, Timer
-from vivace.runtime.fleet import Fleet, affinity_key
+from vivace.runtime.fleet import Fleet, prefix_blocks
 from vivace.runtime.openai_reply import Reply
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,12 @@ class OpenAIBackend:
                 return False
         return False
 
-    async def _with_retries(self, attempt, key: str | None = None):  # type: ignore[no-untyped-def]
+    async def _with_retries(self, attempt, blocks: list[bytes] | None = None):  # type: ignore[no-untyped-def]
         """Run ``attempt(endpoint)`` on the fleet's pick, moving on (with backoff) on failures that generated nothing."""
         failed: set[str] = set()
         last = ""
         for i in range(self.retries + 1):
-            url = self.fleet.pick(key, failed)
+            url = self.fleet.pick(blocks, failed)
             self.outstanding[url] += 1
             try:
                 result = await attempt(self._endpoints[url])
@@ -266,11 +266,11 @@ class OpenAIBackend:
                 raise BackendError(f"{ep.root}: HTTP 200 without a chat completion in the body")
             await queue.put(reply.result(self.name, self.model))
 
-        key = affinity_key(request.messages, request.prefill) if len(self.base_urls) > 1 else None
+        blocks = prefix_blocks(request.messages, request.prefill) if len(self.base_urls) > 1 else None
 
         async def run() -> None:
             try:
-                await self._with_retries(attempt, key)
+                await self._with_retries(attempt, blocks)
             except BaseException as exc:  # handed to the consumer, re-raised there
                 await queue.put(exc)
             finally:

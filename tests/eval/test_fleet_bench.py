@@ -1,0 +1,61 @@
+"""`vivace bench fleet` on two real vLLM servers it starts itself on loopback, one of which it kills."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+
+@pytest.mark.engine
+def test_fleet_bench_measures_both_arms_and_survives_a_killed_server(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vivace.cli import main
+
+    out = tmp_path / "out"
+    rc = main([
+        "bench", "fleet", "--model", str(model_dir), "--home", str(tmp_path / "home"), "--limit", "1",
+        "--max-tokens", "64", "--max-points", "3", "--failover-runs", "2", "--out", str(out), "--json",
+    ])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["servers"]) == 2 and all(u.startswith("http://127.0.0.1:") for u in report["servers"])
+    assert report["cache_reset_per_run"] is True  # the servers it starts have vLLM's cache reset
+    (row,) = report["questions"]
+    for arm in ("affinity", "spread"):
+        run = row[arm]
+        assert run["calls"] >= 3 and run["unfinished_calls"] == 0 and run["answer"].strip()
+        assert 0 < run["prompt_tokens"] and 0 <= run["cached_tokens"] < run["prompt_tokens"]
+        assert sum(run["calls_per_server"].values()) == run["calls"]
+    assert row["spread"]["servers_used"] == 2  # least-outstanding spreads a run's points
+    # Cold caches per run: the affinity arm computes the points' shared prefix once, spreading once per server.
+    assert row["affinity"]["cached_tokens"] >= row["spread"]["cached_tokens"]
+    assert 0.0 <= row["answer_similarity"] <= 1.0
+    summary = report["summary"]
+    assert summary["affinity"]["runs"] == summary["spread"]["runs"] == 1
+    assert summary["speedup_affinity_median"] == pytest.approx(
+        row["spread"]["latency_s"] / row["affinity"]["latency_s"], abs=1e-3)
+    failover = report["failover"]
+    assert failover["killed"] in report["servers"]  # killed while the points streamed
+    assert failover["runs_ok"] == failover["runs"] == 2 and failover["runs_failed"] == 0
+    assert failover["unfinished_calls"] == 0 and not failover["errors"]
+    assert [a["id"] for a in failover["answers"]] == [row["id"]] * 2  # one question, run twice at once
+    assert all(a["answer"] and a["answer"].strip() for a in failover["answers"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["summary"] == summary
+
+
+def test_fleet_bench_refuses_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vivace.cli import main
+
+    for args, message in (
+        (["--base-url", "http://127.0.0.1:9"], "at least two --base-url"),
+        (["--servers", "1"], "--servers must be between 2 and 8"),
+        (["--failover-runs", "-1"], "--failover-runs at least 0"),
+    ):
+        rc = main(["bench", "fleet", *args, "--home", str(tmp_path), "--out", str(tmp_path / "o")])
+        assert rc == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "o" / "report.json").exists()
