@@ -48,7 +48,7 @@ def run(questions: list[dict[str, str]], max_tokens: int = 128, out: Path | None
     return asyncio.run(
         sot_bench.run_bench(
             FakeBackend(responder), questions, max_tokens=max_tokens, repetition_penalty=1.15, max_points=8,
-            out_dir=out, warm=False,
+            out_dir=out, warm=False, score=False,  # the fake's text has no content to cover
         )
     )
 
@@ -225,11 +225,15 @@ def test_run_bench_on_the_real_engine(engine: Any, run: Any, monkeypatch: pytest
         assert s["skeleton_tokens"] > 0 and s["points"] <= 3
         assert s["output_tokens"] == s["skeleton_tokens"] + s["expansion_tokens"] + fallback_tokens
         assert (fallback_tokens > 0) == bool(s["fallback"])
+        cov = r["coverage"]  # MiniLM at sentence level, between the two real answers
+        assert 0.0 <= cov["normal_in_sot"] <= 1.0 and 0.0 <= cov["sot_in_normal"] <= 1.0
+        assert cov["normal_in_sot"] <= cov["normal_in_sot_soft"] + 1e-9 or cov["normal_in_sot"] == 1.0
     summary = report["summary"]
     med = lambda xs: pytest.approx(sorted(xs)[0] / 2 + sorted(xs)[1] / 2, abs=1e-4)  # noqa: E731
     assert summary["n"] == 2
     assert summary["speedup_sot_median"] == med([r["speedup_sot"] for r in rows])
     assert summary["speedup_auto_median"] == med([r["speedup_auto"] for r in rows])
     assert summary["length_ratio_median"] == med([r["length_ratio"] for r in rows])
+    assert summary["overall"]["coverage_median"] == med([r["coverage"]["normal_in_sot"] for r in rows])
     assert summary["fallbacks"] == sum(bool(r["sot"]["fallback"]) for r in rows)
     assert summary["normal_truncated"] == sum(r["normal"]["truncated"] for r in rows)

@@ -126,13 +126,15 @@ def print_table(report: dict[str, Any]) -> None:
     s = report["summary"]
     cfg = report["config"]
     table = Table(title=f"SoT bench: {cfg.get('model')} greedy, max {cfg.get('max_tokens')} tokens, {s['n']} questions")
-    for col in ("category", "n", "SoT x", "SoT x (untrunc.)", "auto x", "length", "points", "routed sot", "fallbacks", "normal trunc."):
+    for col in ("category", "n", "SoT x", "SoT x (untrunc.)", "auto x", "length", "coverage", "points", "routed sot",
+                "fallbacks", "normal trunc."):
         table.add_column(col, justify="right" if col != "category" else "left")
 
     def add(name: str, g: dict[str, Any], style: str | None = None) -> None:
         table.add_row(
             name, str(g["n"]), _fmt(g["speedup_sot_median"]), _fmt(g["speedup_sot_median_untruncated"]),
-            _fmt(g["speedup_auto_median"]), _fmt(g["length_ratio_median"]), _fmt(g["sot_points_median"], ".0f"),
+            _fmt(g["speedup_auto_median"]), _fmt(g["length_ratio_median"]), _fmt(g.get("coverage_median")),
+            _fmt(g["sot_points_median"], ".0f"),
             str(g["routed_sot"]), str(g["fallbacks"]), str(g["normal_truncated"]), style=style,
         )
 

@@ -46,6 +46,7 @@ WARMUP_QUESTION = "What makes a good breakfast?"
 TARGETS = {
     "speedup_sot_suited_median_min": 2.5,
     "length_ratio_suited_median_min": 0.7,
+    "coverage_suited_median_min": 0.8,
     "auto_normal_overhead_median_max": 0.05,
     "auto_normal_overhead_max_max": 0.25,
 }
@@ -172,7 +173,9 @@ def auto_record(trace: Any) -> dict[str, Any]:
     }
 
 
-def question_record(q: dict[str, str], normal: Any, sot: Any, auto: Any) -> dict[str, Any]:
+def question_record(
+    q: dict[str, str], normal: Any, sot: Any, auto: Any, coverage: dict[str, float | None] | None = None
+) -> dict[str, Any]:
     n, s, a = normal_record(normal), sot_record(sot), auto_record(auto)
     return {
         "id": q["id"],
@@ -185,6 +188,8 @@ def question_record(q: dict[str, str], normal: Any, sot: Any, auto: Any) -> dict
         "speedup_sot": _ratio(n["latency_s"], s["latency_s"]),
         "speedup_auto": _ratio(n["latency_s"], a["latency_s"]),
         "length_ratio": _ratio(s["output_tokens"], n["output_tokens"]),
+        # vivace.eval.coverage: how much of the normal answer's content SoT's carries, and the reverse
+        "coverage": coverage or {},
     }
 
 
@@ -196,6 +201,9 @@ def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "speedup_sot_median": _median([r["speedup_sot"] for r in rows if r["speedup_sot"] is not None]),
         "speedup_auto_median": _median([r["speedup_auto"] for r in rows if r["speedup_auto"] is not None]),
         "length_ratio_median": _median([r["length_ratio"] for r in rows if r["length_ratio"] is not None]),
+        "coverage_median": _median([c for r in rows if (c := r.get("coverage", {}).get("normal_in_sot")) is not None]),
+        "coverage_reverse_median": _median(
+            [c for r in rows if (c := r.get("coverage", {}).get("sot_in_normal")) is not None]),
         "speedup_sot_median_untruncated": _median([r["speedup_sot"] for r in clean if r["speedup_sot"] is not None]),
         "normal_latency_median_s": _median([r["normal"]["latency_s"] for r in rows]),
         "sot_latency_median_s": _median([r["sot"]["latency_s"] for r in rows]),
@@ -249,6 +257,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     targets = {
         "speedup_sot_suited_median>=2.5": check(suited["speedup_sot_median"], lambda v: v >= TARGETS["speedup_sot_suited_median_min"]),
         "length_ratio_suited_median>=0.7": check(suited["length_ratio_median"], lambda v: v >= TARGETS["length_ratio_suited_median_min"]),
+        "coverage_suited_median>=0.8": check(suited["coverage_median"], lambda v: v >= TARGETS["coverage_suited_median_min"]),
         "auto_normal_overhead_median<=5%": check(auto_normal["overhead_median"], lambda v: v <= TARGETS["auto_normal_overhead_median_max"]),
         "auto_normal_overhead_max<=25%": check(auto_normal["overhead_max"], lambda v: v <= TARGETS["auto_normal_overhead_max_max"]),
         "math_coding_never_sot": (not misrouted) if checked else None,
@@ -298,9 +307,16 @@ async def run_bench(
     base_report: dict[str, Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     warm: bool = True,
+    score: bool = True,
 ) -> dict[str, Any]:
-    """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes."""
+    """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes.
+
+    ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM).
+    """
+    import asyncio
+
     from vivace.agents import ask
+    from vivace.eval.coverage import mutual as coverage_of
 
     opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty, "max_points": max_points}
     report: dict[str, Any] = dict(base_report or {})
@@ -320,7 +336,8 @@ async def run_bench(
         traces = {}
         for mode in ("normal", "sot", "auto"):
             traces[mode] = await ask(q["question"], backend, mode=mode, **opts)
-        row = question_record(q, traces["normal"], traces["sot"], traces["auto"])
+        cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, traces["sot"].answer) if score else None
+        row = question_record(q, traces["normal"], traces["sot"], traces["auto"], cov)
         rows.append(row)
         report["summary"] = summarize(rows)
         report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
