@@ -49,3 +49,25 @@ def test_auto_sends_arithmetic_to_one_normal_call(engine, run) -> None:
     assert trace.mode == "normal" and trace.meta["router"]["reason"] == "cue: math"
     assert [c.node for c in trace.calls] == ["normal"]
     assert trace.answer and trace.calls[0].output_tokens <= 32
+
+
+def test_pipelined_sot_expands_points_while_the_skeleton_is_decoded(engine, run) -> None:
+    events: list[Event] = []
+    trace = run(ask("What are the benefits of regular exercise?", engine, mode="sot", max_tokens=160, max_points=4,
+                    pipelined=True, on_event=events.append))
+    points = trace.meta["points"]
+    assert trace.mode == "sot" and trace.meta["fallback"] is None and len(points) >= 2, trace.meta
+    skeleton = next(c for c in trace.calls if c.node == "skeleton")
+    expands = sorted((c for c in trace.calls if c.node == "expand"), key=lambda c: c.branch)
+    assert [c.branch for c in expands] == list(range(1, len(points) + 1))
+    # The first point went out while the skeleton was still being decoded, and that overlap is recorded.
+    assert expands[0].started_at < skeleton.ended_at
+    assert trace.meta["stages"]["skeleton_hidden"] > 0
+    kinds = [e.kind for e in events]
+    assert kinds.index("branch_delta") < kinds.index("skeleton_done")
+    # The answer is still the points in order, each expanded.
+    lines = trace.answer.splitlines()
+    assert len(lines) == len(points)
+    for i, (line, point) in enumerate(zip(lines, points), 1):
+        assert line.startswith(f"{i}. {point}")
+    assert len(trace.answer) > sum(len(p) for p in points) + 40

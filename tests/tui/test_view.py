@@ -265,3 +265,17 @@ def test_in_flight_and_kv_come_from_the_real_engine_while_it_generates(engine: A
     assert probe()[0] == 0  # and the limiter is empty again
     view = RunView("q", lambda: (4, busiest))
     assert f"KV {busiest:.1%}" in render(feed(view, sot_events(2)))
+
+
+def test_pipelined_points_that_stream_before_the_skeleton_is_done_keep_their_text() -> None:
+    names = ["Cardio health", "Mood and sleep"]
+    events: list[Any] = [RunStarted(RID, question="Why exercise?", requested_mode="sot"),
+                         Routed(RID, mode="sot", reason="requested"), SkeletonDelta(RID, text="1. Cardio health\n"),
+                         BranchDelta(RID, index=1, text="Exercise strengthens the heart."),
+                         SkeletonDelta(RID, text="2. Mood and sleep"),
+                         SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 9, 0.2, 1.2)),
+                         BranchDelta(RID, index=2, text="It lifts the mood.")]
+    view = feed(RunView(probe=lambda: (2, 0.01)), events)
+    assert view.branches[1].text == "Exercise strengthens the heart." and view.branches[1].point == "Cardio health"
+    assert view.branches[2].text == "It lifts the mood."
+    assert "1. Cardio health" in render(view)

@@ -40,7 +40,7 @@ from vivace.agents.events import (
     SkeletonDone,
 )
 from vivace.agents.router import MODES, NORMAL, SOT, aroute
-from vivace.agents.skeleton import MIN_POINTS, join_points, parse_skeleton, strip_echo
+from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
 from vivace.runtime.prompts import render
@@ -71,6 +71,7 @@ class Options:
     skeleton_max_tokens: int | None = None
     branch_timeout_s: float | None = None
     fail_on_branch_error: bool = False
+    pipelined: bool = False  # vivace.agents.sot_pipeline: points start while the skeleton is decoded
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -97,6 +98,7 @@ class Options:
             skeleton_max_tokens=o.get("skeleton_max_tokens"),
             branch_timeout_s=o.get("branch_timeout_s"),
             fail_on_branch_error=bool(o.get("fail_on_branch_error", False)),
+            pipelined=bool(pick("pipelined", c.sot_pipelined)),
         )
 
     def point_tokens(self, n_points: int) -> int:
@@ -151,6 +153,7 @@ class State(TypedDict, total=False):
     question: str
     mode: str
     route_reason: str
+    pipelined: bool
     skeleton: str
     points: list[str]
     fallback: str | None
@@ -193,20 +196,44 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         mode, reason = await aroute(state["question"])
     write(Routed(state["run_id"], mode=mode, reason=reason))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
-    return {"mode": mode, "route_reason": reason, "stages": {"route": time.perf_counter() - t0}}
+    return {"mode": mode, "route_reason": reason, "pipelined": opts.pipelined,
+            "stages": {"route": time.perf_counter() - t0}}
 
 
 def after_route(state: State) -> str:
-    return "skeleton" if state["mode"] == SOT else "normal"
+    if state["mode"] != SOT:
+        return "normal"
+    return "pipelined" if state.get("pipelined") else "skeleton"
 
 
 async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask for the skeleton (no repetition penalty: it collapses a numbered list) and parse it."""
+    """Ask for the skeleton and parse it."""
     ctx = runtime.context
-    write, opts = ctx.emit, ctx.options
+    write = ctx.emit
     run_id = state["run_id"]
     t0 = time.perf_counter()
-    messages, prefill = render(SKELETON_PROMPT, question=state["question"])
+    call, prefill = skeleton_call(ctx, state["question"])
+    if prefill:
+        write(SkeletonDelta(run_id, text=prefill))
+    try:
+        result, trace = await ctx.send(call, lambda text: write(SkeletonDelta(run_id, text=text)))
+    except Exception as exc:
+        write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
+        raise
+    raw = (prefill or "") + result.text
+    parsed = skeleton_done(ctx, run_id, raw, trace)
+    return {
+        "skeleton": raw,
+        "points": parsed.points if parsed.fallback is None else [],
+        "fallback": parsed.fallback,
+        "stages": {"skeleton": time.perf_counter() - t0},
+    }
+
+
+def skeleton_call(ctx: Context, question: str) -> tuple[Call, str | None]:
+    """The skeleton's call and its prefill (no repetition penalty: it collapses a numbered list)."""
+    opts = ctx.options
+    messages, prefill = render(SKELETON_PROMPT, question=question)
     call = Call(
         messages=messages,
         prefill=prefill,
@@ -216,28 +243,20 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
         stop=("\n\n", f"\n{opts.max_points + 1}."),
         node=ctx.node("skeleton"),
         agent=ctx.name,
-        query=state["question"],
+        query=question,
     )
-    if prefill:
-        write(SkeletonDelta(run_id, text=prefill))
-    try:
-        result, trace = await ctx.send(call, lambda text: write(SkeletonDelta(run_id, text=text)))
-    except Exception as exc:
-        write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
-        raise
-    raw = (prefill or "") + result.text
+    return call, prefill
+
+
+def skeleton_done(ctx: Context, run_id: str, raw: str, trace: CallTrace) -> Skeleton:
+    """Parse the finished skeleton, record its point count on the call, and announce it."""
+    opts = ctx.options
     parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
-    fallback = parsed.fallback
     trace.extra["points"] = len(parsed.points)
-    write(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=fallback, call=trace))
-    if fallback:
-        log.info("run %s falls back to normal decoding: %s", run_id, fallback)
-    return {
-        "skeleton": raw,
-        "points": parsed.points if fallback is None else [],
-        "fallback": fallback,
-        "stages": {"skeleton": time.perf_counter() - t0},
-    }
+    ctx.emit(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=parsed.fallback, call=trace))
+    if parsed.fallback:
+        log.info("run %s falls back to normal decoding: %s", run_id, parsed.fallback)
+    return parsed
 
 
 def after_skeleton(state: State) -> list[Send] | str:
@@ -252,30 +271,38 @@ def after_skeleton(state: State) -> list[Send] | str:
 
 
 async def expand_node(branch: Branch, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Expand one point. A failure is marked on the point and reported, not raised (unless asked)."""
-    ctx = runtime.context
+    """Expand one point of a finished skeleton."""
+    points = branch["points"]
+    expansion = await expand_point(runtime.context, branch["run_id"], branch["question"], points, branch["index"],
+                                   len(points))
+    return {"expansions": [expansion]}
+
+
+async def expand_point(ctx: Context, run_id: str, question: str, points: list[str], index: int,
+                       total: int | None) -> Expansion:
+    """Expand point ``index`` given the skeleton's ``points`` so far (``total``: their final count, if known).
+
+    A failure is marked on the point and reported, not raised (unless asked).
+    While the count is open (pipelined SoT), other points' numbers up to the
+    cap end the expansion, and it gets a 3-point answer's budget.
+    """
     write, opts = ctx.emit, ctx.options
-    run_id, index, points = branch["run_id"], branch["index"], branch["points"]
     point = points[index - 1]
     started = time.time()
-    messages, prefill = render(
-        POINT_PROMPT,
-        question=branch["question"],
-        skeleton=_skeleton_listing(points),
-        index=index,
-        point=point,
-    )
+    messages, prefill = render(POINT_PROMPT, question=question, skeleton=_skeleton_listing(points), index=index,
+                               point=point)
+    last = (total or opts.max_points) + 1
     call = Call(
         messages=messages,
         prefill=prefill,
-        max_tokens=opts.point_tokens(len(points)),
+        max_tokens=opts.point_tokens(total or max(index, MIN_POINTS + 1)),
         temperature=opts.temperature,
         repetition_penalty=opts.repetition_penalty,
-        stop=("\n\n", *(f"\n{j}." for j in range(1, len(points) + 2) if j != index)),
+        stop=("\n\n", *(f"\n{j}." for j in range(1, last + 1) if j != index)),
         node=ctx.node("expand"),
         agent=ctx.name,
         branch=index,
-        query=f"{branch['question']} {point}",
+        query=f"{question} {point}",
     )
     try:
         async with asyncio.timeout(opts.branch_timeout_s):
@@ -287,13 +314,12 @@ async def expand_node(branch: Branch, runtime: Runtime[Context]) -> dict[str, An
         write(BranchDone(run_id, index=index, point=point, text="", call=None, error=message))
         if opts.fail_on_branch_error:
             raise RunError(f"point {index} ({point!r}) failed: {message}", ctx.name, ctx.step) from exc
-        expansion = Expansion(index, point, "", message, started, time.time())
-        return {"expansions": [expansion]}
+        return Expansion(index, point, "", message, started, time.time())
     text = strip_echo(result.text, index, points)
     if result.finish_reason == "length":
         text = _trim_partial_sentence(text)
     write(BranchDone(run_id, index=index, point=point, text=text, call=trace))
-    return {"expansions": [Expansion(index, point, text, None, started, time.time())]}
+    return Expansion(index, point, text, None, started, time.time())
 
 
 async def join_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -341,15 +367,19 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
 
 def build_graph() -> StateGraph:
     """The uncompiled controller graph, for embedding as a subgraph or extending."""
+    from vivace.agents.sot_pipeline import after_pipelined, pipelined_node
+
     graph = StateGraph(State, context_schema=Context)
     graph.add_node("route", route_node)
     graph.add_node("skeleton", skeleton_node)
+    graph.add_node("pipelined", pipelined_node)
     graph.add_node("expand", expand_node, input_schema=Branch)  # type: ignore[arg-type]
     graph.add_node("join", join_node)
     graph.add_node("normal", normal_node)
     graph.add_edge(START, "route")
-    graph.add_conditional_edges("route", after_route, ["skeleton", "normal"])
+    graph.add_conditional_edges("route", after_route, ["skeleton", "pipelined", "normal"])
     graph.add_conditional_edges("skeleton", after_skeleton, ["expand", "normal"])
+    graph.add_conditional_edges("pipelined", after_pipelined, ["join", "normal"])
     graph.add_edge("expand", "join")
     graph.add_edge("join", END)
     graph.add_edge("normal", END)

@@ -30,6 +30,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--categories", nargs="+", metavar="CAT", help="only these categories")
     p.add_argument("--repetition-penalty", type=float, default=None, help="for every mode (config repetition_penalty)")
     p.add_argument("--max-points", type=int, default=None, help="SoT point cap (config sot_max_points)")
+    p.add_argument("--pipelined", action="store_true",
+                   help="also run pipelined SoT per question (points start while the skeleton is decoded)")
     p.set_defaults(handler=cmd_bench_sot)
     # --max-tokens comes from the common options; unset, the bench uses DEFAULT_MAX_TOKENS.
 
@@ -61,7 +63,8 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
     with err.status(f"starting the {config.backend} backend..."):
         backend = await open_backend(config)
     try:
-        report = await _run_and_close(backend, questions, err, max_tokens, penalty, max_points, out, base)
+        report = await _run_and_close(backend, questions, err, max_tokens, penalty, max_points, out, base,
+                                      args.pipelined)
     except BaseException:
         # Interrupted: report.json holds every finished question; draw those too.
         if (out / "report.json").is_file():
@@ -83,7 +86,7 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
 
 async def _run_and_close(
     backend: Any, questions: list[dict[str, str]], err: Any, max_tokens: int, penalty: float, max_points: int,
-    out: Path, base: dict[str, Any],
+    out: Path, base: dict[str, Any], pipelined: bool = False,
 ) -> dict[str, Any]:
     try:
         err.print(f"running {len(questions)} questions x (normal, sot, auto), max {max_tokens} tokens", highlight=False)
@@ -96,14 +99,15 @@ async def _run_and_close(
                 f"  [{n}/{total}] {row['id']:<18} normal {row['normal']['latency_s']:6.2f} s {row['normal']['output_tokens']:4d} tok"
                 f"{' (cap)' if row['normal']['truncated'] else ''} | sot {row['sot']['latency_s']:6.2f} s "
                 f"{row['sot']['output_tokens']:4d} tok {row['sot']['points']} pts{' fallback' if row['sot']['fallback'] else ''}"
-                f" | auto->{row['mode_auto']} {row['auto']['latency_s']:6.2f} s | x{_fmt(row['speedup_sot'])}",
+                f" | auto->{row['mode_auto']} {row['auto']['latency_s']:6.2f} s | x{_fmt(row['speedup_sot'])}"
+                + (f" | pipelined x{_fmt(row['pipelined']['speedup'])}" if "pipelined" in row else ""),
                 highlight=False,
             )
 
         progress.rows = []  # type: ignore[attr-defined]
         report = await run_bench(
             backend, questions, max_tokens=max_tokens, repetition_penalty=penalty, max_points=max_points,
-            out_dir=out, base_report=base, progress=progress,
+            out_dir=out, base_report=base, progress=progress, pipelined=pipelined,
         )
         report["load_s"] = getattr(backend, "load_s", None)
         return report
@@ -151,6 +155,14 @@ def print_table(report: dict[str, Any]) -> None:
         f"max {_fmt(_pct(a['overhead_max']))}% ({a['overhead_max_id']}), router median {_fmt(a['route_median_ms'])} ms",
         highlight=False,
     )
+    g = s["suited"]
+    if g.get("pipelined_speedup_median") is not None:
+        console.print(
+            f"pipelined SoT (suited): x{_fmt(g['pipelined_speedup_median'])} vs normal, x{_fmt(g['pipelined_vs_sot_median'])} "
+            f"vs plain SoT, hides {_fmt(_pct(g['pipelined_skeleton_hidden_share_median']), '.0f')}% of the skeleton's time, "
+            f"length {_fmt(g['pipelined_length_ratio_median'])}, coverage {_fmt(g['pipelined_coverage_median'])}",
+            highlight=False,
+        )
     r = s["routing"]
     console.print(
         f"math/coding routed to SoT: {', '.join(r['math_coding_routed_sot']) or 'none'} (of {r['math_coding_checked']})",

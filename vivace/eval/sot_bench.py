@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 from vivace.eval import write_report
+from vivace.eval.sot_records import median as _median, pipelined_record, question_record
 from vivace.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -106,93 +106,6 @@ def select(questions: list[dict[str, str]], categories: list[str] | None = None,
     return ordered
 
 
-def _median(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 4) if xs else None
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 4) if b else None
-
-
-def _cached(trace: Any) -> int | None:
-    vals = [c.cached_tokens for c in trace.calls if c.cached_tokens is not None]
-    return sum(vals) if vals else None
-
-
-def normal_record(trace: Any) -> dict[str, Any]:
-    calls = [c for c in trace.calls if c.node == "normal"]
-    return {
-        "latency_s": round(trace.latency_s, 4),
-        "output_tokens": trace.output_tokens,
-        "truncated": any(c.finish_reason == "length" for c in calls),
-        "finish_reason": calls[-1].finish_reason if calls else None,
-        "ttft_s": round(trace.ttft_s, 4) if trace.ttft_s is not None else None,
-        "cached_tokens": _cached(trace),
-        "answer": trace.answer,
-    }
-
-
-def sot_record(trace: Any) -> dict[str, Any]:
-    skeleton = [c for c in trace.calls if c.node == "skeleton"]
-    expand = [c for c in trace.calls if c.node == "expand"]
-    normal = [c for c in trace.calls if c.node == "normal"]  # a fallback's normal decoding
-    stages = trace.meta.get("stages") or {}
-    return {
-        "latency_s": round(trace.latency_s, 4),
-        "output_tokens": trace.output_tokens,
-        "points": len(trace.meta.get("points") or []),
-        # Any call of the answer that hit its cap: a point expansion, or the fallback's normal decoding.
-        "truncated": any(c.finish_reason == "length" for c in expand + normal),
-        "truncated_points": sum(1 for c in expand if c.finish_reason == "length"),
-        "skeleton_truncated": any(c.finish_reason == "length" for c in skeleton),
-        "fallback": trace.meta.get("fallback"),
-        "failed_points": len(trace.meta.get("failed_points") or {}),
-        "skeleton_tokens": sum(c.output_tokens for c in skeleton),
-        "expansion_tokens": sum(c.output_tokens for c in expand),
-        "skeleton_s": round(stages["skeleton"], 4) if "skeleton" in stages else None,
-        "expand_s": round(stages["expand"], 4) if "expand" in stages else None,
-        "ttft_s": round(trace.ttft_s, 4) if trace.ttft_s is not None else None,
-        "cached_tokens": _cached(trace),
-        "answer": trace.answer,
-    }
-
-
-def auto_record(trace: Any) -> dict[str, Any]:
-    router = trace.meta.get("router") or {}
-    stages = trace.meta.get("stages") or {}
-    return {
-        "latency_s": round(trace.latency_s, 4),
-        "output_tokens": trace.output_tokens,
-        "routed": router.get("mode"),
-        "reason": router.get("reason"),
-        "mode": trace.mode,  # "normal" also when the skeleton fell back
-        "fallback": trace.meta.get("fallback"),
-        "route_s": round(stages["route"], 6) if "route" in stages else None,
-        "truncated": any(c.finish_reason == "length" for c in trace.calls if c.node in ("normal", "expand")),
-        "cached_tokens": _cached(trace),
-    }
-
-
-def question_record(
-    q: dict[str, str], normal: Any, sot: Any, auto: Any, coverage: dict[str, float | None] | None = None
-) -> dict[str, Any]:
-    n, s, a = normal_record(normal), sot_record(sot), auto_record(auto)
-    return {
-        "id": q["id"],
-        "category": q["category"],
-        "question": q["question"],
-        "mode_auto": a["routed"],
-        "normal": n,
-        "sot": s,
-        "auto": a,
-        "speedup_sot": _ratio(n["latency_s"], s["latency_s"]),
-        "speedup_auto": _ratio(n["latency_s"], a["latency_s"]),
-        "length_ratio": _ratio(s["output_tokens"], n["output_tokens"]),
-        # vivace.eval.coverage: how much of the normal answer's content SoT's carries, and the reverse
-        "coverage": coverage or {},
-    }
-
-
 def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures of one set of questions."""
     clean = [r for r in rows if not r["normal"]["truncated"]]
@@ -210,11 +123,25 @@ def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "normal_output_tokens_median": _median([r["normal"]["output_tokens"] for r in rows]),
         "sot_output_tokens_median": _median([r["sot"]["output_tokens"] for r in rows]),
         "sot_points_median": _median([r["sot"]["points"] for r in rows]),
+        **_pipelined_group([r["pipelined"] for r in rows if "pipelined" in r]),
         "routed_sot": sum(1 for r in rows if r["mode_auto"] == "sot"),
         "fallbacks": sum(1 for r in rows if r["sot"]["fallback"]),
         "normal_truncated": sum(1 for r in rows if r["normal"]["truncated"]),
         "sot_truncated": sum(1 for r in rows if r["sot"]["truncated"]),
     }
+
+
+def _pipelined_group(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    if not recs:
+        return {}
+
+    def med(key: str) -> float | None:
+        return _median([r[key] for r in recs if r[key] is not None])
+
+    return {"pipelined_speedup_median": med("speedup"), "pipelined_vs_sot_median": med("vs_sot"),
+            "pipelined_length_ratio_median": med("length_ratio"),
+            "pipelined_skeleton_hidden_share_median": med("skeleton_hidden_share"),
+            "pipelined_coverage_median": _median([c for r in recs if (c := r["coverage"].get("normal_in_sot")) is not None])}
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -308,10 +235,12 @@ async def run_bench(
     progress: Callable[[dict[str, Any]], None] | None = None,
     warm: bool = True,
     score: bool = True,
+    pipelined: bool = False,
 ) -> dict[str, Any]:
     """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes.
 
-    ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM).
+    ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM);
+    ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_pipeline``).
     """
     import asyncio
 
@@ -324,7 +253,7 @@ async def run_bench(
     report.setdefault("config", {})
     report["config"].update(
         max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty, max_points=max_points,
-        order="normal, sot, auto per question; questions round-robin over categories",
+        order=f"normal, sot, auto{', sot pipelined' if pipelined else ''} per question; questions round-robin over categories",
         backend=backend.name, model=backend.model, questions_planned=len(questions),
     )
     report["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
@@ -338,6 +267,10 @@ async def run_bench(
             traces[mode] = await ask(q["question"], backend, mode=mode, **opts)
         cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, traces["sot"].answer) if score else None
         row = question_record(q, traces["normal"], traces["sot"], traces["auto"], cov)
+        if pipelined:
+            piped = await ask(q["question"], backend, mode="sot", pipelined=True, **opts)
+            cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, piped.answer) if score else None
+            row["pipelined"] = pipelined_record(piped, row, cov)
         rows.append(row)
         report["summary"] = summarize(rows)
         report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

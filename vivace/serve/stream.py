@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from vivace.agents.events import AnswerDelta, AnswerDone, BranchDone, Event, SkeletonDone
+from vivace.agents.events import AnswerDelta, AnswerDone, BranchDone, Event
 from vivace.agents.skeleton import format_point
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ class AnswerStream:
         self.sent = ""
         self._pending: list[str] = []
         self._held = ""  # whitespace that may turn out to end the answer
-        self._points: list[str] = []
         self._done: dict[int, str] = {}
         self._next_point = 1
 
@@ -42,9 +41,7 @@ class AnswerStream:
             return
         if isinstance(event, AnswerDelta):
             self._normal(event.text)
-        elif isinstance(event, SkeletonDone) and not event.fallback:
-            self._points = list(event.points)
-        elif isinstance(event, BranchDone) and self._points:
+        elif isinstance(event, BranchDone):  # pipelined SoT may finish a point before its skeleton is done
             self._done[event.index] = format_point(event.index, event.point, event.text, event.error)
             while self._next_point in self._done:
                 piece = self._done.pop(self._next_point)

@@ -127,7 +127,9 @@ class RunView:
             self.mode = "normal"
             self.reason = f"{self.reason}; skeleton unusable ({e.fallback})" if self.reason else e.fallback
         else:
-            self.branches = {i: Branch(p) for i, p in enumerate(e.points, 1)}
+            # Pipelined SoT starts points before the skeleton is done: keep what they streamed.
+            for i, p in enumerate(e.points, 1):
+                self.branches.setdefault(i, Branch(p)).point = p
 
     def _on_branch_delta(self, e: Any) -> None:
         self.branches.setdefault(e.index, Branch(f"point {e.index}")).text += e.text
