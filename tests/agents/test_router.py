@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.test_cli import cli_env
 from vivace.agents import router
 from vivace.agents.router import NORMAL, SOT, cue, load_examples, route
 
@@ -33,8 +34,8 @@ from vivace.agents.router import NORMAL, SOT, cue, load_examples, route
         ("Think it through: which weighs more, a pound of bricks or a pound of feathers?", "step-by-step reasoning"),
         ("Estimate the number of trees in New York City.", "estimate"),
         ("How many hairs are there on a human head, in the world on average?", "estimate"),
-        ("Write a poem about the moon.", "creative writing"),
-        ("Compose a short story about a brave mouse.", "creative writing"),
+        ("Write a poem about the moon.", "writing"),
+        ("Compose a short story about a brave mouse.", "writing"),
     ],
 )
 def test_cues_send_to_normal_without_the_classifier(question: str, name: str) -> None:
@@ -158,10 +159,22 @@ def test_a_failed_load_is_reported_and_retried(slow_load: dict[str, Any]) -> Non
     assert slow_load["calls"] == 2
 
 
+# The CLI in a fresh process whose router load takes 30 s more, as on a machine with a cold, busy disk:
+# the load itself now takes about a second, too short to send Ctrl-C into reliably.
+SLOW_LOAD_CLI = """
+import sys, time
+from vivace.agents import router
+real = router.load_embedder
+router.load_embedder = lambda: (time.sleep(30), real())[1]
+from vivace.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_ctrl_c_during_a_cold_router_load_exits_at_once(tmp_path: Path) -> None:
-    """The real thing, in a fresh process: the cold MiniLM load takes seconds; Ctrl-C must not wait for it."""
-    proc = subprocess.Popen([VIVACE, "ask", QUESTION, "--backend", "fake", "--mode", "auto"], env=cli_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """The real CLI in a fresh process: Ctrl-C during the router's load must not wait for it."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_LOAD_CLI, "ask", QUESTION, "--backend", "fake", "--mode", "auto"],
+                            env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     assert proc.stderr is not None
     for line in proc.stderr:  # the router logs when its load starts
@@ -173,7 +186,7 @@ def test_ctrl_c_during_a_cold_router_load_exits_at_once(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     exited_in = time.perf_counter() - t0
     assert proc.returncode == 130, "".join(seen) + err
-    assert exited_in < 3.0, exited_in  # the load itself takes ~10 s on this machine
+    assert exited_in < 3.0, exited_in  # the load has 30 s to go
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     record = json.loads((tmp_path / "runs" / "runs.jsonl").read_text().splitlines()[-1])
     assert record["status"] == "interrupted" and record["question"] == QUESTION
