@@ -100,7 +100,7 @@ class EmbeddingClassifier:
         label = SOT if scores[SOT] > scores[NORMAL] else NORMAL
         nearest = self.examples[int(np.argmax(sims))]
         reason = (
-            f"classifier: {label} (similarity sot {scores[SOT]:.2f} vs normal {scores[NORMAL]:.2f}; "
+            f"classifier: {label} (similarity sot {scores[SOT]:.3f} vs normal {scores[NORMAL]:.3f}; "
             f"nearest example is {nearest.category})"
         )
         return label, reason
