@@ -43,7 +43,7 @@ _COMPARATIVES = r"older|younger|taller|shorter|heavier|lighter|faster|slower|big
 _AUX = r"is|are|was|were|does|do|did|has|have|had|should|shall|am|isn't|aren't|doesn't|don't|didn't|shouldn't"
 _LIST_NOUNS = (
     r"tips|advice|ideas|suggestions|ways|recommendations|examples|reasons|benefits|advantages|disadvantages|pros|"
-    r"cons|list|things"
+    r"cons|list"
 )
 
 # (name, pattern): the first that matches names the route's reason.
