@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,9 +17,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.test_cli import cli_env
 from vivace.agents import router
-from vivace.agents.router import NORMAL, SOT, cue, load_examples, route
+from vivace.agents.router import NORMAL, SOT, cue, load_examples, parse_examples, route
 
 
 @pytest.mark.parametrize(
@@ -33,8 +34,8 @@ from vivace.agents.router import NORMAL, SOT, cue, load_examples, route
         ("Think it through: which weighs more, a pound of bricks or a pound of feathers?", "step-by-step reasoning"),
         ("Estimate the number of trees in New York City.", "estimate"),
         ("How many hairs are there on a human head, in the world on average?", "estimate"),
-        ("Write a poem about the moon.", "creative writing"),
-        ("Compose a short story about a brave mouse.", "creative writing"),
+        ("Write a poem about the moon.", "writing"),
+        ("Compose a short story about a brave mouse.", "writing"),
     ],
 )
 def test_cues_send_to_normal_without_the_classifier(question: str, name: str) -> None:
@@ -54,20 +55,62 @@ def test_empty_question_goes_to_normal() -> None:
 def test_examples_are_labelled_and_balanced() -> None:
     examples = load_examples()
     labels = {e.label for e in examples}
-    assert labels == {SOT, NORMAL}
+    assert labels == {SOT, NORMAL} and len(examples) >= 300
     categories = {e.category for e in examples}
-    assert {"generic", "knowledge", "counterfactual", "math", "coding", "fermi", "writing"} <= categories
-    assert min(sum(e.label == label for e in examples) for label in labels) >= 30
+    assert {"generic", "knowledge", "common-sense", "counterfactual", "roleplay"} <= categories
+    assert {"math", "coding", "reasoning", "fermi", "writing", "short"} <= categories
+    assert min(sum(e.label == label for e in examples) for label in labels) >= 150
+    assert all(sum(e.category == c for e in examples) >= 20 for c in categories)
+    assert len({e.question.casefold() for e in examples}) == len(examples)
 
 
-SOT_CLEAR = [
-    "What are the advantages of cycling to work?",
-    "How can I improve my time management skills?",
-    "What would the world be like if dinosaurs had never gone extinct?",
-    "What are the main causes of air pollution in cities?",
-    "How can parents help their children do well at school?",
-]
-NORMAL_CLEAR = [
+def test_no_cue_fires_on_a_list_shaped_example() -> None:
+    """The cues err toward normal, but not by swallowing the questions SoT is for."""
+    assert [(e.question, cue(e.question)) for e in load_examples() if e.label == SOT and cue(e.question)] == []
+
+
+def test_a_malformed_example_line_names_its_line() -> None:
+    with pytest.raises(ValueError, match=r"mine.tsv:2: expected label<TAB>category<TAB>question"):
+        parse_examples("sot\tgeneric\tHow can I relax?\nsot generic How can I relax?\n", "mine.tsv")
+    with pytest.raises(ValueError, match=r"mine.tsv:1: unknown label 'SoT'"):
+        parse_examples("SoT\tgeneric\tHow can I relax?\n", "mine.tsv")
+
+
+# Requests whose answers are not a list of independent points, in the phrasings people use:
+# imperative, polite, "I need", artefact first, word problems, quantities, riddles, facts, yes/no.
+MUST_BE_NORMAL = [
+    "Write an email to my team announcing the new holiday schedule.",
+    "Draft a cover letter for a graphic designer role at a games studio.",
+    "Give me a cover letter for a warehouse supervisor job.",
+    "Can you write a LinkedIn post celebrating my team's product launch?",
+    "Could you compose a short welcome speech for new students?",
+    "I need a product description for a handmade leather wallet.",
+    "We'd like a blog post about our bakery's tenth anniversary.",
+    "Help me write a letter to my future self.",
+    "A haiku about a rainy train station, please.",
+    "Write a review of a budget hotel in Lisbon.",
+    "Write a bio for a jazz pianist's concert programme.",
+    "Come up with a slogan for a neighbourhood bike repair shop.",
+    "Tell me a bedtime story about a sleepy owl.",
+    "Please rewrite this paragraph so it sounds friendlier: Your request has been denied.",
+    "Put together a script for a two-minute explainer video about recycling.",
+    "What is 48 times 12?",
+    "Solve for y: 4y - 6 = 18.",
+    "A tank holds 250 litres and leaks 4 litres an hour. How long until it is empty?",
+    "What percentage of 80 is 20?",
+    "Write a Python function that flattens a nested list.",
+    "How do I count the words in a file with bash?",
+    "Implement a min-heap in Java.",
+    "Why does my React component render twice?",
+    "How many cars cross the Golden Gate Bridge each day?",
+    "Estimate how much bread is eaten in Paris every morning.",
+    "How long would it take to fill a bathtub with a teaspoon?",
+    "Explain step by step how many squares there are on a chessboard.",
+    "Anna is older than Ben, and Ben is older than Cleo. Who is the youngest?",
+    "What number comes next in 3, 9, 27, 81?",
+    "What is the capital of Kenya?",
+    "Is Mount Kilimanjaro in Tanzania?",
+    "Should I say 'fewer' or 'less' for countable things?",
     "What is the square of 12?",
     "Reverse a linked list in C.",
     "How many piano keys are pressed worldwide each day?",
@@ -76,17 +119,32 @@ NORMAL_CLEAR = [
 ]
 
 
-@pytest.mark.parametrize("question", SOT_CLEAR)
-def test_classifier_sends_list_shaped_questions_to_sot(question: str) -> None:
-    mode, reason = route(question)
-    assert mode == SOT, reason
-    assert reason.startswith("classifier: sot")
+# List-shaped questions in the five SoT categories: advice, overviews, common sense, "what if", roleplay.
+MUST_BE_SOT = [
+    "What are some ways to make a tiny kitchen more practical?",
+    "How can a new manager earn the trust of their team?",
+    "What are the main causes of soil erosion?",
+    "What were the cultural effects of the Renaissance?",
+    "Why do people keep their receipts after shopping?",
+    "What should you do if you see a wildfire while driving?",
+    "What would happen if nobody could tell lies?",
+    "How would farming change if it never rained again?",
+    "As a dietitian, what would you suggest for someone who skips breakfast?",
+    "Pretend you are a lighthouse keeper. What do you do on a stormy night?",
+    "What are the advantages of cycling to work?",
+    "How can I improve my time management skills?",
+    "What would the world be like if dinosaurs had never gone extinct?",
+    "What are the main causes of air pollution in cities?",
+    "How can parents help their children do well at school?",
+]
 
 
-@pytest.mark.parametrize("question", NORMAL_CLEAR)
-def test_normal_questions_stay_normal(question: str) -> None:
+@pytest.mark.parametrize("question,expected", [(q, NORMAL) for q in MUST_BE_NORMAL] + [(q, SOT) for q in MUST_BE_SOT])
+def test_routes(question: str, expected: str) -> None:
     mode, reason = route(question)
-    assert mode == NORMAL, reason
+    assert mode == expected, reason
+    if expected == SOT:  # no cue fired: the vote chose SoT
+        assert reason.startswith("classifier: sot")
 
 
 class _FakeModel:
@@ -158,10 +216,22 @@ def test_a_failed_load_is_reported_and_retried(slow_load: dict[str, Any]) -> Non
     assert slow_load["calls"] == 2
 
 
+# The CLI in a fresh process whose router load takes 30 s more, as on a machine with a cold, busy disk:
+# the load itself now takes about a second, too short to send Ctrl-C into reliably.
+SLOW_LOAD_CLI = """
+import sys, time
+from vivace.agents import router
+real = router.load_embedder
+router.load_embedder = lambda: (time.sleep(30), real())[1]
+from vivace.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_ctrl_c_during_a_cold_router_load_exits_at_once(tmp_path: Path) -> None:
-    """The real thing, in a fresh process: the cold MiniLM load takes seconds; Ctrl-C must not wait for it."""
-    proc = subprocess.Popen([VIVACE, "ask", QUESTION, "--backend", "fake", "--mode", "auto"], env=cli_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """The real CLI in a fresh process: Ctrl-C during the router's load must not wait for it."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_LOAD_CLI, "ask", QUESTION, "--backend", "fake", "--mode", "auto"],
+                            env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     assert proc.stderr is not None
     for line in proc.stderr:  # the router logs when its load starts
@@ -173,7 +243,7 @@ def test_ctrl_c_during_a_cold_router_load_exits_at_once(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     exited_in = time.perf_counter() - t0
     assert proc.returncode == 130, "".join(seen) + err
-    assert exited_in < 3.0, exited_in  # the load itself takes ~10 s on this machine
+    assert exited_in < 3.0, exited_in  # the load has 30 s to go
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     record = json.loads((tmp_path / "runs" / "runs.jsonl").read_text().splitlines()[-1])
     assert record["status"] == "interrupted" and record["question"] == QUESTION
