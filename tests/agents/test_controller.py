@@ -237,3 +237,19 @@ def test_bad_input_is_refused() -> None:
         asyncio.run(ask_question("  ", FakeBackend()))
     with pytest.raises(InputError):
         asyncio.run(ask_question("hi", FakeBackend(), mode="fast"))
+
+
+def test_pipelined_sot_gives_the_plain_answer_and_falls_back_the_same_way() -> None:
+    """The fake streams no newlines, so every point goes out when the skeleton ends: the same run as plain SoT."""
+    plain, _ = ask(ScriptedBackend(), mode="sot")
+    piped, events = ask(ScriptedBackend(), mode="sot", pipelined=True)
+    assert piped.answer == plain.answer and piped.meta["points"] == plain.meta["points"]
+    assert [c.node for c in piped.calls].count("expand") == len(piped.meta["points"])
+    assert piped.meta["stages"]["skeleton_hidden"] == 0.0  # nothing overlapped the skeleton here
+
+    def reply(request: GenerationRequest) -> str:
+        return "Tea is nice. Enjoy it." if request.tag.endswith("/skeleton") else responder(request)
+
+    fallback, events = ask(ScriptedBackend(responder=reply), mode="sot", pipelined=True)
+    assert fallback.mode == "normal" and fallback.meta["fallback"]
+    assert [c.node for c in fallback.calls] == ["skeleton", "normal"] and fallback.answer == "A plain answer."
