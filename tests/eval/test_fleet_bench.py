@@ -44,6 +44,7 @@ def test_fleet_bench_measures_both_arms_and_survives_a_killed_server(
     assert failover["unfinished_calls"] == 0 and not failover["errors"]
     assert [a["id"] for a in failover["answers"]] == [row["id"]] * 2  # one question, run twice at once
     assert all(a["answer"] and a["answer"].strip() for a in failover["answers"])
+    assert failover["unfailed_wall_s"] > 0 and 0.0 <= failover["answer_similarity_to_unfailed_median"] <= 1.0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["summary"] == summary
 

@@ -137,6 +137,7 @@ def print_table(report: dict[str, Any]) -> None:
     if f:
         console.print(f"failover: killed {f['killed'] or 'nothing (runs ended first)'} with {f['in_flight_on_killed']} "
                       f"calls in flight; {f['runs_ok']}/{f['runs']} runs finished, {f['unfinished_calls']} calls "
-                      f"unfinished, {f['resumed_answers']} answers resumed elsewhere, in {f['wall_s']:.1f} s; answers agree "
-                  f"{_pct(f['answer_similarity_to_unfailed_median']).strip()} with the unfailed runs",
+                      f"unfinished, {f['resumed_answers']} answers resumed elsewhere, in {f['wall_s']:.1f} s "
+                  f"({f['unfailed_wall_s']:.1f} s with no failure); answers agree "
+                  f"{_pct(f['answer_similarity_to_unfailed_median']).strip()} with the same batch unfailed",
                       highlight=False)

@@ -140,9 +140,12 @@ async def measure_failover(
     urls: list[str],
     questions: list[dict[str, str]],
     opts: dict[str, Any],
-    kill: Callable[[int], None],
+    kill: Callable[[int], None] | None,
 ) -> dict[str, Any]:
-    """Run ``questions`` at once; kill the busiest server once answers stream. Every run should still finish."""
+    """Run ``questions`` at once; kill the busiest server once answers stream. Every run should still finish.
+
+    Without ``kill``: the same batch with no failure, the twin the failed batch is compared with.
+    """
     from vivace.agents import ask
     from vivace.errors import VivaceError
 
@@ -167,7 +170,7 @@ async def measure_failover(
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         busy = dict(backend.outstanding)
-        if not all(t.done() for t in tasks):
+        if kill is not None and not all(t.done() for t in tasks):
             victim = max(range(len(urls)), key=lambda i: busy.get(urls[i], 0))
             killed = urls[victim]
             kill(victim)
@@ -231,10 +234,16 @@ async def run_bench(
     report["cache_reset_per_run"] = reset
     report["summary"] = summarize(rows)
     if kill is not None and len(urls) > 1:
+        # The same batch twice, from cold caches: first with every server up (batching and caching then
+        # match), then with one killed mid-run; the answers are compared pairwise.
         batch = [questions[i % len(questions)] for i in range(failover_runs)]  # repeats when there are few
-        report["failover"] = await measure_failover(connect, urls, batch, opts, kill)
-        baseline = {r["id"]: r["affinity"]["answer"] for r in rows}
-        report["failover"]["answer_similarity_to_unfailed_median"] = _median(
-            [similarity(a["answer"], baseline.get(a["id"])) for a in report["failover"]["answers"]])
+        await reset_caches(urls)
+        twin = await measure_failover(connect, urls, batch, opts, None)
+        await reset_caches(urls)
+        failed = await measure_failover(connect, urls, batch, opts, kill)
+        failed["unfailed_wall_s"] = twin["wall_s"]
+        failed["answer_similarity_to_unfailed_median"] = _median(
+            [similarity(a["answer"], b["answer"]) for a, b in zip(failed["answers"], twin["answers"])])
+        report["failover"] = failed
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
