@@ -124,6 +124,7 @@ class RunView:
     def _on_skeleton_done(self, e: Any) -> None:
         self.skeleton, self.points, self.fallback = e.text, list(e.points), e.fallback
         if e.fallback:
+            self.branches = {}  # pipelined SoT's early points were cancelled with the skeleton
             self.mode = "normal"
             self.reason = f"{self.reason}; skeleton unusable ({e.fallback})" if self.reason else e.fallback
         else:
