@@ -227,7 +227,9 @@ def test_run_bench_on_the_real_engine(engine: Any, run: Any, monkeypatch: pytest
         assert (fallback_tokens > 0) == bool(s["fallback"])
         cov = r["coverage"]  # MiniLM at sentence level, between the two real answers
         assert 0.0 <= cov["normal_in_sot"] <= 1.0 and 0.0 <= cov["sot_in_normal"] <= 1.0
-        assert cov["normal_in_sot"] <= cov["normal_in_sot_soft"] + 1e-9 or cov["normal_in_sot"] == 1.0
+        # No sentence matched: every best similarity is under the threshold, so their mean is too (and vice versa).
+        assert cov["normal_in_sot"] > 0 or cov["normal_in_sot_soft"] < 0.6
+        assert cov["normal_in_sot"] < 1 or cov["normal_in_sot_soft"] >= 0.6
     summary = report["summary"]
     med = lambda xs: pytest.approx(sorted(xs)[0] / 2 + sorted(xs)[1] / 2, abs=1e-4)  # noqa: E731
     assert summary["n"] == 2

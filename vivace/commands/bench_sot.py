@@ -30,6 +30,9 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--categories", nargs="+", metavar="CAT", help="only these categories")
     p.add_argument("--repetition-penalty", type=float, default=None, help="for every mode (config repetition_penalty)")
     p.add_argument("--max-points", type=int, default=None, help="SoT point cap (config sot_max_points)")
+    p.add_argument("--judge-base-url", metavar="URL",
+                   help="an OpenAI-compatible server whose model judges SoT's answer against normal's (win/tie/lose)")
+    p.add_argument("--judge-model", metavar="NAME", help="the judge's model (default: the server's first)")
     p.add_argument("--pipelined", action="store_true",
                    help="also run pipelined SoT per question (points start while the skeleton is decoded)")
     p.set_defaults(handler=cmd_bench_sot)
@@ -60,11 +63,17 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
         "machine": machine_info(),
         "config": {"questions_file": str(args.questions or "bundled:vivace/eval/data/sot_questions.jsonl"), "engine": {k: str(v) for k, v in vars(config).items()}},
     }
-    with err.status(f"starting the {config.backend} backend..."):
-        backend = await open_backend(config)
+    judge = await _judge(args, config)
+    try:
+        with err.status(f"starting the {config.backend} backend..."):
+            backend = await open_backend(config)
+    except BaseException:
+        if judge is not None:
+            await judge.aclose()
+        raise
     try:
         report = await _run_and_close(backend, questions, err, max_tokens, penalty, max_points, out, base,
-                                      args.pipelined)
+                                      args.pipelined, judge)
     except BaseException:
         # Interrupted: report.json holds every finished question; draw those too.
         if (out / "report.json").is_file():
@@ -86,7 +95,7 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
 
 async def _run_and_close(
     backend: Any, questions: list[dict[str, str]], err: Any, max_tokens: int, penalty: float, max_points: int,
-    out: Path, base: dict[str, Any], pipelined: bool = False,
+    out: Path, base: dict[str, Any], pipelined: bool = False, judge: Any = None,
 ) -> dict[str, Any]:
     try:
         err.print(f"running {len(questions)} questions x (normal, sot, auto), max {max_tokens} tokens", highlight=False)
@@ -107,12 +116,26 @@ async def _run_and_close(
         progress.rows = []  # type: ignore[attr-defined]
         report = await run_bench(
             backend, questions, max_tokens=max_tokens, repetition_penalty=penalty, max_points=max_points,
-            out_dir=out, base_report=base, progress=progress, pipelined=pipelined,
+            out_dir=out, base_report=base, progress=progress, pipelined=pipelined, judge=judge,
         )
         report["load_s"] = getattr(backend, "load_s", None)
         return report
     finally:
         await backend.aclose()
+        if judge is not None:
+            await judge.aclose()
+
+
+async def _judge(args: argparse.Namespace, config: Config) -> Any:
+    """The judge's backend, or None; an unreachable judge fails before the engine starts."""
+    if not args.judge_base_url:
+        if args.judge_model:
+            raise InputError("--judge-model needs --judge-base-url")
+        return None
+    from vivace.runtime.openai_http import OpenAIBackend
+
+    return await OpenAIBackend.connect([args.judge_base_url], args.judge_model, api_key_env=config.api_key_env,
+                                       timeout_s=config.request_timeout_s, retries=config.connect_retries)
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -163,6 +186,11 @@ def print_table(report: dict[str, Any]) -> None:
             f"length {_fmt(g['pipelined_length_ratio_median'])}, coverage {_fmt(g['pipelined_coverage_median'])}",
             highlight=False,
         )
+    if g.get("judge"):
+        j = g["judge"]
+        console.print(f"judge ({cfg.get('judge')}), SoT vs normal on the suited questions: {j['win']} win, {j['tie']} tie, "
+                      f"{j['lose']} lose, {j['unparsed']} unparsed (both orders; score {_fmt(j['sot_score'])})",
+                      highlight=False)
     r = s["routing"]
     console.print(
         f"math/coding routed to SoT: {', '.join(r['math_coding_routed_sot']) or 'none'} (of {r['math_coding_checked']})",

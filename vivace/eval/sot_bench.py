@@ -124,11 +124,20 @@ def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "sot_output_tokens_median": _median([r["sot"]["output_tokens"] for r in rows]),
         "sot_points_median": _median([r["sot"]["points"] for r in rows]),
         **_pipelined_group([r["pipelined"] for r in rows if "pipelined" in r]),
+        **_judge_group(rows),
         "routed_sot": sum(1 for r in rows if r["mode_auto"] == "sot"),
         "fallbacks": sum(1 for r in rows if r["sot"]["fallback"]),
         "normal_truncated": sum(1 for r in rows if r["normal"]["truncated"]),
         "sot_truncated": sum(1 for r in rows if r["sot"]["truncated"]),
     }
+
+
+def _judge_group(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from vivace.eval.sot_judge import tally
+
+    judged = [r["judge"] for r in rows if "judge" in r]
+    piped = [r["pipelined"]["judge"] for r in rows if "judge" in r.get("pipelined", {})]
+    return ({"judge": tally(judged)} if judged else {}) | ({"pipelined_judge": tally(piped)} if piped else {})
 
 
 def _pipelined_group(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -236,11 +245,13 @@ async def run_bench(
     warm: bool = True,
     score: bool = True,
     pipelined: bool = False,
+    judge: Any = None,
 ) -> dict[str, Any]:
     """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes.
 
     ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM);
-    ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_pipeline``).
+    ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_pipeline``);
+    ``judge`` (a backend) a pairwise verdict on SoT's answer against normal's (``vivace.eval.sot_judge``).
     """
     import asyncio
 
@@ -255,6 +266,7 @@ async def run_bench(
         max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty, max_points=max_points,
         order=f"normal, sot, auto{', sot pipelined' if pipelined else ''} per question; questions round-robin over categories",
         backend=backend.name, model=backend.model, questions_planned=len(questions),
+        judge=f"{judge.name}:{judge.model}" if judge is not None else None,
     )
     report["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
     if warm:
@@ -271,6 +283,12 @@ async def run_bench(
             piped = await ask(q["question"], backend, mode="sot", pipelined=True, **opts)
             cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, piped.answer) if score else None
             row["pipelined"] = pipelined_record(piped, row, cov)
+        if judge is not None:
+            from vivace.eval.sot_judge import judge_pair
+
+            row["judge"] = await judge_pair(judge, q["question"], traces["normal"].answer, traces["sot"].answer)
+            if pipelined:
+                row["pipelined"]["judge"] = await judge_pair(judge, q["question"], traces["normal"].answer, piped.answer)
         rows.append(row)
         report["summary"] = summarize(rows)
         report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
