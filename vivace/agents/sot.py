@@ -25,6 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from vivace.agents import guard
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, current_step, task_text
 from vivace.agents.events import (
     AgentDelta,
@@ -55,6 +56,7 @@ POINT_PROMPT = "sot_point"
 # slowest branch does not erase the parallel gain.
 POINT_TOKENS_MIN, POINT_TOKENS_MAX = 40, 96
 SKELETON_TOKENS_PER_POINT = 12
+GUARD_REFUSAL = "guard: the skeleton is a refusal; its points are not expanded"
 
 
 @dataclass
@@ -71,6 +73,10 @@ class Options:
     skeleton_max_tokens: int | None = None
     branch_timeout_s: float | None = None
     fail_on_branch_error: bool = False
+    # The safety guard (on by default in auto): techniques ``auto`` must not pick for a sensitive request,
+    # and a refused skeleton is answered as the refusal it is instead of being expanded.
+    safety_guard: bool = False
+    guarded: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,8 +92,12 @@ class Options:
         def pick(key: str, default: Any) -> Any:
             return default if o.get(key) is None else o[key]
 
+        mode = str(pick("mode", c.mode))
+        on = bool(pick("safety_guard", mode == "auto"))
         return cls(
-            mode=str(pick("mode", c.mode)),
+            mode=mode,
+            safety_guard=on,
+            guarded=guard.guarded_techniques(c.home) if on else (),
             max_tokens=int(pick("max_tokens", c.max_tokens)),
             temperature=float(pick("temperature", c.temperature)),
             repetition_penalty=float(pick("repetition_penalty", c.repetition_penalty)),
@@ -191,6 +201,8 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         # daemon threads, off the event loop that also serves the engine's output handler,
         # and a cancelled run does not wait for them.
         mode, reason = await aroute(state["question"])
+        if mode == SOT and opts.safety_guard and SOT in opts.guarded and (topic := guard.sensitive(state["question"])):
+            mode, reason = NORMAL, f"guard: sensitive request ({topic!r}) and SoT is guarded (was: {reason})"
     write(Routed(state["run_id"], mode=mode, reason=reason))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
     return {"mode": mode, "route_reason": reason, "stages": {"route": time.perf_counter() - t0}}
@@ -229,6 +241,14 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
     parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
     fallback = parsed.fallback
     trace.extra["points"] = len(parsed.points)
+    if fallback is None and opts.safety_guard and guard.refused(" ".join(parsed.points)):
+        # The model refused in its skeleton: expanding the points would hand each fragment to a call that
+        # no longer sees the refusal. The refusal is the answer.
+        answer = " ".join(parsed.points)
+        write(SkeletonDone(run_id, points=[], text=raw, fallback=GUARD_REFUSAL, call=trace))
+        write(AnswerDone(run_id, answer=answer, mode=SOT, points=[]))
+        return {"skeleton": raw, "points": [], "fallback": GUARD_REFUSAL, "answer": answer,
+                "stages": {"skeleton": time.perf_counter() - t0}}
     write(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=fallback, call=trace))
     if fallback:
         log.info("run %s falls back to normal decoding: %s", run_id, fallback)
@@ -241,7 +261,9 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
 
 
 def after_skeleton(state: State) -> list[Send] | str:
-    """One ``Send`` per point, or normal decoding when the skeleton was not usable."""
+    """One ``Send`` per point, normal decoding when the skeleton was not usable, the end when the guard stopped it."""
+    if state.get("fallback") == GUARD_REFUSAL:
+        return END
     if state.get("fallback"):
         return "normal"
     points = state["points"]
@@ -349,7 +371,7 @@ def build_graph() -> StateGraph:
     graph.add_node("normal", normal_node)
     graph.add_edge(START, "route")
     graph.add_conditional_edges("route", after_route, ["skeleton", "normal"])
-    graph.add_conditional_edges("skeleton", after_skeleton, ["expand", "normal"])
+    graph.add_conditional_edges("skeleton", after_skeleton, ["expand", "normal", END])
     graph.add_edge("expand", "join")
     graph.add_edge("join", END)
     graph.add_edge("normal", END)
@@ -393,7 +415,7 @@ class SotAgent(Agent):
                     meta["router"], meta["mode"] = {"mode": event.mode, "reason": event.reason}, event.mode
                 elif isinstance(event, SkeletonDone):
                     meta.update(points=list(event.points), skeleton=event.text, fallback=event.fallback)
-                    if event.fallback:
+                    if event.fallback and event.fallback != GUARD_REFUSAL:
                         meta["mode"] = NORMAL
                 elif isinstance(event, BranchDone) and event.error:
                     meta["failed_points"][event.index] = event.error

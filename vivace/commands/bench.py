@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 
-from vivace.commands import bench_backend, bench_context, bench_load, bench_overhead, bench_quant, bench_sot
+from vivace.commands import bench_backend, bench_context, bench_load, bench_overhead, bench_quant, bench_safety, bench_sot
 from vivace.commands._io import Parents, Subparsers
 
 log = logging.getLogger(__name__)
 
 # In `vivace bench --help` order.
-BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load)
+BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load, bench_safety)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
