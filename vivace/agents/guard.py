@@ -111,3 +111,13 @@ def guarded_techniques(home: Path) -> tuple[str, ...]:
     except (OSError, ValueError, AttributeError) as exc:
         log.warning("ignoring %s (%s); guarding %s", path, exc, ", ".join(UNMEASURED_GUARDED))
         return UNMEASURED_GUARDED
+
+
+def save_verdicts(home: Path, guarded: list[str], detail: dict[str, object]) -> Path:
+    """Record which techniques the guard keeps away from sensitive requests (written by `vivace bench safety`)."""
+    path = Path(home) / VERDICTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"guarded": sorted(guarded), **detail}, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -100,6 +100,7 @@ async def cmd_bench_safety(args: argparse.Namespace, config: Config) -> int:
         await close()
         if (out / "report.json").is_file():
             _plot_partial(out, plot)
+    _save_guard(config, report, out)
     if args.judge_base_url:
         report["judge"] = await _judge(args, config, report, harmful, say)
     from vivace.eval.refusal import agreement
@@ -122,6 +123,17 @@ def _finish(args: argparse.Namespace, out: Path, report: dict[str, Any], png: Pa
     else:
         emit_json({"report": str(path), "plot": report["plot"], "summary": report["summary"], "scorer_check": report["scorer_check"]})
     return 0
+
+
+def _save_guard(config: Config, report: dict[str, Any], out: Path) -> None:
+    """Hand the SoT verdict to `auto`'s guard (only a run that measured SoT has one)."""
+    from vivace.agents.guard import save_verdicts
+
+    guard = report["summary"]["guard"]
+    if "sot" in guard:
+        path = save_verdicts(config.home, guard["guarded"], {"bound": guard["bound"], "sot": guard["sot"],
+                                                             "report": str(out / "report.json"), "created_at": report.get("created_at")})
+        report["guard_file"] = str(path)
 
 
 def _plot_partial(out: Path, plot: Any) -> None:
