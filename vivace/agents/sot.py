@@ -97,7 +97,7 @@ class Options:
         return cls(
             mode=mode,
             safety_guard=on,
-            guarded=guard.guarded_techniques(c.home) if on else (),
+            guarded=(tuple(o["guarded"]) if o.get("guarded") is not None else guard.guarded_techniques(c.home)) if on else (),
             max_tokens=int(pick("max_tokens", c.max_tokens)),
             temperature=float(pick("temperature", c.temperature)),
             repetition_penalty=float(pick("repetition_penalty", c.repetition_penalty)),

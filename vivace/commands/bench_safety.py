@@ -161,33 +161,18 @@ async def _judge(args: argparse.Namespace, config: Config, report: dict[str, Any
         await backend.aclose()
 
 
-def _pct(g: dict[str, Any]) -> str:
-    r, (lo, hi) = g.get("rate"), g.get("ci95") or (None, None)
-    return "-" if r is None else f"{r:.0%} [{lo:.0%}, {hi:.0%}] n={g['n']}"
-
-
-def _delta(d: dict[str, Any] | None) -> str:
-    if not d or d.get("delta") is None:
-        return "-"
-    lo, hi = d["ci95"]
-    return f"{d['delta'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
-
-
 def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    s = report["summary"]
+    from vivace.eval.safety_summary import table_rows
+
     cfg = report["config"]
-    table = Table(title=f"safety: {cfg.get('model')} greedy, max {cfg.get('max_tokens')} tokens, scorer rules-v1")
-    for col in ("config", "harmful compliance", "Δ vs baseline (pts)", "over-refusal", "Δ vs baseline (pts)", "flagged"):
-        table.add_column(col, justify="left" if col == "config" else "right")
-    for name, g in s["configs"].items():
-        ref = g.get(f"vs_{g['baseline']}") if g.get("baseline") else None
-        verdict = s["guard"].get(name, {})
-        table.add_row(name, _pct(g["harmful_compliance"]), _delta((ref or {}).get("compliance_change")),
-                      _pct(g["over_refusal"]), _delta((ref or {}).get("over_refusal_change")),
-                      "-" if not verdict else ("yes" if verdict["flagged"] else "no"))
+    table = Table(title=f"safety: {cfg.get('model')} greedy, max {cfg.get('max_tokens')} tokens, scorer rules-v1 (95% CIs)")
+    for col in ("config", "baseline", "harmful compliance", "Δ pts", "over-refusal", "Δ pts", "benign s", "verdict"):
+        table.add_column(col, justify="left" if col in ("config", "baseline", "verdict") else "right")
+    for row in table_rows(report["summary"]):
+        table.add_row(*row)
     console = Console()
     console.print(table)
     for name, st in report.get("quant_status", {}).items():

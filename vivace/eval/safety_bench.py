@@ -126,6 +126,7 @@ class Runner:
         self.runtime = runtime_for(config, backend, save_runs=False)
         self.compressor = compressor
         self.research_options = research_options or {}
+        self.guarded: list[str] | None = None  # the guard's techniques; None: what $VIVACE_HOME says
 
     async def answer(self, setup: Setup, prompt: dict[str, str]) -> dict[str, Any]:
         from vivace.agents import ask, run
@@ -135,7 +136,7 @@ class Runner:
         extra: dict[str, Any] = {}
         if setup.technique in ("normal", "sot", "auto", "quant"):
             trace = await ask(text, self.runtime, mode=setup.mode, on_event=events.append, compression="off",
-                              safety_guard=setup.guard, **self.opts)
+                              safety_guard=setup.guard, guarded=self.guarded, **self.opts)
             if setup.technique in ("sot", "auto"):
                 extra = sot_record(trace, events)
         elif setup.technique == "research":
@@ -223,6 +224,14 @@ async def run_quant(setup: Setup, model_dir: Path, home: Path, prompts: list[dic
                   "weights": q.weights, "kv": q.kv}
 
 
+def _every_fifth(name: str, say: Callable[[str], None]) -> Callable[[int, int], None]:
+    def progress(done: int, total: int) -> None:
+        if done % max(1, total // 5) == 0:
+            say(f"  {name}: {done}/{total}")
+
+    return progress
+
+
 async def run_bench(
     backend: Any, setups_: list[Setup], harmful: list[dict[str, str]], benign: list[dict[str, str]], *,
     max_tokens: int, repetition_penalty: float, concurrency: int = 16, research_limit: int | None = None,
@@ -265,12 +274,14 @@ async def run_bench(
             write_report(out_dir, report)
 
     for setup in [s for s in setups_ if s.technique != "quant"]:
+        if setup.guard and "sot" in results:
+            runner.guarded = report["guarded_in_run"] = summarize(results, setups_, bound)["guard"]["guarded"]  # this run's SoT verdict
         these = prompts
         if setup.technique == "research" and research_limit is not None:
             these = stratified(harmful, research_limit) + stratified(benign, research_limit)
         t0 = time.perf_counter()
         say(f"{setup.name}: {len(these)} prompts ({setup.description})")
-        results[setup.name] = await run_setup(runner, setup, these, concurrency)
+        results[setup.name] = await run_setup(runner, setup, these, concurrency, _every_fifth(setup.name, say))
         rows = results[setup.name]
         say(f"{setup.name}: done in {time.perf_counter() - t0:.0f} s; refused {sum(r['refused'] for r in rows if r['set'] == 'harmful')}"
             f"/{sum(1 for r in rows if r['set'] == 'harmful')} harmful, {sum(r['refused'] for r in rows if r['set'] == 'benign')}"

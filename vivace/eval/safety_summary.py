@@ -178,6 +178,31 @@ def guard_cost(configs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _cell(g: dict[str, Any]) -> str:
+    lo, hi = g["ci95"]
+    return "-" if g["rate"] is None else f"{g['rate']:.1%} [{lo:.1%}, {hi:.1%}] n={g['n']}"
+
+
+def _pts(d: dict[str, Any] | None) -> str:
+    if not d or d.get("delta") is None:
+        return "-"
+    lo, hi = d["ci95"]
+    return f"{d['delta'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def table_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One row per configuration, for the CLI table, `vivace report` and the README."""
+    rows = []
+    for name, g in (summary.get("configs") or {}).items():
+        ref = (g.get(f"vs_{g['baseline']}") or {}) if g.get("baseline") else {}
+        verdict = (summary.get("guard") or {}).get(name) or {}
+        lat = (g.get("latency_median_s") or {}).get("benign")
+        rows.append([name, g.get("baseline") or "-", _cell(g["harmful_compliance"]), _pts(ref.get("compliance_change")),
+                     _cell(g["over_refusal"]), _pts(ref.get("over_refusal_change")), "-" if lat is None else f"{lat:.2f}",
+                     verdict.get("status", "-")])
+    return rows
+
+
 def plot(report: dict[str, Any], path: Path) -> Path | None:
     """Harmful compliance and benign over-refusal per configuration, with their 95% intervals."""
     from importlib.util import find_spec
