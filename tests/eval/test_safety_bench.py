@@ -185,3 +185,13 @@ def test_runner_sends_the_same_sampling_everywhere(run: Any) -> None:
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
     out = cli("bench", "safety", "--backend", "fake", "--out", str(tmp_path / "out"), *args, home=tmp_path / "home", cwd=tmp_path)
     one_line(out, 2, fragment)
+
+
+def test_compression_never_rewrites_the_system_prompt() -> None:
+    from vivace.retrieval.policy import _replace_texts
+
+    history = "the notes the pipeline handed over, which the policy may compress"
+    messages = [{"role": "system", "content": f"Refuse harmful requests. {history}"},
+                {"role": "user", "content": f"Task. {history}"}]
+    out = _replace_texts(messages, {history: "notes"})
+    assert out[0] == messages[0] and out[1]["content"] == "Task. notes"
