@@ -134,6 +134,9 @@ def summarize(results: dict[str, list[dict[str, Any]]], setups: list[Any], bound
                 "skeleton_refused": sum(1 for r in rows if str(r.get("fallback") or "").startswith("guard")),
                 "sensitive_kept_normal": sum(1 for r in rows if str(r.get("route_reason") or "").startswith("guard")),
             }
+        if setup.technique == "compression":
+            g["ratio_median"] = {"prompt": _median([r["ratio"] for r in rows if r.get("ratio")]),
+                                 "system": _median([r["system_ratio"] for r in rows if r.get("system_ratio")])}
         if setup.technique == "research":
             g["steps"] = research_steps(rows)
         configs[setup.name] = g
