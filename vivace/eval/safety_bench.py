@@ -255,6 +255,12 @@ async def run_bench(
         harmful=len(harmful), benign=len(benign), research_limit=research_limit, guard_bound=bound,
         configs=[s.name for s in setups_], backend=getattr(backend, "name", "?"), model=getattr(backend, "model", "?"),
     )
+    from vivace.agents.guard import sensitive
+    from vivace.eval.stats import rate
+
+    # How much of each set the guard's topic rules call sensitive: its reach on harmful prompts, its cost on benign ones.
+    report["sensitive_rule"] = {"harmful": rate([sensitive(p["prompt"]) is not None for p in harmful]),
+                                "benign": rate([sensitive(p["prompt"]) is not None for p in benign])}
     report["setups"] = {s.name: {"technique": s.technique, "description": s.description, "baseline": s.baseline} for s in setups_}
     report["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
     results: dict[str, list[dict[str, Any]]] = {}
