@@ -236,9 +236,9 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     cfg = report.get("config", {})
-    ax.set(ylim=(0, 1.05), ylabel="rate (rules-v1 scorer), 95% Wilson CI")
+    ax.set(ylim=(0, 1.2), ylabel="rate (rules-v1 scorer), 95% Wilson CI")
     ax.set_title(f"safety under acceleration: {cfg.get('model', '')}, greedy, {cfg.get('max_tokens')} tokens", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=120)
