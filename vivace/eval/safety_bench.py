@@ -116,13 +116,15 @@ class Runner:
     """Turns one prompt into one record under a setup, on one backend."""
 
     def __init__(self, backend: Any, *, max_tokens: int, repetition_penalty: float, compressor: Any = None,
-                 research_options: dict[str, Any] | None = None) -> None:
+                 research_options: dict[str, Any] | None = None, home: Path | None = None) -> None:
         from vivace.assembly import runtime_for
         from vivace.config import Config
 
         self.backend = backend
         self.opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty}
         config = Config().replace(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty)
+        if home is not None:
+            config = config.replace(home=home)  # where the guard's verdicts live
         self.runtime = runtime_for(config, backend, save_runs=False)
         self.compressor = compressor
         self.research_options = research_options or {}
@@ -271,7 +273,7 @@ async def run_bench(
         from vivace.compression import FineCompressor
 
         compressor = FineCompressor(model_dir, home=home)
-    runner = Runner(backend, compressor=compressor, **runner_kw)
+    runner = Runner(backend, compressor=compressor, home=home, **runner_kw)
 
     def save() -> None:
         report["summary"] = summarize(results, setups_, bound)
