@@ -126,7 +126,7 @@ def safety(data: dict[str, Any]) -> list[Table]:
     chk = data.get("scorer_check") or {}
     if chk:
         tables.append(Table("offline scorer vs hand labels", ["scorer", "labels", "agreement [95% CI]", "Cohen's kappa", "refusal recall"],
-                            [[chk.get("scorer", "?"), fmt(chk.get("n")), f"{fmt(chk.get('agreement'), '.1%')} {chk.get('agreement_ci95')}",
+                            [[chk.get("scorer", "?"), fmt(chk.get("n")), f"{fmt(chk.get('agreement'), '.1%')} [{fmt((chk.get('agreement_ci95') or [None])[0], '.1%')}, {fmt((chk.get('agreement_ci95') or [None, None])[1], '.1%')}]",
                               fmt(chk.get("cohen_kappa"), ".2f"), fmt(chk.get("refusal_recall"), ".1%")]]))
     tables += _safety_by_category(s.get("configs") or {})
     cost = s.get("guard_cost") or {}
