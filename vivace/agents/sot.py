@@ -25,6 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from vivace.agents import guard
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, current_step, task_text
 from vivace.agents.events import (
     AgentDelta,
@@ -39,8 +40,9 @@ from vivace.agents.events import (
     SkeletonDelta,
     SkeletonDone,
 )
-from vivace.agents.router import MODES, NORMAL, SOT, aroute
+from vivace.agents.router import NORMAL, SOT, aroute
 from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo
+from vivace.agents.sot_options import GUARD_REFUSAL, Options
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
 from vivace.runtime.prompts import render
@@ -51,67 +53,6 @@ log = logging.getLogger(__name__)
 AGENT = "sot"
 SKELETON_PROMPT = "sot_skeleton"
 POINT_PROMPT = "sot_point"
-# Per-point token bounds: long enough for 2-4 sentences, short enough that the
-# slowest branch does not erase the parallel gain.
-POINT_TOKENS_MIN, POINT_TOKENS_MAX = 40, 96
-SKELETON_TOKENS_PER_POINT = 12
-
-
-@dataclass
-class Options:
-    """How one run decodes. ``None`` budgets are derived from ``max_tokens`` and the point count."""
-
-    mode: str = "auto"
-    max_tokens: int = 512
-    temperature: float = 0.0
-    repetition_penalty: float = 1.15
-    max_points: int = 8
-    min_points: int = MIN_POINTS
-    point_max_tokens: int | None = None
-    skeleton_max_tokens: int | None = None
-    branch_timeout_s: float | None = None
-    fail_on_branch_error: bool = False
-    pipelined: bool = False  # vivace.agents.sot_pipeline: points start while the skeleton is decoded
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.max_points < 1 or self.max_tokens < 1:
-            raise InputError("max_points and max_tokens must be at least 1")
-
-    @classmethod
-    def for_run(cls, ctx: AgentContext) -> "Options":
-        """The config's settings, with the run's options (``mode``, budgets, timeouts) on top."""
-        o, c = ctx.options, ctx.config
-
-        def pick(key: str, default: Any) -> Any:
-            return default if o.get(key) is None else o[key]
-
-        return cls(
-            mode=str(pick("mode", c.mode)),
-            max_tokens=int(pick("max_tokens", c.max_tokens)),
-            temperature=float(pick("temperature", c.temperature)),
-            repetition_penalty=float(pick("repetition_penalty", c.repetition_penalty)),
-            max_points=int(pick("max_points", c.sot_max_points)),
-            min_points=int(pick("min_points", MIN_POINTS)),
-            point_max_tokens=o.get("point_max_tokens"),
-            skeleton_max_tokens=o.get("skeleton_max_tokens"),
-            branch_timeout_s=o.get("branch_timeout_s"),
-            fail_on_branch_error=bool(o.get("fail_on_branch_error", False)),
-            pipelined=bool(pick("pipelined", c.sot_pipelined)),
-        )
-
-    def point_tokens(self, n_points: int) -> int:
-        """Each point's share of the answer budget, kept within sensible bounds."""
-        if self.point_max_tokens is not None:
-            return self.point_max_tokens
-        share = max(POINT_TOKENS_MIN, min(POINT_TOKENS_MAX, self.max_tokens // max(1, n_points)))
-        return min(self.max_tokens, share)
-
-    def skeleton_tokens(self) -> int:
-        if self.skeleton_max_tokens is not None:
-            return self.skeleton_max_tokens
-        return SKELETON_TOKENS_PER_POINT * self.max_points + 16
 
 
 @dataclass
@@ -194,6 +135,8 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         # daemon threads, off the event loop that also serves the engine's output handler,
         # and a cancelled run does not wait for them.
         mode, reason = await aroute(state["question"])
+        if mode == SOT and opts.safety_guard and SOT in opts.guarded and (topic := guard.sensitive(state["question"])):
+            mode, reason = NORMAL, f"guard: sensitive request ({topic!r}) and SoT is guarded (was: {reason})"
     write(Routed(state["run_id"], mode=mode, reason=reason))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
     return {"mode": mode, "route_reason": reason, "pipelined": opts.pipelined,
@@ -227,6 +170,7 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
         "points": parsed.points if parsed.fallback is None else [],
         "fallback": parsed.fallback,
         "stages": {"skeleton": time.perf_counter() - t0},
+        **guard_answer(parsed),
     }
 
 
@@ -253,14 +197,27 @@ def skeleton_done(ctx: Context, run_id: str, raw: str, trace: CallTrace) -> Skel
     opts = ctx.options
     parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
     trace.extra["points"] = len(parsed.points)
+    if parsed.fallback is None and opts.safety_guard and guard.refused(" ".join(parsed.points)):
+        # The model refused in its skeleton: expanding the points would hand each fragment to a call that
+        # no longer sees the refusal. The refusal is the answer (``guard_answer``).
+        ctx.emit(SkeletonDone(run_id, points=[], text=raw, fallback=GUARD_REFUSAL, call=trace))
+        ctx.emit(AnswerDone(run_id, answer=" ".join(parsed.points), mode=SOT, points=[]))
+        return Skeleton(points=[], raw=raw, fallback=GUARD_REFUSAL, dropped=parsed.points)
     ctx.emit(SkeletonDone(run_id, points=parsed.points, text=raw, fallback=parsed.fallback, call=trace))
     if parsed.fallback:
         log.info("run %s falls back to normal decoding: %s", run_id, parsed.fallback)
     return parsed
 
 
+def guard_answer(parsed: Skeleton) -> dict[str, Any]:
+    """The state's answer when the guard stopped a refused skeleton (nothing when it did not)."""
+    return {"answer": " ".join(parsed.dropped)} if parsed.fallback == GUARD_REFUSAL else {}
+
+
 def after_skeleton(state: State) -> list[Send] | str:
-    """One ``Send`` per point, or normal decoding when the skeleton was not usable."""
+    """One ``Send`` per point, normal decoding when the skeleton was not usable, the end when the guard stopped it."""
+    if state.get("fallback") == GUARD_REFUSAL:
+        return END
     if state.get("fallback"):
         return "normal"
     points = state["points"]
@@ -378,8 +335,8 @@ def build_graph() -> StateGraph:
     graph.add_node("normal", normal_node)
     graph.add_edge(START, "route")
     graph.add_conditional_edges("route", after_route, ["skeleton", "pipelined", "normal"])
-    graph.add_conditional_edges("skeleton", after_skeleton, ["expand", "normal"])
-    graph.add_conditional_edges("pipelined", after_pipelined, ["join", "normal"])
+    graph.add_conditional_edges("skeleton", after_skeleton, ["expand", "normal", END])
+    graph.add_conditional_edges("pipelined", after_pipelined, ["join", "normal", END])
     graph.add_edge("expand", "join")
     graph.add_edge("join", END)
     graph.add_edge("normal", END)
@@ -423,7 +380,7 @@ class SotAgent(Agent):
                     meta["router"], meta["mode"] = {"mode": event.mode, "reason": event.reason}, event.mode
                 elif isinstance(event, SkeletonDone):
                     meta.update(points=list(event.points), skeleton=event.text, fallback=event.fallback)
-                    if event.fallback:
+                    if event.fallback and event.fallback != GUARD_REFUSAL:
                         meta["mode"] = NORMAL
                 elif isinstance(event, BranchDone) and event.error:
                     meta["failed_points"][event.index] = event.error

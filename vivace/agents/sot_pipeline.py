@@ -22,11 +22,21 @@ import logging
 import time
 from typing import Any
 
+from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from vivace.agents.events import ErrorEvent, SkeletonDelta
 from vivace.agents.skeleton import parse_skeleton
-from vivace.agents.sot import Context, Expansion, State, expand_point, skeleton_call, skeleton_done
+from vivace.agents.sot import (
+    GUARD_REFUSAL,
+    Context,
+    Expansion,
+    State,
+    expand_point,
+    guard_answer,
+    skeleton_call,
+    skeleton_done,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +82,9 @@ async def pipelined_node(state: State, runtime: Runtime[Context]) -> dict[str, A
             await _cancel(tasks)
             tasks.clear()
             launched.clear()
-            if parsed.fallback is not None:
-                return {"skeleton": raw, "points": [], "fallback": parsed.fallback, "stages": stages}
+            if parsed.fallback is not None:  # unusable, or refused and stopped by the guard
+                return {"skeleton": raw, "points": [], "fallback": parsed.fallback, "stages": stages,
+                        **guard_answer(parsed)}
         early = len(tasks)
         launch(parsed.points, len(parsed.points))
         expansions = list(await asyncio.gather(*tasks))
@@ -92,4 +103,6 @@ async def _cancel(tasks: list[asyncio.Task[Expansion]]) -> None:
 
 
 def after_pipelined(state: State) -> str:
+    if state.get("fallback") == GUARD_REFUSAL:
+        return END
     return "normal" if state.get("fallback") else "join"

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import logging
 
-from vivace.commands import bench_backend, bench_context, bench_fleet, bench_load, bench_overhead, bench_quant, bench_router, bench_sot
+from vivace.commands import (
+    bench_backend,
+    bench_context,
+    bench_fleet,
+    bench_load,
+    bench_overhead,
+    bench_quant,
+    bench_router,
+    bench_safety,
+    bench_sot,
+)
 from vivace.commands._io import Parents, Subparsers
 
 log = logging.getLogger(__name__)
 
 # In `vivace bench --help` order.
-BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load, bench_fleet, bench_router)
+BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load, bench_fleet, bench_router,
+           bench_safety)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-ORDER = ("backend", "overhead", "sot", "context", "quant", "load")
+ORDER = ("backend", "overhead", "sot", "context", "quant", "load", "safety")
 
 
 @dataclass
@@ -114,8 +114,52 @@ def load(data: dict[str, Any]) -> list[Table]:
     return [Table("agent tasks under load", cols, rows)] + _targets(data.get("targets"))
 
 
+def safety(data: dict[str, Any]) -> list[Table]:
+    """Per configuration: harmful compliance and over-refusal with intervals, the change against its baseline, the verdict."""
+    from vivace.eval.safety_summary import table_rows
+
+    s = data.get("summary") or {}
+    cols = ["config", "baseline", "harmful compliance [95% CI] n", "Δ compliance, pts [95% CI]", "over-refusal [95% CI] n",
+            "Δ over-refusal, pts [95% CI]", "median latency s (benign)", "guard verdict"]
+    tables = [Table(f"safety under acceleration (scorer {data.get('scorer', 'rules-v1')}; a 135M model: a smoke test of the method)",
+                    cols, table_rows(s))]
+    chk = data.get("scorer_check") or {}
+    if chk:
+        tables.append(Table("offline scorer vs hand labels", ["scorer", "labels", "agreement [95% CI]", "Cohen's kappa", "refusal recall"],
+                            [[chk.get("scorer", "?"), fmt(chk.get("n")), f"{fmt(chk.get('agreement'), '.1%')} [{fmt((chk.get('agreement_ci95') or [None])[0], '.1%')}, {fmt((chk.get('agreement_ci95') or [None, None])[1], '.1%')}]",
+                              fmt(chk.get("cohen_kappa"), ".2f"), fmt(chk.get("refusal_recall"), ".1%")]]))
+    tables += _safety_by_category(s.get("configs") or {})
+    cost = s.get("guard_cost") or {}
+    if cost:
+        tables.append(Table("the guard's cost and effect", ["config", "benign latency ×", "over-refusal without / with",
+                                                             "harmful compliance without / with"],
+                            [[k, fmt(v.get("benign_latency_ratio"), ".2f"),
+                              f"{fmt(v['over_refusal']['without'], '.1%')} / {fmt(v['over_refusal']['with'], '.1%')}",
+                              f"{fmt(v['harmful_compliance']['without'], '.1%')} / {fmt(v['harmful_compliance']['with'], '.1%')}"]
+                             for k, v in cost.items()]))
+    return tables
+
+
+def _safety_by_category(configs: dict[str, Any]) -> list[Table]:
+    """Harmful compliance on normal decoding per category, and each configuration's change against it (points)."""
+    normal = (configs.get("normal") or {}).get("by_category") or {}
+    others = [n for n in configs if n != "normal"]
+    rows = []
+    for cat, g in normal.items():
+        if "harmful_compliance" not in g:
+            continue
+        row = [cat, f"{fmt(g['harmful_compliance']['rate'], '.0%')} (n={g['harmful_compliance']['n']})"]
+        for n in others:
+            ch = ((configs[n].get("by_category") or {}).get(cat) or {}).get("compliance_change") or {}
+            row.append("-" if ch.get("delta") is None else f"{ch['delta'] * 100:+.0f}")
+        rows.append(row)
+    if not rows:
+        return []
+    return [Table("harmful compliance per category: normal decoding, and each config's change in points", ["category", "normal", *others], rows)]
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[Table]]] = {
-    "backend": backend, "overhead": overhead, "sot": sot, "context": context, "quant": quant, "load": load,
+    "backend": backend, "overhead": overhead, "sot": sot, "context": context, "quant": quant, "load": load, "safety": safety,
 }
 
 

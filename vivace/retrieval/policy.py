@@ -200,10 +200,14 @@ def _compress_parts(comp: PromptCompressor, parts: list[str], sizes: list[int], 
 
 
 def _replace_texts(messages: list[Message], swaps: dict[str, str]) -> list[Message]:
+    """Compressed history in place of the original; a system prompt is never rewritten (the safety guard's rule)."""
     if not swaps:
         return messages
     out = []
     for m in messages:
+        if m["role"] == "system":
+            out.append(m)
+            continue
         content = m["content"]
         for old, new in swaps.items():
             content = content.replace(old, new)

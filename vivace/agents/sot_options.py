@@ -1,0 +1,88 @@
+"""How one SoT run decodes: its options, from the config with the run's options on top.
+
+Why its own module: the controller (``vivace.agents.sot``) is its graph and
+nodes; what a run may set, and the budgets derived from it, is read by the
+controller, the pipelined node and the benches alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vivace.agents import guard
+from vivace.agents.base import AgentContext
+from vivace.agents.router import MODES
+from vivace.agents.skeleton import MIN_POINTS
+from vivace.errors import InputError
+
+# Per-point token bounds: long enough for 2-4 sentences, short enough that the
+# slowest branch does not erase the parallel gain.
+POINT_TOKENS_MIN, POINT_TOKENS_MAX = 40, 96
+SKELETON_TOKENS_PER_POINT = 12
+GUARD_REFUSAL = "guard: the skeleton is a refusal; its points are not expanded"
+
+
+@dataclass
+class Options:
+    """How one run decodes. ``None`` budgets are derived from ``max_tokens`` and the point count."""
+
+    mode: str = "auto"
+    max_tokens: int = 512
+    temperature: float = 0.0
+    repetition_penalty: float = 1.15
+    max_points: int = 8
+    min_points: int = MIN_POINTS
+    point_max_tokens: int | None = None
+    skeleton_max_tokens: int | None = None
+    branch_timeout_s: float | None = None
+    fail_on_branch_error: bool = False
+    pipelined: bool = False  # vivace.agents.sot_pipeline: points start while the skeleton is decoded
+    # The safety guard (on by default in auto): techniques ``auto`` must not pick for a sensitive request,
+    # and a refused skeleton is answered as the refusal it is instead of being expanded.
+    safety_guard: bool = False
+    guarded: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.max_points < 1 or self.max_tokens < 1:
+            raise InputError("max_points and max_tokens must be at least 1")
+
+    @classmethod
+    def for_run(cls, ctx: AgentContext) -> "Options":
+        """The config's settings, with the run's options (``mode``, budgets, timeouts) on top."""
+        o, c = ctx.options, ctx.config
+
+        def pick(key: str, default: Any) -> Any:
+            return default if o.get(key) is None else o[key]
+
+        mode = str(pick("mode", c.mode))
+        on = bool(pick("safety_guard", mode == "auto"))
+        return cls(
+            mode=mode,
+            safety_guard=on,
+            guarded=(tuple(o["guarded"]) if o.get("guarded") is not None else guard.guarded_techniques(c.home)) if on else (),
+            max_tokens=int(pick("max_tokens", c.max_tokens)),
+            temperature=float(pick("temperature", c.temperature)),
+            repetition_penalty=float(pick("repetition_penalty", c.repetition_penalty)),
+            max_points=int(pick("max_points", c.sot_max_points)),
+            min_points=int(pick("min_points", MIN_POINTS)),
+            point_max_tokens=o.get("point_max_tokens"),
+            skeleton_max_tokens=o.get("skeleton_max_tokens"),
+            branch_timeout_s=o.get("branch_timeout_s"),
+            fail_on_branch_error=bool(o.get("fail_on_branch_error", False)),
+            pipelined=bool(pick("pipelined", c.sot_pipelined)),
+        )
+
+    def point_tokens(self, n_points: int) -> int:
+        """Each point's share of the answer budget, kept within sensible bounds."""
+        if self.point_max_tokens is not None:
+            return self.point_max_tokens
+        share = max(POINT_TOKENS_MIN, min(POINT_TOKENS_MAX, self.max_tokens // max(1, n_points)))
+        return min(self.max_tokens, share)
+
+    def skeleton_tokens(self) -> int:
+        if self.skeleton_max_tokens is not None:
+            return self.skeleton_max_tokens
+        return SKELETON_TOKENS_PER_POINT * self.max_points + 16

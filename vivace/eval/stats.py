@@ -1,0 +1,76 @@
+"""Confidence intervals for small-sample rates and their differences.
+
+Why these: the safety sets hold a few hundred prompts, split into six
+categories of about fifty, so a rate's normal-approximation interval goes
+below 0 or above 1 at the rates that matter (near 0 and 1). Wilson's score
+interval does not; a difference between two configurations run on the same
+prompts is paired, so its interval comes from a paired bootstrap over
+prompts (Newcombe's hybrid score interval, for independent samples, is given
+beside it for readers who expect it).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
+    """Wilson score interval for ``successes / n``; (None, None) when n is 0."""
+    if n <= 0:
+        return None, None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def newcombe(s1: int, n1: int, s2: int, n2: int) -> tuple[float | None, float | None]:
+    """Newcombe's hybrid score interval (method 10) for p1 - p2 of two independent samples."""
+    if n1 <= 0 or n2 <= 0:
+        return None, None
+    p1, p2 = s1 / n1, s2 / n2
+    l1, u1 = wilson(s1, n1)
+    l2, u2 = wilson(s2, n2)
+    assert l1 is not None and u1 is not None and l2 is not None and u2 is not None
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return round(lo, 4), round(hi, 4)
+
+
+def paired_bootstrap(a: Sequence[int], b: Sequence[int], reps: int = 2000, seed: int = 0) -> tuple[float | None, float | None]:
+    """95% percentile interval of mean(a) - mean(b) over prompts resampled with replacement (a, b paired 0/1)."""
+    n = len(a)
+    if n == 0 or n != len(b):
+        return None, None
+    rng = random.Random(seed)
+    diffs = [ai - bi for ai, bi in zip(a, b)]
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    return round(means[int(0.025 * reps)], 4), round(means[min(reps - 1, int(0.975 * reps))], 4)
+
+
+def rate(flags: Sequence[int | bool]) -> dict[str, float | int | None]:
+    """A rate with its sample size and Wilson interval."""
+    k, n = sum(int(f) for f in flags), len(flags)
+    lo, hi = wilson(k, n)
+    return {"rate": round(k / n, 4) if n else None, "k": k, "n": n, "ci95": [lo, hi]}
+
+
+def difference(a: Sequence[int | bool], b: Sequence[int | bool]) -> dict[str, float | int | None | list]:
+    """mean(a) - mean(b) of two 0/1 series over the same prompts, with paired-bootstrap and Newcombe intervals."""
+    ai, bi = [int(x) for x in a], [int(x) for x in b]
+    n = len(ai)
+    if n == 0 or n != len(bi):
+        return {"delta": None, "n": n, "ci95": [None, None], "ci95_newcombe": [None, None]}
+    lo, hi = paired_bootstrap(ai, bi)
+    return {
+        "delta": round((sum(ai) - sum(bi)) / n, 4),
+        "n": n,
+        "ci95": [lo, hi],
+        "ci95_newcombe": list(newcombe(sum(ai), n, sum(bi), n)),
+    }
