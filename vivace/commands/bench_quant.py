@@ -16,7 +16,7 @@ from typing import Any
 from vivace.commands._io import Parents, Subparsers, emit_json
 from vivace.config import Config
 from vivace.eval import write_report
-from vivace.eval.quant_bench import plot, run_engine_configs, run_fake_quant
+from vivace.eval.quant_bench import engine_vs_emulation, plot, run_engine_configs, run_fake_quant
 from vivace.eval.quant_configs import BASELINE, by_name
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
                 )
             except ImportError as exc:
                 report["fake_quant_skipped"] = f"fake-quant study unavailable: {exc}"
+            report["engine_vs_emulation"] = engine_vs_emulation(report["configs"], report["fake_quant"])
     finally:
         report["wall_s"] = time.perf_counter() - t0
         out.mkdir(parents=True, exist_ok=True)
@@ -130,27 +131,60 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def print_tables(report: dict[str, Any], console: Any) -> None:
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _table(title: str, columns: list[tuple[str, bool]]) -> Any:
+    """A borderless table whose numbers are never cut: a narrow console wraps the name column instead."""
+    from rich import box
     from rich.table import Table
 
-    def num(value: Any, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left")
+    for i, (name, numeric) in enumerate(columns):
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=i > 0, overflow="fold" if i == 0 else "ellipsis")
+    return table
 
-    table = Table(title=f"quantization: {report['model']} (KV budget {report['kv_space_gib']:g} GiB)")
-    for col in ("config", "weights", "KV", "ppl", "Δppl %", "MC acc", "KV tokens", "decode tok/s", "16-way tok/s", "load s", "status"):
-        table.add_column(col, justify="right" if col not in ("config", "weights", "KV", "status") else "left")
+
+LEGEND = (
+    "ppl: engine perplexity; Δ%: against bf16; MC: multiple-choice accuracy; KV tok: tokens the fixed KV "
+    "budget holds (×: against bf16); tok/s: single-stream decode; 16-way: 16 concurrent streams, total."
+)
+
+
+def print_tables(report: dict[str, Any], console: Any) -> None:
+    """The engine rows, the engine-vs-emulation comparison and the torch study, each within 80 columns."""
+    from rich.text import Text
+
+    table = _table(
+        f"quantization: {Path(report['model']).name}, KV budget {report['kv_space_gib']:g} GiB",
+        [("config", False), ("ppl", True), ("Δ%", True), ("MC", True), ("KV tok", True), ("×", True), ("tok/s", True), ("16-way", True)],
+    )
+    notes = []
     for r in report["configs"]:
+        name = r["name"] if r["status"] == "ok" else f"{r['name']} ({r['status']})"
         table.add_row(
-            r["name"], r["weights"], r["kv"], num(r["perplexity"], ".3f"), num(r["ppl_delta_pct"], "+.2f"),
-            num(r["mc_accuracy"], ".3f"), num(r["kv_capacity_tokens"], "d"), num(r["decode_tok_s"], ".1f"),
-            num(r["batch16_tok_s"], ".1f"), num(r["load_s"], ".1f"),
-            r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
+            name, _num(r["perplexity"], ".3f"), _num(r["ppl_delta_pct"], "+.2f"), _num(r["mc_accuracy"], ".3f"),
+            _num(r["kv_capacity_tokens"], "d"), _num(r["kv_capacity_vs_baseline"], ".2f"),
+            _num(r["decode_tok_s"], ".1f"), _num(r["batch16_tok_s"], ".1f"),
         )
+        if r["status"] != "ok":
+            notes.append(f"{r['name']}: {r['status']}: {r['reason']}")
     console.print(table)
+    console.print(Text(LEGEND, style="dim"), width=min(console.width, 80))
+    for note in notes:
+        console.print(Text(note), width=min(console.width, 80))
+    if report.get("engine_vs_emulation"):
+        cmp = _table("engine vs emulation (Δ perplexity %)", [("config", False), ("engine", True), ("emulated", True), ("old emul.", True)])
+        for r in report["engine_vs_emulation"]:
+            cmp.add_row(r["config"], _num(r["engine_pct"], "+.2f"), _num(r["emulated_pct"], "+.2f"), _num(r.get("old_emulation_pct"), "+.2f"))
+        console.print(cmp)
+        console.print(Text(
+            "emulated: torch fp32 replay of what vLLM does (post-RoPE keys, truncating fp8 cast, the "
+            "checkpoint's scales), against fp32; old emul.: round-to-nearest at k/v_proj, scale 1.",
+            style="dim"), width=min(console.width, 80))
     if report.get("fake_quant"):
-        study = Table(title="torch fake-quant study (round-to-nearest)")
-        for col in ("config", "tensor", "bits", "granularity", "ppl", "Δppl %"):
-            study.add_column(col)
+        study = _table("torch fake-quant study (Qllm-Eval sweep + engine replays)", [("config", False), ("granularity", False), ("ppl", True), ("Δ%", True)])
         for r in report["fake_quant"]:
-            study.add_row(r["name"], str(r.get("tensor")), str(r.get("bits")), str(r.get("granularity")), num(r.get("perplexity"), ".3f"), num(r.get("ppl_delta_pct"), "+.2f"))
+            study.add_row(r["name"], str(r.get("granularity") or "-"), _num(r.get("perplexity"), ".3f"), _num(r.get("ppl_delta_pct"), "+.2f"))
         console.print(study)

@@ -11,12 +11,14 @@ follows on the same text.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from vivace.eval.quant_configs import BASELINE, QuantConfig, build_w8a8, unsupported_reason
+from vivace.eval.quant_checkpoint import checkpoint_for
+from vivace.eval.quant_configs import BASELINE, QuantConfig, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +126,10 @@ async def run_engine_configs(
             continue
         try:
             path = str(model_dir)
-            if config.checkpoint == "w8a8":
-                path = str(build_w8a8(model_dir, home / "models" / f"{model_dir.name}-w8a8"))
-            elif config.checkpoint == "given":
+            if config.checkpoint == "given":
                 path = checkpoints[config.name]
+            elif config.checkpoint:
+                path = str(await asyncio.to_thread(checkpoint_for, config.checkpoint, config.kv_cache_dtype, model_dir, home))
             row.update(await measure_config(config, path, token_ids, items, args, say))
         except Exception as exc:  # one config failing must not lose the others
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -184,3 +186,41 @@ def run_fake_quant(model_dir: Path, text: str, max_tokens: int | None, window: i
 
     rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window)
     return rows, fake_quant.ordering(rows)
+
+
+# The fake-quant row that replays each engine configuration (see fake_quant's STUDY).
+ENGINE_TWIN = {
+    "fp32": "fp32",
+    "kv-fp8-e4m3": "KV-fp8-e4m3",
+    "kv-fp8-e5m2": "KV-fp8-e5m2",
+    "kv-fp8-e4m3-scales": "KV-fp8-e4m3-scales",
+    "kv-fp8-e4m3-cal": "KV-fp8-e4m3-cal",
+    "kv-fp8-e5m2-cal": "KV-fp8-e5m2-cal",
+    "w8a8-int8": "W8A8",
+    "w8a8-int8+kv-fp8": "W8A8+KV-fp8-e4m3",
+    "w8a8-int8+kv-fp8-cal": "W8A8+KV-fp8-e4m3-cal",
+}
+_OLD_EMULATION = {"kv-fp8-e4m3": "KV-fp8-e4m3-rne"}
+
+
+def engine_vs_emulation(configs: list[dict[str, Any]], study: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each engine row that ran beside the emulation of it: both perplexity deltas and their gap.
+
+    The engine's delta is against its bf16 row, the emulation's against torch fp32:
+    each is the cost of the quantization over the unquantized model it runs.
+    """
+    emulated = {r["name"]: r.get("ppl_delta_pct") for r in study}
+    rows = []
+    for row in configs:
+        twin = ENGINE_TWIN.get(row["name"])
+        if row["status"] != "ok" or row.get("ppl_delta_pct") is None or emulated.get(twin) is None:
+            continue
+        rows.append({
+            "config": row["name"],
+            "emulation": twin,
+            "engine_pct": row["ppl_delta_pct"],
+            "emulated_pct": emulated[twin],
+            "gap_pct_points": row["ppl_delta_pct"] - emulated[twin],
+            "old_emulation_pct": emulated.get(_OLD_EMULATION.get(row["name"], "")),
+        })
+    return rows
