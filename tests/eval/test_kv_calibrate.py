@@ -133,3 +133,47 @@ def test_rewrite_is_skipped_only_while_the_calibration_is_the_same(calibration, 
     other = KVCalibration(**{**calibration.as_dict(), "k_scale": [s * 2 for s in calibration.k_scale]})
     write_checkpoint(model_dir, tmp_path / "ck", kv=other)
     assert (target / "model.safetensors").stat().st_mtime_ns != before
+
+
+def _read_attention_scales(worker):
+    """Runs inside the engine's worker: each attention layer's KV dtype and the scales its kernel gets."""
+    return [
+        (name, str(module.kv_cache_dtype), module._k_scale_float, module._v_scale_float)
+        for name, module in worker.model_runner.model.named_modules()
+        if hasattr(module, "_k_scale_float")
+    ]
+
+
+@pytest.mark.engine
+@needs_fp8_kv
+@pytest.mark.parametrize("w8a8", [False, True], ids=["bf16+kv-cal", "w8a8+kv-cal"])
+def test_engine_runs_with_the_calibrated_scales_and_scores_as_emulated(w8a8, calibration, model_dir, tmp_path, run, monkeypatch):
+    """The real engine loads the checkpoint, its attention kernels get the per-layer scales, and its
+    perplexity is the engine-true emulation's (fp32 torch replay of the same checkpoint)."""
+    from transformers import AutoTokenizer
+
+    from vivace.eval.fake_quant import STUDY, run_study
+    from vivace.eval.scoring import engine_perplexity
+    from vivace.runtime.vllm_engine import EngineOptions, VLLMBackend
+
+    # The layers can only be read back by shipping a function to the engine's worker (local IPC).
+    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    target = write_checkpoint(model_dir, tmp_path / "ck", w8a8=w8a8, kv=calibration)
+    ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(bundled_text(), add_special_tokens=False)[:1024]
+
+    async def measure():
+        backend = await VLLMBackend.start(EngineOptions(model=str(target), kv_cache_dtype="fp8_e4m3", kv_cache_space_gib=1.0, max_num_seqs=4))
+        try:
+            layers = (await backend._engine.collective_rpc(_read_attention_scales))[0]
+            return layers, (await engine_perplexity(backend, ids, 512)).perplexity
+        finally:
+            await backend.aclose()
+
+    layers, engine_ppl = run(measure())
+    assert len(layers) == len(calibration.k_scale)
+    for (name, dtype, k, v), k_want, v_want in zip(layers, calibration.k_scale, calibration.v_scale):
+        assert dtype.startswith("fp8") and k == pytest.approx(k_want, rel=1e-6) and v == pytest.approx(v_want, rel=1e-6), name
+    row = "W8A8+KV-fp8-e4m3-cal" if w8a8 else "KV-fp8-e4m3-cal"
+    configs = tuple(c for c in STUDY if c.name == row)
+    emulated = run_study(model_dir, bundled_text(), max_tokens=1024, window=512, configs=configs, calibrations={"e4m3-cal": calibration})
+    assert abs(engine_ppl / emulated[0]["perplexity"] - 1) < 0.02, (engine_ppl, emulated[0]["perplexity"])
