@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--repeats", type=int, default=2, help="speed rounds per config; medians are reported")
     p.add_argument("--fake-quant-tokens", type=int, default=0, help="tokens for the torch study (default: all)")
     p.add_argument("--no-fake-quant", action="store_true", help="skip the torch fake-quant study")
+    p.add_argument("--max-ppl-pct", type=float, default=1.0, help="quality bound of the per-machine choice: perplexity loss, %% (default 1)")
+    p.add_argument("--max-mc-points", type=float, default=1.0, help="quality bound: multiple-choice accuracy loss, points (default 1)")
+    p.add_argument("--explain", action="store_true", help="print this machine's choice from the last run, start no engine")
     p.set_defaults(handler=cmd_bench_quant)
 
 
@@ -62,6 +66,10 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
     from vivace.eval.scoring import bundled_mc_items, bundled_text
     from vivace.runtime.models import resolve
 
+    if args.max_ppl_pct < 0 or args.max_mc_points < 0:
+        raise InputError("--max-ppl-pct and --max-mc-points must be >= 0")
+    if args.explain:
+        return explain(args, config)
     if config.backend != "vllm":
         raise InputError("bench quant starts its own engines: it needs --backend vllm")
     if args.window < 16 or args.tokens < 2 or args.repeats < 1 or args.kv_space_gib <= 0:
@@ -123,11 +131,62 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
             report["plots"] = []
             log.warning("plots not written: %s", exc)
         write_report(out, report)  # partial results are kept when interrupted
+    _record_choice(report, args, config, out)
     if args.json:
         emit_json(report)
         return 0
-    print_tables(report, Console())
-    Console().print(f"report: {out / 'report.json'}")
+    console = Console()
+    print_tables(report, console)
+    from rich.text import Text
+
+    if report.get("choice"):
+        console.print(Text(f"choice for this machine: {report['choice']['reason']}"), width=min(console.width, 80))
+    console.print(f"report: {out / 'report.json'}")
+    return 0
+
+
+def _record_choice(report: dict[str, Any], args: argparse.Namespace, config: Config, out: Path) -> None:
+    """The per-machine choice this run supports, into the report and the per-CPU cache."""
+    from vivace.eval import quant_choice
+
+    try:
+        report["choice"] = quant_choice.choose(report["configs"], args.max_ppl_pct, args.max_mc_points)
+    except ValueError as exc:
+        report["choice_skipped"] = str(exc)
+        return
+    report["command"] = "vivace " + " ".join(sys.argv[1:])
+    path = quant_choice.save(config.home, report)
+    report["choice"]["cache"] = str(path) if path else None
+    write_report(out, report)
+
+
+def explain(args: argparse.Namespace, config: Config) -> int:
+    """``--explain``: the choice for this CPU and model from the cached run, and why each row lost."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from vivace.errors import VivaceError
+    from vivace.eval import quant_choice
+
+    cached = quant_choice.load(config.home, str(config.model))
+    if cached is None:
+        raise VivaceError(f"no bench quant result for this CPU and {config.model} yet; run vivace bench quant first")
+    result = quant_choice.choose(cached["rows"], args.max_ppl_pct, args.max_mc_points)
+    result["machine"], result["measured_at"] = cached["machine"], cached["measured_at"]
+    if args.json:
+        emit_json(result)
+        return 0
+    console = Console()
+    console.print(Text(f"{cached['machine']['cpu']} ({', '.join(cached['machine']['flags'])}), measured {cached['measured_at']}"), width=min(console.width, 80))
+    table = _table("per-machine choice", [("config", False), ("16-way ×", True), ("Δppl %", True), ("MC pts", True), ("verdict", False)])
+    for v in result["candidates"]:
+        table.add_row(v["name"], _num(v.get("speedup"), ".2f"), _num(v.get("ppl_delta_pct"), "+.2f"),
+                      _num(-v["mc_drop_points"] if "mc_drop_points" in v else None, "+.1f"), "chosen" if v["name"] == result["choice"] else ("in bound" if v["inside"] else "out"))
+    console.print(table)
+    for v in result["candidates"]:
+        if not v["inside"]:
+            console.print(Text(f"{v['name']}: {v['why']}"), width=min(console.width, 80))
+    console.print(Text(result["reason"]), width=min(console.width, 80))
     return 0
 
 
