@@ -94,3 +94,44 @@ def test_explain_reads_this_machines_cached_run(tmp_path):
     proc = _vivace("bench", "quant", "--explain", "--max-ppl-pct", "3", home=tmp_path)
     assert proc.returncode == 0 and "w8a8-int8: the fastest" in proc.stdout
     assert _vivace("bench", "quant", "--explain", "--max-ppl-pct", "-1", home=tmp_path).returncode == 2
+
+
+def test_auto_without_a_measurement_is_one_config_error(tmp_path, model_dir):
+    from vivace.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="run vivace bench quant once"):
+        quant_choice.auto_engine("auto", "smollm2-135m", model_dir, tmp_path)
+    for bad in ("auto:x", "auto:1:2:3", "auto:-1"):
+        with pytest.raises(ConfigError, match="MAX_PPL_PCT"):
+            quant_choice.parse_auto(bad)
+    assert quant_choice.parse_auto("auto:2.5") == (2.5, 1.0) and quant_choice.parse_auto("awq") is None
+
+
+@pytest.mark.engine
+def test_auto_starts_the_engine_with_the_cached_choice_and_names_it_in_each_call(tmp_path, model_dir, run):
+    """Wiring, with a cached result in which fp32 measured fastest: `quantization = "auto"` starts a
+    float32 engine, and every call's record carries the configuration's name."""
+    import torch
+
+    from vivace.config import Config
+    from vivace.runtime import complete, open_backend
+    from vivace.runtime.backend import GenerationRequest
+
+    rows = [_row("bf16", 0.0, 0.72, 400.0), _row("fp32", -0.1, 0.72, 500.0), _row("kv-fp8-e4m3", 6.0, 0.72, 900.0)]
+    for r in rows:
+        r.update(dtype={"fp32": "float32"}.get(r["name"], "bfloat16"))
+    quant_choice.save(tmp_path, {"model": str(model_dir), "configs": rows})
+    config = Config(home=tmp_path, model=str(model_dir), quantization="auto", kv_cache_space_gib=1.0, max_num_seqs=4)
+
+    async def go():
+        backend = await open_backend(config)
+        try:
+            dtype = backend.inner._engine.vllm_config.model_config.dtype
+            result = await complete(backend, GenerationRequest([{"role": "user", "content": "Say hi."}], max_tokens=4))
+            return backend.name, dtype, result
+        finally:
+            await backend.aclose()
+
+    name, dtype, result = run(go())
+    assert name == "vllm[fp32 (auto)]" and result.backend == name
+    assert dtype == torch.float32

@@ -114,3 +114,41 @@ def choose(rows: list[dict[str, Any]], max_ppl_pct: float = MAX_PPL_PCT, max_mc_
               f"perplexity {best['ppl_delta_pct']:+.2f}%, MC -{best['mc_drop_points']:.1f} points)")
     return {"choice": best["name"], "row": row, "reason": reason, "bound": {"max_ppl_pct": max_ppl_pct, "max_mc_points": max_mc_points},
             "candidates": verdicts}
+
+
+def parse_auto(value: str | None) -> tuple[float, float] | None:
+    """``auto`` or ``auto:MAX_PPL_PCT[:MAX_MC_POINTS]`` -> the bound; anything else -> None."""
+    if not value or not (value == "auto" or value.startswith("auto:")):
+        return None
+    from vivace.errors import ConfigError
+
+    parts = value.split(":")[1:]
+    try:
+        bound = [float(p) for p in parts] + [MAX_PPL_PCT, MAX_MC_POINTS][len(parts):]
+    except ValueError:
+        raise ConfigError(f"quantization {value!r}: want auto or auto:MAX_PPL_PCT[:MAX_MC_POINTS]") from None
+    if len(bound) != 2 or min(bound) < 0:
+        raise ConfigError(f"quantization {value!r}: want auto or auto:MAX_PPL_PCT[:MAX_MC_POINTS], both >= 0")
+    return bound[0], bound[1]
+
+
+def auto_engine(value: str, model: str, model_dir: Path, home: Path) -> dict[str, Any]:
+    """The engine settings ``quantization = "auto"`` stands for on this machine: dtype, method,
+    KV dtype and the model folder (a checkpoint vivace writes, when the choice needs one)."""
+    from vivace.errors import ConfigError
+    from vivace.eval.quant_checkpoint import checkpoint_for
+    from vivace.eval.quant_configs import CONFIGS
+
+    bound = parse_auto(value) or (MAX_PPL_PCT, MAX_MC_POINTS)
+    cached = load(home, model)
+    if cached is None:
+        raise ConfigError(f"quantization auto: no bench quant result for this CPU and {model} yet; run vivace bench quant once")
+    result = choose(cached["rows"], *bound)
+    config = {c.name: c for c in CONFIGS}[result["choice"]]
+    path = checkpoint_for(config.checkpoint, config.kv_cache_dtype, model_dir, home) if config.checkpoint else model_dir
+    log.info("quantization auto: %s", result["reason"])
+    return {
+        "model": str(path), "dtype": config.dtype, "kv_cache_dtype": config.kv_cache_dtype,
+        "quantization": None if config.checkpoint else config.quantization,
+        "label": f"{config.name} (auto)", "reason": result["reason"],
+    }
