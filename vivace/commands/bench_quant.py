@@ -36,6 +36,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--repeats", type=int, default=2, help="speed rounds per config; medians are reported")
     p.add_argument("--fake-quant-tokens", type=int, default=0, help="tokens for the torch study (default: all)")
     p.add_argument("--no-fake-quant", action="store_true", help="skip the torch fake-quant study")
+    p.add_argument("--agents-context", type=int, default=4096, help="per-task window of the long-context row, tokens (default 4096)")
+    p.add_argument("--agents", action="store_true", help="also run the long-context round: as many such tasks at once as the KV budget holds")
     p.add_argument("--max-ppl-pct", type=float, default=1.0, help="quality bound of the per-machine choice: perplexity loss, %% (default 1)")
     p.add_argument("--max-mc-points", type=float, default=1.0, help="quality bound: multiple-choice accuracy loss, points (default 1)")
     p.add_argument("--explain", action="store_true", help="print this machine's choice from the last run, start no engine")
@@ -72,8 +74,8 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
         return explain(args, config)
     if config.backend != "vllm":
         raise InputError("bench quant starts its own engines: it needs --backend vllm")
-    if args.window < 16 or args.tokens < 2 or args.repeats < 1 or args.kv_space_gib <= 0:
-        raise InputError("--window >= 16, --tokens >= 2, --repeats >= 1 and --kv-space-gib > 0 are required")
+    if args.window < 16 or args.tokens < 2 or args.repeats < 1 or args.kv_space_gib <= 0 or args.agents_context <= args.tokens + 80:
+        raise InputError("--window >= 16, --tokens >= 2, --repeats >= 1, --kv-space-gib > 0 and --agents-context > --tokens + 80 are required")
     configs = by_name(args.configs)
     checkpoints = _parse_checkpoints(args.checkpoint)
     model_dir = Path(resolve(config.model, config.home))
@@ -233,6 +235,14 @@ def print_tables(report: dict[str, Any], console: Any) -> None:
     console.print(Text(LEGEND, style="dim"), width=min(console.width, 80))
     for note in notes:
         console.print(Text(note), width=min(console.width, 80))
+    ran = [r for r in report["configs"] if r.get("agents") is not None]
+    if ran:
+        context = ran[0].get("agents_context")
+        longc = _table(f"long context: concurrent {context}-token tasks in the KV budget", [("config", False), ("tasks", True), ("×", True), ("tok/s", True)])
+        base = next((r["agents"] for r in ran if r["name"] == report.get("baseline", "bf16")), None)
+        for r in ran:
+            longc.add_row(r["name"], str(r["agents"]), _num(r["agents"] / base if base else None, ".2f"), _num(r.get("agents_tok_s"), ".1f"))
+        console.print(longc)
     if report.get("engine_vs_emulation"):
         cmp = _table("engine vs emulation (Δ perplexity %)", [("config", False), ("engine", True), ("emulated", True), ("old emul.", True)])
         for r in report["engine_vs_emulation"]:

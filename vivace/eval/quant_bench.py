@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from vivace.eval.long_context import measure_agents, tasks_that_fit
 from vivace.eval.quant_checkpoint import checkpoint_for
 from vivace.eval.quant_configs import BASELINE, QuantConfig, unsupported_reason
 
@@ -50,7 +51,7 @@ async def measure_config(
         quantization=config.quantization if config.checkpoint is None else None,
         kv_cache_dtype=config.kv_cache_dtype,
         kv_cache_space_gib=args.kv_space_gib,
-        max_num_seqs=16,
+        max_num_seqs=64 if getattr(args, "agents", False) else 16,  # the long-context round runs more at once
         served_model_name=config.name,
     )
     backend = await VLLMBackend.start(options)
@@ -62,7 +63,13 @@ async def measure_config(
         say(f"  {config.name}: MC accuracy {mc['accuracy']:.3f} (norm {mc['accuracy_norm']:.3f}, chance {mc['chance']:.2f})")
         decode, batch16 = await _speed(backend, args.tokens, args.repeats)
         say(f"  {config.name}: decode {decode:.1f} tok/s, 16-way {batch16:.1f} tok/s")
+        context = getattr(args, "agents_context", 4096)
+        agents: dict[str, Any] = {"agents": tasks_that_fit(backend.kv_capacity_tokens, context), "agents_context": context}
+        if getattr(args, "agents", False):
+            agents = await measure_agents(backend, token_ids, context, args.tokens)
+            say(f"  {config.name}: {agents['agents']} concurrent {context}-token tasks, {agents.get('agents_tok_s') or 0:.1f} tok/s")
         return {
+            **agents,
             "status": "ok",
             "perplexity": ppl.perplexity,
             "tokens_scored": ppl.tokens_scored,
@@ -89,7 +96,8 @@ def _row(config: QuantConfig) -> dict[str, Any]:
         "status": "pending",
         "reason": None,
         **dict.fromkeys(
-            ("perplexity", "ppl_delta_pct", "mc_accuracy", "kv_capacity_tokens", "kv_capacity_vs_baseline", "decode_tok_s", "batch16_tok_s", "load_s")
+            ("perplexity", "ppl_delta_pct", "mc_accuracy", "kv_capacity_tokens", "kv_capacity_vs_baseline", "decode_tok_s", "batch16_tok_s", "load_s",
+             "agents", "agents_tok_s")
         ),
     }
 
