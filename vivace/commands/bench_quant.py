@@ -36,6 +36,7 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--repeats", type=int, default=2, help="speed rounds per config; medians are reported")
     p.add_argument("--fake-quant-tokens", type=int, default=0, help="tokens for the torch study (default: all)")
     p.add_argument("--no-fake-quant", action="store_true", help="skip the torch fake-quant study")
+    p.add_argument("--study", nargs="+", metavar="ROW", help="rows of the torch study to run (default: all; fp32 is always added)")
     p.add_argument("--agents-context", type=int, default=4096, help="per-task window of the long-context row, tokens (default 4096)")
     p.add_argument("--agents", action="store_true", help="also run the long-context round: as many such tasks at once as the KV budget holds")
     p.add_argument("--max-ppl-pct", type=float, default=1.0, help="quality bound of the per-machine choice: perplexity loss, %% (default 1)")
@@ -77,6 +78,11 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
     if args.window < 16 or args.tokens < 2 or args.repeats < 1 or args.kv_space_gib <= 0 or args.agents_context <= args.tokens + 80:
         raise InputError("--window >= 16, --tokens >= 2, --repeats >= 1, --kv-space-gib > 0 and --agents-context > --tokens + 80 are required")
     configs = by_name(args.configs)
+    from vivace.eval.fake_quant import STUDY
+
+    unknown = sorted(set(args.study or []) - {c.name for c in STUDY})
+    if unknown:
+        raise InputError(f"unknown study row(s) {', '.join(unknown)}; known: {', '.join(c.name for c in STUDY)}")
     checkpoints = _parse_checkpoints(args.checkpoint)
     model_dir = Path(resolve(config.model, config.home))
     if not model_dir.is_dir():
@@ -119,7 +125,7 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
             try:
                 limit = args.fake_quant_tokens or args.ppl_tokens or None
                 report["fake_quant"], report["fake_quant_ordering"] = await asyncio.to_thread(
-                    run_fake_quant, model_dir, text, limit, args.window
+                    run_fake_quant, model_dir, text, limit, args.window, config.home, args.study
                 )
             except ImportError as exc:
                 report["fake_quant_skipped"] = f"fake-quant study unavailable: {exc}"

@@ -189,10 +189,19 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[str]:
     return written
 
 
-def run_fake_quant(model_dir: Path, text: str, max_tokens: int | None, window: int) -> tuple[list[dict[str, Any]], Any]:
+def run_fake_quant(
+    model_dir: Path, text: str, max_tokens: int | None, window: int, home: Path | None = None, names: list[str] | None = None
+) -> tuple[list[dict[str, Any]], Any]:
+    """The torch study; its calibrated rows use the calibration the engine's checkpoints were written from."""
     from vivace.eval import fake_quant
+    from vivace.eval.kv_calibrate import cached_calibration
 
-    rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window)
+    configs = tuple(c for c in fake_quant.STUDY if not names or c.name in names or c.tensor == "none")
+    calibrations = None
+    if home is not None:
+        modes = {c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))}
+        calibrations = {m: cached_calibration(model_dir, m.split("-")[0], home / "models", correct=m.endswith("-cal")) for m in modes}
+    rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window, configs=configs, calibrations=calibrations)
     return rows, fake_quant.ordering(rows)
 
 
