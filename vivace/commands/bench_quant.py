@@ -189,7 +189,7 @@ def explain(args: argparse.Namespace, config: Config) -> int:
     table = _table("per-machine choice", [("config", False), ("16-way ×", True), ("Δppl %", True), ("MC pts", True), ("verdict", False)])
     for v in result["candidates"]:
         table.add_row(v["name"], _num(v.get("speedup"), ".2f"), _num(v.get("ppl_delta_pct"), "+.2f"),
-                      _num(-v["mc_drop_points"] if "mc_drop_points" in v else None, "+.1f"), "chosen" if v["name"] == result["choice"] else ("in bound" if v["inside"] else "out"))
+                      _num(0.0 - v["mc_drop_points"] + 0.0 if "mc_drop_points" in v else None, "+.1f"), "chosen" if v["name"] == result["choice"] else ("in bound" if v["inside"] else "out"))
     console.print(table)
     for v in result["candidates"]:
         if not v["inside"]:

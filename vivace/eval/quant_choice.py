@@ -111,7 +111,7 @@ def choose(rows: list[dict[str, Any]], max_ppl_pct: float = MAX_PPL_PCT, max_mc_
     row = next(r for r in rows if r["name"] == best["name"])
     reason = (f"{best['name']}: the fastest measured configuration within {max_ppl_pct:g}% perplexity and "
               f"{max_mc_points:g} point(s) of MC accuracy ({best['speedup']:.2f}x bf16 at 16-way, "
-              f"perplexity {best['ppl_delta_pct']:+.2f}%, MC -{best['mc_drop_points']:.1f} points)")
+              f"perplexity {best['ppl_delta_pct']:+.2f}%, MC accuracy {0.0 - best['mc_drop_points'] + 0.0:+.1f} points)")
     return {"choice": best["name"], "row": row, "reason": reason, "bound": {"max_ppl_pct": max_ppl_pct, "max_mc_points": max_mc_points},
             "candidates": verdicts}
 
