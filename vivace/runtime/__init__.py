@@ -41,13 +41,20 @@ async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -
         from vivace.runtime.models import resolve
         from vivace.runtime.vllm_engine import EngineOptions, VLLMBackend
 
+        engine = {"model": resolve(config.model, config.home), "dtype": config.dtype, "quantization": config.quantization,
+                  "kv_cache_dtype": config.kv_cache_dtype, "label": None}
+        if config.quantization and config.quantization.startswith("auto"):  # the per-machine choice
+            from vivace.runtime.quant_choice import auto_engine
+
+            engine = auto_engine(config.quantization, str(config.model), config.home)
         inner = await VLLMBackend.start(
             EngineOptions(
-                model=resolve(config.model, config.home),
-                dtype=config.dtype,
+                model=engine["model"],
+                dtype=engine["dtype"],
                 max_model_len=config.max_model_len,
-                quantization=config.quantization,
-                kv_cache_dtype=config.kv_cache_dtype,
+                quantization=engine["quantization"],
+                kv_cache_dtype=engine["kv_cache_dtype"],
+                quant_label=engine["label"],
                 enable_prefix_caching=config.enable_prefix_caching,
                 max_num_seqs=config.max_num_seqs,
                 kv_cache_space_gib=config.kv_cache_space_gib,

@@ -48,6 +48,7 @@ class EngineOptions:
     enforce_eager: bool = True
     seed: int = 0
     served_model_name: str | None = None
+    quant_label: str | None = None  # the quantization configuration, when `auto` chose it; named in traces
 
 
 @dataclass
@@ -200,6 +201,8 @@ class VLLMBackend:
         self._engine = engine
         self.options = options
         self.model = options.served_model_name or options.model
+        if options.quant_label:  # every call's record and run trace names the configuration
+            self.name = f"vllm[{options.quant_label}]"
         self.load_s = load_s
         self.stats = EngineStats()
         self.tokenizer = engine.renderer.tokenizer
