@@ -25,6 +25,7 @@ from typing import Any
 from vivace.config import Config
 from vivace.eval import write_report
 from vivace.errors import InputError
+from vivace.eval.stats import median as _median
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ def load_questions(path: Path) -> list[dict[str, str]]:
     if not out:
         raise InputError(f"{path}: no questions")
     return out
-
-
-def _median(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 4) if xs else None
 
 
 def _mean(xs: list[float]) -> float | None:

@@ -22,19 +22,15 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
-import statistics
 import time
 from typing import Any, Awaitable, Callable
 
 import httpx
 
 from vivace.eval.backend_bench import machine_info
+from vivace.eval.stats import median as _median
 
 ARMS = ("affinity", "spread")
-
-
-def _median(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 4) if xs else None
 
 
 def similarity(a: str | None, b: str | None) -> float:

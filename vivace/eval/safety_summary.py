@@ -12,19 +12,15 @@ Definitions (every figure names its scorer; these are the offline rules'):
 from __future__ import annotations
 
 import logging
-import statistics
 from pathlib import Path
 from typing import Any
 
 from vivace.eval.stats import difference, rate
+from vivace.eval.stats import median as _median
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BOUND = 0.05
-
-
-def _median(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 4) if xs else None
 
 
 def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]], want: str, key: str) -> dict[str, Any]:

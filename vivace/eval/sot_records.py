@@ -6,12 +6,9 @@ the summaries, the plot and ``vivace report``; the loop only runs questions.
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
-
-def median(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 4) if xs else None
+from vivace.eval.stats import median
 
 
 def ratio(a: float, b: float) -> float | None:

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from typing import Sequence
 
 Z95 = 1.959963984540054
+
+
+def median(xs: Sequence[float]) -> float | None:
+    """The median, rounded to 4 places as every report writes it; None for no values."""
+    return round(statistics.median(xs), 4) if xs else None
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
