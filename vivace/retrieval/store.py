@@ -13,6 +13,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -84,7 +85,11 @@ def _client(config: Config) -> Any:
                 )
             else:
                 Path(key).mkdir(parents=True, exist_ok=True)
-                _clients[key] = chromadb.PersistentClient(path=key, settings=settings)
+                # Opening a new store creates its tables; two processes doing it at once (two ingests of a
+                # fresh home) collide ("table collections already exists"), so the first open is serialized.
+                with open(Path(key) / ".vivace-open.lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    _clients[key] = chromadb.PersistentClient(path=key, settings=settings)
         return _clients[key]
 
 
