@@ -64,6 +64,13 @@ def strict_app(upstream: str) -> FastAPI:
     return app
 
 
+def sse_chunk(text: str) -> str:
+    """One streamed chat-completion chunk carrying ``text``, as a server-sent event."""
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "smollm2-135m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
 def listing_app() -> FastAPI:
     """An app that lists the one model; the behaviours below add their chat endpoint."""
     app = FastAPI()
@@ -83,9 +90,7 @@ def trickle_app(delay: float) -> FastAPI:
         async def tokens() -> AsyncIterator[str]:
             i = 0
             while True:
-                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "smollm2-135m",
-                         "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]}
-                yield f"data: {json.dumps(chunk)}\n\n"
+                yield sse_chunk(f"tok{i} ")
                 i += 1
                 await asyncio.sleep(delay)
 
@@ -119,9 +124,7 @@ def dying_app(pieces: list[str]) -> FastAPI:
 
         async def tokens() -> AsyncIterator[str]:
             for piece in pieces:
-                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "smollm2-135m",
-                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                yield f"data: {json.dumps(chunk)}\n\n"
+                yield sse_chunk(piece)
                 await asyncio.sleep(0.01)
             raise ConnectionResetError("the server died")  # uvicorn aborts the half-sent response
 
