@@ -268,3 +268,21 @@ def test_tracer_events_carry_every_call() -> None:
     done = {(e.step, e.branch, e.round): e for e in seen if e.kind == "agent_done"}
     for step in trace.meta["steps"]:  # each step's event carries the calls the trace gives it
         assert done[(step["step"], step["branch"], step["round"])].calls == step["calls"] >= 1
+
+
+def test_step_params_from_toml_reach_the_agent(tmp_path: Path, scratch_agents: list[str]) -> None:
+    seen: list[dict[str, Any]] = []
+
+    @agent("params_probe")
+    async def probe(inp: StepInput, ctx: AgentContext) -> str:
+        seen.append(inp["params"])
+        return "ok"
+
+    scratch_agents.append("params_probe")
+    file = tmp_path / "p.toml"
+    file.write_text('[steps]\nonly = { agent = "params_probe", params = { language = "de", rounds = 2 } }\n')
+    run(run_agent(str(file), "Hallo.", backend=FakeBackend(responder())))
+    assert seen == [{"language": "de", "rounds": 2}]
+    file.write_text('[steps]\nonly = { agent = "params_probe", params = "de" }\n')
+    with pytest.raises(InputError, match=r"step 'only': params must be a table"):
+        Pipeline.from_toml(file)

@@ -43,7 +43,8 @@ class StepInput(TypedDict, total=False):
     ``history`` is the upstream outputs as one text; the call path may compress
     it inside any prompt that carries it, when the cost model says it pays.
     ``item``/``branch`` are set for a fan-out branch; ``round`` counts earlier
-    runs of this step (revision rounds).
+    runs of this step (revision rounds). ``params`` are the step's own
+    settings from its definition (``params = { language = "de" }``).
     """
 
     task: str
@@ -55,6 +56,7 @@ class StepInput(TypedDict, total=False):
     branch: int | None
     round: int
     messages: list[dict[str, Any]]
+    params: dict[str, Any]
 
 
 NodeResult = Union[str, dict[str, Any]]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Iterable, TypedDict
 
@@ -49,6 +49,7 @@ class Step:
     fan_out: bool = False
     max_branches: int = DEFAULT_MAX_BRANCHES
     impl: Agent | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # handed to the agent as ``StepInput["params"]``
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Pipeline(Agent):
         from vivace.agents.pipeline_file import parse
 
         spec = parse(data, origin, DEFAULT_MAX_BRANCHES)
-        return cls(spec["name"] or default_name, [Step(*s) for s in spec["steps"]], spec["edges"],
+        return cls(spec["name"] or default_name, [Step(**s) for s in spec["steps"]], spec["edges"],
                    [Loop(*lp) for lp in spec["loops"]], spec["output"], spec["description"])
 
     # ---- validation -------------------------------------------------------------------------
@@ -357,7 +358,8 @@ class _StepNode:
         token = enter_step(run)
         try:
             inp = StepInput(task=state["task"], step=step.name, agent=step.agent, inputs=inputs, history=history,
-                            item=item, branch=branch, round=rnd, messages=list(state.get("messages") or []))
+                            item=item, branch=branch, round=rnd, messages=list(state.get("messages") or []),
+                            params=dict(step.params))
             raw = await self.node.ainvoke(inp) if hasattr(self.node, "ainvoke") else await self.node(inp)
         except RunError as exc:
             ctx.tracer.fail(run, str(exc))

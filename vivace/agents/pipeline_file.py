@@ -18,7 +18,7 @@ from typing import Any
 from vivace.errors import InputError
 
 KEYS = ("name", "description", "output", "edges", "steps", "loops")
-STEP_KEYS = ("agent", "fan_out", "max_branches")
+STEP_KEYS = ("agent", "fan_out", "max_branches", "params")
 LOOP_KEYS = ("from", "to", "when", "max_rounds")
 
 
@@ -83,7 +83,7 @@ class Reader:
 
 
 def parse(data: Any, origin: str, default_branches: int) -> dict[str, Any]:
-    """Check ``data``'s shape; returns plain fields: ``steps`` as (name, agent, fan_out, max_branches) tuples,
+    """Check ``data``'s shape; returns plain fields: ``steps`` as dicts of ``Step`` fields,
     ``edges`` as pairs, ``loops`` as (from, to, when, max_rounds) tuples, ``name``, ``output``, ``description``."""
     r = Reader(origin)
     if not isinstance(data, dict):
@@ -100,9 +100,16 @@ def parse(data: Any, origin: str, default_branches: int) -> dict[str, Any]:
         if not isinstance(spec, dict) or "agent" not in spec:
             raise InputError(f"{origin}: step {name!r} needs an agent (step = \"agent\" or {{ agent = ... }})")
         r.table(spec, f"step {name!r}", STEP_KEYS)
-        steps.append((name, r.text(spec["agent"], f"step {name!r}: agent"),
-                      r.flag(spec.get("fan_out", False), f"step {name!r}: fan_out"),
-                      r.whole(spec.get("max_branches", default_branches), f"step {name!r}: max_branches", 1)))
+        params = spec.get("params", {})
+        if not isinstance(params, dict):
+            raise r.fail(f"step {name!r}: params", "a table (params = { key = value })", params)
+        steps.append({
+            "name": name,
+            "agent": r.text(spec["agent"], f"step {name!r}: agent"),
+            "fan_out": r.flag(spec.get("fan_out", False), f"step {name!r}: fan_out"),
+            "max_branches": r.whole(spec.get("max_branches", default_branches), f"step {name!r}: max_branches", 1),
+            "params": dict(params),
+        })
     edges = []
     for edge in r.array(data.get("edges", []), "edges"):
         if not (isinstance(edge, list) and len(edge) == 2 and all(isinstance(e, str) for e in edge)):
