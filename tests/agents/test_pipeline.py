@@ -286,3 +286,80 @@ def test_step_params_from_toml_reach_the_agent(tmp_path: Path, scratch_agents: l
     file.write_text('[steps]\nonly = { agent = "params_probe", params = "de" }\n')
     with pytest.raises(InputError, match=r"step 'only': params must be a table"):
         Pipeline.from_toml(file)
+
+
+def _map_reduce(slow: float = 0.3) -> Pipeline:
+    """split -> map (fan-out) -> refine (per item) -> reduce; item "a" maps slowly, "b" and "c" quickly."""
+
+    @agent("df_split")
+    async def split(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
+        return {"output": "a b c", "items": ["a", "b", "c"]}
+
+    @agent("df_map")
+    async def mapper(inp: StepInput, ctx: AgentContext) -> str:
+        await asyncio.sleep(slow if inp["item"] == "a" else 0.01)
+        return f"m({inp['item']})"
+
+    @agent("df_refine", needs_input=True)
+    async def refine(inp: StepInput, ctx: AgentContext) -> str:
+        await asyncio.sleep(0.01)
+        return f"r({inp['inputs']['map']},{inp['item']})"
+
+    @agent("df_reduce", needs_input=True)
+    async def reduce(inp: StepInput, ctx: AgentContext) -> str:
+        return "+".join(inp["inputs"]["refine"])
+
+    return Pipeline("mr", [Step("split", "df_split"), Step("map", "df_map", fan_out=True),
+                           Step("refine", "df_refine", per_item=True), Step("reduce", "df_reduce")],
+                    edges=[("split", "map"), ("map", "refine"), ("refine", "reduce")])
+
+
+def test_dataflow_lets_each_branch_flow_on_and_supersteps_do_not(scratch_agents: list[str]) -> None:
+    pipe = _map_reduce()
+    scratch_agents += ["df_split", "df_map", "df_refine", "df_reduce"]
+    traces = {ex: run(run_agent(pipe, "go", backend=FakeBackend(), options={"execution": ex}))
+              for ex in ("dataflow", "supersteps")}
+    for ex, trace in traces.items():
+        assert trace.answer == "r(m(a),a)+r(m(b),b)+r(m(c),c)", ex  # same result, branch order kept
+    for ex, trace in traces.items():
+        runs = {(s["step"], s["branch"]): s for s in trace.meta["steps"]}
+        slow_map_end = runs[("map", 1)]["ended_at"]
+        fast_refine_start = runs[("refine", 2)]["started_at"]
+        assert (fast_refine_start < slow_map_end) == (ex == "dataflow"), ex
+        # each refine run depends on its own branch's map run only: the critical path follows the branch
+        assert runs[("refine", 2)]["deps"] == [runs[("map", 2)]["id"]]
+        assert sorted(runs[("reduce", None)]["deps"]) == sorted(runs[("refine", b)]["id"] for b in (1, 2, 3))
+
+
+def test_a_step_after_a_slow_sibling_waits_only_for_its_own_input(scratch_agents: list[str]) -> None:
+    """start -> slow, start -> fast -> after: in dataflow `after` does not wait for `slow` (LangGraph #6320)."""
+
+    @agent("df_wait")
+    async def wait(inp: StepInput, ctx: AgentContext) -> str:
+        await asyncio.sleep(float(inp["params"].get("s", 0)))
+        return inp["step"]
+
+    scratch_agents.append("df_wait")
+    pipe = Pipeline("sib", [Step("start", "df_wait"), Step("slow", "df_wait", params={"s": 0.3}),
+                            Step("fast", "df_wait"), Step("after", "df_wait")],
+                    edges=[("start", "slow"), ("start", "fast"), ("fast", "after")], output="after")
+    for ex in ("dataflow", "supersteps"):
+        trace = run(run_agent(pipe, "go", backend=FakeBackend(), options={"execution": ex}))
+        runs = {s["step"]: s for s in trace.meta["steps"]}
+        assert (runs["after"]["started_at"] < runs["slow"]["ended_at"]) == (ex == "dataflow"), ex
+
+
+@pytest.mark.parametrize("execution", ["dataflow", "supersteps"])
+def test_revision_loop_under_both_executions(execution: str) -> None:
+    trace = run(run_agent(research_pipeline(max_rounds=2), "Explain tea.", backend=FakeBackend(responder(review="REVISE: more")),
+                          options={"execution": execution}))
+    steps = [(s["step"], s["round"]) for s in trace.meta["steps"] if s["branch"] is None]
+    assert steps == [("plan", 0), ("write", 0), ("review", 0), ("write", 1), ("review", 1), ("write", 2),
+                     ("review", 2)]
+
+
+def test_per_item_and_execution_are_checked() -> None:
+    with pytest.raises(InputError, match=r"per-item step 'b' needs exactly one incoming edge, from a fan-out"):
+        Pipeline("p", [Step("a", "answer"), Step("b", "answer", per_item=True)], edges=[("a", "b")]).validate()
+    with pytest.raises(InputError, match="execution must be one of dataflow, supersteps"):
+        run(run_agent("answer", "hi", backend=FakeBackend(), options={"execution": "magic"}))

@@ -95,6 +95,7 @@ class StepRun:
     prompt_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
+    downstream: int = 0  # steps still to run after this one: calls on longer paths go first
     extra: dict[str, Any] = field(default_factory=dict)
     # What the step's calls default to: the retrieval query and the history the policy may compress.
     query: str = field(default="", repr=False)

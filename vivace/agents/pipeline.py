@@ -38,6 +38,7 @@ from vivace.errors import InputError, RunError, VivaceError, missing_extra
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BRANCHES = 8
+EXECUTIONS = ("dataflow", "supersteps")
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Step:
     fan_out: bool = False
     max_branches: int = DEFAULT_MAX_BRANCHES
     impl: Agent | None = None
+    per_item: bool = False  # run once per branch of the fan-out before it, as soon as that branch is done
     params: dict[str, Any] = field(default_factory=dict)  # handed to the agent as ``StepInput["params"]``
 
 
@@ -132,6 +134,24 @@ class Pipeline(Agent):
     def succs(self, step: str) -> list[str]:
         return [b for a, b in self.edges if a == step]
 
+    def group_head(self, step: str) -> str:
+        """The fan-out step a per-item chain hangs from (a step that is not per-item is its own head)."""
+        while self.steps[step].per_item:
+            step = self.preds(step)[0]
+        return step
+
+    def downstream(self, step: str) -> int:
+        """Steps still to run after ``step`` on its longest path to the end: its place in the program."""
+        memo: dict[str, int] = {}
+
+        def depth(n: str) -> int:
+            if n not in memo:
+                memo[n] = 0
+                memo[n] = max((1 + depth(m) for m in self.succs(n)), default=0)
+            return memo[n]
+
+        return depth(step)
+
     def validate(self, lookup: Any = None) -> "Pipeline":
         """Raise ``InputError`` for the first problem: unknown agent, unbounded loop, missing input…"""
         from vivace.agents.registry import REGISTRY
@@ -165,6 +185,13 @@ class Pipeline(Agent):
                 raise InputError(f"{where}: loop {lp.source} -> {lp.target}: max_rounds must not be negative")
         for step in self.step_list:
             preds = self.preds(step.name)
+            if step.per_item and (step.fan_out or len(preds) != 1 or not (
+                    self.steps[preds[0]].fan_out or self.steps[preds[0]].per_item)):
+                raise InputError(f"{where}: per-item step {step.name!r} needs exactly one incoming edge, from a "
+                                 "fan-out or per-item step (and is not a fan-out itself)")
+            if step.per_item and any(step.name in (lp.source, lp.target) for lp in self.loops):
+                raise InputError(f"{where}: per-item step {step.name!r} cannot be a loop's end; loop over its "
+                                 "fan-out step or a step after the chain")
             if step.fan_out and len(preds) != 1:
                 raise InputError(f"{where}: missing input: fan-out step {step.name!r} needs exactly one incoming "
                                  f"edge to take its items from (has {len(preds)})")
@@ -210,62 +237,28 @@ class Pipeline(Agent):
     # ---- execution --------------------------------------------------------------------------
 
     def compile(self, ctx: AgentContext) -> Any:
-        """The LangGraph graph of this pipeline for one run (agents build their nodes with ``ctx``)."""
-        from langgraph.graph import END, START, StateGraph
-        from langgraph.types import Send
+        """The LangGraph graph of this pipeline for one run (agents build their nodes with ``ctx``).
 
+        ``dataflow`` (the default): a step starts when its own inputs are ready;
+        ``supersteps``: LangGraph's ``StateGraph`` rounds, the way a plain
+        graph runs (kept for comparison).
+        """
+        self.validate()
+        execution = ctx.options.get("execution") or getattr(ctx.config, "execution", None) or "dataflow"
+        if execution not in EXECUTIONS:
+            raise InputError(f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}")
         from vivace.agents.registry import REGISTRY
 
-        self.validate()
         scope = ctx.tracer.scope()
-        graph = StateGraph(PipelineState)
-        for step in self.step_list:
-            node = (step.impl or REGISTRY.get(step.agent)).build(ctx)
-            fn = _node_fn(_StepNode(self, step, node, ctx, scope))
-            if step.fan_out:
-                graph.add_node(step.name, fn, input_schema=BranchState)  # type: ignore[arg-type]
-            else:
-                graph.add_node(step.name, fn)
-        for step in self.step_list:
-            if not self.preds(step.name):
-                graph.add_edge(START, step.name)
-        joined: set[str] = set()
-        max_branches = ctx.options.get("max_branches")
-        for step in self.step_list:
-            succ = self.succs(step.name)
-            fans = [t for t in succ if self.steps[t].fan_out]
-            plain = [t for t in succ if not self.steps[t].fan_out]
-            loops = [lp for lp in self.loops if lp.source == step.name]
-            if not fans and not loops:
-                for t in plain:
-                    preds = self.preds(t)
-                    if len(preds) > 1:
-                        if t not in joined:
-                            graph.add_edge(preds, t)  # waits for all of them
-                            joined.add(t)
-                    else:
-                        graph.add_edge(step.name, t)
-                if not succ:
-                    graph.add_edge(step.name, END)
-                continue
+        nodes = {s.name: _StepNode(self, s, (s.impl or REGISTRY.get(s.agent)).build(ctx), ctx, scope)
+                 for s in self.step_list}
+        if execution == "supersteps":
+            from vivace.agents.supersteps import superstep_graph
 
-            def router(state: PipelineState, _s: str = step.name, _plain: list[str] = plain,
-                       _fans: list[str] = fans) -> Any:
-                chosen = (state.get("routes") or {}).get(_s)
-                if chosen:
-                    return [chosen]
-                out: list[Any] = list(_plain)
-                for t in _fans:
-                    cap = max_branches or self.steps[t].max_branches
-                    items = (state.get("items") or {}).get(_s) or [state["task"]]
-                    base = {k: v for k, v in state.items() if k != "messages"}
-                    out += [Send(t, {**base, "messages": [], "item": it, "branch": i})
-                            for i, it in enumerate(items[:cap], 1)]
-                return out or [END]
+            return superstep_graph(self, nodes, ctx)
+        from vivace.agents.dataflow import dataflow_graph
 
-            targets = [*plain, *fans, *(lp.target for lp in loops), END]
-            graph.add_conditional_edges(step.name, router, list(dict.fromkeys(targets)))
-        return graph.compile(name=f"vivace-pipeline-{self.name}")
+        return dataflow_graph(self, nodes, ctx)
 
     def recursion_limit(self, ctx: AgentContext) -> int:
         rounds = sum(_bound(lp, ctx) for lp in self.loops)
@@ -288,16 +281,6 @@ class Pipeline(Agent):
             return text
 
         return node
-
-
-def _node_fn(step_node: "_StepNode") -> Any:
-    """A plain ``async def`` for LangGraph (it runs other callables in a thread pool)."""
-
-    async def run_step(state):  # type: ignore[no-untyped-def]  # no hint: the graph's schema applies
-        return await step_node(state)
-
-    run_step.__name__ = step_node.step.name
-    return run_step
 
 
 def _bound(loop: Loop, ctx: AgentContext) -> int:
@@ -323,6 +306,7 @@ class _StepNode:
 
     def __init__(self, pipe: Pipeline, step: Step, node: Any, ctx: AgentContext, scope: int) -> None:
         self.pipe, self.step, self.node, self.ctx, self.scope = pipe, step, node, ctx, scope
+        self.downstream = pipe.downstream(step.name)
         self.__name__ = step.name
 
     def _inputs(self, state: PipelineState) -> dict[str, Any]:
@@ -331,16 +315,20 @@ class _StepNode:
         order = [*self.pipe.preds(name), name, *(lp.source for lp in self.pipe.loops if lp.target == name)]
         inputs: dict[str, Any] = {}
         for src in dict.fromkeys(order):
-            if src in outputs and (src != name or not self.step.fan_out):
+            if src in outputs and (src != name or not (self.step.fan_out or self.step.per_item)):
                 value = outputs[src]
-                inputs[src] = [value[k] for k in sorted(value)] if isinstance(value, dict) else value
+                if self.step.per_item and isinstance(value, dict):  # its own branch only
+                    inputs[src] = value.get(state.get("branch"), "")
+                else:
+                    inputs[src] = [value[k] for k in sorted(value)] if isinstance(value, dict) else value
         return inputs
 
-    def _deps(self, inputs: dict[str, Any]) -> list[int]:
+    def _deps(self, inputs: dict[str, Any], branch: int | None) -> list[int]:
         """The latest runs of the steps this one reads: edges of the critical path."""
         deps: list[int] = []
         for src in inputs:
-            runs = [r for r in self.ctx.tracer.runs if r.scope == self.scope and r.step == src and r.ended_at]
+            runs = [r for r in self.ctx.tracer.runs if r.scope == self.scope and r.step == src and r.ended_at
+                    and (not self.step.per_item or r.branch == branch)]
             if runs:
                 last = max(r.round for r in runs)
                 deps += [r.id for r in runs if r.round == last]
@@ -349,10 +337,12 @@ class _StepNode:
     async def __call__(self, state: BranchState) -> dict[str, Any]:
         step, ctx = self.step, self.ctx
         rnd = (state.get("counts") or {}).get(step.name, 0)
-        branch = state.get("branch") if step.fan_out else None
+        each = step.fan_out or step.per_item
+        branch = state.get("branch") if each else None
         inputs = self._inputs(state)
-        run = ctx.tracer.start(self.scope, step.name, step.agent, branch, rnd, self._deps(inputs))
-        item = state.get("item") if step.fan_out else None
+        run = ctx.tracer.start(self.scope, step.name, step.agent, branch, rnd, self._deps(inputs, branch))
+        run.downstream = self.downstream
+        item = state.get("item") if each else None
         history = render_history(inputs, step.name)
         run.query, run.history = item or state["task"], history  # what this step's calls retrieve for and may compress
         token = enter_step(run)
@@ -376,7 +366,7 @@ class _StepNode:
         text, items, decision = _normalize(raw)
         ctx.tracer.finish(run, text)
         update: dict[str, Any] = {
-            "outputs": {step.name: {branch: text} if step.fan_out else text},
+            "outputs": {step.name: {branch: text} if each else text},
             "counts": {step.name: rnd + 1},
             "decisions": {step.name: decision},
             "messages": [{"step": step.name, "agent": step.agent, "branch": branch, "round": rnd, "content": text}],

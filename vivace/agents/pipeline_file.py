@@ -18,7 +18,7 @@ from typing import Any
 from vivace.errors import InputError
 
 KEYS = ("name", "description", "output", "edges", "steps", "loops")
-STEP_KEYS = ("agent", "fan_out", "max_branches", "params")
+STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params")
 LOOP_KEYS = ("from", "to", "when", "max_rounds")
 
 
@@ -107,6 +107,7 @@ def parse(data: Any, origin: str, default_branches: int) -> dict[str, Any]:
             "name": name,
             "agent": r.text(spec["agent"], f"step {name!r}: agent"),
             "fan_out": r.flag(spec.get("fan_out", False), f"step {name!r}: fan_out"),
+            "per_item": r.flag(spec.get("per_item", False), f"step {name!r}: per_item"),
             "max_branches": r.whole(spec.get("max_branches", default_branches), f"step {name!r}: max_branches", 1),
             "params": dict(params),
         })
