@@ -75,6 +75,7 @@ def engine(loop_runner: LoopRunner, model_dir: Path) -> Iterator[Any]:
         kv_cache_space_gib=float(ENGINE_ENV["VIVACE_KV_CACHE_SPACE_GIB"]),
         max_num_seqs=int(ENGINE_ENV["VIVACE_MAX_NUM_SEQS"]),
         served_model_name="smollm2-135m",
+        scheduling_policy="priority",  # as the default config (scheduling = "program") starts it
     )
     backend = loop_runner.run(VLLMBackend.start(options))
     yield backend

@@ -33,7 +33,7 @@ def runtime_for(
     else:
         limiter = limiter or InFlightLimiter(config.max_in_flight)
         backend = LimitedBackend(backend, limiter)
-    defaults = Defaults(config.max_tokens, config.temperature, config.repetition_penalty)
+    defaults = Defaults(config.max_tokens, config.temperature, config.repetition_penalty, config.scheduling)
     call = CallPath(backend, policy or RetrievalCompression(config), defaults)
     return Runtime(config, backend, call, limiter, save_runs)
 

@@ -80,6 +80,8 @@ class Config:
     mode: str = field(default="auto", metadata=_choices("auto", "sot", "normal"))
     sot_max_points: int = field(default=8, metadata=_bounds(min=1))
     sot_pipelined: bool = False  # expand each point as soon as its skeleton line is complete
+    execution: str = field(default="dataflow", metadata=_choices("dataflow", "supersteps"))  # pipelines
+    scheduling: str = field(default="program", metadata=_choices("fcfs", "critical", "fair", "program"))
 
     # Retrieval and compression
     chroma_path: Path | None = None  # default: $VIVACE_HOME/chroma

@@ -363,3 +363,38 @@ def test_per_item_and_execution_are_checked() -> None:
         Pipeline("p", [Step("a", "answer"), Step("b", "answer", per_item=True)], edges=[("a", "b")]).validate()
     with pytest.raises(InputError, match="execution must be one of dataflow, supersteps"):
         run(run_agent("answer", "hi", backend=FakeBackend(), options={"execution": "magic"}))
+
+
+def test_each_call_gets_a_priority_from_its_place_in_the_program() -> None:
+    """critical: steps with more still downstream go first; fcfs: all equal; the SoT skeleton before its points."""
+    config = Config(backend="fake", max_tokens=64, scheduling="critical")
+    trace = run(run_agent(research_pipeline(), "Explain tea.", backend=FakeBackend(responder()), config=config))
+    by_agent = {c.agent: c.extra["priority"] for c in trace.calls}
+    assert by_agent == {"planner": -3, "researcher": -2, "writer": -1, "critic": 0}
+    def sot_responder(request: GenerationRequest) -> str:
+        return " Boil water\n2. Steep leaves" if request.tag.endswith("/skeleton") else ": Detail."
+
+    sot = run(run_agent("sot", "Explain tea.", backend=FakeBackend(sot_responder), config=config,
+                        options={"mode": "sot"}))
+    skeleton = [c.extra["priority"] for c in sot.calls if "skeleton" in c.node]
+    points = [c.extra["priority"] for c in sot.calls if "expand" in c.node]
+    assert skeleton == [-1] and points and set(points) == {0}
+    fcfs = run(run_agent(research_pipeline(), "Explain tea.", backend=FakeBackend(responder()),
+                         config=Config(backend="fake", max_tokens=64, scheduling="fcfs")))
+    assert {c.extra["priority"] for c in fcfs.calls} == {0}
+
+
+def test_fair_scheduling_lowers_a_run_as_it_uses_the_engine() -> None:
+    """fair: each call's priority is the run's attained service so far (finished calls' tokens, in blocks)."""
+    from vivace.runtime.priority import SERVICE_BLOCK
+
+    config = Config(backend="fake", max_tokens=64, scheduling="fair")
+    trace = run(run_agent(research_pipeline(), "Explain tea. " * 120, backend=FakeBackend(responder()), config=config))
+    calls = sorted(trace.calls, key=lambda c: c.started_at)
+    assert calls[0].extra["priority"] == 0
+    spent = 0
+    for c in calls:
+        if c.started_at >= calls[0].ended_at and c.agent in ("writer", "critic"):  # sequential: all before it counted
+            assert c.extra["priority"] >= spent // SERVICE_BLOCK
+        spent += c.prompt_tokens + c.output_tokens
+    assert calls[-1].extra["priority"] > 0

@@ -43,3 +43,40 @@ def test_slot_released_when_consumer_stops_early() -> None:
         return limiter.in_flight
 
     assert asyncio.run(main()) == 0
+
+
+def test_waiters_are_served_in_priority_order_then_arrival_order() -> None:
+    async def main() -> list[str]:
+        limiter = InFlightLimiter(1)
+        await limiter.acquire()  # the slot is taken: everyone below waits
+        order: list[str] = []
+
+        async def waiter(name: str, priority: int) -> None:
+            await limiter.acquire(priority)
+            order.append(name)
+            await limiter.release()
+
+        tasks = [asyncio.create_task(waiter(n, p)) for n, p in (("late", 5), ("a1", 1), ("mid", 3), ("a2", 1))]
+        gone = asyncio.create_task(waiter("gave-up", 0))
+        await asyncio.sleep(0.01)
+        assert limiter.waiting == 5
+        gone.cancel()  # a waiter that gives up must not keep or leak a slot
+        await asyncio.sleep(0.01)
+        await limiter.release()
+        await asyncio.gather(*tasks)
+        assert limiter.in_flight == 0 and limiter.waiting == 0
+        return order
+
+    assert asyncio.run(main()) == ["a1", "a2", "mid", "late"]
+
+
+def test_priority_policies() -> None:
+    from vivace.runtime.priority import SERVICE_BLOCK, engine_policy, priority
+
+    assert priority("fcfs", 5, 10_000) == 0
+    assert priority("critical", 3, 0) < priority("critical", 1, 0) < priority("critical", 0, 10_000) == 0
+    assert priority("fair", 9, 0) == 0 < priority("fair", 0, SERVICE_BLOCK)
+    # program: a run that has used less goes first whatever its place; within a run, the longer path first
+    assert priority("program", 0, 0) < priority("program", 9, SERVICE_BLOCK)
+    assert priority("program", 2, 0) < priority("program", 1, 0)
+    assert engine_policy("fcfs") == "fcfs" and engine_policy("program") == "priority"

@@ -128,3 +128,26 @@ def test_prompt_longer_than_context_is_refused(engine, run) -> None:
     long = "word " * (engine.context_length + 100)
     with pytest.raises(InputError, match=rf"prompt is \d+ tokens, longer than the model's context of {engine.context_length}"):
         run(complete(engine, _ask(long)))
+
+
+def test_the_engine_queue_serves_higher_priority_first(engine, run) -> None:
+    """A full batch (max_num_seqs blockers finishing one per step), then 4 low- and 4 high-priority arrivals:
+    as slots free up the engine admits the later high-priority ones first (lower value = sooner)."""
+    slots = engine.options.max_num_seqs
+    assert engine.options.scheduling_policy == "priority"
+
+    async def main():
+        blockers = [asyncio.create_task(complete(engine, _ask(f"Count to {i}.", max_tokens=12 + i, ignore_eos=True,
+                                                               repetition_penalty=1.0))) for i in range(slots)]
+        await asyncio.sleep(0.5)  # the blockers hold every slot
+        low = [asyncio.create_task(complete(engine, _ask(f"Low {i}.", max_tokens=4, priority=5))) for i in range(4)]
+        await asyncio.sleep(0.05)
+        high = [asyncio.create_task(complete(engine, _ask(f"High {i}.", max_tokens=4, priority=-5)))
+                for i in range(4)]
+        await asyncio.gather(*blockers)
+        return await asyncio.gather(*low), await asyncio.gather(*high)
+
+    low, high = run(main())
+    first_token = lambda r: r.started_at + r.ttft_s  # noqa: E731
+    assert max(first_token(r) for r in high) < min(first_token(r) for r in low), (
+        [round(r.queue_s, 3) for r in high], [round(r.queue_s, 3) for r in low])

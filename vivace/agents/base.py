@@ -18,7 +18,7 @@ import contextvars
 import itertools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict, Union
 
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event
@@ -227,7 +227,14 @@ class AgentContext:
         return render(name, package, **values)
 
     async def send(self, call: Call, on_text: Callable[[str], None] | None = None) -> tuple[GenerationResult, CallTrace]:
-        """A fully specified call through the call path (the SoT controller uses this with its own events)."""
+        """A fully specified call through the call path (the SoT controller uses this with its own events).
+
+        The steps still ahead of the current one add to the call's own
+        ``downstream``: the call path's priority reads the place in the program.
+        """
+        run = current_step()
+        if run is not None and run.downstream:
+            call = replace(call, downstream=call.downstream + run.downstream)
         return await self.runtime.call(call, on_text, self.scope)
 
     async def call(

@@ -188,6 +188,7 @@ def skeleton_call(ctx: Context, question: str) -> tuple[Call, str | None]:
         node=ctx.node("skeleton"),
         agent=ctx.name,
         query=question,
+        downstream=1,  # the points wait for it
     )
     return call, prefill
 

@@ -49,6 +49,8 @@ CONFIG_FLAGS = {
     "home": "home",
     "compression": "compression",
     "temperature": "temperature",  # ask and run: checked like the TOML key, not taken as is
+    "scheduling": "scheduling",
+    "execution": "execution",
 }
 
 
@@ -112,6 +114,8 @@ class Parents:
         g.add_argument("--model", help="embedded model name, local HF folder, or hub id")
         g.add_argument("--max-tokens", type=int, metavar="N", help="output token cap per call")
         g.add_argument("--max-in-flight", type=int, metavar="N", help="process-wide cap on concurrent requests")
+        g.add_argument("--scheduling", metavar="POLICY",
+                       help="which waiting request goes first: fcfs | critical | fair | program (default)")
 
         engine = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
         g = engine.add_argument_group("engine options (embedded vLLM)")

@@ -39,6 +39,7 @@ async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -
     inner: Backend
     if config.backend == "vllm":
         from vivace.runtime.models import resolve
+        from vivace.runtime.priority import engine_policy
         from vivace.runtime.vllm_engine import EngineOptions, VLLMBackend
 
         engine = {"model": resolve(config.model, config.home), "dtype": config.dtype, "quantization": config.quantization,
@@ -61,6 +62,7 @@ async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 enforce_eager=config.enforce_eager,
                 seed=config.seed,
+                scheduling_policy=engine_policy(config.scheduling),
                 served_model_name=config.served_model_name or _display_name(config.model),
             )
         )

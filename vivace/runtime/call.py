@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from vivace.errors import BackendError
 from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message
+from vivace.runtime.priority import priority
 from vivace.trace import CallTrace
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Call:
     query: str | None = None
     compressible: tuple[str, ...] = ()
     retrieve: bool = True
+    downstream: int = 0  # calls or steps that wait for this one: the priority's place in the program
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +77,7 @@ class Scope:
     history_budget_tokens: int = 1024
     record: Callable[[CallTrace], None] | None = None
     memo: dict[str, Any] = field(default_factory=dict)  # the policy's per-run state
+    attained_tokens: int = 0  # tokens this run's finished calls cost the engine: its attained service
 
 
 _SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("vivace_scope", default=None)
@@ -119,6 +122,7 @@ class Defaults:
     max_tokens: int = 512
     temperature: float = 0.0
     repetition_penalty: float = 1.0
+    scheduling: str = "fcfs"  # vivace.runtime.priority.SCHEDULING
 
 
 class CallPath:
@@ -141,9 +145,11 @@ class CallPath:
         t0 = time.perf_counter()
         sent, decision = await self.policy.prepare(call, scope, self.backend)
         decision.setdefault("seconds", round(time.perf_counter() - t0, 6))
-        result = await self.send(self.request(sent, scope), on_text)
+        request = self.request(sent, scope)
+        result = await self.send(request, on_text)
+        scope.attained_tokens += result.prompt_tokens - (result.cached_tokens or 0) + result.output_tokens
         trace = CallTrace.from_result(result, node=call.node, branch=call.branch, agent=call.agent,
-                                      round=call.round, context=decision, **call.extra)
+                                      round=call.round, context=decision, priority=request.priority, **call.extra)
         if scope.record is not None:
             scope.record(trace)
         return result, trace
@@ -172,6 +178,7 @@ class CallPath:
             stop=list(call.stop),
             seed=call.seed,
             ignore_eos=call.ignore_eos,
+            priority=priority(d.scheduling, call.downstream, scope.attained_tokens),
             tag=tag,
         )
 

@@ -9,15 +9,21 @@ branch, agent and concurrent run in the process shares the runtime's
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from dataclasses import replace
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from vivace.runtime.backend import Backend, Event, GenerationRequest, GenerationResult, Message
 
 
 class InFlightLimiter:
-    """A counting gate that also records how busy it got."""
+    """A counting gate that also records how busy it got; waiters go in priority order (lower first).
+
+    Equal priorities keep arrival order, so with every call at 0 this is first
+    come first served.
+    """
 
     def __init__(self, max_in_flight: int) -> None:
         if max_in_flight < 1:
@@ -26,34 +32,55 @@ class InFlightLimiter:
         self.in_flight = 0
         self.peak = 0
         self.waiting = 0
-        self._cond: asyncio.Condition | None = None
+        self._queue: list[list[Any]] = []  # [priority, arrival, future or None once it gave up]
+        self._arrivals = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _condition(self) -> asyncio.Condition:
+    def _check_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._cond is None or self._loop is not loop:
-            self._cond, self._loop = asyncio.Condition(), loop
-        return self._cond
+        if self._loop is not loop:  # a new event loop (a second asyncio.run): the old waiters are gone
+            self._loop, self._queue = loop, []
+        return loop
 
-    async def acquire(self) -> float:
+    async def acquire(self, priority: int = 0) -> float:
         """Wait for a slot; returns the seconds waited."""
         t0 = time.perf_counter()
-        cond = self._condition()
-        async with cond:
-            self.waiting += 1
-            try:
-                await cond.wait_for(lambda: self.in_flight < self.max_in_flight)
-            finally:
-                self.waiting -= 1
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
+        loop = self._check_loop()
+        if self.in_flight < self.max_in_flight and not self._queue:
+            self._take()
+            return 0.0
+        entry: list[Any] = [priority, next(self._arrivals), loop.create_future()]
+        heapq.heappush(self._queue, entry)
+        self.waiting += 1
+        try:
+            await entry[2]
+        except BaseException:
+            granted = entry[2].done() and not entry[2].cancelled()
+            entry[2] = None
+            if granted:  # the slot came as we were cancelled: pass it on
+                self.in_flight -= 1
+                self._wake()
+            raise
+        finally:
+            self.waiting -= 1
         return time.perf_counter() - t0
 
+    def _take(self) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    def _wake(self) -> None:
+        while self.in_flight < self.max_in_flight and self._queue:
+            _, _, future = heapq.heappop(self._queue)
+            if future is None or future.done():
+                continue
+            self._take()
+            future.set_result(None)
+
     async def release(self) -> None:
-        cond = self._condition()
-        async with cond:
-            self.in_flight -= 1
-            cond.notify()
+        self._check_loop()
+        self.in_flight -= 1
+        self._wake()
 
     def reset_peak(self) -> None:
         self.peak = self.in_flight
@@ -70,7 +97,7 @@ class LimitedBackend:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         started_at = time.time()
-        waited = await self.limiter.acquire()
+        waited = await self.limiter.acquire(request.priority)
         try:
             async for event in self.inner.generate(request):
                 if isinstance(event, GenerationResult):

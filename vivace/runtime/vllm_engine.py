@@ -49,6 +49,7 @@ class EngineOptions:
     seed: int = 0
     served_model_name: str | None = None
     quant_label: str | None = None  # the quantization configuration, when `auto` chose it; named in traces
+    scheduling_policy: str = "fcfs"  # "priority": the engine's queue honours each request's priority
 
 
 @dataclass
@@ -233,6 +234,7 @@ class VLLMBackend:
             seed=options.seed,
             disable_log_stats=False,  # per-request queue timestamps need it
             use_tqdm_on_load=False,
+            scheduling_policy=options.scheduling_policy,
         )
         if options.gpu_memory_utilization is not None:
             args["gpu_memory_utilization"] = options.gpu_memory_utilization
@@ -316,7 +318,9 @@ class VLLMBackend:
         queue_s = 0.0
         self._active.add(request.request_id)
         try:
-            async for out in self._engine.generate({"prompt_token_ids": prompt_ids}, params, request.request_id):
+            priority = request.priority if self.options.scheduling_policy == "priority" else 0
+            async for out in self._engine.generate({"prompt_token_ids": prompt_ids}, params, request.request_id,
+                                                   priority=priority):
                 completion = out.outputs[0]
                 output_tokens += len(completion.token_ids)
                 if completion.text:
