@@ -27,6 +27,8 @@ PLANNER_MAX_ITEMS = 4
 RESEARCH_TOKENS = 128
 CRITIC_TOKENS = 48
 RESEARCH_ROUNDS = 1
+SUMMARY_TOKENS = 128
+FACT_TOKENS = 80
 
 
 @agent("answer", description="One model call (the call path retrieves and compresses first with --collection).")
@@ -79,6 +81,31 @@ async def critic(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
                                    history=inp.get("history") or task_text(inp))
     result = await ctx.call(messages, prefill=prefill, max_tokens=CRITIC_TOKENS, stop=["\n\n"])
     return {"output": result.text.strip(), "decision": verdict(result.text)}
+
+
+@agent("documents", description="Lists the documents in its folder (params = { folder = \"...\" }) as the items a "
+       "fan-out step runs over; no model call.")
+async def documents(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
+    from vivace.agents.documents import read_documents
+
+    docs = read_documents(inp.get("params") or {})
+    return {"output": "\n".join(name for name, _ in docs), "items": [text for _, text in docs]}
+
+
+@agent("summarizer", description="Summarizes the one document it is handed, for the task (a map step).")
+async def summarizer(inp: StepInput, ctx: AgentContext) -> str:
+    messages, prefill = ctx.render("doc_summarize", task=inp.get("task", ""), document=inp.get("item") or "")
+    result = await ctx.call(messages, prefill=prefill, max_tokens=SUMMARY_TOKENS)
+    return result.text.strip()
+
+
+@agent("extractor", description="Turns the summary it is handed into the 3 facts that matter for the task.",
+       needs_input=True)
+async def extractor(inp: StepInput, ctx: AgentContext) -> str:
+    summary = "\n\n".join(str(v) for v in (inp.get("inputs") or {}).values()) or inp.get("item") or ""
+    messages, prefill = ctx.render("doc_facts", task=inp.get("task", ""), summary=summary)
+    result = await ctx.call(messages, prefill=prefill, max_tokens=FACT_TOKENS, stop=["\n\n"])
+    return ((prefill or "") + result.text).strip()
 
 
 def verdict(text: str) -> str:

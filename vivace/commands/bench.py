@@ -16,6 +16,7 @@ from vivace.commands import (
     bench_fleet,
     bench_load,
     bench_overhead,
+    bench_pipeline,
     bench_quant,
     bench_router,
     bench_safety,
@@ -26,8 +27,8 @@ from vivace.commands._io import Parents, Subparsers
 log = logging.getLogger(__name__)
 
 # In `vivace bench --help` order.
-BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load, bench_fleet, bench_router,
-           bench_safety)
+BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load, bench_pipeline, bench_fleet,
+           bench_router, bench_safety)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:

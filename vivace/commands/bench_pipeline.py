@@ -1,0 +1,105 @@
+"""`vivace bench pipeline`: multi-agent workloads, plain LangGraph against vivace's decisions.
+
+The measuring is ``vivace.eval.pipeline_bench.run_bench``; this module parses,
+starts the engine (with vLLM's priority scheduler, so one engine serves every
+configuration: first come first served is every priority equal), keeps the
+report when interrupted, and prints an 80-column table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from vivace.commands._io import Parents, Subparsers, emit_json
+from vivace.config import Config
+from vivace.eval import write_report
+from vivace.eval.pipeline_bench import CONFIGS, plot, run_bench
+from vivace.eval.pipeline_workloads import WORKLOADS
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Subparsers, parents: Parents) -> None:
+    p = sub.add_parser("pipeline", parents=parents.calls_model(),
+                       help="research, map-reduce and revision workloads: plain LangGraph vs vivace, at 1 and N tasks")
+    p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS), help="default: all three")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                   help="configurations (the langgraph baseline always runs); default: all")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], metavar="N",
+                   help="tasks in flight at once; 1 is latency, more is load (default 1 8)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N tasks per workload")
+    p.add_argument("--out", default="runs/bench-pipeline", metavar="DIR", help="where report.json and pipeline.png go")
+    p.set_defaults(handler=cmd_bench_pipeline)
+
+
+async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+
+    from vivace.assembly import open_runtime
+    from vivace.errors import InputError
+    from vivace.eval.backend_bench import machine_info
+
+    if any(c < 1 for c in args.concurrency) or (args.limit is not None and args.limit < 1):
+        raise InputError("--concurrency values and --limit must be at least 1")
+    levels = list(dict.fromkeys(args.concurrency))
+    engine_config = dataclasses.replace(config, scheduling="program")  # the priority scheduler; fcfs = equal priorities
+    opts = {"max_tokens": config.max_tokens}
+    err = Console(stderr=True)
+    with err.status(f"starting the {config.backend} backend ({config.model})..."):
+        runtime = await open_runtime(engine_config, save_runs=False)
+    out = Path(args.out)
+    report: dict[str, Any] = {"bench": "pipeline", "levels": []}
+    t0 = time.perf_counter()
+    try:
+        report = await run_bench(
+            runtime, args.configs, levels, args.workloads, args.limit, opts,
+            progress=lambda r: err.print(
+                f"  C={r['concurrency']:<3} {r['config']:<10} p50 {r['p50_s']:.2f} s  p95 {r['p95_s']:.2f} s  "
+                f"{r['tasks_per_min']:.1f} tasks/min", highlight=False))
+    finally:
+        backend = runtime.backend
+        await runtime.aclose()
+        report.update(backend=backend.name, model=backend.model, wall_s=round(time.perf_counter() - t0, 1),
+                      machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      config={"max_tokens": config.max_tokens, "max_in_flight": config.max_in_flight,
+                              "temperature": config.temperature, "concurrency": levels, "limit": args.limit})
+        out.mkdir(parents=True, exist_ok=True)
+        if report.get("levels"):
+            try:
+                report["plot"] = str(plot(report, out))
+            except Exception as exc:  # a plot must never cost the figures
+                log.warning("plot not written: %s", exc)
+        write_report(out, report)
+    if args.json:
+        emit_json(report)
+        return 0
+    print_table(report)
+    Console().print(f"report: {out / 'report.json'}")
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    console = Console(highlight=False, width=80)
+    for level in report["levels"]:
+        table = Table(title=f"{level['concurrency']} task(s) at once · {report.get('backend')}", width=80)
+        for col in ("config", "p50 s", "p95 s", "tasks/min", "× med", "× p95", "same", "sim", "len", "cov"):
+            table.add_column(col, justify="left" if col == "config" else "right", no_wrap=True)
+        for r in level["rows"]:
+            table.add_row(r["config"], f(r["p50_s"], ".1f"), f(r["p95_s"], ".1f"), f(r["tasks_per_min"], ".1f"),
+                          f(r.get("speedup_median"), ".2f"), f(r.get("p95_ratio"), ".2f"), f(r.get("identical"), ".0%"),
+                          f(r.get("similarity"), ".2f"), f(r.get("length_ratio"), ".2f"), f(r.get("coverage"), ".2f"))
+        console.print(table)
+    console.print("× med: median per-task speedup over langgraph; × p95: its p95 over this p95; same: answers "
+                  "identical to langgraph's; sim: word similarity; len: length ratio; cov: coverage of "
+                  "langgraph's answer (SoT configs)", style="dim")
