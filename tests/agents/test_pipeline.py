@@ -398,3 +398,28 @@ def test_fair_scheduling_lowers_a_run_as_it_uses_the_engine() -> None:
             assert c.extra["priority"] >= spent // SERVICE_BLOCK
         spent += c.prompt_tokens + c.output_tokens
     assert calls[-1].extra["priority"] > 0
+
+
+def test_the_writer_expands_its_answer_by_sot_when_the_decision_says_so() -> None:
+    """long_form: sot expands the writer's answer (skeleton + points inside the write step), auto asks the
+    router on the task (a letter stays normal), off never; the decision is recorded on the step run."""
+
+    def respond(request: GenerationRequest) -> str:
+        if request.tag.endswith("/skeleton"):
+            return " Cost\n2. Speed\n3. Comfort"
+        return responder()(request) if "expand" not in request.tag else ": Detail."
+
+    def write_step(trace: Any) -> dict[str, Any]:
+        return next(s for s in trace.meta["steps"] if s["step"] == "write")
+
+    sot = run(run_agent(research_pipeline(), "Compare trains and buses.", backend=FakeBackend(respond),
+                        options={"long_form": "sot"}))
+    nodes = [c.node for c in sot.calls if c.agent == "writer"]
+    assert nodes.count("write/skeleton") == 1 and nodes.count("write/expand") == 3
+    assert write_step(sot)["extra"]["long_form"]["mode"] == "sot" and "Detail." in sot.answer
+    letter = run(run_agent(research_pipeline(), "Write a letter to my landlord about the broken heating.",
+                           backend=FakeBackend(respond), options={"long_form": "auto"}))
+    decision = write_step(letter)["extra"]["long_form"]
+    assert decision["mode"] == "normal" and decision["reason"] and letter.answer == "A draft answer."
+    off = run(run_agent(research_pipeline(), "Compare trains and buses.", backend=FakeBackend(respond)))
+    assert write_step(off)["extra"]["long_form"]["mode"] == "normal" and off.answer == "A draft answer."

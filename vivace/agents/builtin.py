@@ -33,6 +33,10 @@ FACT_TOKENS = 80
 
 @agent("answer", description="One model call (the call path retrieves and compresses first with --collection).")
 async def answer(inp: StepInput, ctx: AgentContext) -> str:
+    from vivace.agents.long_form import sot_answer
+
+    if expanded := await sot_answer(ctx, inp.get("item") or inp.get("task", ""), inp.get("history") or ""):
+        return expanded
     messages, prefill = ctx.render("agent_answer", task=task_text(inp))
     result = await ctx.call(messages, prefill=prefill)
     return result.text.strip()
@@ -68,6 +72,10 @@ async def researcher(inp: StepInput, ctx: AgentContext) -> str:
 @agent("writer", description="Writes the answer from the notes it is handed (and fixes what a critique says).",
        needs_input=True)
 async def writer(inp: StepInput, ctx: AgentContext) -> str:
+    from vivace.agents.long_form import sot_answer
+
+    if expanded := await sot_answer(ctx, inp.get("task", ""), inp.get("history") or ""):
+        return expanded  # the router said SoT pays for this answer (recorded on the step run)
     messages, prefill = ctx.render("research_writer", task=inp.get("task", ""),
                                    history=inp.get("history") or "(no notes)")
     result = await ctx.call(messages, prefill=prefill)

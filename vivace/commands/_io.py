@@ -51,6 +51,7 @@ CONFIG_FLAGS = {
     "temperature": "temperature",  # ask and run: checked like the TOML key, not taken as is
     "scheduling": "scheduling",
     "execution": "execution",
+    "long_form": "long_form",
 }
 
 

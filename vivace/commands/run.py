@@ -41,6 +41,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     run.add_argument("--max-rounds", type=int, metavar="K", help="bound on every loop (research: revision rounds)")
     run.add_argument("--execution", metavar="HOW",
                      help="pipelines: dataflow (default: a step starts when its inputs are ready) | supersteps")
+    run.add_argument("--long-form", metavar="HOW",
+                     help="SoT inside agents (the writer's answer): off (default) | auto (the router decides) | sot")
     run.add_argument("--history-budget", type=int, default=1024, metavar="TOKENS",
                      help="the history size compression aims at, when it pays (default 1024)")
     run.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
