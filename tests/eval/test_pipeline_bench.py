@@ -1,0 +1,106 @@
+"""`vivace bench pipeline`: orchestration and figures on the FakeBackend, one small run on the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import VIVACE, cli_env
+from vivace.assembly import runtime_for
+from vivace.config import Config
+from vivace.eval.pipeline_bench import CONFIGS, compare, run_bench
+from vivace.eval.pipeline_workloads import docs_folder, workloads
+from vivace.runtime.fake import FakeBackend
+
+
+def responder(request) -> str:  # type: ignore[no-untyped-def]
+    tag = request.tag
+    if tag.endswith("/skeleton"):
+        return " Cost\n2. Speed\n3. Comfort"
+    if "/plan" in tag:
+        return " First part\n2. Second part"
+    if "/review" in tag:
+        return "APPROVE"
+    return "Some words " * (3 + len(request.messages[-1]["content"]) % 7)
+
+
+def test_the_bundled_workloads_validate_and_read_their_documents() -> None:
+    works = {w.name: w for w in workloads()}
+    assert set(works) == {"research", "mapreduce", "revise"}
+    for w in works.values():
+        w.pipeline.validate()
+        assert w.tasks
+    docs = sorted(p.name for p in docs_folder().iterdir())
+    assert len(docs) == 5 and all(d.endswith(".md") for d in docs)
+    sizes = [len((docs_folder() / d).read_text().split()) for d in docs]
+    assert max(sizes) >= 3 * min(sizes)  # uneven on purpose: supersteps make every chain wait for the longest
+
+
+def test_every_configuration_is_compared_with_the_baseline_task_by_task() -> None:
+    runtime = runtime_for(Config(backend="fake", max_tokens=32), FakeBackend(responder, per_token_s=0.002),
+                          save_runs=False)
+    report = asyncio.run(run_bench(runtime, ["dataflow", "vivace"], [1, 2], ["research", "mapreduce", "revise"], 1,
+                                   {"max_tokens": 32}))
+    assert [lv["concurrency"] for lv in report["levels"]] == [1, 2]
+    for level in report["levels"]:
+        rows = {r["config"]: r for r in level["rows"]}
+        assert list(rows) == ["langgraph", "dataflow", "vivace"]
+        base = rows["langgraph"]
+        assert base["speedup_median"] == 1.0 and base["identical"] == 1.0 and base["coverage"] is None
+        assert rows["dataflow"]["identical"] == 1.0  # the fake decodes the same text whatever the order
+        assert rows["vivace"]["coverage"] is not None  # SoT may change the text: coverage stands beside it
+        for r in rows.values():
+            assert r["tasks"] == 3 and 0 < r["p50_s"] <= r["p95_s"] and r["tasks_per_min"] > 0
+            assert {"planner", "researcher", "writer", "critic", "summarizer", "extractor"} <= set(r["by_agent"])
+            assert sum(a["calls"] for a in r["by_agent"].values()) == sum(x["calls"] for x in r["results"])
+    vivace_c1 = next(r for r in report["levels"][0]["rows"] if r["config"] == "vivace")
+    modes = [d["mode"] for x in vivace_c1["results"] for d in x["long_form"]]
+    assert modes and set(modes) <= {"sot", "normal"}  # the writer's decision, per call, in every result
+    assert set(report["targets"]) and report["configs"]["langgraph"] == CONFIGS["langgraph"]
+
+
+def test_compare_reads_speed_and_quality_off_matching_tasks() -> None:
+    def result(task: str, latency: float, answer: str) -> dict:
+        return {"workload": "w", "task": task, "latency_s": latency, "answer": answer}
+
+    base = {"config": "langgraph", "p95_s": 4.0, "tasks_per_min": 10.0,
+            "results": [result("a", 4.0, "one two three four"), result("b", 2.0, "x y")]}
+    row = {"config": "dataflow", "p95_s": 2.0, "tasks_per_min": 20.0,
+           "results": [result("b", 1.0, "x y"), result("a", 1.0, "one two")]}
+    compare(row, base)
+    assert row["speedup_median"] == 3.0 and row["p95_ratio"] == 2.0 and row["throughput_ratio"] == 2.0
+    assert row["identical"] == 0.5 and row["length_ratio"] == 0.75 and row["coverage"] is None
+
+
+def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path) -> None:
+    proc = subprocess.run([VIVACE, "bench", "pipeline", "--concurrency", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=cli_env(vivace_home), timeout=120)
+    assert proc.returncode == 2 and "at least 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.engine
+def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None:
+    out = tmp_path / "pipeline"
+    proc = subprocess.run(
+        [VIVACE, "bench", "pipeline", "--workloads", "mapreduce", "--limit", "1", "--concurrency", "1", "2",
+         "--configs", "dataflow", "--max-tokens", "12", "--out", str(out)],
+        capture_output=True, text=True, env=cli_env(vivace_home), timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["bench"] == "pipeline" and report["backend"].startswith("vllm")
+    assert report["machine"]["cpu"]
+    for level in report["levels"]:
+        rows = {r["config"]: r for r in level["rows"]}
+        assert set(rows) == {"langgraph", "dataflow"}
+        for r in rows.values():
+            (result,) = r["results"]
+            assert result["calls"] == 11 and result["answer"].strip()  # 5 summaries, 5 fact lists, 1 combine
+            assert r["by_agent"]["summarizer"]["calls"] == 5 and r["by_model"]
+            assert 0 <= r["identical"] <= 1 and 0 < r["similarity"] <= 1
+    assert (out / "pipeline.png").exists()
+    assert "× med" in proc.stdout
