@@ -54,7 +54,8 @@ def test_every_configuration_is_compared_with_the_baseline_task_by_task() -> Non
         assert rows["dataflow"]["identical"] == 1.0  # the fake decodes the same text whatever the order
         assert rows["vivace"]["coverage"] is not None  # SoT may change the text: coverage stands beside it
         for r in rows.values():
-            assert r["tasks"] == 3 and 0 < r["p50_s"] <= r["p95_s"] and r["tasks_per_min"] > 0
+            assert r["tasks"] == (3 if level["concurrency"] == 1 else 4)  # under load: cycled to twice the level
+            assert 0 < r["p50_s"] <= r["p95_s"] and r["tasks_per_min"] > 0
             assert {"planner", "researcher", "writer", "critic", "summarizer", "extractor"} <= set(r["by_agent"])
             assert sum(a["calls"] for a in r["by_agent"].values()) == sum(x["calls"] for x in r["results"])
     vivace_c1 = next(r for r in report["levels"][0]["rows"] if r["config"] == "vivace")
@@ -65,7 +66,7 @@ def test_every_configuration_is_compared_with_the_baseline_task_by_task() -> Non
 
 def test_compare_reads_speed_and_quality_off_matching_tasks() -> None:
     def result(task: str, latency: float, answer: str) -> dict:
-        return {"workload": "w", "task": task, "latency_s": latency, "answer": answer}
+        return {"workload": "w", "task": task, "latency_s": latency, "answer": answer, "index": ord(task)}
 
     base = {"config": "langgraph", "p95_s": 4.0, "tasks_per_min": 10.0,
             "results": [result("a", 4.0, "one two three four"), result("b", 2.0, "x y")]}

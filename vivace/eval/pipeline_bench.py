@@ -48,14 +48,15 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def run_task(runtime: Any, work: Workload, task: str, config: str, opts: dict[str, Any]) -> dict[str, Any]:
+async def run_task(runtime: Any, work: Workload, task: str, config: str, opts: dict[str, Any],
+                   index: int = 0) -> dict[str, Any]:
     from vivace.agents.driver import run
 
     settings = CONFIGS[config]
     options = {"execution": settings["execution"], "long_form": settings["long_form"], **opts}
     trace = await run(work.pipeline, task, runtime, options=options, compression="off")
     return {
-        "workload": work.name, "task": task, "config": config,
+        "workload": work.name, "task": task, "config": config, "index": index,
         "latency_s": round(trace.latency_s, 4),
         "critical_path_s": trace.meta.get("critical_path_s"),
         "calls": len(trace.calls),
@@ -84,16 +85,22 @@ def breakdown(trace: Any, key: Callable[[Any], str]) -> dict[str, dict[str, floa
 
 async def run_level(runtime: Any, items: list[tuple[Workload, str]], config: str, concurrency: int,
                     opts: dict[str, Any]) -> dict[str, Any]:
-    """Every task of ``items`` under ``config``, at most ``concurrency`` at a time (all submitted at once)."""
+    """``items`` under ``config``, at most ``concurrency`` at a time, all submitted at once.
+
+    Under load the items are cycled to twice the concurrency, so the level
+    holds that many tasks in flight for most of its length.
+    """
     runtime.call.defaults.scheduling = CONFIGS[config]["scheduling"]
     gate = asyncio.Semaphore(concurrency)
+    count = len(items) if concurrency == 1 else max(len(items), 2 * concurrency)
+    batch = [items[i % len(items)] for i in range(count)]
 
-    async def one(work: Workload, task: str) -> dict[str, Any]:
+    async def one(i: int, work: Workload, task: str) -> dict[str, Any]:
         async with gate:
-            return await run_task(runtime, work, task, config, opts)
+            return await run_task(runtime, work, task, config, opts, i)
 
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(one(w, t) for w, t in items))
+    results = await asyncio.gather(*(one(i, w, t) for i, (w, t) in enumerate(batch)))
     wall = time.perf_counter() - t0
     latencies = [r["latency_s"] for r in results]
     return {"config": config, "concurrency": concurrency, "tasks": len(results), "wall_s": round(wall, 3),
@@ -107,7 +114,8 @@ def compare(row: dict[str, Any], base: dict[str, Any], coverage_model: Any = Non
     """Speed and quality of ``row`` against the baseline's row of the same level, task by task."""
     from vivace.eval.coverage import mutual
 
-    pairs = [(r, b) for r in row["results"] for b in base["results"] if (r["workload"], r["task"]) == (b["workload"], b["task"])]
+    mine = {r["index"]: r for r in row["results"]}
+    pairs = [(mine[b["index"]], b) for b in base["results"] if b["index"] in mine]
     ratios = [b["latency_s"] / r["latency_s"] for r, b in pairs if r["latency_s"] > 0]
     row["speedup_median"] = round(median(ratios), 3) if ratios else None
     row["p95_ratio"] = round(base["p95_s"] / row["p95_s"], 3) if row["p95_s"] else None
@@ -122,8 +130,8 @@ def compare(row: dict[str, Any], base: dict[str, Any], coverage_model: Any = Non
     else:
         row["coverage"] = None
     for workload in sorted({r["workload"] for r, _ in pairs}):
-        mine = [b["latency_s"] / r["latency_s"] for r, b in pairs if r["workload"] == workload and r["latency_s"] > 0]
-        row.setdefault("speedup_by_workload", {})[workload] = round(median(mine), 3) if mine else None
+        wl = [b["latency_s"] / r["latency_s"] for r, b in pairs if r["workload"] == workload and r["latency_s"] > 0]
+        row.setdefault("speedup_by_workload", {})[workload] = round(median(wl), 3) if wl else None
 
 
 def totals(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
