@@ -18,10 +18,11 @@ import contextvars
 import itertools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict, Union
 
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event
+from vivace.agents.step_model import call_sampling, step_settings
 from vivace.runtime.backend import GenerationResult, Message
 from vivace.runtime.call import Call, Scope
 from vivace.runtime.prompts import render
@@ -96,6 +97,8 @@ class StepRun:
     output_tokens: int = 0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # the step's model and sampling (its calls' defaults)
+    sampling: dict[str, Any] = field(default_factory=dict)
     # What the step's calls default to: the retrieval query and the history the policy may compress.
     query: str = field(default="", repr=False)
     history: str = field(default="", repr=False)
@@ -226,7 +229,12 @@ class AgentContext:
         return render(name, package, **values)
 
     async def send(self, call: Call, on_text: Callable[[str], None] | None = None) -> tuple[GenerationResult, CallTrace]:
-        """A fully specified call through the call path (the SoT controller uses this with its own events)."""
+        """A fully specified call through the call path (the SoT controller uses this with its own events).
+
+        A call that names no model goes to the current step's (else the run's ``model`` option).
+        """
+        if call.model is None and (model := step_settings(current_step(), self.tracer.runs)[0] or self.options.get("model")):
+            call = replace(call, model=model)
         return await self.runtime.call(call, on_text, self.scope)
 
     async def call(
@@ -240,6 +248,7 @@ class AgentContext:
         repetition_penalty: float | None = None,
         query: str | None = None,
         retrieve: bool = True,
+        model: str | None = None,
         **extra: Any,
     ) -> GenerationResult:
         """One model call from the current step: streamed as ``AgentDelta``, traced with its agent.
@@ -249,18 +258,19 @@ class AgentContext:
         the default temperature. Before the call the context policy retrieves for ``query`` (default:
         the step's item or task) when the run has a collection, and may compress
         the step's history and the retrieved context. ``extra`` goes into the
-        CallTrace.
+        CallTrace. ``model`` and the sampling arguments win over the step's
+        ``model``/``sampling`` (precedence: ``vivace.agents.step_model``).
         """
         run = current_step()
         step, name = (run.step, run.agent) if run else ("", "")
         branch = run.branch if run else None
-        cap = int(self.options.get("max_tokens") or self.config.max_tokens)  # the run's cap, else the config's
+        step_model, sampling = step_settings(run, self.tracer.runs)
         call = Call(
             messages=messages,
             prefill=prefill,
-            max_tokens=min(max_tokens, cap) if max_tokens else cap,
-            temperature=self.options.get("temperature") if temperature is None else temperature,
-            repetition_penalty=repetition_penalty,
+            **call_sampling(sampling, self.options, self.config.max_tokens, max_tokens=max_tokens,
+                            temperature=temperature, repetition_penalty=repetition_penalty),
+            model=model or step_model or self.options.get("model"),
             stop=tuple(stop),
             node=step or "call",
             agent=name,

@@ -50,6 +50,8 @@ class Step:
     max_branches: int = DEFAULT_MAX_BRANCHES
     impl: Agent | None = None
     params: dict[str, Any] = field(default_factory=dict)  # handed to the agent as ``StepInput["params"]``
+    model: str | None = None  # one of the runtime's models ("default", a [models.NAME]); None: the run's default
+    sampling: dict[str, Any] = field(default_factory=dict)  # defaults of the step's calls (vivace.agents.step_model)
 
 
 @dataclass
@@ -355,6 +357,7 @@ class _StepNode:
         item = state.get("item") if step.fan_out else None
         history = render_history(inputs, step.name)
         run.query, run.history = item or state["task"], history  # what this step's calls retrieve for and may compress
+        run.model, run.sampling = step.model, dict(step.sampling)  # what they run on, and their sampling defaults
         token = enter_step(run)
         try:
             inp = StepInput(task=state["task"], step=step.name, agent=step.agent, inputs=inputs, history=history,
