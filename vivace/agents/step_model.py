@@ -22,7 +22,7 @@ the agent's own cap, the step's (else the config's) and the run's option.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from vivace.errors import InputError
 
@@ -102,11 +102,37 @@ def call_sampling(step: Mapping[str, Any], options: Mapping[str, Any], config_ma
     }
 
 
-def check_models(agent: "Agent", models: "ModelSet | list[str]", run_model: str | None = None) -> None:
-    """Every model a pipeline's steps (nested ones too) or the run names exists, before any model call."""
+def _steps(agent: "Agent") -> Iterator[tuple[str, Any]]:
+    """Every step of a pipeline, nested pipelines' steps included, with where it is for error messages."""
     from vivace.agents.pipeline import Pipeline
     from vivace.agents.registry import REGISTRY
 
+    seen: set[int] = set()
+    todo = [agent] if isinstance(agent, Pipeline) else []
+    while todo:
+        pipe = todo.pop()
+        if id(pipe) in seen:
+            continue
+        seen.add(id(pipe))
+        for step in pipe.step_list:
+            yield f"pipeline {pipe.name!r}, step {step.name!r}", step
+            try:
+                inner = step.impl or REGISTRY.get(step.agent)
+            except InputError:
+                continue  # the pipeline's own validation names an unknown agent
+            if isinstance(inner, Pipeline):
+                todo.append(inner)
+
+
+def models_named(agent: "Agent", run_model: str | None = None) -> list[str]:
+    """The models a run of ``agent`` names (the default first): the ones worth starting before its clock."""
+    names = ["default", *([run_model] if run_model else [])]
+    names += [step.model for _, step in _steps(agent) if getattr(step, "model", None)]
+    return list(dict.fromkeys(names))
+
+
+def check_models(agent: "Agent", models: "ModelSet | list[str]", run_model: str | None = None) -> None:
+    """Every model a pipeline's steps (nested ones too) or the run names exists, before any model call."""
     names = list(models.names if not isinstance(models, list) else models)
 
     def known(name: str, where: str) -> None:
@@ -116,23 +142,7 @@ def check_models(agent: "Agent", models: "ModelSet | list[str]", run_model: str 
 
     if run_model is not None:
         known(run_model, "the run's default model")
-    seen: set[int] = set()
-
-    def walk(pipe: Any) -> None:
-        if id(pipe) in seen:
-            return
-        seen.add(id(pipe))
-        for step in pipe.step_list:
-            where = f"pipeline {pipe.name!r}, step {step.name!r}"
-            if (name := check_model(getattr(step, "model", None), where)) is not None:
-                known(name, where)
-            check_sampling(getattr(step, "sampling", None) or {}, where)
-            try:
-                inner = step.impl or REGISTRY.get(step.agent)
-            except InputError:
-                continue  # the pipeline's own validation names an unknown agent
-            if isinstance(inner, Pipeline):
-                walk(inner)
-
-    if isinstance(agent, Pipeline):
-        walk(agent)
+    for where, step in _steps(agent):
+        if (name := check_model(getattr(step, "model", None), where)) is not None:
+            known(name, where)
+        check_sampling(getattr(step, "sampling", None) or {}, where)

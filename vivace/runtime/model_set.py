@@ -63,7 +63,7 @@ class ModelSet:
         lock = self._locks.setdefault(chosen, asyncio.Lock())
         async with lock:
             if (found := self._open.get(chosen)) is None:
-                log.info("opening model %s", chosen)
+                log.debug("opening model %s", chosen)
                 found = self._open[chosen] = await self._opener(chosen)
         return found
 
