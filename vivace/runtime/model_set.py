@@ -81,7 +81,8 @@ class ModelSet:
         options = getattr(backend, "options", None)  # an in-process engine: which weights, in which configuration
         if options is not None and hasattr(options, "quantization"):
             out.update(weights=options.model, dtype=getattr(backend, "dtype", options.dtype),
-                       quantization=options.quantization, kv_cache_dtype=options.kv_cache_dtype)
+                       quantization=getattr(backend, "quantization", options.quantization),
+                       kv_cache_dtype=options.kv_cache_dtype)
         urls = getattr(backend, "base_urls", None)
         if urls:
             out["base_urls"] = list(urls)

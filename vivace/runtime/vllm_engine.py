@@ -229,7 +229,8 @@ class VLLMBackend:
         self.stats = EngineStats()
         self.tokenizer = engine.renderer.tokenizer
         self._context_length = engine.vllm_config.model_config.max_model_len
-        self.dtype = str(engine.vllm_config.model_config.dtype).removeprefix("torch.")  # what "auto" became
+        model_config = engine.vllm_config.model_config  # what "auto" became, and a checkpoint's own quantization
+        self.dtype, self.quantization = str(model_config.dtype).removeprefix("torch."), model_config.quantization
         self._closed = False
         self._active: set[str] = set()  # request ids in flight, aborted on close
         self.guard: EngineGuard | None = None  # ends the engine's processes if vivace dies first
@@ -250,12 +251,12 @@ class VLLMBackend:
 
         def build() -> Any:
             with sigint_blocked():  # the engine's processes inherit it: only vivace hears Ctrl-C
-                return AsyncLLM.from_engine_args(engine_args, stat_loggers=[_stat_logger_factory(stats)])
+                return AsyncLLM.from_engine_args(parsed, stat_loggers=[_stat_logger_factory(stats)])
 
         guard = EngineGuard()
         guard.arm()
         try:
-            engine_args = AsyncEngineArgs(**args)
+            parsed = AsyncEngineArgs(**args)
             engine = await asyncio.to_thread(build)
         except Exception as exc:  # vLLM raises many types; the user needs one line
             guard.release()
