@@ -42,7 +42,8 @@ def runtime_for(
         limiter = limiter or InFlightLimiter(config.max_in_flight)
         backend = LimitedBackend(backend, limiter)
     shared = limiter
-    opened = {name: b if isinstance(b, LimitedBackend) else LimitedBackend(b, shared) for name, b in (models or {}).items()}
+    opened = {name: b if isinstance(b, LimitedBackend) else LimitedBackend(b, shared)
+              for name, b in (models or {}).items()}
 
     async def opener(name: str) -> Backend:
         return await open_backend(config.for_model(name), shared)

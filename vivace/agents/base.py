@@ -233,8 +233,9 @@ class AgentContext:
 
         A call that names no model goes to the current step's (else the run's ``model`` option).
         """
-        if call.model is None and (model := step_settings(current_step(), self.tracer.runs)[0] or self.options.get("model")):
-            call = replace(call, model=model)
+        if call.model is None:
+            model = step_settings(current_step(), self.tracer.runs)[0] or self.options.get("model")
+            call = replace(call, model=model) if model else call
         return await self.runtime.call(call, on_text, self.scope)
 
     async def call(

@@ -191,7 +191,8 @@ def _totals(calls: list[CallTrace]) -> dict[str, Any]:
     }
 
 
-def model_summary(calls: list[CallTrace], describe: Callable[[str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def model_summary(calls: list[CallTrace],
+                  describe: Callable[[str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Per model that served a call: its calls, tokens, seconds in calls and in queues, the agents that used it.
 
     ``describe`` adds what the model is (backend, weights, dtype, quantization),

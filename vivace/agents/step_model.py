@@ -45,7 +45,8 @@ def check_model(value: Any, where: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}: model must be a model name (default or a [models.NAME] of the config), got {value!r}")
+        raise InputError(f"{where}: model must be a model name (default or a [models.NAME] of the config), "
+                         f"got {value!r}")
     return value.strip()
 
 
@@ -63,7 +64,8 @@ def check_sampling(value: Any, where: str) -> dict[str, Any]:
         if kind is int and number and float(raw).is_integer():
             raw = int(raw)
         elif kind is int or not number:
-            raise InputError(f"{where}: sampling.{key} must be {'a whole number' if kind is int else 'a number'}, got {raw!r}")
+            expected = "a whole number" if kind is int else "a number"
+            raise InputError(f"{where}: sampling.{key} must be {expected}, got {raw!r}")
         if raw < low or (above and raw == low) or (high is not None and raw > high):
             bound = f"greater than {low:g}" if above else f"at least {low:g}"
             raise InputError(f"{where}: sampling.{key} must be {bound}" + (f" and at most {high:g}" if high else "")

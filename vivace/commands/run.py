@@ -175,7 +175,8 @@ def model_table(models: list[dict[str, Any]]) -> Any:
 
     table = Table(title="models")
     for col in ("model", "what it is", "calls", "call s", "queue s", "tok in", "tok out"):
-        table.add_column(col, justify="left" if col in ("model", "what it is") else "right", no_wrap=col != "what it is")
+        text = col in ("model", "what it is")
+        table.add_column(col, justify="left" if text else "right", no_wrap=col != "what it is")
     for m in models:
         weights = Path(m["weights"]).name if m.get("weights") else ", ".join(m.get("base_urls", []))
         kv = m.get("kv_cache_dtype")

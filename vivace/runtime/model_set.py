@@ -89,7 +89,7 @@ class ModelSet:
         return out
 
     async def aclose(self) -> None:
-        """Close every opened model, the default last (its error, if any, is raised); one failing does not keep others open."""
+        """Close every opened model, the default last (its error is raised); one failing does not keep others open."""
         self._closed = True
         for name, backend in self._open.items():
             if name == DEFAULT:
