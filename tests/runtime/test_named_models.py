@@ -162,3 +162,15 @@ def test_the_call_path_sends_each_call_to_its_model_behind_one_limiter() -> None
     assert sum(t.queue_s > 0 for t in traces) >= 2  # the limiter's wait is each call's queue time
     asyncio.run(runtime.aclose())
     assert main.closed and small.closed
+
+
+def test_models_list_shows_the_named_models(tmp_path: Path) -> None:
+    from vivace.commands.models import configured_row
+
+    config = load_config(write(tmp_path, TABLES), environ={})
+    rows = {name: configured_row(config, name) for name in config.model_names}
+    assert rows["default"] == {"name": "default", "backend": "vllm", "model": "smollm2-135m",
+                               "settings": "the top-level keys"}
+    assert rows["fp32"]["settings"] == "dtype=float32" and rows["int8"]["model"] == "smollm2-135m-w8a8"
+    assert (rows["api"]["backend"], rows["api"]["model"]) == ("openai", "http://127.0.0.1:8001")
+    assert rows["large"]["settings"] == "quantization=awq, kv_cache_dtype=fp8, gpu_memory_utilization=0.9, max_model_len=16384"
