@@ -8,12 +8,15 @@ library, benches) gets the same stack.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from vivace.config import Config
 from vivace.retrieval.policy import RetrievalCompression
 from vivace.runtime import open_backend
 from vivace.runtime.backend import Backend
 from vivace.runtime.call import CallPath, ContextPolicy, Defaults
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
+from vivace.runtime.model_set import ModelSet
 from vivace.runtime.runtime import Runtime
 
 __all__ = ["open_runtime", "runtime_for"]
@@ -26,20 +29,36 @@ def runtime_for(
     limiter: InFlightLimiter | None = None,
     policy: ContextPolicy | None = None,
     save_runs: bool = True,
+    models: Mapping[str, Backend] | None = None,
 ) -> Runtime:
-    """A runtime around an already open ``backend`` (tests, benches, embedding apps)."""
+    """A runtime around an already open ``backend`` (tests, benches, embedding apps).
+
+    ``models`` are other already open backends by name; the config's named
+    models not among them open on first use. All share one in-flight limiter.
+    """
     if isinstance(backend, LimitedBackend):
         limiter = backend.limiter
     else:
         limiter = limiter or InFlightLimiter(config.max_in_flight)
         backend = LimitedBackend(backend, limiter)
+    shared = limiter
+    opened = {name: b if isinstance(b, LimitedBackend) else LimitedBackend(b, shared)
+              for name, b in (models or {}).items()}
+
+    async def opener(name: str) -> Backend:
+        return await open_backend(config.for_model(name), shared)
+
+    model_set = ModelSet(backend, config.model_names, opener, opened)
     defaults = Defaults(config.max_tokens, config.temperature, config.repetition_penalty, config.scheduling)
-    call = CallPath(backend, policy or RetrievalCompression(config), defaults)
+    call = CallPath(backend, policy or RetrievalCompression(config), defaults, model_set)
     return Runtime(config, backend, call, limiter, save_runs)
 
 
 async def open_runtime(config: Config, *, limiter: InFlightLimiter | None = None, save_runs: bool = True) -> Runtime:
-    """Start the configured backend (an engine, servers, or the fake) and build the runtime around it."""
+    """Start the default model (an engine, servers, or the fake) and build the runtime around it.
+
+    The config's named models (``[models.NAME]``) start on first use, or up front with ``runtime.models.open``.
+    """
     limiter = limiter or InFlightLimiter(config.max_in_flight)
     backend = await open_backend(config, limiter)
     return runtime_for(config, backend, save_runs=save_runs)

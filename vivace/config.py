@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,17 @@ def _bounds(*, min: float | None = None, above: float | None = None, max: float 
 
 
 _URL = {"url": True}  # each value must parse as an http(s) URL with a host
+
+DEFAULT_MODEL = "default"  # the name of the model the top-level keys describe
+# What a [models.NAME] table may set: how that model is served. Sampling defaults, limits, orchestration
+# and retrieval stay process-wide (a step sets its own sampling in the pipeline file).
+MODEL_KEYS = (
+    "backend", "model", "served_model_name", "dtype", "max_model_len", "quantization", "kv_cache_dtype",
+    "enable_prefix_caching", "max_num_seqs", "kv_cache_space_gib", "gpu_memory_utilization", "enforce_eager", "seed",
+    "base_urls", "api_key_env", "request_timeout_s", "connect_retries", "openai_dialect", "requests_per_minute",
+    "prefix_affinity",
+)
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -95,9 +107,29 @@ class Config:
     compression_margin_s: float = field(default=0.05, metadata=_bounds(min=0))
     compression_ratio: float = field(default=2.0, metadata=_bounds(min=1))  # target original/compressed
 
+    # Named models beside the default: [models.NAME] tables, each overriding some MODEL_KEYS of the above
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name)))
+        for name in self.models:
+            served = self.for_model(name)
+            if served.backend == "openai" and not served.base_urls:
+                raise ConfigError(f"models.{name}: backend 'openai' needs base_urls (in the table or at the top level)")
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every model a step or call may name: ``default`` (the top-level keys) first."""
+        return [DEFAULT_MODEL, *self.models]
+
+    def for_model(self, name: str | None) -> "Config":
+        """The config that serves model ``name``: the top-level keys with its table's keys on top."""
+        if name in (None, "", DEFAULT_MODEL):
+            return self
+        if name not in self.models:
+            raise ConfigError(f"unknown model {name!r}; models: {', '.join(self.model_names)}")
+        return dataclasses.replace(self, models={}, **self.models[name])
 
     @property
     def chroma_dir(self) -> Path:
@@ -158,8 +190,32 @@ def _check_url(key: str, url: str) -> None:
         raise ConfigError(f"{key}: {url!r} is not a valid URL: expected http://HOST[:PORT][/PATH]")
 
 
+def _coerce_models(value: Any) -> dict[str, dict[str, Any]]:
+    """The ``[models.NAME]`` tables, each key checked as the top-level key of the same name."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"models: {value!r} is not a table; write [models.NAME] tables in the TOML file")
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        if name == DEFAULT_MODEL:
+            raise ConfigError(f"models.{name}: the default model is set by the top-level keys, not a table")
+        if not _MODEL_NAME.match(name):
+            raise ConfigError(f"models.{name}: a model name is letters, digits, '_', '.' or '-' (at most 64)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"models.{name}: {table!r} is not a table (write [models.{name}] then key = value lines)")
+        if unknown := sorted(set(table) - set(MODEL_KEYS)):
+            raise ConfigError(f"models.{name}: unknown key(s) {', '.join(unknown)}; a model table sets "
+                              f"{', '.join(MODEL_KEYS)}")
+        try:
+            out[name] = {k: _coerce(k, v) for k, v in table.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"models.{name}.{exc}") from None
+    return out
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn a TOML/env/CLI value into the field's type and check it, or raise one line naming the key."""
+    if key == "models":
+        return _coerce_models(value)
     hint = _HINTS[key]
     optional = get_origin(hint) is not None and type(None) in get_args(hint)
     base = next((a for a in get_args(hint) if a is not type(None)), hint) if optional else hint

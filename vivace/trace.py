@@ -51,11 +51,14 @@ class CallTrace:
     finish_reason: str
     agent: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    model: str = ""  # the runtime's name for the model that served it ("default", "int8", ...)
+    served_by: str = ""  # what that model is: "backend:served model name", e.g. "vllm:smollm2-135m"
 
     @classmethod
     def from_result(
-        cls, result: CallResult, node: str, branch: int | None = None, agent: str = "", **extra: Any
+        cls, result: CallResult, node: str, branch: int | None = None, agent: str = "", model: str = "", **extra: Any
     ) -> "CallTrace":
+        backend, served = getattr(result, "backend", ""), getattr(result, "model", "")
         return cls(
             node=node,
             branch=branch,
@@ -71,6 +74,8 @@ class CallTrace:
             finish_reason=result.finish_reason,
             agent=agent,
             extra=dict(extra),
+            model=model,
+            served_by=f"{backend}:{served}" if backend or served else "",
         )
 
     def to_dict(self) -> dict[str, Any]:

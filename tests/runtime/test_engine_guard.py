@@ -41,11 +41,11 @@ PARENT = textwrap.dedent("""
         t = threading.Thread(target=start, args=(out,))
         t.start(); t.join()
         guard.started()
-        print(guard.pid, out[0].pid, flush=True)
-        if sys.argv[1] == "release":
-            guard.release()
-            print("released", flush=True)
-        try:
+        try:  # from the moment the test has the pids, a Ctrl-C may come (on a loaded machine, mid-print)
+            print(guard.pid, out[0].pid, flush=True)
+            if sys.argv[1] == "release":
+                guard.release()
+                print("released", flush=True)
             time.sleep(300)
         except KeyboardInterrupt:
             print("interrupted", flush=True)

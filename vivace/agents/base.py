@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict, Union
 
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event
+from vivace.agents.step_model import call_sampling, step_settings
 from vivace.runtime.backend import GenerationResult, Message
 from vivace.runtime.call import Call, Scope
 from vivace.runtime.prompts import render
@@ -97,6 +98,8 @@ class StepRun:
     error: str | None = None
     downstream: int = 0  # steps still to run after this one: calls on longer paths go first
     extra: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # the step's model and sampling (its calls' defaults)
+    sampling: dict[str, Any] = field(default_factory=dict)
     # What the step's calls default to: the retrieval query and the history the policy may compress.
     query: str = field(default="", repr=False)
     history: str = field(default="", repr=False)
@@ -231,10 +234,14 @@ class AgentContext:
 
         The steps still ahead of the current one add to the call's own
         ``downstream``: the call path's priority reads the place in the program.
+        A call that names no model goes to the current step's (else the run's ``model`` option).
         """
         run = current_step()
         if run is not None and run.downstream:
             call = replace(call, downstream=call.downstream + run.downstream)
+        if call.model is None:
+            model = step_settings(run, self.tracer.runs)[0] or self.options.get("model")
+            call = replace(call, model=model) if model else call
         return await self.runtime.call(call, on_text, self.scope)
 
     async def call(
@@ -248,6 +255,7 @@ class AgentContext:
         repetition_penalty: float | None = None,
         query: str | None = None,
         retrieve: bool = True,
+        model: str | None = None,
         **extra: Any,
     ) -> GenerationResult:
         """One model call from the current step: streamed as ``AgentDelta``, traced with its agent.
@@ -257,18 +265,19 @@ class AgentContext:
         the default temperature. Before the call the context policy retrieves for ``query`` (default:
         the step's item or task) when the run has a collection, and may compress
         the step's history and the retrieved context. ``extra`` goes into the
-        CallTrace.
+        CallTrace. ``model`` and the sampling arguments win over the step's
+        ``model``/``sampling`` (precedence: ``vivace.agents.step_model``).
         """
         run = current_step()
         step, name = (run.step, run.agent) if run else ("", "")
         branch = run.branch if run else None
-        cap = int(self.options.get("max_tokens") or self.config.max_tokens)  # the run's cap, else the config's
+        step_model, sampling = step_settings(run, self.tracer.runs)
         call = Call(
             messages=messages,
             prefill=prefill,
-            max_tokens=min(max_tokens, cap) if max_tokens else cap,
-            temperature=self.options.get("temperature") if temperature is None else temperature,
-            repetition_penalty=repetition_penalty,
+            **call_sampling(sampling, self.options, self.config.max_tokens, max_tokens=max_tokens,
+                            temperature=temperature, repetition_penalty=repetition_penalty),
+            model=model or step_model or self.options.get("model"),
             stop=tuple(stop),
             node=step or "call",
             agent=name,

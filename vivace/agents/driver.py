@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
 from vivace.agents.events import Event
 from vivace.agents.pipeline import Pipeline, single
+from vivace.agents.step_model import check_models
 from vivace.errors import InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
 from vivace.trace import CallTrace, RunTrace, save_run
@@ -78,6 +79,7 @@ async def run(
     if history_budget_tokens < 0:
         raise InputError("the history budget must not be negative")
     item = resolve(target)
+    check_models(item, runtime.models, (options or {}).get("model"))  # an unknown model fails before any call
     pipeline = single(item)
     backend = runtime.backend
     trace = RunTrace(question=task.strip(), mode=f"agent:{item.name}", model=backend.model, backend=backend.name)
@@ -108,6 +110,7 @@ async def run(
     finally:
         leave_scope(token)
         _finish(trace, tracer, item, t0, solo=len(pipeline.steps) == 1)
+        trace.meta["models"] = model_summary(trace.calls, runtime.models.describe)
         if runtime.save_runs:
             _save(trace, runtime, trace_out)
         if on_finish is not None:
@@ -171,10 +174,39 @@ def agent_summary(calls: list[CallTrace], runs: list[StepRun]) -> list[dict[str,
             "name": name,
             "runs": sum(1 for r in runs if r.agent == name),
             "latency_s": round(_union(spans), 6),
-            "calls": len(mine),
-            "prompt_tokens": sum(c.prompt_tokens for c in mine),
-            "output_tokens": sum(c.output_tokens for c in mine),
-            "call_s": round(sum(c.e2e_s for c in mine), 6),
+            **_totals(mine),
+            "models": list(dict.fromkeys(c.model for c in mine if c.model)),
+        })
+    return out
+
+
+def _totals(calls: list[CallTrace]) -> dict[str, Any]:
+    """Calls, tokens, seconds in calls and seconds of those in queues (the limiter's and the engine's)."""
+    return {
+        "calls": len(calls),
+        "prompt_tokens": sum(c.prompt_tokens for c in calls),
+        "output_tokens": sum(c.output_tokens for c in calls),
+        "call_s": round(sum(c.e2e_s for c in calls), 6),
+        "queue_s": round(sum(c.queue_s for c in calls), 6),
+    }
+
+
+def model_summary(calls: list[CallTrace],
+                  describe: Callable[[str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per model that served a call: its calls, tokens, seconds in calls and in queues, the agents that used it.
+
+    ``describe`` adds what the model is (backend, weights, dtype, quantization),
+    so two configurations of the same weights show as such.
+    """
+    out = []
+    for name in dict.fromkeys(c.model or "default" for c in calls):
+        mine = [c for c in calls if (c.model or "default") == name]
+        out.append({
+            **(describe(name) if describe else {"name": name}),
+            "name": name,
+            "served_by": mine[0].served_by,
+            **_totals(mine),
+            "agents": list(dict.fromkeys(c.agent for c in mine if c.agent)),
         })
     return out
 
@@ -213,8 +245,9 @@ def run_record(trace: RunTrace) -> dict[str, Any]:
         "points": meta.get("points", []),
         "calls": [c.to_dict() for c in trace.calls],
         "agents": meta.get("agents", []),
+        "models": meta.get("models", []),
         "steps": meta.get("steps", []),
-        "meta": {k: v for k, v in meta.items() if k not in ("agents", "steps")},
+        "meta": {k: v for k, v in meta.items() if k not in ("agents", "models", "steps")},
     }
 
 

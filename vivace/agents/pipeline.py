@@ -52,6 +52,8 @@ class Step:
     impl: Agent | None = None
     per_item: bool = False  # run once per branch of the fan-out before it, as soon as that branch is done
     params: dict[str, Any] = field(default_factory=dict)  # handed to the agent as ``StepInput["params"]``
+    model: str | None = None  # one of the runtime's models ("default", a [models.NAME]); None: the run's default
+    sampling: dict[str, Any] = field(default_factory=dict)  # defaults of the step's calls (vivace.agents.step_model)
 
 
 @dataclass
@@ -345,6 +347,7 @@ class _StepNode:
         item = state.get("item") if each else None
         history = render_history(inputs, step.name)
         run.query, run.history = item or state["task"], history  # what this step's calls retrieve for and may compress
+        run.model, run.sampling = step.model, dict(step.sampling)  # what they run on, and their sampling defaults
         token = enter_step(run)
         try:
             inp = StepInput(task=state["task"], step=step.name, agent=step.agent, inputs=inputs, history=history,

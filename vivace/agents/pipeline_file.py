@@ -15,10 +15,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from vivace.agents.step_model import check_model, check_sampling
 from vivace.errors import InputError
 
 KEYS = ("name", "description", "output", "edges", "steps", "loops")
-STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params")
+STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params", "model", "sampling")
 LOOP_KEYS = ("from", "to", "when", "max_rounds")
 
 
@@ -110,6 +111,8 @@ def parse(data: Any, origin: str, default_branches: int) -> dict[str, Any]:
             "per_item": r.flag(spec.get("per_item", False), f"step {name!r}: per_item"),
             "max_branches": r.whole(spec.get("max_branches", default_branches), f"step {name!r}: max_branches", 1),
             "params": dict(params),
+            "model": check_model(spec.get("model"), f"{origin}: step {name!r}"),
+            "sampling": check_sampling(spec.get("sampling", {}), f"{origin}: step {name!r}"),
         })
     edges = []
     for edge in r.array(data.get("edges", []), "edges"):

@@ -18,8 +18,7 @@ from typing import Any
 from vivace.commands._io import Parents, Subparsers, emit_json
 from vivace.config import Config
 from vivace.eval import write_report
-from vivace.eval.pipeline_bench import CONFIGS, plot, run_bench
-from vivace.eval.pipeline_workloads import WORKLOADS
+from vivace.eval.pipeline_bench import CONFIGS, WORKLOADS, plot, run_bench
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`vivace models prepare|list`: the embedded model's conversion, and what is on disk.
+"""`vivace models prepare|list`: the embedded model's conversion, what is on disk, and the config's named models.
 
 Neither calls a model, so only the common flags and ``--json`` apply
 (``prepare`` always converts the embedded model; ``--home`` says where).
@@ -47,8 +47,9 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     from vivace.runtime import models
 
     rows = models.list_models(config.home)
+    configured = [configured_row(config, name) for name in config.model_names]
     if args.json:
-        emit_json({"models": rows})
+        emit_json({"models": rows, "configured": configured})
         return 0
     table = Table(title=f"models under {models.models_dir(config.home)}")
     for column in ("name", "status", "path", "description"):
@@ -56,4 +57,19 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     for row in rows:
         table.add_row(row["name"], row["status"], row["path"], row["description"])
     Console().print(table)
+    named = Table(title="models the config names (a step's model = NAME)")
+    for column in ("name", "backend", "model", "settings"):
+        named.add_column(column, overflow="fold")
+    for row in configured:
+        named.add_row(row["name"], row["backend"], row["model"], row["settings"])
+    Console().print(named)
     return 0
+
+
+def configured_row(config: Config, name: str) -> dict[str, str]:
+    """One named model as the config serves it: what its table sets on top of the top-level keys."""
+    served = config.for_model(name)
+    model = ", ".join(served.base_urls) if served.backend == "openai" else served.model
+    own = config.models.get(name, {})
+    settings = ", ".join(f"{k}={v}" for k, v in own.items() if k not in ("backend", "model")) or "the top-level keys"
+    return {"name": name, "backend": served.backend, "model": model, "settings": settings}

@@ -46,6 +46,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     run.add_argument("--history-budget", type=int, default=1024, metavar="TOKENS",
                      help="the history size compression aims at, when it pays (default 1024)")
     run.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
+    run.add_argument("--default-model", metavar="NAME",
+                     help="the model ([models.NAME] in the config) for steps that name none (default: default)")
     run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
     run.set_defaults(handler=cmd_run)
 
@@ -88,6 +90,7 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
     from vivace.agents.driver import resolve, run, run_record
     from vivace.agents.pipeline import Pipeline
+    from vivace.agents.step_model import check_models, models_named
     from vivace.assembly import open_runtime
     from vivace.errors import InputError
 
@@ -97,8 +100,11 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
         if value is not None and value < (1 if flag == "max_branches" else 0):
             raise InputError(f"--{flag.replace('_', '-')} must be at least {1 if flag == 'max_branches' else 0}")
     item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
+    check_models(item, config.model_names, args.default_model)  # so does a model the config does not name
     check_run_outputs(config, args.trace_out)  # and before the run: its record must be writable
     options = {k: v for k in ("max_branches", "max_rounds", "mode") if (v := getattr(args, k, None)) is not None}
+    if args.default_model:
+        options["model"] = args.default_model
     from vivace.tui.live import live_wanted, print_final, run_live
     from vivace.tui.view import RunView, backend_probe
 
@@ -108,6 +114,9 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
         runtime = await open_runtime(config)
     try:
+        if len(named := models_named(item, args.default_model)) > 1:  # start them now, not inside the run's clock
+            with err.status(f"starting models {', '.join(named[1:])}..."):
+                await runtime.models.open(named)
         view = RunView(task, backend_probe(runtime.backend), agent=item.name) if live else None
         if view is not None:
             view.expect_steps(item)
@@ -139,17 +148,44 @@ def print_summary(trace: Any) -> None:
     from rich.table import Table
 
     meta = trace.meta
+    models = meta.get("models", [])
+    several = len(models) > 1  # then each agent's row names its models, and a table per model follows
     table = Table(title=f"{meta.get('agent')} · {trace.backend}:{trace.model}")
-    for col in ("agent", "runs", "latency s", "calls", "call s", "prompt tok", "output tok"):
-        table.add_column(col, justify="left" if col == "agent" else "right")
+    for col in ("agent", *(["models"] if several else ["runs"]), "latency s", "calls", "call s", "queue s",
+                "tok in", "tok out"):
+        table.add_column(col, justify="left" if col in ("agent", "models") else "right", no_wrap=col != "models",
+                         min_width=7 if col == "models" else None)
     for a in meta.get("agents", []):
-        table.add_row(a["name"], str(a["runs"]), f"{a['latency_s']:.2f}", str(a["calls"]), f"{a['call_s']:.2f}",
-                      str(a["prompt_tokens"]), str(a["output_tokens"]))
+        table.add_row(a["name"], ", ".join(a.get("models", [])) if several else str(a["runs"]), f"{a['latency_s']:.2f}",
+                      str(a["calls"]), f"{a['call_s']:.2f}", f"{a.get('queue_s', 0):.2f}", str(a["prompt_tokens"]),
+                      str(a["output_tokens"]))
     console = Console(highlight=False)
     console.print(table)
+    if several:
+        console.print(model_table(models))
     console.print(
         f"latency {trace.latency_s:.2f} s · critical path {meta.get('critical_path_s', 0):.2f} s · "
         f"parallelism {meta.get('parallelism', 0):.2f}x (sum of call times / wall) · {len(trace.calls)} call(s), "
         f"{trace.prompt_tokens} tokens in, {trace.output_tokens} out",
         style="dim",
     )
+
+
+def model_table(models: list[dict[str, Any]]) -> Any:
+    """Per model: what it is (two configurations of one weights folder show the same folder) and its load."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    table = Table(title="models")
+    for col in ("model", "what it is", "calls", "call s", "queue s", "tok in", "tok out"):
+        text = col in ("model", "what it is")
+        table.add_column(col, justify="left" if text else "right", no_wrap=col != "what it is")
+    for m in models:
+        weights = Path(m["weights"]).name if m.get("weights") else ", ".join(m.get("base_urls", []))
+        kv = m.get("kv_cache_dtype")
+        setup = [m.get("dtype"), m.get("quantization"), f"kv {kv}" if kv not in (None, "auto") else None]
+        what = " · ".join(p for p in (m.get("served_by", ""), weights, *setup) if p)
+        table.add_row(m["name"], what, str(m["calls"]), f"{m['call_s']:.2f}", f"{m['queue_s']:.2f}",
+                      str(m["prompt_tokens"]), str(m["output_tokens"]))
+    return table

@@ -23,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from vivace.eval.fleet_bench import similarity
-from vivace.eval.pipeline_workloads import Workload, workloads
 from vivace.eval.stats import median
+
+if TYPE_CHECKING:  # the workloads import the agents (LangGraph): `vivace --help` must not
+    from vivace.eval.pipeline_workloads import Workload
+
+WORKLOADS = ("research", "mapreduce", "revise")
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "langgraph": {"execution": "supersteps", "scheduling": "fcfs", "long_form": "off"},
@@ -63,7 +66,7 @@ async def run_task(runtime: Any, work: Workload, task: str, config: str, opts: d
         "output_tokens": trace.output_tokens,
         "answer": trace.answer,
         "by_agent": breakdown(trace, lambda c: c.agent or "-"),
-        "by_model": breakdown(trace, lambda c: str(c.extra.get("model") or trace.model)),
+        "by_model": breakdown(trace, lambda c: c.model or "default"),
         "long_form": [s["extra"]["long_form"] for s in trace.meta.get("steps") or []
                       if (s.get("extra") or {}).get("long_form")],
     }
@@ -113,6 +116,7 @@ async def run_level(runtime: Any, items: list[tuple[Workload, str]], config: str
 def compare(row: dict[str, Any], base: dict[str, Any], coverage_model: Any = None) -> None:
     """Speed and quality of ``row`` against the baseline's row of the same level, task by task."""
     from vivace.eval.coverage import mutual
+    from vivace.eval.fleet_bench import similarity
 
     mine = {r["index"]: r for r in row["results"]}
     pairs = [(mine[b["index"]], b) for b in base["results"] if b["index"] in mine]
@@ -148,6 +152,8 @@ def totals(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
 async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen: list[str], limit: int | None,
                     opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None,
                     coverage_model: Any = None) -> dict[str, Any]:
+    from vivace.eval.pipeline_workloads import workloads
+
     if BASELINE not in configs:
         configs = [BASELINE, *configs]
     works = [w for w in workloads() if w.name in chosen]

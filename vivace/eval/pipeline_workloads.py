@@ -76,5 +76,3 @@ def workloads() -> list[Workload]:
         ]),
     ]
 
-
-WORKLOADS = ("research", "mapreduce", "revise")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vivace.config import Config
 from vivace.errors import BackendError
 from vivace.runtime.backend import (
@@ -15,6 +17,9 @@ from vivace.runtime.backend import (
 from vivace.runtime.call import Call, CallPath, ContextPolicy, complete
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
+
+if TYPE_CHECKING:
+    from vivace.runtime.vllm_engine import EngineOptions
 
 __all__ = [
     "Backend",
@@ -30,42 +35,52 @@ __all__ = [
     "LimitedBackend",
     "Message",
     "complete",
+    "engine_options",
     "open_backend",
 ]
+
+
+def engine_options(config: Config) -> "EngineOptions":
+    """What an in-process engine for ``config`` (or one of its ``for_model`` configs) is started with.
+
+    A model name is resolved here (the embedded one is converted on first use);
+    a hub id or a folder is passed on as is.
+    """
+    from vivace.runtime.models import resolve
+    from vivace.runtime.priority import engine_policy
+    from vivace.runtime.vllm_engine import EngineOptions
+
+    engine = {"model": resolve(config.model, config.home), "dtype": config.dtype, "quantization": config.quantization,
+              "kv_cache_dtype": config.kv_cache_dtype, "label": None}
+    if config.quantization and config.quantization.startswith("auto"):  # the per-machine choice
+        from vivace.runtime.quant_choice import auto_engine
+
+        engine = auto_engine(config.quantization, str(config.model), config.home)
+    return EngineOptions(
+        model=engine["model"],
+        dtype=engine["dtype"],
+        max_model_len=config.max_model_len,
+        quantization=engine["quantization"],
+        kv_cache_dtype=engine["kv_cache_dtype"],
+        quant_label=engine["label"],
+        enable_prefix_caching=config.enable_prefix_caching,
+        max_num_seqs=config.max_num_seqs,
+        kv_cache_space_gib=config.kv_cache_space_gib,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        enforce_eager=config.enforce_eager,
+        seed=config.seed,
+        scheduling_policy=engine_policy(config.scheduling),
+        served_model_name=config.served_model_name or _display_name(config.model),
+    )
 
 
 async def open_backend(config: Config, limiter: InFlightLimiter | None = None) -> LimitedBackend:
     """The configured backend, behind the process-wide in-flight limiter."""
     inner: Backend
     if config.backend == "vllm":
-        from vivace.runtime.models import resolve
-        from vivace.runtime.priority import engine_policy
-        from vivace.runtime.vllm_engine import EngineOptions, VLLMBackend
+        from vivace.runtime.vllm_engine import VLLMBackend
 
-        engine = {"model": resolve(config.model, config.home), "dtype": config.dtype, "quantization": config.quantization,
-                  "kv_cache_dtype": config.kv_cache_dtype, "label": None}
-        if config.quantization and config.quantization.startswith("auto"):  # the per-machine choice
-            from vivace.runtime.quant_choice import auto_engine
-
-            engine = auto_engine(config.quantization, str(config.model), config.home)
-        inner = await VLLMBackend.start(
-            EngineOptions(
-                model=engine["model"],
-                dtype=engine["dtype"],
-                max_model_len=config.max_model_len,
-                quantization=engine["quantization"],
-                kv_cache_dtype=engine["kv_cache_dtype"],
-                quant_label=engine["label"],
-                enable_prefix_caching=config.enable_prefix_caching,
-                max_num_seqs=config.max_num_seqs,
-                kv_cache_space_gib=config.kv_cache_space_gib,
-                gpu_memory_utilization=config.gpu_memory_utilization,
-                enforce_eager=config.enforce_eager,
-                seed=config.seed,
-                scheduling_policy=engine_policy(config.scheduling),
-                served_model_name=config.served_model_name or _display_name(config.model),
-            )
-        )
+        inner = await VLLMBackend.start(engine_options(config))
     elif config.backend == "openai":
         from vivace.runtime.openai_http import OpenAIBackend
 

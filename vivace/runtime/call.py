@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 from vivace.errors import BackendError
 from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message
 from vivace.runtime.priority import priority
+from vivace.runtime.model_set import ModelSet
 from vivace.trace import CallTrace
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Call:
     """One model call as its caller asks for it, before the context policy has its say.
 
     ``None`` sampling fields take the call path's defaults (the config's).
+    ``model`` names one of the runtime's models (``None``: ``default``).
     ``query`` is what retrieval looks for (default: the last user message);
     ``compressible`` names texts inside the messages that the policy may
     compress, such as the history a pipeline hands an agent; ``retrieve=False``
@@ -47,6 +49,8 @@ class Call:
     repetition_penalty: float | None = None
     stop: Sequence[str] = ()
     seed: int | None = None
+    top_p: float | None = None
+    model: str | None = None
     ignore_eos: bool = False
     node: str = "call"
     agent: str = ""
@@ -126,12 +130,18 @@ class Defaults:
 
 
 class CallPath:
-    """Context decision, request, stream, one trace: the only place vivace calls a model."""
+    """Model choice, context decision, request, stream, one trace: the only place vivace calls a model.
 
-    def __init__(self, backend: Backend, policy: ContextPolicy | None = None, defaults: Defaults | None = None) -> None:
+    ``backend`` is the default model; ``models`` holds it and the other named
+    models, and each call goes to the one its ``Call.model`` names.
+    """
+
+    def __init__(self, backend: Backend, policy: ContextPolicy | None = None, defaults: Defaults | None = None,
+                 models: ModelSet | None = None) -> None:
         self.backend = backend
         self.policy: ContextPolicy = policy or NoContext()
         self.defaults = defaults or Defaults()
+        self.models = models or ModelSet(backend)
 
     async def __call__(
         self, call: Call, on_text: Callable[[str], None] | None = None, scope: Scope | None = None
@@ -142,28 +152,32 @@ class CallPath:
         call even when the caller later fails.
         """
         scope = scope or current_scope() or Scope()
+        model = self.models.check(call.model)
+        backend = await self.models.get(model)  # a named model starts on its first call, once
         t0 = time.perf_counter()
-        sent, decision = await self.policy.prepare(call, scope, self.backend)
+        sent, decision = await self.policy.prepare(call, scope, backend)
         decision.setdefault("seconds", round(time.perf_counter() - t0, 6))
         request = self.request(sent, scope)
-        result = await self.send(request, on_text)
+        result = await self.send(request, on_text, backend)
         scope.attained_tokens += result.prompt_tokens - (result.cached_tokens or 0) + result.output_tokens
-        trace = CallTrace.from_result(result, node=call.node, branch=call.branch, agent=call.agent,
+        trace = CallTrace.from_result(result, node=call.node, branch=call.branch, agent=call.agent, model=model,
                                       round=call.round, context=decision, priority=request.priority, **call.extra)
         if scope.record is not None:
             scope.record(trace)
         return result, trace
 
-    async def send(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> GenerationResult:
-        """The one loop that drains a backend's stream: text to ``on_text``, the result returned."""
+    async def send(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None,
+                   backend: Backend | None = None) -> GenerationResult:
+        """The one loop that drains a backend's stream (default: the default model's): text to ``on_text``."""
         result: GenerationResult | None = None
-        async for event in self.backend.generate(request):
+        backend = backend or self.backend
+        async for event in backend.generate(request):
             if isinstance(event, GenerationResult):
                 result = event
             elif event.text and on_text is not None:
                 on_text(event.text)
         if result is None:
-            raise BackendError(f"{self.backend.name}: generation {request.tag!r} ended without a result")
+            raise BackendError(f"{backend.name}: generation {request.tag!r} ended without a result")
         return result
 
     def request(self, call: Call, scope: Scope) -> GenerationRequest:
@@ -175,6 +189,7 @@ class CallPath:
             max_tokens=call.max_tokens or d.max_tokens,
             temperature=d.temperature if call.temperature is None else call.temperature,
             repetition_penalty=d.repetition_penalty if call.repetition_penalty is None else call.repetition_penalty,
+            top_p=1.0 if call.top_p is None else call.top_p,
             stop=list(call.stop),
             seed=call.seed,
             ignore_eos=call.ignore_eos,
@@ -183,8 +198,8 @@ class CallPath:
         )
 
     def with_policy(self, policy: ContextPolicy) -> "CallPath":
-        """The same backend and defaults with another policy (benches compare policies side by side)."""
-        return CallPath(self.backend, policy, replace(self.defaults))
+        """The same models and defaults with another policy (benches compare policies side by side)."""
+        return CallPath(self.backend, policy, replace(self.defaults), self.models)
 
 
 async def complete(backend: Backend, call: Call | GenerationRequest) -> GenerationResult:

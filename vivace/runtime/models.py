@@ -40,6 +40,11 @@ EMBEDDED = KnownModel(
     folder="SmolLM2-135M-Instruct",
 )
 KNOWN_MODELS: dict[str, KnownModel] = {EMBEDDED.name: EMBEDDED}
+# Checkpoints `vivace bench quant` writes from the embedded model's own weights (the same weights, quantized by
+# round-to-nearest), by name, so a config can say `model = "smollm2-135m-w8a8"` on any machine: folder, command.
+DERIVED: dict[str, tuple[str, str]] = {
+    "smollm2-135m-w8a8": (f"{EMBEDDED.folder}-w8a8", "vivace bench quant --configs w8a8-int8"),
+}
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
@@ -154,6 +159,12 @@ def resolve(model: str, home: Path, prepare_missing: bool = True) -> str:
         if prepare_missing:
             return str(prepare(known, home))
         return str(prepared_path(known, home))
+    if model in DERIVED:
+        folder, command = DERIVED[model]
+        path = models_dir(home) / folder
+        if prepare_missing and missing_parts(path):
+            raise ModelError(f"model {model}: its checkpoint {path} is not written yet; `{command}` writes it (once)")
+        return str(path)
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -165,7 +176,7 @@ def resolve(model: str, home: Path, prepare_missing: bool = True) -> str:
     looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
     if looks_like_hub_id:
         return model  # vLLM fetches it where the network allows
-    known = ", ".join(KNOWN_MODELS)
+    known = ", ".join([*KNOWN_MODELS, *DERIVED])
     raise ModelError(f"unknown model {model!r}: not a folder, a hub id, or one of: {known}")
 
 

@@ -1,4 +1,4 @@
-"""The runtime: the backend stack, the in-flight limiter and the one call path, built once.
+"""The runtime: the models, the in-flight limiter and the one call path, built once.
 
 Why one object: everything that must be shared by every call of a process
 (the engine, the cap on requests in flight, the context policy with its
@@ -16,11 +16,12 @@ from vivace.config import Config
 from vivace.runtime.backend import Backend
 from vivace.runtime.call import CallPath
 from vivace.runtime.limits import InFlightLimiter
+from vivace.runtime.model_set import ModelSet
 
 
 @dataclass
 class Runtime:
-    """``call`` is the call path; ``backend`` the model behind the limiter; ``policy`` its context policy."""
+    """``call`` is the call path; ``backend`` the default model behind the limiter; ``models`` every named one."""
 
     config: Config
     backend: Backend
@@ -32,8 +33,13 @@ class Runtime:
     def policy(self) -> Any:
         return self.call.policy
 
+    @property
+    def models(self) -> ModelSet:
+        """The named models (``default`` is ``backend``), all behind ``limiter``; closed with the runtime."""
+        return self.call.models
+
     async def aclose(self) -> None:
-        await self.backend.aclose()
+        await self.models.aclose()
 
     async def __aenter__(self) -> "Runtime":
         return self

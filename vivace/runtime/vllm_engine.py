@@ -169,6 +169,29 @@ def resolve_dtype(dtype: str) -> str:
     return host_dtype() if dtype == "auto" else dtype
 
 
+def engine_args(options: EngineOptions) -> dict[str, Any]:
+    """vLLM's ``AsyncEngineArgs`` for ``options``: the one translation, on a CPU and a GPU alike."""
+    args: dict[str, Any] = dict(
+        model=options.model,
+        dtype=resolve_dtype(options.dtype),
+        max_model_len=options.max_model_len,
+        quantization=options.quantization,
+        kv_cache_dtype=options.kv_cache_dtype,
+        enable_prefix_caching=options.enable_prefix_caching,
+        max_num_seqs=options.max_num_seqs,
+        enforce_eager=options.enforce_eager,
+        seed=options.seed,
+        disable_log_stats=False,  # per-request queue timestamps need it
+        use_tqdm_on_load=False,
+        scheduling_policy=options.scheduling_policy,
+    )
+    if options.gpu_memory_utilization is not None:
+        args["gpu_memory_utilization"] = options.gpu_memory_utilization
+    if options.served_model_name:
+        args["served_model_name"] = options.served_model_name
+    return args
+
+
 def _stat_logger_factory(stats: EngineStats) -> Any:
     from vllm.v1.metrics.loggers import StatLoggerBase
 
@@ -208,6 +231,8 @@ class VLLMBackend:
         self.stats = EngineStats()
         self.tokenizer = engine.renderer.tokenizer
         self._context_length = engine.vllm_config.model_config.max_model_len
+        model_config = engine.vllm_config.model_config  # what "auto" became, and a checkpoint's own quantization
+        self.dtype, self.quantization = str(model_config.dtype).removeprefix("torch."), model_config.quantization
         self._closed = False
         self._active: set[str] = set()  # request ids in flight, aborted on close
         self.guard: EngineGuard | None = None  # ends the engine's processes if vivace dies first
@@ -222,35 +247,18 @@ class VLLMBackend:
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
             raise BackendError(f"vLLM is not installed ({exc}); pip install '.[cpu]' or '.[gpu]'") from None
-        args: dict[str, Any] = dict(
-            model=options.model,
-            dtype=resolve_dtype(options.dtype),
-            max_model_len=options.max_model_len,
-            quantization=options.quantization,
-            kv_cache_dtype=options.kv_cache_dtype,
-            enable_prefix_caching=options.enable_prefix_caching,
-            max_num_seqs=options.max_num_seqs,
-            enforce_eager=options.enforce_eager,
-            seed=options.seed,
-            disable_log_stats=False,  # per-request queue timestamps need it
-            use_tqdm_on_load=False,
-            scheduling_policy=options.scheduling_policy,
-        )
-        if options.gpu_memory_utilization is not None:
-            args["gpu_memory_utilization"] = options.gpu_memory_utilization
-        if options.served_model_name:
-            args["served_model_name"] = options.served_model_name
+        args = engine_args(options)
         check_supported(options)
         stats = EngineStats()
 
         def build() -> Any:
             with sigint_blocked():  # the engine's processes inherit it: only vivace hears Ctrl-C
-                return AsyncLLM.from_engine_args(engine_args, stat_loggers=[_stat_logger_factory(stats)])
+                return AsyncLLM.from_engine_args(parsed, stat_loggers=[_stat_logger_factory(stats)])
 
         guard = EngineGuard()
         guard.arm()
         try:
-            engine_args = AsyncEngineArgs(**args)
+            parsed = AsyncEngineArgs(**args)
             engine = await asyncio.to_thread(build)
         except Exception as exc:  # vLLM raises many types; the user needs one line
             guard.release()
