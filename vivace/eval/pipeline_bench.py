@@ -104,7 +104,29 @@ async def run_level(runtime: Any, items: list[tuple[Workload, str]], config: str
 
     t0 = time.perf_counter()
     results = await asyncio.gather(*(one(i, w, t) for i, (w, t) in enumerate(batch)))
-    wall = time.perf_counter() - t0
+    return summarize(config, concurrency, list(results), time.perf_counter() - t0)
+
+
+async def run_alone(runtime: Any, items: list[tuple["Workload", str]], configs: list[str], opts: dict[str, Any],
+                    progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Concurrency 1: task by task, every configuration back to back (the first one rotating), so a swing in
+    the machine's load hits a task's configurations alike and the per-task ratios stay fair."""
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+    walls = dict.fromkeys(configs, 0.0)
+    for i, (work, task) in enumerate(items):
+        for config in configs[i % len(configs):] + configs[:i % len(configs)]:
+            runtime.call.defaults.scheduling = CONFIGS[config]["scheduling"]
+            t0 = time.perf_counter()
+            results[config].append(await run_task(runtime, work, task, config, opts, i))
+            walls[config] += time.perf_counter() - t0
+    rows = {c: summarize(c, 1, results[c], walls[c]) for c in configs}
+    for row in rows.values():
+        if progress:
+            progress(row)
+    return rows
+
+
+def summarize(config: str, concurrency: int, results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     latencies = [r["latency_s"] for r in results]
     return {"config": config, "concurrency": concurrency, "tasks": len(results), "wall_s": round(wall, 3),
             "tasks_per_min": round(60 * len(results) / wall, 3) if wall > 0 else 0.0,
@@ -165,7 +187,9 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
     for n, level in enumerate(levels):
         order = configs[n % len(configs):] + configs[:n % len(configs)]  # who goes first rotates per level
         rows = {}
-        for config in order:
+        if level == 1:
+            rows = await run_alone(runtime, items, configs, opts, progress)
+        for config in order if level > 1 else ():
             rows[config] = await run_level(runtime, items, config, level, opts)
             if progress:
                 progress(rows[config])
