@@ -423,3 +423,22 @@ def test_the_writer_expands_its_answer_by_sot_when_the_decision_says_so() -> Non
     assert decision["mode"] == "normal" and decision["reason"] and letter.answer == "A draft answer."
     off = run(run_agent(research_pipeline(), "Compare trains and buses.", backend=FakeBackend(respond)))
     assert write_step(off)["extra"]["long_form"]["mode"] == "normal" and off.answer == "A draft answer."
+
+
+def test_the_mapreduce_example_file_runs_as_dataflow(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "mapreduce.toml"
+    pipe = Pipeline.from_toml(example)
+    assert pipe.steps["facts"].per_item and pipe.steps["summarize"].fan_out
+    folder = Path(__file__).resolve().parents[2] / "vivace" / "eval" / "data" / "pipeline_docs"
+    pipe.steps["split"].params["folder"] = str(folder)  # the file names it relative to the repo
+    trace = run(run_agent(pipe, "How should Harwick improve commuting?", backend=FakeBackend()))
+    runs = [(s["step"], s["branch"]) for s in trace.meta["steps"]]
+    assert sorted(b for s, b in runs if s == "facts") == [1, 2, 3, 4, 5]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[steps]\na = "documents"\nb = { agent = "summarizer", per_item = "yes" }\n')
+    with pytest.raises(InputError, match=r"step 'b': per_item must be true or false"):
+        Pipeline.from_toml(bad)
+    empty = tmp_path / "empty.toml"
+    empty.write_text('[steps]\na = { agent = "documents", params = { folder = "nowhere" } }\n')
+    with pytest.raises(AgentError, match="documents folder not found"):
+        run(run_agent(str(empty), "x", backend=FakeBackend()))
