@@ -20,7 +20,8 @@ from vivace.agents.pipeline import PipelineState, _merge
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext
-    from vivace.agents.pipeline import Loop, Pipeline, _StepNode
+    from vivace.agents.pipeline import Loop, Pipeline
+    from vivace.agents.step_node import StepNode
 
 
 async def gather_all(awaitables: Iterable[Awaitable[Any]]) -> None:
@@ -154,11 +155,11 @@ class _Flow:
             self.final[name].set_result(None)
 
 
-def dataflow_graph(pipe: "Pipeline", nodes: dict[str, "_StepNode"], ctx: "AgentContext") -> Any:
+def dataflow_graph(pipe: "Pipeline", nodes: dict[str, "StepNode"], ctx: "AgentContext") -> Any:
     """The pipeline as a LangGraph ``@entrypoint`` whose steps are ``@task``s."""
     from langgraph.func import entrypoint, task
 
-    def as_task(node: "_StepNode") -> Any:
+    def as_task(node: "StepNode") -> Any:
         async def run_step(state: dict[str, Any]) -> dict[str, Any]:
             return await node(state)  # type: ignore[arg-type]
 

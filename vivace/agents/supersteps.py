@@ -17,10 +17,11 @@ from vivace.agents.pipeline import BranchState, PipelineState
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext
-    from vivace.agents.pipeline import Pipeline, _StepNode
+    from vivace.agents.pipeline import Pipeline
+    from vivace.agents.step_node import StepNode
 
 
-def _node_fn(step_node: "_StepNode") -> Any:
+def _node_fn(step_node: "StepNode") -> Any:
     """A plain ``async def`` for LangGraph (it runs other callables in a thread pool)."""
 
     async def run_step(state):  # type: ignore[no-untyped-def]  # no hint: the graph's schema applies
@@ -30,7 +31,7 @@ def _node_fn(step_node: "_StepNode") -> Any:
     return run_step
 
 
-def superstep_graph(pipe: "Pipeline", nodes: dict[str, "_StepNode"], ctx: "AgentContext") -> Any:
+def superstep_graph(pipe: "Pipeline", nodes: dict[str, "StepNode"], ctx: "AgentContext") -> Any:
     from langgraph.graph import END, START, StateGraph
     from langgraph.types import Send
 
