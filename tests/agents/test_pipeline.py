@@ -423,6 +423,17 @@ def test_the_writer_expands_its_answer_by_sot_when_the_decision_says_so() -> Non
     assert decision["mode"] == "normal" and decision["reason"] and letter.answer == "A draft answer."
     off = run(run_agent(research_pipeline(), "Compare trains and buses.", backend=FakeBackend(respond)))
     assert write_step(off)["extra"]["long_form"]["mode"] == "normal" and off.answer == "A draft answer."
+    skeleton_prompts = [c for c in sot.calls if c.node == "write/skeleton"]
+    assert skeleton_prompts and all(c.prompt_tokens < 200 for c in skeleton_prompts)  # planned from the task alone
+
+    def one_point(request: GenerationRequest) -> str:
+        return " Only one point" if request.tag.endswith("/skeleton") else respond(request)
+
+    short = run(run_agent(research_pipeline(), "Compare trains and buses.", backend=FakeBackend(one_point),
+                          options={"long_form": "sot"}))
+    decision = write_step(short)["extra"]["long_form"]
+    assert decision["mode"] == "sot" and decision["fallback"] and decision["points"] == 0
+    assert short.answer == "A draft answer."  # the writer's own call, with its own prompt
 
 
 def test_the_mapreduce_example_file_runs_as_dataflow(tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ the skeleton and every point see them, in the shared prefix.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 from vivace.agents import guard
-from vivace.agents.base import AgentContext, StepInput, current_step
+from vivace.agents.base import AgentContext, current_step
 from vivace.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,17 @@ async def decide(ctx: AgentContext, task: str) -> dict[str, Any]:
 
 
 async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
-    """The answer through SoT when the decision says so, else None (the agent makes its normal call).
+    """The answer through SoT when the decision says so, else None (the agent makes its own call).
 
-    The decision is recorded on the current step run either way.
+    The skeleton is planned from the task alone (the notes would crowd its
+    short list); each point is expanded with the notes in the question, so
+    they sit in the prefix the points share. A skeleton too short to expand
+    costs its few tokens and the agent answers as it would have. The
+    decision is recorded on the current step run either way.
     """
-    from vivace.agents.sot import SotAgent
+    from vivace.agents.skeleton import join_points
+    from vivace.agents.sot import Context, expand_point, skeleton_call, skeleton_done
+    from vivace.agents.sot_options import Options
 
     decision = await decide(ctx, task)
     run = current_step()
@@ -63,10 +70,23 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
         run.extra["long_form"] = decision
     if decision["mode"] != "sot":
         return None
-    question = f"{task}\n\nUse these notes:\n{notes}" if notes.strip() else task
     sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, {**ctx.options, "mode": "sot"})
-    node = SotAgent().build(sub)
-    text = await node(StepInput(task=question))
-    if run is not None:
-        run.extra["long_form"]["points"] = len(ctx.tracer.meta.get("points") or [])
-    return text.strip() or None
+    step, name = (run.step, run.agent) if run else ("long_form", "long_form")
+    sot = Context(sub, Options.for_run(sub), ctx.tracer.emit, step, name)
+    run_id = ctx.tracer.run_id
+    call, prefill = skeleton_call(sot, task)
+    result, trace = await sot.send(call, lambda text: None)
+    parsed = skeleton_done(sot, run_id, (prefill or "") + result.text, trace)
+    decision["points"] = len(parsed.points) if parsed.fallback is None else 0
+    if parsed.fallback is not None:
+        decision["fallback"] = parsed.fallback
+        return None
+    question = f"{task}\n\nUse these notes:\n{notes}" if notes.strip() else task
+    points = parsed.points
+    expansions = await asyncio.gather(*(expand_point(sot, run_id, question, points, i, len(points))
+                                        for i in range(1, len(points) + 1)))
+    failed = {e.index: e.error for e in expansions if e.error}
+    if len(failed) == len(points):
+        decision["fallback"] = "every point failed"
+        return None
+    return join_points(points, {e.index: e.text for e in expansions}, failed).strip() or None
