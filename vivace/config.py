@@ -80,6 +80,7 @@ class Config:
     mode: str = field(default="auto", metadata=_choices("auto", "sot", "normal"))
     sot_max_points: int = field(default=8, metadata=_bounds(min=1))
     sot_pipelined: bool = False  # expand each point as soon as its skeleton line is complete
+    sot_load_aware: bool = True  # in auto, fan out only into the batch slots the engine has free
 
     # Retrieval and compression
     chroma_path: Path | None = None  # default: $VIVACE_HOME/chroma

@@ -24,7 +24,7 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p = sub.add_parser("load", parents=parents.calls_model(), help="N agent tasks at concurrency C: tasks/min, p50/p95, peak in flight, KV use")
     p.add_argument("--tasks", type=int, default=32, metavar="N", help="tasks per level (default 32)")
     p.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_LEVELS), metavar="C", help="levels (default 1 8 16 32)")
-    p.add_argument("--series", nargs="+", choices=SERIES, default=list(SERIES), help="which series to run (default both)")
+    p.add_argument("--series", nargs="+", choices=SERIES, default=list(SERIES), help="which series to run (default all three: normal sot auto)")
     p.add_argument("--out", default="runs/bench-load", metavar="DIR", help="where report.json and load.png go")
     p.set_defaults(handler=cmd_bench_load)
 
@@ -53,7 +53,7 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
             backend, args.tasks, levels, args.series, opts,
             progress=lambda r: err.print(
                 f"  {r['series']:<6} C={r['concurrency']:<3} {r['tasks_per_min']:6.1f} tasks/min  p50 {r['p50_s']:.2f} s  "
-                f"p95 {r['p95_s']:.2f} s  peak in flight {r['peak_in_flight']}", highlight=False),
+                f"p95 {r['p95_s']:.2f} s  peak in flight {r['peak_in_flight']}  SoT runs {r['sot_runs']}", highlight=False),
         )
     finally:
         await backend.aclose()
@@ -82,5 +82,9 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
                           f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-",
                           f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-")
     Console().print(table)
+    for c in report.get("auto_vs_best", []):
+        Console().print(f"auto at C={c['concurrency']}: {c['throughput_ratio']:.2f}x the best tasks/min "
+                        f"({'ok' if c['throughput_ok'] else 'below'}), p50 {c['p50_ratio']:.2f}x the best "
+                        f"({'ok' if c['p50_ok'] else 'above'})", highlight=False)
     Console().print(f"report: {out / 'report.json'}")
     return 0

@@ -1,7 +1,9 @@
 """`vivace bench load`: many agent tasks at once, through the process-wide in-flight cap.
 
-Two series, normal answers and SoT answers, each at every concurrency level,
-on one engine with one token budget. Latencies and wall time come from the
+Three series, normal answers, SoT answers and ``auto`` (the router, with the
+load-aware fan-out of ``vivace.agents.sot_load``), each at every concurrency
+level, on one engine with one token budget; ``compare_auto`` says per level
+whether auto is at least as fast as the better of the other two. Latencies and wall time come from the
 runs' traces; peak in-flight requests from the process limiter; KV-cache use
 from the engine's stat logger, sampled while a level runs. A quality figure
 sits beside every ratio: the mean answer length, against the same series at
@@ -22,7 +24,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 DEFAULT_LEVELS = (1, 8, 16, 32)
-SERIES = ("normal", "sot")
+SERIES = ("normal", "sot", "auto")
 TARGET_NORMAL_C16_MIN = 5.0
 
 
@@ -105,6 +107,7 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "mean_output_tokens": statistics.fmean(t.output_tokens for t in traces),
         "llm_calls": sum(len(t.calls) for t in traces),
         "sot_runs": sum(1 for t in traces if t.mode == "sot"),
+        "load_changed_runs": sum(1 for t in traces if ((t.meta.get("router") or {}).get("load") or {}).get("changed")),
         "failed_runs": sum(1 for t in traces if t.error),
         "peak_in_flight": limiter.peak if limiter is not None else None,
         "in_flight_cap": limiter.max_in_flight if limiter is not None else None,
@@ -152,10 +155,12 @@ async def run_bench(
                 progress(row)
     for rows in out.values():
         add_ratios(rows)
+    comparison = compare_auto(out)
     normal16 = next((r for r in out.get("normal", []) if r["concurrency"] == 16), None)
     return {
         "bench": "load",
         "series": out,
+        "auto_vs_best": comparison,
         "targets": {
             f"normal_c16_tasks_per_min>={TARGET_NORMAL_C16_MIN:g}x_c1": (
                 None if not normal16 or normal16["speedup_vs_1"] is None else normal16["speedup_vs_1"] >= TARGET_NORMAL_C16_MIN
@@ -164,6 +169,29 @@ async def run_bench(
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def compare_auto(series: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per level: auto's throughput and p50 against the better of normal and sot (both must be at least as good)."""
+    out: list[dict[str, Any]] = []
+    others = [name for name in ("normal", "sot") if name in series]
+    if "auto" not in series or not others:
+        return out
+    for row in series["auto"]:
+        peers = [r for name in others for r in series[name] if r["concurrency"] == row["concurrency"]]
+        if not peers or row["tasks_per_min"] is None:
+            continue
+        best_tpm = max(r["tasks_per_min"] or 0.0 for r in peers)
+        best_p50 = min(r["p50_s"] for r in peers)
+        out.append({
+            "concurrency": row["concurrency"],
+            "auto_tasks_per_min": row["tasks_per_min"], "best_tasks_per_min": best_tpm,
+            "auto_p50_s": row["p50_s"], "best_p50_s": best_p50,
+            "throughput_ok": row["tasks_per_min"] >= best_tpm, "p50_ok": row["p50_s"] <= best_p50,
+            "throughput_ratio": row["tasks_per_min"] / best_tpm if best_tpm else None,
+            "p50_ratio": row["p50_s"] / best_p50 if best_p50 else None,
+        })
+    return out
 
 
 def plot(report: dict[str, Any], out_dir: Path) -> Path | None:

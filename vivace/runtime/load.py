@@ -1,0 +1,123 @@
+"""How busy the model is right now: one snapshot from the in-flight limiter and the backend.
+
+Why a module: a decision that adds requests (SoT's fan-out) pays only while
+the engine's batch has room. The limiter knows what this process has in
+flight and queued; an in-process engine also knows its running and waiting
+requests and its KV-cache use (``EngineStats``); an endpoint or the fake
+knows neither, so they give what the limiter gives. ``claims`` closes the
+gap between a run deciding to fan out and its requests reaching the limiter:
+runs that decide at the same moment would otherwise all see an empty batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Claim", "Ledger", "Load", "read_load"]
+
+
+@dataclass(frozen=True)
+class Load:
+    """One reading. ``capacity`` is the number of requests that can decode in one batch at once."""
+
+    in_flight: int
+    waiting: int
+    claimed: int
+    capacity: int
+    engine_running: int | None = None
+    engine_waiting: int | None = None
+    kv_usage: float | None = None
+    kv_free_slots: int | None = None
+
+    @property
+    def busy(self) -> int:
+        """Requests holding or waiting for a batch slot, and slots runs have claimed but not yet used.
+
+        Every request of this process passes the limiter, so its counts are the
+        live ones; the engine's running/waiting come from its last logged step
+        (stale once it idles) and are kept beside them for the record.
+        """
+        return self.in_flight + self.waiting + self.claimed
+
+    @property
+    def free(self) -> int:
+        """Batch slots a new request would find: by count, and by KV headroom when the engine reports it."""
+        free = max(0, self.capacity - self.busy)
+        return min(free, self.kv_free_slots) if self.kv_free_slots is not None else free
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "busy": self.busy, "free": self.free}
+
+
+class Claim:
+    """Slots a run has decided to use and not yet put in flight; released as its requests start."""
+
+    def __init__(self, ledger: "Ledger", slots: int) -> None:
+        self._ledger = ledger
+        self.slots = slots
+
+    def release(self, n: int = 1) -> None:
+        n = min(n, self.slots)
+        self.slots -= n
+        self._ledger.claimed -= n
+
+    def close(self) -> None:
+        """Release what is left (the run ended, failed, or used fewer slots than it claimed)."""
+        self.release(self.slots)
+
+
+class Ledger:
+    """The process-wide count of claimed slots; one per limiter (the limiter is process-wide)."""
+
+    def __init__(self) -> None:
+        self.claimed = 0
+
+    def claim(self, slots: int) -> Claim:
+        slots = max(0, slots)
+        self.claimed += slots
+        return Claim(self, slots)
+
+
+def engine_batch_size(backend: Any) -> int | None:
+    """The engine's own cap on sequences per batch (vLLM ``max_num_seqs``), when the backend is an engine."""
+    options = getattr(backend, "options", None)
+    value = getattr(options, "max_num_seqs", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def kv_free_slots(stats: Any, backend: Any, request_tokens: int) -> int | None:
+    """How many more requests of ``request_tokens`` tokens the free KV cache holds, when the engine says."""
+    usage = getattr(stats, "kv_cache_usage", None)
+    size = getattr(backend, "kv_capacity_tokens", None)
+    if not isinstance(usage, (int, float)) or not isinstance(size, int) or size <= 0 or request_tokens <= 0:
+        return None
+    return max(0, math.floor((1.0 - float(usage)) * size / request_tokens))
+
+
+def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
+    """The current load as the limiter and the backend see it.
+
+    ``capacity`` is the smaller of the limiter's cap and the engine's batch
+    size: past the first, requests queue in the limiter; past the second, in
+    the engine's scheduler. ``request_tokens`` (prompt plus budget of the
+    requests about to be added) turns KV headroom into slots.
+    """
+    stats = getattr(backend, "stats", None)
+    caps = [c for c in (getattr(limiter, "max_in_flight", None), engine_batch_size(backend)) if c]
+    running = getattr(stats, "running", None)
+    waiting = getattr(stats, "waiting", None)
+    return Load(
+        in_flight=int(getattr(limiter, "in_flight", 0)),
+        waiting=int(getattr(limiter, "waiting", 0)),
+        claimed=ledger.claimed if isinstance(ledger := getattr(limiter, "ledger", None), Ledger) else 0,
+        capacity=min(caps) if caps else 1,
+        engine_running=running if isinstance(running, int) else None,
+        engine_waiting=waiting if isinstance(waiting, int) else None,
+        kv_usage=float(stats.kv_cache_usage) if isinstance(getattr(stats, "kv_cache_usage", None), (int, float)) else None,
+        kv_free_slots=kv_free_slots(stats, backend, request_tokens),
+    )
