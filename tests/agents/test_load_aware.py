@@ -82,9 +82,12 @@ def test_decide_keeps_sot_caps_points_or_goes_normal() -> None:
     assert decide(empty, 8, 2).mode == "sot" and decide(empty, 8, 2).max_points == 8 and decide(empty, 8, 2).reason is None
     some = Load(in_flight=20, waiting=0, claimed=7, capacity=32)  # 5 free
     capped = decide(some, 8, 2)
-    assert (capped.mode, capped.max_points) == ("sot", 5) and "27 of 32" in capped.reason
+    assert (capped.mode, capped.max_points) == ("sot", 5) and "27 of 32 batch slots busy, 5 free" in capped.reason
     full = Load(in_flight=30, waiting=3, claimed=0, capacity=32)
-    assert full.free == 0 and decide(full, 8, 2).mode == "normal" and "0 free" in decide(full, 8, 2).reason
+    assert full.free == 0 and decide(full, 8, 2).mode == "normal" and "0 slot(s) for this run" in decide(full, 8, 2).reason
+    shared = Load(in_flight=0, waiting=0, claimed=0, capacity=32, runs=16)  # an empty batch, 16 runs starting
+    assert shared.share == 2 and (decide(shared, 8, 2).mode, decide(shared, 8, 2).max_points) == ("sot", 2)
+    assert decide(Load(in_flight=0, waiting=0, claimed=0, capacity=32, runs=17), 8, 2).mode == "normal"
     kv_bound = Load(in_flight=0, waiting=0, claimed=0, capacity=32, kv_usage=0.9, kv_free_slots=1)
     assert kv_bound.free == 1 and decide(kv_bound, 8, 2).mode == "normal"  # the KV cache, not the count, is full
 
@@ -93,7 +96,7 @@ def test_a_full_batch_sends_a_sot_question_to_normal_and_the_trace_says_why(run)
     trace, inner, backend = run(under_load(cap=4, held=3))
     router = trace.meta["router"]
     assert trace.mode == "normal" and router["mode"] == "normal"
-    assert router["reason"].startswith("load: 3 of 4 batch slots busy, 1 free") and "(router: classifier: sot" in router["reason"]
+    assert router["reason"].startswith("load: 3 of 4 batch slots busy, 1 free, 1 run(s)") and "(router: classifier: sot" in router["reason"]
     load = router["load"]
     assert load["decision"] == "normal" and load["changed"] is True
     assert (load["in_flight"], load["capacity"], load["free"], load["max_points"]) == (3, 4, 1, 0)
@@ -105,7 +108,7 @@ def test_free_slots_cap_the_points(run) -> None:
     trace, inner, backend = run(under_load(cap=8, held=4))  # 4 free of 8: SoT with at most 4 points
     router = trace.meta["router"]
     assert trace.mode == "sot" and router["load"]["max_points"] == 4 and router["load"]["changed"] is True
-    assert "points capped at the 4 free" in router["reason"]
+    assert "4 free, 1 run(s) sharing them; points capped at 4" in router["reason"]
     skeleton = next(r for r in inner.requests if r.tag.endswith("/skeleton"))
     assert "\n5." in skeleton.stop  # the skeleton itself stops after point 4
     assert trace.meta["points"] == ["Aspect alpha alpha", "Aspect bravo alpha", "Aspect charlie alpha", "Aspect delta alpha"]
@@ -126,23 +129,41 @@ def test_load_aware_off_keeps_the_routers_decision(run) -> None:
     assert trace.mode == "sot" and "load" not in trace.meta["router"] and nodes(inner).count("expand") == POINTS
 
 
-def test_runs_deciding_together_see_each_others_claims(run) -> None:
-    """Two auto runs at once with room for one fan-out: the second sees the first's claimed points, not an empty batch."""
+def test_other_runs_sharing_the_batch_shrink_the_share(run) -> None:
+    """Three more runs in progress (held in the ledger by the test): an empty batch of 8 gives this run 2 points."""
 
-    async def two() -> tuple[list[Any], int]:
-        inner = HeldBackend()
-        inner.let_go.set()
-        backend = LimitedBackend(inner, InFlightLimiter(9))  # one skeleton + 8 points
+    async def one() -> tuple[Any, FakeBackend]:
+        inner = fake_backend(POINTS)
+        backend = LimitedBackend(inner, InFlightLimiter(8))
+        runtime = runtime_for(Config(max_in_flight=8), backend, save_runs=False)
+        with backend.limiter.ledger.running(), backend.limiter.ledger.running(), backend.limiter.ledger.running():
+            trace = await ask(QUESTION, runtime, mode="auto", max_points=8)
+        assert backend.limiter.ledger.runs == 0
+        return trace, inner
+
+    trace, inner = run(one())
+    load = trace.meta["router"]["load"]
+    assert (load["runs"], load["share"], load["free"], load["max_points"]) == (4, 2, 8, 2) and trace.mode == "sot"
+    assert nodes(inner).count("expand") == 2
+
+
+def test_runs_deciding_together_see_each_others_claims(run) -> None:
+    """Two auto runs at once: whichever decides second sees the first's claimed points, not an empty batch."""
+
+    async def two() -> tuple[list[Any], LimitedBackend]:
+        inner = fake_backend(POINTS)
+        backend = LimitedBackend(inner, InFlightLimiter(9))
         runtime = runtime_for(Config(max_in_flight=9), backend, save_runs=False)
         traces = await asyncio.gather(*(ask(QUESTION, runtime, mode="auto", max_points=8) for _ in range(2)))
-        return list(traces), backend.limiter.ledger.claimed
+        return list(traces), backend
 
-    traces, left = run(two())
-    modes = sorted(t.mode for t in traces)
-    assert modes == ["normal", "sot"], [t.meta["router"] for t in traces]
-    second = next(t for t in traces if t.mode == "normal").meta["router"]["load"]
-    assert second["claimed"] + second["in_flight"] >= 8 and second["free"] < 2
-    assert left == 0  # every claim was released
+    traces, backend = run(two())
+    loads = sorted((t.meta["router"]["load"] for t in traces), key=lambda load: load["busy"])
+    # the first's claim, counted (less the one slot its skeleton hands over to the limiter a moment later)
+    assert loads[0]["busy"] == 0 and loads[1]["busy"] >= loads[0]["max_points"] - 1
+    assert loads[0]["max_points"] + loads[1]["max_points"] <= 9
+    assert backend.limiter.ledger.claimed == 0 and backend.limiter.ledger.runs == 0  # every claim and run released
+    assert backend.limiter.peak <= 9
 
 
 def test_read_load_on_a_fake_gives_the_limiter_only() -> None:

@@ -41,7 +41,7 @@ from vivace.agents.events import (
 )
 from vivace.agents.router import NORMAL, SOT, aroute
 from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo, trim_partial_sentence
-from vivace.agents.sot_load import route_under_load
+from vivace.agents.sot_load import route_under_load, sharing
 from vivace.agents.sot_options import GUARD_REFUSAL, Options
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
@@ -162,6 +162,7 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
     run_id = state["run_id"]
     t0 = time.perf_counter()
     call, prefill = skeleton_call(ctx, state["question"])
+    ctx.release()
     if prefill:
         write(SkeletonDelta(run_id, text=prefill))
     try:
@@ -203,7 +204,7 @@ def skeleton_done(ctx: Context, run_id: str, raw: str, trace: CallTrace) -> Skel
     opts = ctx.options
     parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
     trace.extra["points"] = len(parsed.points)
-    ctx.release(keep=len(parsed.points) if parsed.fallback is None else int(parsed.fallback != GUARD_REFUSAL))
+    ctx.release(keep=len(parsed.points) - 1 if parsed.fallback is None else 0)  # the skeleton's slot is free again
     if parsed.fallback is None and opts.safety_guard and guard.refused(" ".join(parsed.points)):
         # The model refused in its skeleton: expanding the points would hand each fragment to a call that
         # no longer sees the refusal. The refusal is the answer (``guard_answer``).
@@ -407,7 +408,8 @@ class SotAgent(Agent):
             final: dict[str, Any] = {}
             run_ctx = Context(ctx, options, emit, step, name)
             try:
-                final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id), context=run_ctx)
+                with sharing(ctx.runtime):
+                    final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id), context=run_ctx)
             finally:
                 if run_ctx.claim is not None:
                     run_ctx.claim.close()

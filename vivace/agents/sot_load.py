@@ -6,19 +6,23 @@ nothing once it is full: then its extra requests only queue behind, or slow,
 everyone else's, and the skeleton call is pure overhead. Measured with
 ``vivace bench load``: 16 concurrent tasks ran at 85 tasks/min normal and
 28.7 with SoT. So, in ``auto``, a question the router sends to SoT keeps SoT
-only while the batch has at least ``min_points`` free slots, and its point
-count (the fan-out width) is capped at the free slots; otherwise it is
-decoded normally. The slots are the runtime's: ``min(max_in_flight,
-max_num_seqs)`` minus requests in flight, queued, and claimed by runs that
-decided a moment ago (``vivace.runtime.load``), and no more than the free KV
-cache holds.
+only with at least ``min_points`` slots to fan out into, and its point count
+(the fan-out width) is capped at them; otherwise it is decoded normally.
+The slots are the runtime's (``vivace.runtime.load``): the batch holds
+``min(max_in_flight, max_num_seqs)`` requests; a run may use what is free of
+it (minus requests in flight, queued, and claimed by runs that decided a
+moment ago, and no more than the free KV cache holds) and no more than its
+share of it (the batch divided among the runs using it): one run alone fans
+out fully, sixteen at once into 32 slots get two points each, and past
+``capacity / min_points`` runs every run decodes normally.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, ContextManager
 
 from vivace.agents.router import NORMAL, SOT
 from vivace.runtime.load import Claim, Ledger, Load, read_load
@@ -44,22 +48,22 @@ class FanOut:
 
 
 def decide(load: Load, max_points: int, min_points: int) -> FanOut:
-    """SoT with as many points as the free slots allow, or normal decoding when fewer than ``min_points`` are free."""
-    free = load.free
-    seen = f"{load.busy} of {load.capacity} batch slots busy"
-    if free >= max_points:
+    """SoT with as many points as the free slots and the run's share allow; normal decoding below ``min_points``."""
+    width = min(load.free, load.share)
+    seen = f"{load.busy} of {load.capacity} batch slots busy, {load.free} free, {load.runs} run(s) sharing them"
+    if width >= max_points:
         return FanOut(SOT, max_points, None, load)
-    if free >= max(min_points, 1):
-        return FanOut(SOT, free, f"load: {seen}; points capped at the {free} free", load)
-    return FanOut(NORMAL, 0, f"load: {seen}, {free} free, SoT needs {min_points}", load)
+    if width >= max(min_points, 1):
+        return FanOut(SOT, width, f"load: {seen}; points capped at {width}", load)
+    return FanOut(NORMAL, 0, f"load: {seen}; {width} slot(s) for this run, SoT needs {min_points}", load)
 
 
 def fan_out(runtime: Any, max_points: int, min_points: int, request_tokens: int) -> tuple[FanOut, Claim | None]:
     """Read the runtime's load, decide, and claim the slots the decision will use.
 
-    The claim (the points for SoT, one request for normal) counts as busy for
-    runs deciding before this one's requests reach the limiter; the controller
-    releases it as they start.
+    The claim (the points for SoT, whose first slot the skeleton uses; one
+    request for normal) counts as busy for runs deciding before this one's
+    requests reach the limiter; the controller releases it as they start.
     """
     limiter = getattr(runtime, "limiter", None)
     decision = decide(read_load(limiter, getattr(runtime, "backend", None), request_tokens), max_points, min_points)
@@ -67,6 +71,12 @@ def fan_out(runtime: Any, max_points: int, min_points: int, request_tokens: int)
     claim = ledger.claim(decision.max_points if decision.mode == SOT else 1) if isinstance(ledger, Ledger) else None
     log.debug("fan-out: %s, %d points (%s)", decision.mode, decision.max_points, decision.reason or "load allows it")
     return decision, claim
+
+
+def sharing(runtime: Any) -> ContextManager[None]:
+    """Count a run as sharing the batch while it runs (its share shrinks the others')."""
+    ledger = getattr(getattr(runtime, "limiter", None), "ledger", None)
+    return ledger.running() if isinstance(ledger, Ledger) else nullcontext()
 
 
 def claim(runtime: Any, slots: int) -> Claim | None:

@@ -7,14 +7,17 @@ requests and its KV-cache use (``EngineStats``); an endpoint or the fake
 knows neither, so they give what the limiter gives. ``claims`` closes the
 gap between a run deciding to fan out and its requests reaching the limiter:
 runs that decide at the same moment would otherwise all see an empty batch.
+``runs`` counts the runs that share the batch right now, so each can be held
+to its share of it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ class Load:
     waiting: int
     claimed: int
     capacity: int
+    runs: int = 1  # runs sharing the batch now (this one included), as the ledger counts them
     engine_running: int | None = None
     engine_waiting: int | None = None
     kv_usage: float | None = None
@@ -50,8 +54,13 @@ class Load:
         free = max(0, self.capacity - self.busy)
         return min(free, self.kv_free_slots) if self.kv_free_slots is not None else free
 
+    @property
+    def share(self) -> int:
+        """One run's fair share of the batch: the slots divided among the runs sharing it."""
+        return self.capacity // max(1, self.runs)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "busy": self.busy, "free": self.free}
+        return {**asdict(self), "busy": self.busy, "free": self.free, "share": self.share}
 
 
 class Claim:
@@ -76,11 +85,21 @@ class Ledger:
 
     def __init__(self) -> None:
         self.claimed = 0
+        self.runs = 0
 
     def claim(self, slots: int) -> Claim:
         slots = max(0, slots)
         self.claimed += slots
         return Claim(self, slots)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Count one run as sharing the batch while the block runs."""
+        self.runs += 1
+        try:
+            yield
+        finally:
+            self.runs -= 1
 
 
 def engine_batch_size(backend: Any) -> int | None:
@@ -116,6 +135,7 @@ def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
         waiting=int(getattr(limiter, "waiting", 0)),
         claimed=ledger.claimed if isinstance(ledger := getattr(limiter, "ledger", None), Ledger) else 0,
         capacity=min(caps) if caps else 1,
+        runs=max(1, ledger.runs) if isinstance(ledger, Ledger) else 1,
         engine_running=running if isinstance(running, int) else None,
         engine_waiting=waiting if isinstance(waiting, int) else None,
         kv_usage=float(stats.kv_cache_usage) if isinstance(getattr(stats, "kv_cache_usage", None), (int, float)) else None,
