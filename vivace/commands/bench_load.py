@@ -72,7 +72,7 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
         emit_json(report)
         return 0
     table = Table(title=f"load: {args.tasks} tasks per level, {backend.name}:{backend.model}, in-flight cap {config.max_in_flight}")
-    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1", "same vs C=1"):
+    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1", "same vs C=1", "SoT runs (pts)"):
         table.add_column(col, justify="right")
     for name, rows in report["series"].items():
         for r in rows:
@@ -80,7 +80,8 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
                           f"{r['p50_s']:.2f}", f"{r['p95_s']:.2f}", str(r["peak_in_flight"]),
                           f"{r['kv_usage_peak']:.1%}" if r["kv_usage_peak"] is not None else "-",
                           f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-",
-                          f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-")
+                          f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-",
+                          f"{r['sot_runs']} ({r['mean_points']:.1f})" if r.get("mean_points") else str(r["sot_runs"]))
     Console().print(table)
     for c in report.get("auto_vs_best", []):
         Console().print(f"auto at C={c['concurrency']}: {c['throughput_ratio']:.2f}x the best tasks/min "

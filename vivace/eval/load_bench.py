@@ -107,6 +107,7 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "mean_output_tokens": statistics.fmean(t.output_tokens for t in traces),
         "llm_calls": sum(len(t.calls) for t in traces),
         "sot_runs": sum(1 for t in traces if t.mode == "sot"),
+        "mean_points": statistics.fmean(len(t.meta.get("points") or []) for t in sot_runs) if (sot_runs := [t for t in traces if t.mode == "sot"]) else None,
         "load_changed_runs": sum(1 for t in traces if ((t.meta.get("router") or {}).get("load") or {}).get("changed")),
         "failed_runs": sum(1 for t in traces if t.error),
         "peak_in_flight": limiter.peak if limiter is not None else None,
