@@ -72,6 +72,17 @@ def test_auto_series_fans_out_only_into_free_slots(run) -> None:
         assert c["throughput_ok"] == (c["auto_tasks_per_min"] >= c["best_tasks_per_min"])
 
 
+def test_repeats_report_the_median_of_each_level(run) -> None:
+    backend = LimitedBackend(FakeBackend(responder, latency_s=0.01), InFlightLimiter(4))
+    report = run(run_bench(backend, 3, [2], ["normal", "auto"], OPTS, repeats=3))
+    assert report["repeats"] == 3
+    for rows in report["series"].values():
+        (row,) = rows
+        assert len(row["repeats"]) == 3 and row["failed_runs"] == 0
+        assert row["tasks_per_min"] == sorted(r["tasks_per_min"] for r in row["repeats"])[1]
+        assert row["p50_s"] == sorted(r["p50_s"] for r in row["repeats"])[1]
+
+
 def test_compare_auto_takes_the_better_of_normal_and_sot_per_level() -> None:
     row = lambda tpm, p50: {"concurrency": 4, "tasks_per_min": tpm, "p50_s": p50}  # noqa: E731
     out = compare_auto({"normal": [row(60.0, 3.0)], "sot": [row(30.0, 2.0)], "auto": [row(61.0, 2.5)]})

@@ -25,6 +25,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--tasks", type=int, default=32, metavar="N", help="tasks per level (default 32)")
     p.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_LEVELS), metavar="C", help="levels (default 1 8 16 32)")
     p.add_argument("--series", nargs="+", choices=SERIES, default=list(SERIES), help="which series to run (default all three: normal sot auto)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R",
+                   help="runs of every level and series, interleaved; the report keeps their medians (default 1)")
     p.add_argument("--out", default="runs/bench-load", metavar="DIR", help="where report.json and load.png go")
     p.set_defaults(handler=cmd_bench_load)
 
@@ -37,8 +39,8 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
     from vivace.eval.backend_bench import machine_info
     from vivace.runtime import open_backend
 
-    if args.tasks < 1 or any(c < 1 for c in args.concurrency):
-        raise InputError("--tasks and every --concurrency value must be at least 1")
+    if args.tasks < 1 or args.repeats < 1 or any(c < 1 for c in args.concurrency):
+        raise InputError("--tasks, --repeats and every --concurrency value must be at least 1")
     levels = sorted(set(args.concurrency))
     opts = {"max_tokens": config.max_tokens, "temperature": config.temperature,
             "repetition_penalty": config.repetition_penalty, "max_points": config.sot_max_points}
@@ -50,7 +52,7 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
     t0 = time.perf_counter()
     try:
         report = await run_bench(
-            backend, args.tasks, levels, args.series, opts,
+            backend, args.tasks, levels, args.series, opts, repeats=args.repeats,
             progress=lambda r: err.print(
                 f"  {r['series']:<6} C={r['concurrency']:<3} {r['tasks_per_min']:6.1f} tasks/min  p50 {r['p50_s']:.2f} s  "
                 f"p95 {r['p95_s']:.2f} s  peak in flight {r['peak_in_flight']}  SoT runs {r['sot_runs']}", highlight=False),
@@ -60,7 +62,7 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
         report.update(
             backend=backend.name, model=backend.model, load_s=getattr(backend, "load_s", None), wall_s=time.perf_counter() - t0,
             machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            config={**{k: str(v) for k, v in vars(config).items()}, "tasks": args.tasks, "concurrency": levels, **opts},
+            config={**{k: str(v) for k, v in vars(config).items()}, "tasks": args.tasks, "concurrency": levels, "repeats": args.repeats, **opts},
         )
         out.mkdir(parents=True, exist_ok=True)
         try:

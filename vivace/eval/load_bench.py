@@ -138,8 +138,29 @@ def add_ratios(series_rows: list[dict[str, Any]]) -> None:
         row.pop("_answers", None)
 
 
+MEDIAN_KEYS = ("wall_s", "tasks_per_min", "p50_s", "p95_s", "output_tok_s", "mean_output_tokens", "llm_calls", "sot_runs",
+               "mean_points", "load_changed_runs", "peak_in_flight", "kv_usage_peak", "kv_usage_mean")
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level's row from its repeats: the median of every figure, failures summed, each repeat's figures kept.
+
+    The answers compared with C=1 are the first repeat's (greedy decoding: the repeats' answers match).
+    """
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key in MEDIAN_KEYS:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    out["failed_runs"] = sum(r["failed_runs"] for r in rows)
+    out["repeats"] = [{k: r[k] for k in ("tasks_per_min", "p50_s", "p95_s", "sot_runs")} for r in rows]
+    return out
+
+
 async def run_bench(
-    backend: Any, n_tasks: int, levels: list[int], series: list[str], opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None
+    backend: Any, n_tasks: int, levels: list[int], series: list[str], opts: dict[str, Any],
+    progress: Callable[[dict[str, Any]], None] | None = None, repeats: int = 1,
 ) -> dict[str, Any]:
     from vivace.agents import ask
 
@@ -148,12 +169,16 @@ async def run_bench(
         await ask(tasks[0], backend, mode=mode, **{**opts, "max_tokens": min(32, opts["max_tokens"])})
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in series}
     load_start = os.getloadavg()
-    for level in levels:  # series interleaved per level, so drift in machine load hits both alike
+    for level in levels:  # series interleaved per level and repeat, so drift in machine load hits all alike
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in series}
+        for _ in range(repeats):
+            for name in series:
+                row = await run_level(backend, name, tasks, level, opts)
+                runs[name].append(row)
+                if progress:
+                    progress(row)
         for name in series:
-            row = await run_level(backend, name, tasks, level, opts)
-            out[name].append(row)
-            if progress:
-                progress(row)
+            out[name].append(median_row(runs[name]))
     for rows in out.values():
         add_ratios(rows)
     comparison = compare_auto(out)
@@ -162,6 +187,7 @@ async def run_bench(
         "bench": "load",
         "series": out,
         "auto_vs_best": comparison,
+        "repeats": repeats,
         "targets": {
             f"normal_c16_tasks_per_min>={TARGET_NORMAL_C16_MIN:g}x_c1": (
                 None if not normal16 or normal16["speedup_vs_1"] is None else normal16["speedup_vs_1"] >= TARGET_NORMAL_C16_MIN
