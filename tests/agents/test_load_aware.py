@@ -25,7 +25,7 @@ from vivace.eval.overhead_bench import fake_backend
 from vivace.runtime.backend import Event, GenerationRequest, GenerationResult
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
-from vivace.runtime.load import Load, read_load
+from vivace.runtime.load import Load, StepModel, read_load
 
 # The router sends this to SoT (a generic advice question; tests/agents/test_router.py covers the router).
 QUESTION = "What are good habits for keeping a tidy home with little effort?"
@@ -166,6 +166,40 @@ def test_runs_deciding_together_see_each_others_claims(run) -> None:
     assert backend.limiter.peak <= 9
 
 
+def test_the_step_model_finds_the_batch_knee() -> None:
+    model = StepModel()
+    model.add(1, 0.017)
+    assert model.knee() is None  # one batch size says nothing about how steps grow
+    for batch in (4, 8, 16):
+        model.add(batch, 0.016 + 0.001 * batch)  # 16 ms shared by the batch, 1 ms per sequence
+    fixed, per_seq = model.fit()
+    assert fixed == pytest.approx(0.016) and per_seq == pytest.approx(0.001)
+    assert model.knee() == 18  # t(18) = 34 ms = 2 t(1)
+    bound = StepModel()
+    for batch in (1, 2, 4):
+        bound.add(batch, 0.010 * batch)  # compute-bound: no shared part, every sequence costs its own step
+    assert bound.knee() == 2
+    flat = StepModel()
+    for batch in (1, 8):
+        flat.add(batch, 0.02)
+    assert flat.knee() is None  # parallelism free so far: the slots decide
+
+
+def test_the_knee_caps_the_capacity() -> None:
+    class Stats:
+        steps = StepModel()
+        kv_cache_usage = 0.0
+
+    for batch in (1, 2, 4):
+        Stats.steps.add(batch, 0.010 * batch)
+
+    class Engine:
+        stats = Stats()
+
+    load = read_load(InFlightLimiter(32), Engine())
+    assert (load.knee, load.capacity, load.share) == (2, 2, 2)
+
+
 def test_read_load_on_a_fake_gives_the_limiter_only() -> None:
     limiter = InFlightLimiter(5)
     load = read_load(limiter, LimitedBackend(FakeBackend(), limiter))
@@ -191,6 +225,8 @@ def test_the_engine_reports_running_requests_and_kv_use(run, engine) -> None:
         return final
 
     async def measure() -> tuple[Load, list[Any]]:
+        await one(0)  # alone: decode steps of one sequence
+        started[0].clear()
         tasks = [asyncio.create_task(one(i)) for i in range(4)]
         for e in started:
             await e.wait()
@@ -202,6 +238,7 @@ def test_the_engine_reports_running_requests_and_kv_use(run, engine) -> None:
     assert load.engine_running is not None and 1 <= load.engine_running <= 4
     assert load.kv_usage is not None and 0 < load.kv_usage < 1
     assert load.kv_free_slots == int((1 - load.kv_usage) * engine.kv_capacity_tokens / 128)
+    assert {1, 4} <= set(engine.stats.steps.itl) and load.knee == engine.stats.steps.knee()  # decode steps at 1 and 4
     assert all(r is not None and r.output_tokens == 96 for r in results)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Claim", "Ledger", "Load", "read_load"]
+__all__ = ["Claim", "Ledger", "Load", "StepModel", "read_load"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Load:
     engine_waiting: int | None = None
     kv_usage: float | None = None
     kv_free_slots: int | None = None
+    knee: int | None = None  # the engine's measured batch knee (StepModel), part of ``capacity`` when known
 
     @property
     def busy(self) -> int:
@@ -121,13 +122,16 @@ def kv_free_slots(stats: Any, backend: Any, request_tokens: int) -> int | None:
 def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
     """The current load as the limiter and the backend see it.
 
-    ``capacity`` is the smaller of the limiter's cap and the engine's batch
-    size: past the first, requests queue in the limiter; past the second, in
-    the engine's scheduler. ``request_tokens`` (prompt plus budget of the
+    ``capacity`` is the smallest of the limiter's cap, the engine's batch
+    size and the engine's measured knee: past the first, requests queue in
+    the limiter; past the second, in the engine's scheduler; past the third,
+    they slow every step more than batching saves. ``request_tokens`` (prompt plus budget of the
     requests about to be added) turns KV headroom into slots.
     """
     stats = getattr(backend, "stats", None)
-    caps = [c for c in (getattr(limiter, "max_in_flight", None), engine_batch_size(backend)) if c]
+    steps = getattr(stats, "steps", None)
+    knee = steps.knee() if isinstance(steps, StepModel) else None
+    caps = [c for c in (getattr(limiter, "max_in_flight", None), engine_batch_size(backend), knee) if c]
     running = getattr(stats, "running", None)
     waiting = getattr(stats, "waiting", None)
     return Load(
@@ -140,4 +144,50 @@ def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
         engine_waiting=waiting if isinstance(waiting, int) else None,
         kv_usage=float(stats.kv_cache_usage) if isinstance(getattr(stats, "kv_cache_usage", None), (int, float)) else None,
         kv_free_slots=kv_free_slots(stats, backend, request_tokens),
+        knee=knee,
     )
+
+
+class StepModel:
+    """Decode step time against batch size, learned from the engine's own steps: ``t(b) = fixed + per_seq * b``.
+
+    Why: how many sequences a batch takes before it is "full" depends on the
+    machine, not on ``max_num_seqs``: a GPU decodes hundreds side by side at
+    nearly the cost of one, two shared CPU cores a handful. The engine's
+    inter-token latencies at each batch size (an exponential average per
+    size, so old sizes are kept and recent steps count most) give the line;
+    its ``knee`` is the batch at which a step takes twice as long as with one
+    sequence: past it, a sequence added costs more step time than the fixed
+    part every sequence shares.
+    """
+
+    DECAY = 0.9  # weight of the old average per new step of the same batch size
+
+    def __init__(self) -> None:
+        self.itl: dict[int, float] = {}
+
+    def add(self, batch: int, seconds: float) -> None:
+        if batch < 1 or not seconds > 0:
+            return
+        old = self.itl.get(batch)
+        self.itl[batch] = seconds if old is None else self.DECAY * old + (1 - self.DECAY) * seconds
+
+    def fit(self) -> tuple[float, float] | None:
+        """(fixed, per_seq) seconds by least squares over the batch sizes seen; None before two sizes."""
+        if len(self.itl) < 2:
+            return None
+        xs, ys = list(self.itl), list(self.itl.values())
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        per_seq = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        return my - per_seq * mx, per_seq
+
+    def knee(self) -> int | None:
+        """The batch size at which a step takes twice as long as with one sequence (``t(b) = 2 t(1)``).
+
+        None when unknown (fewer than two batch sizes seen) or when steps do not
+        grow with the batch (parallelism is free as far as the engine has seen).
+        """
+        line = self.fit()
+        if line is None or line[1] <= 0:
+            return None
+        return math.floor(max(0.0, line[0]) / line[1]) + 2
