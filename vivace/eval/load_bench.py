@@ -108,6 +108,7 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "llm_calls": sum(len(t.calls) for t in traces),
         "sot_runs": sum(1 for t in traces if t.mode == "sot"),
         "mean_points": statistics.fmean(len(t.meta.get("points") or []) for t in sot_runs) if (sot_runs := [t for t in traces if t.mode == "sot"]) else None,
+        "load_seen": load_seen(traces),
         "load_changed_runs": sum(1 for t in traces if ((t.meta.get("router") or {}).get("load") or {}).get("changed")),
         "failed_runs": sum(1 for t in traces if t.error),
         "peak_in_flight": limiter.peak if limiter is not None else None,
@@ -116,6 +117,18 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "kv_usage_mean": kv.mean,
         "_answers": [t.answer for t in traces],  # compared with C=1 in add_ratios, then dropped
     }
+
+
+def load_seen(traces: list[Any]) -> dict[str, Any] | None:
+    """What auto's decisions saw (median over the level's runs): capacity, the engine's knee, a run's share, free slots."""
+    loads = [load for t in traces if (load := (t.meta.get("router") or {}).get("load"))]
+    if not loads:
+        return None
+    out: dict[str, Any] = {}
+    for key in ("capacity", "knee", "share", "free", "runs"):
+        values = [load[key] for load in loads if load.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
 
 
 def add_ratios(series_rows: list[dict[str, Any]]) -> None:
