@@ -9,7 +9,9 @@ everyone else's, and the skeleton call is pure overhead. Measured with
 only with at least ``min_points`` slots to fan out into, and its point count
 (the fan-out width) is capped at them; otherwise it is decoded normally.
 The slots are the runtime's (``vivace.runtime.load``): the batch holds
-``min(max_in_flight, max_num_seqs)`` requests; a run may use what is free of
+``min(max_in_flight, max_num_seqs, knee)`` requests, the knee being the batch
+size at which the engine's own decode steps take twice a lone sequence's (a
+GPU's is in the hundreds, two CPU cores' a handful); a run may use what is free of
 it (minus requests in flight, queued, and claimed by runs that decided a
 moment ago, and no more than the free KV cache holds) and no more than its
 share of it (the batch divided among the runs using it): one run alone fans
