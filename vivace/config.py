@@ -72,6 +72,7 @@ class Config:
 
     # Process-wide limits and generation defaults
     max_in_flight: int = field(default=32, metadata=_bounds(min=1))
+    sot_load_aware: bool = True  # auto mode: SoT fans out only into the batch slots free (vivace.agents.sot_load)
     max_tokens: int = field(default=512, metadata=_bounds(min=1))
     temperature: float = field(default=0.0, metadata=_bounds(min=0))
     repetition_penalty: float = field(default=1.15, metadata=_bounds(above=0))
@@ -80,7 +81,6 @@ class Config:
     mode: str = field(default="auto", metadata=_choices("auto", "sot", "normal"))
     sot_max_points: int = field(default=8, metadata=_bounds(min=1))
     sot_pipelined: bool = False  # expand each point as soon as its skeleton line is complete
-    sot_load_aware: bool = True  # in auto, fan out only into the batch slots the engine has free
 
     # Retrieval and compression
     chroma_path: Path | None = None  # default: $VIVACE_HOME/chroma

@@ -25,7 +25,7 @@ from vivace.eval.overhead_bench import fake_backend
 from vivace.runtime.backend import Event, GenerationRequest, GenerationResult
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
-from vivace.runtime.load import Load, StepModel, read_load
+from vivace.runtime.load import Load, StepModel, ledger_of, read_load
 
 # The router sends this to SoT (a generic advice question; tests/agents/test_router.py covers the router).
 QUESTION = "What are good habits for keeping a tidy home with little effort?"
@@ -101,7 +101,7 @@ def test_a_full_batch_sends_a_sot_question_to_normal_and_the_trace_says_why(run)
     assert load["decision"] == "normal" and load["changed"] is True
     assert (load["in_flight"], load["capacity"], load["free"], load["max_points"]) == (3, 4, 1, 0)
     assert nodes(inner) == ["normal"]  # no skeleton call was spent
-    assert backend.limiter.ledger.claimed == 0
+    assert ledger_of(backend.limiter).claimed == 0
 
 
 def test_free_slots_cap_the_points(run) -> None:
@@ -113,7 +113,7 @@ def test_free_slots_cap_the_points(run) -> None:
     assert "\n5." in skeleton.stop  # the skeleton itself stops after point 4
     assert trace.meta["points"] == ["Aspect alpha alpha", "Aspect bravo alpha", "Aspect charlie alpha", "Aspect delta alpha"]
     assert nodes(inner).count("expand") == 4
-    assert backend.limiter.ledger.claimed == 0
+    assert ledger_of(backend.limiter).claimed == 0
 
 
 def test_an_idle_batch_changes_nothing(run) -> None:
@@ -136,9 +136,10 @@ def test_other_runs_sharing_the_batch_shrink_the_share(run) -> None:
         inner = fake_backend(POINTS)
         backend = LimitedBackend(inner, InFlightLimiter(8))
         runtime = runtime_for(Config(max_in_flight=8), backend, save_runs=False)
-        with backend.limiter.ledger.running(), backend.limiter.ledger.running(), backend.limiter.ledger.running():
+        ledger = ledger_of(backend.limiter)
+        with ledger.running(), ledger.running(), ledger.running():
             trace = await ask(QUESTION, runtime, mode="auto", max_points=8)
-        assert backend.limiter.ledger.runs == 0
+        assert ledger.runs == 0
         return trace, inner
 
     trace, inner = run(one())
@@ -162,7 +163,7 @@ def test_runs_deciding_together_see_each_others_claims(run) -> None:
     # the first's claim, counted (less the one slot its skeleton hands over to the limiter a moment later)
     assert loads[0]["busy"] == 0 and loads[1]["busy"] >= loads[0]["max_points"] - 1
     assert loads[0]["max_points"] + loads[1]["max_points"] <= 9
-    assert backend.limiter.ledger.claimed == 0 and backend.limiter.ledger.runs == 0  # every claim and run released
+    assert ledger_of(backend.limiter).claimed == 0 and ledger_of(backend.limiter).runs == 0  # every claim and run released
     assert backend.limiter.peak <= 9
 
 

@@ -12,6 +12,7 @@ from tests.test_cli import VIVACE, cli_env
 from vivace.eval.load_bench import add_ratios, compare_auto, percentile, questions, run_bench
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
+from vivace.runtime.load import ledger_of
 
 def responder(request) -> str:
     if request.tag.endswith("/skeleton"):
@@ -64,7 +65,7 @@ def test_auto_series_fans_out_only_into_free_slots(run) -> None:
     assert auto[0]["sot_runs"] == 6 and auto[0]["load_changed_runs"] == 6  # all six capped at 3 points
     # C=4: four tasks decide at once; with 3 slots at most one can fan out, the others decode normally.
     assert auto[1]["sot_runs"] <= 2 and auto[1]["load_changed_runs"] >= 4
-    assert all(r["peak_in_flight"] <= 3 for r in auto) and limiter.ledger.claimed == 0
+    assert all(r["peak_in_flight"] <= 3 for r in auto) and ledger_of(limiter).claimed == 0
     levels = report["auto_vs_best"]
     assert [c["concurrency"] for c in levels] == [1, 4]
     for c in levels:

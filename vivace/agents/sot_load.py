@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from typing import Any, ContextManager
 
 from vivace.agents.router import NORMAL, SOT
-from vivace.runtime.load import Claim, Ledger, Load, read_load
+from vivace.runtime.load import Claim, Load, ledger_of, read_load
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +69,22 @@ def fan_out(runtime: Any, max_points: int, min_points: int, request_tokens: int)
     """
     limiter = getattr(runtime, "limiter", None)
     decision = decide(read_load(limiter, getattr(runtime, "backend", None), request_tokens), max_points, min_points)
-    ledger = getattr(limiter, "ledger", None)
-    claim = ledger.claim(decision.max_points if decision.mode == SOT else 1) if isinstance(ledger, Ledger) else None
+    ledger = ledger_of(limiter)
+    claim = ledger.claim(decision.max_points if decision.mode == SOT else 1) if ledger else None
     log.debug("fan-out: %s, %d points (%s)", decision.mode, decision.max_points, decision.reason or "load allows it")
     return decision, claim
 
 
 def sharing(runtime: Any) -> ContextManager[None]:
     """Count a run as sharing the batch while it runs (its share shrinks the others')."""
-    ledger = getattr(getattr(runtime, "limiter", None), "ledger", None)
-    return ledger.running() if isinstance(ledger, Ledger) else nullcontext()
+    ledger = ledger_of(getattr(runtime, "limiter", None))
+    return ledger.running() if ledger else nullcontext()
 
 
 def claim(runtime: Any, slots: int) -> Claim | None:
     """Claim ``slots`` on the runtime's ledger without deciding (a run the router sent to normal decoding)."""
-    ledger = getattr(getattr(runtime, "limiter", None), "ledger", None)
-    return ledger.claim(slots) if isinstance(ledger, Ledger) else None
+    ledger = ledger_of(getattr(runtime, "limiter", None))
+    return ledger.claim(slots) if ledger else None
 
 
 def route_under_load(runtime: Any, mode: str, reason: str, max_points: int, min_points: int,

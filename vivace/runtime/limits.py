@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import AsyncIterator
 
 from vivace.runtime.backend import Backend, Event, GenerationRequest, GenerationResult, Message
-from vivace.runtime.load import Ledger
 
 
 class InFlightLimiter:
@@ -27,7 +26,6 @@ class InFlightLimiter:
         self.in_flight = 0
         self.peak = 0
         self.waiting = 0
-        self.ledger = Ledger()  # slots runs have claimed for requests they are about to send (vivace.runtime.load)
         self._cond: asyncio.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Claim", "Ledger", "Load", "StepModel", "read_load"]
+__all__ = ["Claim", "Ledger", "Load", "StepModel", "ledger_of", "read_load"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Claim:
 
 
 class Ledger:
-    """The process-wide count of claimed slots; one per limiter (the limiter is process-wide)."""
+    """The process-wide count of claimed slots and runs sharing the batch; one per limiter (``ledger_of``)."""
 
     def __init__(self) -> None:
         self.claimed = 0
@@ -101,6 +101,16 @@ class Ledger:
             yield
         finally:
             self.runs -= 1
+
+
+def ledger_of(limiter: Any) -> Ledger | None:
+    """The limiter's ledger, made on first use: the limiter is the one object every run of a process shares."""
+    if limiter is None:
+        return None
+    ledger = getattr(limiter, "ledger", None)
+    if not isinstance(ledger, Ledger):
+        ledger = limiter.ledger = Ledger()
+    return ledger
 
 
 def engine_batch_size(backend: Any) -> int | None:
@@ -137,9 +147,9 @@ def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
     return Load(
         in_flight=int(getattr(limiter, "in_flight", 0)),
         waiting=int(getattr(limiter, "waiting", 0)),
-        claimed=ledger.claimed if isinstance(ledger := getattr(limiter, "ledger", None), Ledger) else 0,
+        claimed=ledger.claimed if (ledger := ledger_of(limiter)) else 0,
         capacity=min(caps) if caps else 1,
-        runs=max(1, ledger.runs) if isinstance(ledger, Ledger) else 1,
+        runs=max(1, ledger.runs) if ledger else 1,
         engine_running=running if isinstance(running, int) else None,
         engine_waiting=waiting if isinstance(waiting, int) else None,
         kv_usage=float(stats.kv_cache_usage) if isinstance(getattr(stats, "kv_cache_usage", None), (int, float)) else None,
