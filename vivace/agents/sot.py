@@ -6,7 +6,9 @@ own context decision), and its stage events join the run's one event stream.
 Point expansions run as concurrent branches of one LangGraph superstep, so
 the backend batches them (decoding is bandwidth-bound: 8 streams cost about
 1.4x one). Their prompts share instructions, question and skeleton first and
-put the point last, so the engine's prefix cache serves the shared part. The
+put the point last, so the engine's prefix cache serves the shared part. In
+``auto`` the route also weighs the engine's load (``sot_load``): the batch's
+free slots cap the points, or send the question to normal decoding. The
 graph is compiled once per process; the run's context travels in LangGraph's
 runtime context.
 """
