@@ -108,8 +108,9 @@ def test_same_answer_compares_each_task_with_its_c1_answer() -> None:
     assert all("_answers" not in r for r in rows)
 
 
-def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path) -> None:
-    proc = subprocess.run([VIVACE, "bench", "load", "--concurrency", "0", "--out", str(tmp_path)],
+@pytest.mark.parametrize("flag", [["--concurrency", "0"], ["--repeats", "0"]])
+def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path, flag: list[str]) -> None:
+    proc = subprocess.run([VIVACE, "bench", "load", *flag, "--out", str(tmp_path)],
                           capture_output=True, text=True, env=cli_env(vivace_home), timeout=120)
     assert proc.returncode == 2 and "at least 1" in proc.stderr and "Traceback" not in proc.stderr
 
