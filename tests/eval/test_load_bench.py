@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import VIVACE, cli_env
-from vivace.eval.load_bench import add_ratios, percentile, questions, run_bench
+from vivace.eval.load_bench import add_ratios, compare_auto, percentile, questions, run_bench
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
+from vivace.runtime.load import ledger_of
 
 def responder(request) -> str:
     if request.tag.endswith("/skeleton"):
@@ -53,6 +54,45 @@ def test_levels_respect_the_cap_and_report_from_traces(run) -> None:
     assert list(report["targets"]) == ["normal_c16_tasks_per_min>=5x_c1"] and report["targets"]["normal_c16_tasks_per_min>=5x_c1"] is None
 
 
+def test_auto_series_fans_out_only_into_free_slots(run) -> None:
+    """Same tasks, same cap: auto is measured beside normal and sot, and its fan-out never queues at the cap."""
+    limiter = InFlightLimiter(3)
+    backend = LimitedBackend(FakeBackend(responder, latency_s=0.02, per_token_s=0.001), limiter)
+    report = run(run_bench(backend, 6, [1, 4], ["normal", "sot", "auto"], OPTS))
+    auto = report["series"]["auto"]
+    assert [r["concurrency"] for r in auto] == [1, 4] and all(r["tasks"] == 6 and r["failed_runs"] == 0 for r in auto)
+    # C=1: the batch is empty, the router's SoT questions keep SoT with the 3 points the cap allows (of 4).
+    assert auto[0]["sot_runs"] == 6 and auto[0]["load_changed_runs"] == 6  # all six capped at 3 points
+    # C=4: four tasks decide at once; with 3 slots at most one can fan out, the others decode normally.
+    assert auto[1]["sot_runs"] <= 2 and auto[1]["load_changed_runs"] >= 4
+    assert all(r["peak_in_flight"] <= 3 for r in auto) and ledger_of(limiter).claimed == 0
+    levels = report["auto_vs_best"]
+    assert [c["concurrency"] for c in levels] == [1, 4]
+    for c in levels:
+        assert c["best_tasks_per_min"] == max(report["series"][s][[1, 4].index(c["concurrency"])]["tasks_per_min"] for s in ("normal", "sot"))
+        assert c["throughput_ok"] == (c["auto_tasks_per_min"] >= c["best_tasks_per_min"])
+
+
+def test_repeats_report_the_median_of_each_level(run) -> None:
+    backend = LimitedBackend(FakeBackend(responder, latency_s=0.01), InFlightLimiter(4))
+    report = run(run_bench(backend, 3, [2], ["normal", "auto"], OPTS, repeats=3))
+    assert report["repeats"] == 3
+    for rows in report["series"].values():
+        (row,) = rows
+        assert len(row["repeats"]) == 3 and row["failed_runs"] == 0
+        assert row["tasks_per_min"] == sorted(r["tasks_per_min"] for r in row["repeats"])[1]
+        assert row["p50_s"] == sorted(r["p50_s"] for r in row["repeats"])[1]
+
+
+def test_compare_auto_takes_the_better_of_normal_and_sot_per_level() -> None:
+    row = lambda tpm, p50: {"concurrency": 4, "tasks_per_min": tpm, "p50_s": p50}  # noqa: E731
+    out = compare_auto({"normal": [row(60.0, 3.0)], "sot": [row(30.0, 2.0)], "auto": [row(61.0, 2.5)]})
+    assert out == [{"concurrency": 4, "auto_tasks_per_min": 61.0, "best_tasks_per_min": 60.0, "auto_p50_s": 2.5,
+                    "best_p50_s": 2.0, "throughput_ok": True, "p50_ok": False, "throughput_ratio": 61.0 / 60.0,
+                    "p50_ratio": 1.25}]
+    assert compare_auto({"normal": [row(60.0, 3.0)]}) == []
+
+
 def test_ratios_without_a_c1_level_are_absent() -> None:
     rows = [{"concurrency": 8, "tasks_per_min": 10.0, "mean_output_tokens": 5.0, "_answers": ["a"]}]
     add_ratios(rows)
@@ -68,8 +108,9 @@ def test_same_answer_compares_each_task_with_its_c1_answer() -> None:
     assert all("_answers" not in r for r in rows)
 
 
-def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path) -> None:
-    proc = subprocess.run([VIVACE, "bench", "load", "--concurrency", "0", "--out", str(tmp_path)],
+@pytest.mark.parametrize("flag", [["--concurrency", "0"], ["--repeats", "0"]])
+def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path, flag: list[str]) -> None:
+    proc = subprocess.run([VIVACE, "bench", "load", *flag, "--out", str(tmp_path)],
                           capture_output=True, text=True, env=cli_env(vivace_home), timeout=120)
     assert proc.returncode == 2 and "at least 1" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -84,7 +125,7 @@ def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: 
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["bench"] == "load" and report["backend"] == "vllm"
-    for name in ("normal", "sot"):
+    for name in ("normal", "sot", "auto"):
         rows = report["series"][name]
         assert [r["concurrency"] for r in rows] == [1, 2]
         for r in rows:
@@ -94,4 +135,6 @@ def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: 
             assert r["failed_runs"] == 0 and 0 <= r["same_answer_vs_1"] <= 1 and r["length_ratio_vs_1"] > 0
         assert rows[0]["same_answer_vs_1"] == 1.0 and rows[0]["speedup_vs_1"] == 1.0
     assert report["series"]["normal"][0]["peak_in_flight"] == 1
+    assert [c["concurrency"] for c in report["auto_vs_best"]] == [1, 2]
+    assert all(c["auto_tasks_per_min"] == r["tasks_per_min"] for c, r in zip(report["auto_vs_best"], report["series"]["auto"]))
     assert (out / "load.png").exists()

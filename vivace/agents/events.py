@@ -42,6 +42,7 @@ class Routed(Event):
     kind: ClassVar[str] = "routed"
     mode: str
     reason: str
+    load: dict[str, Any] | None = None  # the load the decision saw, when auto is load-aware (vivace.agents.sot_load)
 
 
 @dataclass

@@ -183,3 +183,9 @@ def join_points(points: list[str], expansions: dict[int, str], failed: dict[int,
     """The final answer: one numbered paragraph per point, in point order."""
     failed = failed or {}
     return "\n".join(format_point(i, point, expansions.get(i, ""), failed.get(i)) for i, point in enumerate(points, 1))
+
+
+def trim_partial_sentence(text: str) -> str:
+    """Drop a sentence cut by the token cap, when a complete one comes before it."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]] if ends and ends[-1] >= len(text) // 3 else text

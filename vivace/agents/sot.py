@@ -6,7 +6,9 @@ own context decision), and its stage events join the run's one event stream.
 Point expansions run as concurrent branches of one LangGraph superstep, so
 the backend batches them (decoding is bandwidth-bound: 8 streams cost about
 1.4x one). Their prompts share instructions, question and skeleton first and
-put the point last, so the engine's prefix cache serves the shared part. The
+put the point last, so the engine's prefix cache serves the shared part. In
+``auto`` the route also weighs the engine's load (``sot_load``): the batch's
+free slots cap the points, or send the question to normal decoding. The
 graph is compiled once per process; the run's context travels in LangGraph's
 runtime context.
 """
@@ -16,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Callable, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -41,10 +42,12 @@ from vivace.agents.events import (
     SkeletonDone,
 )
 from vivace.agents.router import NORMAL, SOT, aroute
-from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo
+from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo, trim_partial_sentence
+from vivace.agents.sot_load import route_under_load, sharing
 from vivace.agents.sot_options import GUARD_REFUSAL, Options
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
+from vivace.runtime.load import Claim
 from vivace.runtime.prompts import render
 from vivace.trace import CallTrace
 
@@ -64,6 +67,12 @@ class Context:
     emit: Callable[[Event], None]
     step: str = AGENT
     name: str = AGENT
+    claim: Claim | None = None  # batch slots claimed by a load-aware decision, released as calls start
+
+    def release(self, keep: int | None = None) -> None:
+        """One claimed slot became a request; with ``keep``, hold only that many (the rest went unused)."""
+        if self.claim is not None:
+            self.claim.release(1 if keep is None else max(0, self.claim.slots - keep))
 
     def node(self, stage: str) -> str:
         """A call's node name: the stage, prefixed by the step when SoT is one step of a larger pipeline."""
@@ -116,18 +125,13 @@ def _skeleton_listing(points: list[str]) -> str:
     return "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
 
 
-def _trim_partial_sentence(text: str) -> str:
-    """Drop a sentence cut by the token cap, when a complete one comes before it."""
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[: ends[-1]] if ends and ends[-1] >= len(text) // 3 else text
-
-
 async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Announce the run and pick its mode: the user's choice, or the router's for ``auto``."""
-    write = runtime.context.emit
-    opts = runtime.context.options
+    ctx = runtime.context
+    write, opts = ctx.emit, ctx.options
     t0 = time.perf_counter()
     write(RunStarted(state["run_id"], question=state["question"], requested_mode=opts.mode))
+    load = None
     if opts.mode in (SOT, NORMAL):
         mode, reason = opts.mode, f"requested with --mode {opts.mode}"
     else:
@@ -137,7 +141,11 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         mode, reason = await aroute(state["question"])
         if mode == SOT and opts.safety_guard and SOT in opts.guarded and (topic := guard.sensitive(state["question"])):
             mode, reason = NORMAL, f"guard: sensitive request ({topic!r}) and SoT is guarded (was: {reason})"
-    write(Routed(state["run_id"], mode=mode, reason=reason))
+        if opts.load_aware:
+            mode, reason, points, load, ctx.claim = route_under_load(
+                ctx.agent.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
+            ctx.options = replace(opts, max_points=points)
+    write(Routed(state["run_id"], mode=mode, reason=reason, load=load))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
     return {"mode": mode, "route_reason": reason, "pipelined": opts.pipelined,
             "stages": {"route": time.perf_counter() - t0}}
@@ -156,6 +164,7 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
     run_id = state["run_id"]
     t0 = time.perf_counter()
     call, prefill = skeleton_call(ctx, state["question"])
+    ctx.release()
     if prefill:
         write(SkeletonDelta(run_id, text=prefill))
     try:
@@ -198,6 +207,7 @@ def skeleton_done(ctx: Context, run_id: str, raw: str, trace: CallTrace) -> Skel
     opts = ctx.options
     parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
     trace.extra["points"] = len(parsed.points)
+    ctx.release(keep=len(parsed.points) - 1 if parsed.fallback is None else 0)  # the skeleton's slot is free again
     if parsed.fallback is None and opts.safety_guard and guard.refused(" ".join(parsed.points)):
         # The model refused in its skeleton: expanding the points would hand each fragment to a call that
         # no longer sees the refusal. The refusal is the answer (``guard_answer``).
@@ -262,6 +272,7 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
         branch=index,
         query=f"{question} {point}",
     )
+    ctx.release()
     try:
         async with asyncio.timeout(opts.branch_timeout_s):
             result, trace = await ctx.send(call, lambda text: write(BranchDelta(run_id, index=index, text=text)))
@@ -275,7 +286,7 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
         return Expansion(index, point, "", message, started, time.time())
     text = strip_echo(result.text, index, points)
     if result.finish_reason == "length":
-        text = _trim_partial_sentence(text)
+        text = trim_partial_sentence(text)
     write(BranchDone(run_id, index=index, point=point, text=text, call=trace))
     return Expansion(index, point, text, None, started, time.time())
 
@@ -313,6 +324,7 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
         agent=ctx.name,
         query=state["question"],
     )
+    ctx.release()
     try:
         result, trace = await ctx.send(call, lambda text: write(AnswerDelta(run_id, text=text)))
     except Exception as exc:
@@ -379,6 +391,8 @@ class SotAgent(Agent):
                 """Record the stages in the run's meta, pass the event on, mirror text as the step's text."""
                 if isinstance(event, Routed):
                     meta["router"], meta["mode"] = {"mode": event.mode, "reason": event.reason}, event.mode
+                    if event.load is not None:
+                        meta["router"]["load"] = event.load
                 elif isinstance(event, SkeletonDone):
                     meta.update(points=list(event.points), skeleton=event.text, fallback=event.fallback)
                     if event.fallback and event.fallback != GUARD_REFUSAL:
@@ -395,10 +409,13 @@ class SotAgent(Agent):
                 raise InputError("the question is empty")
             t0 = time.perf_counter()
             final: dict[str, Any] = {}
+            run_ctx = Context(ctx, options, emit, step, name)
             try:
-                final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id),
-                                                   context=Context(ctx, options, emit, step, name))
+                with sharing(ctx.runtime):
+                    final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id), context=run_ctx)
             finally:
+                if run_ctx.claim is not None:
+                    run_ctx.claim.close()
                 meta["stages"] = {**(final.get("stages") or {}), "total": time.perf_counter() - t0}
             return str(final.get("answer", ""))
 

@@ -47,6 +47,7 @@ async def pipelined_node(state: State, runtime: Runtime[Context]) -> dict[str, A
     run_id, question = state["run_id"], state["question"]
     t0 = time.perf_counter()
     call, prefill = skeleton_call(ctx, question)
+    ctx.release()  # the skeleton's request takes the first of the claimed slots
     text = prefill or ""
     launched: list[str] = []
     tasks: list[asyncio.Task[Expansion]] = []

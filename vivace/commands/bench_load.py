@@ -24,7 +24,9 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p = sub.add_parser("load", parents=parents.calls_model(), help="N agent tasks at concurrency C: tasks/min, p50/p95, peak in flight, KV use")
     p.add_argument("--tasks", type=int, default=32, metavar="N", help="tasks per level (default 32)")
     p.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_LEVELS), metavar="C", help="levels (default 1 8 16 32)")
-    p.add_argument("--series", nargs="+", choices=SERIES, default=list(SERIES), help="which series to run (default both)")
+    p.add_argument("--series", nargs="+", choices=SERIES, default=list(SERIES), help="which series to run (default all three: normal sot auto)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R",
+                   help="runs of every level and series, interleaved; the report keeps their medians (default 1)")
     p.add_argument("--out", default="runs/bench-load", metavar="DIR", help="where report.json and load.png go")
     p.set_defaults(handler=cmd_bench_load)
 
@@ -37,8 +39,8 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
     from vivace.eval.backend_bench import machine_info
     from vivace.runtime import open_backend
 
-    if args.tasks < 1 or any(c < 1 for c in args.concurrency):
-        raise InputError("--tasks and every --concurrency value must be at least 1")
+    if args.tasks < 1 or args.repeats < 1 or any(c < 1 for c in args.concurrency):
+        raise InputError("--tasks, --repeats and every --concurrency value must be at least 1")
     levels = sorted(set(args.concurrency))
     opts = {"max_tokens": config.max_tokens, "temperature": config.temperature,
             "repetition_penalty": config.repetition_penalty, "max_points": config.sot_max_points}
@@ -50,17 +52,17 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
     t0 = time.perf_counter()
     try:
         report = await run_bench(
-            backend, args.tasks, levels, args.series, opts,
+            backend, args.tasks, levels, args.series, opts, repeats=args.repeats,
             progress=lambda r: err.print(
                 f"  {r['series']:<6} C={r['concurrency']:<3} {r['tasks_per_min']:6.1f} tasks/min  p50 {r['p50_s']:.2f} s  "
-                f"p95 {r['p95_s']:.2f} s  peak in flight {r['peak_in_flight']}", highlight=False),
+                f"p95 {r['p95_s']:.2f} s  peak in flight {r['peak_in_flight']}  SoT runs {r['sot_runs']}", highlight=False),
         )
     finally:
         await backend.aclose()
         report.update(
             backend=backend.name, model=backend.model, load_s=getattr(backend, "load_s", None), wall_s=time.perf_counter() - t0,
             machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            config={**{k: str(v) for k, v in vars(config).items()}, "tasks": args.tasks, "concurrency": levels, **opts},
+            config={**{k: str(v) for k, v in vars(config).items()}, "tasks": args.tasks, "concurrency": levels, "repeats": args.repeats, **opts},
         )
         out.mkdir(parents=True, exist_ok=True)
         try:
@@ -72,7 +74,7 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
         emit_json(report)
         return 0
     table = Table(title=f"load: {args.tasks} tasks per level, {backend.name}:{backend.model}, in-flight cap {config.max_in_flight}")
-    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1", "same vs C=1"):
+    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1", "same vs C=1", "SoT runs (pts)"):
         table.add_column(col, justify="right")
     for name, rows in report["series"].items():
         for r in rows:
@@ -80,7 +82,12 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
                           f"{r['p50_s']:.2f}", f"{r['p95_s']:.2f}", str(r["peak_in_flight"]),
                           f"{r['kv_usage_peak']:.1%}" if r["kv_usage_peak"] is not None else "-",
                           f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-",
-                          f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-")
+                          f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-",
+                          f"{r['sot_runs']} ({r['mean_points']:.1f})" if r.get("mean_points") else str(r["sot_runs"]))
     Console().print(table)
+    for c in report.get("auto_vs_best", []):
+        Console().print(f"auto at C={c['concurrency']}: {c['throughput_ratio']:.2f}x the best tasks/min "
+                        f"({'ok' if c['throughput_ok'] else 'below'}), p50 {c['p50_ratio']:.2f}x the best "
+                        f"({'ok' if c['p50_ok'] else 'above'})", highlight=False)
     Console().print(f"report: {out / 'report.json'}")
     return 0

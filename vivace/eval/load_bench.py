@@ -1,7 +1,9 @@
 """`vivace bench load`: many agent tasks at once, through the process-wide in-flight cap.
 
-Two series, normal answers and SoT answers, each at every concurrency level,
-on one engine with one token budget. Latencies and wall time come from the
+Three series, normal answers, SoT answers and ``auto`` (the router, with the
+load-aware fan-out of ``vivace.agents.sot_load``), each at every concurrency
+level, on one engine with one token budget; ``compare_auto`` says per level
+whether auto is at least as fast as the better of the other two. Latencies and wall time come from the
 runs' traces; peak in-flight requests from the process limiter; KV-cache use
 from the engine's stat logger, sampled while a level runs. A quality figure
 sits beside every ratio: the mean answer length, against the same series at
@@ -22,7 +24,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 DEFAULT_LEVELS = (1, 8, 16, 32)
-SERIES = ("normal", "sot")
+SERIES = ("normal", "sot", "auto")
 TARGET_NORMAL_C16_MIN = 5.0
 
 
@@ -105,6 +107,9 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "mean_output_tokens": statistics.fmean(t.output_tokens for t in traces),
         "llm_calls": sum(len(t.calls) for t in traces),
         "sot_runs": sum(1 for t in traces if t.mode == "sot"),
+        "mean_points": statistics.fmean(len(t.meta.get("points") or []) for t in sot_runs) if (sot_runs := [t for t in traces if t.mode == "sot"]) else None,
+        "load_seen": load_seen(traces),
+        "load_changed_runs": sum(1 for t in traces if ((t.meta.get("router") or {}).get("load") or {}).get("changed")),
         "failed_runs": sum(1 for t in traces if t.error),
         "peak_in_flight": limiter.peak if limiter is not None else None,
         "in_flight_cap": limiter.max_in_flight if limiter is not None else None,
@@ -112,6 +117,18 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "kv_usage_mean": kv.mean,
         "_answers": [t.answer for t in traces],  # compared with C=1 in add_ratios, then dropped
     }
+
+
+def load_seen(traces: list[Any]) -> dict[str, Any] | None:
+    """What auto's decisions saw (median over the level's runs): capacity, the engine's knee, a run's share, free slots."""
+    loads = [load for t in traces if (load := (t.meta.get("router") or {}).get("load"))]
+    if not loads:
+        return None
+    out: dict[str, Any] = {}
+    for key in ("capacity", "knee", "share", "free", "runs"):
+        values = [load[key] for load in loads if load.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
 
 
 def add_ratios(series_rows: list[dict[str, Any]]) -> None:
@@ -134,8 +151,29 @@ def add_ratios(series_rows: list[dict[str, Any]]) -> None:
         row.pop("_answers", None)
 
 
+MEDIAN_KEYS = ("wall_s", "tasks_per_min", "p50_s", "p95_s", "output_tok_s", "mean_output_tokens", "llm_calls", "sot_runs",
+               "mean_points", "load_changed_runs", "peak_in_flight", "kv_usage_peak", "kv_usage_mean")
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level's row from its repeats: the median of every figure, failures summed, each repeat's figures kept.
+
+    The answers compared with C=1 are the first repeat's (greedy decoding: the repeats' answers match).
+    """
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key in MEDIAN_KEYS:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    out["failed_runs"] = sum(r["failed_runs"] for r in rows)
+    out["repeats"] = [{k: r[k] for k in ("tasks_per_min", "p50_s", "p95_s", "sot_runs")} for r in rows]
+    return out
+
+
 async def run_bench(
-    backend: Any, n_tasks: int, levels: list[int], series: list[str], opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None
+    backend: Any, n_tasks: int, levels: list[int], series: list[str], opts: dict[str, Any],
+    progress: Callable[[dict[str, Any]], None] | None = None, repeats: int = 1,
 ) -> dict[str, Any]:
     from vivace.agents import ask
 
@@ -144,18 +182,25 @@ async def run_bench(
         await ask(tasks[0], backend, mode=mode, **{**opts, "max_tokens": min(32, opts["max_tokens"])})
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in series}
     load_start = os.getloadavg()
-    for level in levels:  # series interleaved per level, so drift in machine load hits both alike
+    for level in levels:  # series interleaved per level and repeat, so drift in machine load hits all alike
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in series}
+        for _ in range(repeats):
+            for name in series:
+                row = await run_level(backend, name, tasks, level, opts)
+                runs[name].append(row)
+                if progress:
+                    progress(row)
         for name in series:
-            row = await run_level(backend, name, tasks, level, opts)
-            out[name].append(row)
-            if progress:
-                progress(row)
+            out[name].append(median_row(runs[name]))
     for rows in out.values():
         add_ratios(rows)
+    comparison = compare_auto(out)
     normal16 = next((r for r in out.get("normal", []) if r["concurrency"] == 16), None)
     return {
         "bench": "load",
         "series": out,
+        "auto_vs_best": comparison,
+        "repeats": repeats,
         "targets": {
             f"normal_c16_tasks_per_min>={TARGET_NORMAL_C16_MIN:g}x_c1": (
                 None if not normal16 or normal16["speedup_vs_1"] is None else normal16["speedup_vs_1"] >= TARGET_NORMAL_C16_MIN
@@ -164,6 +209,29 @@ async def run_bench(
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def compare_auto(series: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per level: auto's throughput and p50 against the better of normal and sot (both must be at least as good)."""
+    out: list[dict[str, Any]] = []
+    others = [name for name in ("normal", "sot") if name in series]
+    if "auto" not in series or not others:
+        return out
+    for row in series["auto"]:
+        peers = [r for name in others for r in series[name] if r["concurrency"] == row["concurrency"]]
+        if not peers or row["tasks_per_min"] is None:
+            continue
+        best_tpm = max(r["tasks_per_min"] or 0.0 for r in peers)
+        best_p50 = min(r["p50_s"] for r in peers)
+        out.append({
+            "concurrency": row["concurrency"],
+            "auto_tasks_per_min": row["tasks_per_min"], "best_tasks_per_min": best_tpm,
+            "auto_p50_s": row["p50_s"], "best_p50_s": best_p50,
+            "throughput_ok": row["tasks_per_min"] >= best_tpm, "p50_ok": row["p50_s"] <= best_p50,
+            "throughput_ratio": row["tasks_per_min"] / best_tpm if best_tpm else None,
+            "p50_ratio": row["p50_s"] / best_p50 if best_p50 else None,
+        })
+    return out
 
 
 def plot(report: dict[str, Any], out_dir: Path) -> Path | None:

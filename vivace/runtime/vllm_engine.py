@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator
 
 from vivace.errors import BackendError, ConfigError, ModelError
 from vivace.runtime.engine_guard import EngineGuard, sigint_blocked
+from vivace.runtime.load import StepModel
 from vivace.runtime.backend import (
     Delta,
     Event,
@@ -61,6 +62,7 @@ class EngineStats:
     waiting: int = 0
     prefix_queries: int = 0
     prefix_hits: int = 0
+    steps: StepModel = field(default_factory=StepModel)  # decode step time by batch size (the batch's knee)
     updated_at: float = field(default_factory=time.time)
 
 
@@ -200,6 +202,9 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
             pass
 
         def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+            itl = getattr(iteration_stats, "inter_token_latencies_iter", None)
+            if itl and not getattr(iteration_stats, "num_prompt_tokens", 0):  # a pure decode step of len(itl) sequences
+                stats.steps.add(len(itl), sum(itl) / len(itl))
             if scheduler_stats is None:
                 return
             stats.kv_cache_usage = scheduler_stats.kv_cache_usage
