@@ -250,3 +250,26 @@ def test_ask_json_shows_the_load_the_decision_saw(tmp_path: Path) -> None:
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     load = record["router"]["load"]
     assert load["capacity"] == 6 and load["in_flight"] == 0 and load["decision"] == record["router"]["mode"]
+
+
+def test_the_writers_sot_also_gives_way_to_load() -> None:
+    """SoT inside an agent (long_form auto) reads the same load: a full batch keeps the writer's call normal."""
+    from vivace.agents.driver import run as run_target
+    from vivace.eval.pipeline_workloads import revision_pipeline
+
+    async def main(held: int) -> dict[str, Any]:
+        inner = HeldBackend()
+        backend = LimitedBackend(inner, InFlightLimiter(4))
+        runtime = runtime_for(Config(max_in_flight=4, backend="fake"), backend, save_runs=False)
+        tasks = await hold(backend, held)
+        try:
+            trace = await run_target(revision_pipeline(max_rounds=0), QUESTION, runtime,
+                                     options={"long_form": "auto"})
+        finally:
+            inner.let_go.set()
+            await asyncio.gather(*tasks)
+        return next(s for s in trace.meta["steps"] if s["step"] == "write")["extra"]["long_form"]
+
+    idle, busy = asyncio.run(main(0)), asyncio.run(main(3))
+    assert idle["mode"] == "sot" and idle["points"] >= 2
+    assert busy["mode"] == "normal" and busy["reason"].startswith("load:") and busy["load"]["changed"]

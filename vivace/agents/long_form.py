@@ -16,11 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from vivace.agents import guard
 from vivace.agents.base import AgentContext, current_step
+from vivace.agents.sot_options import Options
 from vivace.errors import InputError
+
+if TYPE_CHECKING:
+    from vivace.agents.sot import Context
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +39,19 @@ def setting(ctx: AgentContext) -> str:
     return str(value)
 
 
-async def decide(ctx: AgentContext, task: str) -> dict[str, Any]:
-    """Whether this call is expanded by SoT, and why (cues and the router's classifier, on the task alone)."""
+async def decide(ctx: AgentContext, task: str, opts: "Options") -> tuple[dict[str, Any], "Options", Any]:
+    """Whether this call is expanded by SoT, and why: the router on the task alone, then (in ``auto``)
+    the engine's load (``vivace.agents.sot_load``), which may cap the points or keep the call normal.
+
+    Returns the decision record, the SoT options (points capped) and the batch slots claimed.
+    """
     from vivace.agents.router import aroute
+    from vivace.agents.sot_load import route_under_load
 
     chosen = setting(ctx)
     t0 = time.perf_counter()
+    held = None
+    record: dict[str, Any] = {}
     if chosen == "off":
         mode, reason = "normal", "long_form is off"
     elif chosen == "sot":
@@ -48,7 +60,14 @@ async def decide(ctx: AgentContext, task: str) -> dict[str, Any]:
         mode, reason = await aroute(task)
         if mode == "sot" and (topic := guard.sensitive(task)):
             mode, reason = "normal", f"guard: sensitive request ({topic!r}) (was: {reason})"
-    return {"mode": mode, "reason": reason, "seconds": round(time.perf_counter() - t0, 6)}
+        if mode == "sot" and opts.load_aware:
+            mode, reason, points, load, held = route_under_load(
+                ctx.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
+            opts = replace(opts, max_points=points)
+            if load is not None:
+                record["load"] = load
+    record.update(mode=mode, reason=reason, seconds=round(time.perf_counter() - t0, 6))
+    return record, opts, held
 
 
 async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
@@ -60,21 +79,32 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
     costs its few tokens and the agent answers as it would have. The
     decision is recorded on the current step run either way.
     """
-    from vivace.agents.skeleton import join_points
-    from vivace.agents.sot import Context, expand_point, skeleton_call, skeleton_done
-    from vivace.agents.sot_options import Options
+    from vivace.agents.sot import Context
 
-    decision = await decide(ctx, task)
+    sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, {**ctx.options, "mode": "sot"})
+    decision, opts, held = await decide(ctx, task, Options.for_run(sub))
     run = current_step()
     if run is not None:
         run.extra["long_form"] = decision
     if decision["mode"] != "sot":
+        if held is not None:
+            held.close()  # the agent's own call follows at once
         return None
-    sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, {**ctx.options, "mode": "sot"})
     step, name = (run.step, run.agent) if run else ("long_form", "long_form")
-    sot = Context(sub, Options.for_run(sub), ctx.tracer.emit, step, name)
-    run_id = ctx.tracer.run_id
+    sot = Context(sub, opts, ctx.tracer.emit, step, name, claim=held)
+    try:
+        return await _expand(sot, ctx.tracer.run_id, task, notes, decision)
+    finally:
+        if held is not None:
+            held.close()
+
+
+async def _expand(sot: "Context", run_id: str, task: str, notes: str, decision: dict[str, Any]) -> str | None:
+    from vivace.agents.skeleton import join_points
+    from vivace.agents.sot import expand_point, skeleton_call, skeleton_done
+
     call, prefill = skeleton_call(sot, task)
+    sot.release()  # the skeleton's request takes the first claimed slot
     result, trace = await sot.send(call, lambda text: None)
     parsed = skeleton_done(sot, run_id, (prefill or "") + result.text, trace)
     decision["points"] = len(parsed.points) if parsed.fallback is None else 0
