@@ -350,6 +350,8 @@ class VLLMBackend:
                         queue_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
         finally:
             self._active.discard(request.request_id)
+        if finish_reason == "abort":  # vivace aborted it (Ctrl-C, shutdown): the call did not finish
+            raise asyncio.CancelledError(f"request {request.request_id} aborted")
         elapsed = timer.elapsed
         yield GenerationResult(
             text="".join(text_parts),
