@@ -6,9 +6,10 @@ depends on what the task asks (a list of considerations does, a letter or a
 calculation does not), so the router decides for that call, on the task, and
 the decision is recorded on the step run (``extra["long_form"]``) the way
 the context decision is recorded on each call. ``long_form`` is a run
-option (and config key): ``off`` (default), ``auto`` (the router decides) or
-``sot`` (always). The notes the agent was handed go into the question, so
-the skeleton and every point see them, in the shared prefix.
+option (and config key): ``off`` (default), ``auto`` (the router decides, and
+the engine's load may keep the call normal or cap its points) or ``sot``
+(always). The skeleton is planned from the task; the notes the agent was
+handed go into every point's question, in the prefix the points share.
 """
 
 from __future__ import annotations
