@@ -64,12 +64,7 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
             machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             config={**{k: str(v) for k, v in vars(config).items()}, "tasks": args.tasks, "concurrency": levels, "repeats": args.repeats, **opts},
         )
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            report["plot"] = str(plot(report, out))
-        except Exception as exc:  # a plot must never cost the figures
-            log.warning("plot not written: %s", exc)
-        write_report(out, report)
+        write_report(out, report, plot)
     if args.json:
         emit_json(report)
         return 0

@@ -67,13 +67,7 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
                       machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       config={"max_tokens": config.max_tokens, "max_in_flight": config.max_in_flight,
                               "temperature": config.temperature, "concurrency": levels, "limit": args.limit})
-        out.mkdir(parents=True, exist_ok=True)
-        if report.get("levels"):
-            try:
-                report["plot"] = str(plot(report, out))
-            except Exception as exc:  # a plot must never cost the figures
-                log.warning("plot not written: %s", exc)
-        write_report(out, report)
+        write_report(out, report, plot if report.get("levels") else None)
     if args.json:
         emit_json(report)
         return 0
