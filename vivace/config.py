@@ -93,6 +93,7 @@ class Config:
     mode: str = field(default="auto", metadata=_choices("auto", "sot", "normal"))
     sot_max_points: int = field(default=8, metadata=_bounds(min=1))
     sot_pipelined: bool = False  # expand each point as soon as its skeleton line is complete
+    sot_length_plan: bool = True  # plan the points' count and budgets from the expected normal length
     execution: str = field(default="dataflow", metadata=_choices("dataflow", "supersteps"))  # pipelines
     long_form: str = field(default="off", metadata=_choices("off", "auto", "sot"))  # SoT inside agents (the writer)
     scheduling: str = field(default="program", metadata=_choices("fcfs", "critical", "fair", "program"))

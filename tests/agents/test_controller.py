@@ -60,6 +60,7 @@ class ScriptedBackend(FakeBackend):
 
 
 def ask(backend: FakeBackend, question: str = "How do I make good tea?", **kw: object):
+    kw.setdefault("length_plan", False)  # these tests pin the skeleton's own count; tests/agents/test_length_plan.py plans
     events: list[Event] = []
     trace = asyncio.run(ask_question(question, backend, on_event=events.append, **kw))  # type: ignore[arg-type]
     return trace, events

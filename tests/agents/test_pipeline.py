@@ -201,7 +201,7 @@ def test_sot_runs_as_an_agent() -> None:
         return ": Detail."
 
     trace = run(run_agent("sot", "How do I make tea?", backend=FakeBackend(sot_responder), config=CONFIG,
-                          options={"mode": "sot"}))
+                          options={"mode": "sot", "length_plan": False}))
     assert {c.agent for c in trace.calls} == {"sot"}
     assert sum(1 for c in trace.calls if "expand" in c.node) == 3 and trace.answer
 

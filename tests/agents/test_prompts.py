@@ -9,14 +9,15 @@ from vivace.errors import InputError
 
 
 def test_skeleton_template_renders_with_prefill() -> None:
-    messages, prefill = prompts.render("sot_skeleton", question="Why read books?")
+    messages, prefill = prompts.render("sot_skeleton", question="Why read books?", count="4 to 8")
     assert messages[0]["role"] == "system"
     assert messages[-1] == {"role": "user", "content": "Why read books?"}
     assert prefill == "1."
 
 
 def test_point_template_puts_the_point_last() -> None:
-    messages, prefill = prompts.render("sot_point", question="Q?", skeleton="1. A\n2. B", index=2, point="B")
+    messages, prefill = prompts.render("sot_point", question="Q?", skeleton="1. A\n2. B", index=2, point="B",
+                                      sentences="2 to 4")
     content = messages[-1]["content"]
     assert content.index("Q?") < content.index("1. A\n2. B") < content.rindex("B")
     assert content.rstrip().endswith("Point 2: B")

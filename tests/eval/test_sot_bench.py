@@ -97,8 +97,14 @@ def test_report_schema_and_arithmetic(stub_router: None, tmp_path: Path) -> None
         assert r["speedup_auto"] == pytest.approx(n["latency_s"] / a["latency_s"], rel=1e-3)
         assert r["length_ratio"] == pytest.approx(s["output_tokens"] / n["output_tokens"], rel=1e-3)
         assert n["output_tokens"] == 60 and not n["truncated"] and n["answer"] == LONG_NORMAL
-        assert s["points"] == 3 and s["fallback"] is None and not s["truncated"]
+        # The skeleton's three points, or fewer when the length plan (learned from this run's 60-token normal
+        # answers, never the question's own) asks for fewer.
+        assert s["points"] == min(3, s["length_plan"]["points"]) and s["fallback"] is None and not s["truncated"]
         assert s["output_tokens"] == s["skeleton_tokens"] + s["expansion_tokens"]
+    plans = [r["sot"]["length_plan"] for r in rows]
+    assert plans[0]["source"] == "prior"  # a fresh history: nothing learned before this run
+    assert plans[1]["source"] == "median" and plans[1]["expected_tokens"] == 64  # g1's 60 tokens, raised to 2 points' floor
+    assert (tmp_path / "length-history.jsonl").is_file()
     assert [r["mode_auto"] for r in rows] == ["sot", "sot", "normal"]
     assert rows[2]["auto"]["output_tokens"] == rows[2]["normal"]["output_tokens"]
 

@@ -238,6 +238,11 @@ async def aroute(question: str) -> tuple[str, str]:
     return clf.classify(text)
 
 
+async def aembedder() -> Callable[[list[str]], Any]:
+    """The router's embedding, for other per-question decisions (``vivace.agents.length_plan``): loaded once."""
+    return (await _wait(loading()))._embed
+
+
 def route(question: str) -> tuple[str, str]:
     """``("sot" | "normal", reason)`` for ``question``: cues first, then the classifier."""
     text = question.strip()

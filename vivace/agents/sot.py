@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import time
-from dataclasses import dataclass, replace
-from typing import Annotated, Any, Callable, TypedDict
+from dataclasses import replace
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -41,84 +40,21 @@ from vivace.agents.events import (
     SkeletonDelta,
     SkeletonDone,
 )
+from vivace.agents.length_plan import plan_for, record_normal
 from vivace.agents.router import NORMAL, SOT, aroute
 from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo, trim_partial_sentence
 from vivace.agents.sot_load import route_under_load, sharing
 from vivace.agents.sot_options import GUARD_REFUSAL, Options
+from vivace.agents.sot_state import AGENT, Branch, Context, Expansion, State
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
-from vivace.runtime.load import Claim
 from vivace.runtime.prompts import render
 from vivace.trace import CallTrace
 
 log = logging.getLogger(__name__)
 
-AGENT = "sot"
 SKELETON_PROMPT = "sot_skeleton"
 POINT_PROMPT = "sot_point"
-
-
-@dataclass
-class Context:
-    """What every node of one run needs and LangGraph should not checkpoint."""
-
-    agent: AgentContext
-    options: Options
-    emit: Callable[[Event], None]
-    step: str = AGENT
-    name: str = AGENT
-    claim: Claim | None = None  # batch slots claimed by a load-aware decision, released as calls start
-
-    def release(self, keep: int | None = None) -> None:
-        """One claimed slot became a request; with ``keep``, hold only that many (the rest went unused)."""
-        if self.claim is not None:
-            self.claim.release(1 if keep is None else max(0, self.claim.slots - keep))
-
-    def node(self, stage: str) -> str:
-        """A call's node name: the stage, prefixed by the step when SoT is one step of a larger pipeline."""
-        return stage if self.step == AGENT else f"{self.step}/{stage}"
-
-    async def send(self, call: Call, on_text: Callable[[str], None]) -> tuple[Any, CallTrace]:
-        return await self.agent.send(call, on_text)
-
-
-@dataclass
-class Expansion:
-    index: int
-    point: str
-    text: str
-    error: str | None
-    started: float
-    ended: float
-
-
-def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
-    return {**left, **right}
-
-
-class State(TypedDict, total=False):
-    """The graph's state; list fields collect from concurrent branches."""
-
-    run_id: str
-    question: str
-    mode: str
-    route_reason: str
-    pipelined: bool
-    skeleton: str
-    points: list[str]
-    fallback: str | None
-    expansions: Annotated[list[Expansion], operator.add]
-    stages: Annotated[dict[str, float], _merge]
-    answer: str
-
-
-class Branch(TypedDict):
-    """The payload ``Send`` hands one expansion."""
-
-    run_id: str
-    question: str
-    points: list[str]
-    index: int
 
 
 def _skeleton_listing(points: list[str]) -> str:
@@ -141,10 +77,16 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         mode, reason = await aroute(state["question"])
         if mode == SOT and opts.safety_guard and SOT in opts.guarded and (topic := guard.sensitive(state["question"])):
             mode, reason = NORMAL, f"guard: sensitive request ({topic!r}) and SoT is guarded (was: {reason})"
-        if opts.load_aware:
-            mode, reason, points, load, ctx.claim = route_under_load(
-                ctx.agent.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
-            ctx.options = replace(opts, max_points=points)
+    if mode == SOT and opts.length_plan:
+        plan = ctx.plan = await plan_for(ctx.agent, state["question"], opts.max_tokens, opts.min_points, opts.max_points)
+        ctx.options = opts = replace(opts, max_points=min(opts.max_points, plan.points),
+                                     min_points=min(opts.min_points, plan.points))
+        if opts.mode != SOT and plan.too_short():
+            mode, reason = NORMAL, f"length plan: {plan.why_short()} (was: {reason})"
+    if opts.mode not in (SOT, NORMAL) and opts.load_aware:
+        mode, reason, points, load, ctx.claim = route_under_load(
+            ctx.agent.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
+        ctx.options = replace(opts, max_points=points)
     write(Routed(state["run_id"], mode=mode, reason=reason, load=load))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
     return {"mode": mode, "route_reason": reason, "pipelined": opts.pipelined,
@@ -186,7 +128,8 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
 def skeleton_call(ctx: Context, question: str) -> tuple[Call, str | None]:
     """The skeleton's call and its prefill (no repetition penalty: it collapses a numbered list)."""
     opts = ctx.options
-    messages, prefill = render(SKELETON_PROMPT, question=question)
+    count = str(ctx.plan.points) if ctx.plan is not None else "4 to 8"
+    messages, prefill = render(SKELETON_PROMPT, question=question, count=count)
     call = Call(
         messages=messages,
         prefill=prefill,
@@ -257,13 +200,19 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
     write, opts = ctx.emit, ctx.options
     point = points[index - 1]
     started = time.time()
+    n = total or (ctx.plan.points if ctx.plan is not None else max(index, MIN_POINTS + 1))
+    if ctx.plan is not None:  # equal shares of the expected length, with a floor: the branches finish together
+        (max_tokens, min_tokens), sentences = ctx.plan.point_budget(n), f"about {ctx.plan.sentences(n)}"
+    else:
+        max_tokens, min_tokens, sentences = opts.point_tokens(n), None, "2 to 4"
     messages, prefill = render(POINT_PROMPT, question=question, skeleton=_skeleton_listing(points), index=index,
-                               point=point)
+                               point=point, sentences=sentences)
     last = (total or opts.max_points) + 1
     call = Call(
         messages=messages,
         prefill=prefill,
-        max_tokens=opts.point_tokens(total or max(index, MIN_POINTS + 1)),
+        max_tokens=max_tokens,
+        min_tokens=min_tokens,
         temperature=opts.temperature,
         repetition_penalty=opts.repetition_penalty,
         stop=("\n\n", *(f"\n{j}." for j in range(1, last + 1) if j != index)),
@@ -331,6 +280,8 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
         write(ErrorEvent(run_id, node="normal", message=str(exc) or type(exc).__name__))
         raise
     answer = result.text.strip()
+    if result.finish_reason == "stop":  # a whole normal answer: its length plans the SoT runs of questions like it
+        record_normal(ctx.agent, state["question"], trace.output_tokens)
     write(AnswerDone(run_id, answer=answer, mode=NORMAL, points=[], call=trace))
     return {"answer": answer, "stages": {"normal": time.perf_counter() - t0}}
 
@@ -385,7 +336,7 @@ class SotAgent(Agent):
             step, name = (run.step, run.agent) if run else (AGENT, self.name)
             meta = ctx.tracer.meta
             meta.update(requested_mode=options.mode, router=None, points=[], fallback=None, failed_points={},
-                        stages={})
+                        length_plan=None, stages={})
 
             def emit(event: Event) -> None:
                 """Record the stages in the run's meta, pass the event on, mirror text as the step's text."""
@@ -417,6 +368,8 @@ class SotAgent(Agent):
                 if run_ctx.claim is not None:
                     run_ctx.claim.close()
                 meta["stages"] = {**(final.get("stages") or {}), "total": time.perf_counter() - t0}
+                if run_ctx.plan is not None:
+                    meta["length_plan"] = run_ctx.plan.as_dict()
             return str(final.get("answer", ""))
 
         return node

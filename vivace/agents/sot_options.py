@@ -38,6 +38,7 @@ class Options:
     branch_timeout_s: float | None = None
     fail_on_branch_error: bool = False
     pipelined: bool = False  # vivace.agents.sot_pipeline: points start while the skeleton is decoded
+    length_plan: bool = True  # vivace.agents.length_plan: points and their budgets from the expected normal length
     load_aware: bool = True  # auto only: vivace.agents.sot_load caps the fan-out at the free batch slots
     # The safety guard (on by default in auto): techniques ``auto`` must not pick for a sensitive request,
     # and a refused skeleton is answered as the refusal it is instead of being expanded.
@@ -75,6 +76,7 @@ class Options:
             fail_on_branch_error=bool(o.get("fail_on_branch_error", False)),
             pipelined=bool(pick("pipelined", c.sot_pipelined)),
             load_aware=bool(pick("load_aware", c.sot_load_aware)),
+            length_plan=bool(pick("length_plan", c.sot_length_plan)),
         )
 
     def point_tokens(self, n_points: int) -> int:

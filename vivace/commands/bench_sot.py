@@ -35,6 +35,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--judge-model", metavar="NAME", help="the judge's model (default: the server's first)")
     p.add_argument("--pipelined", action="store_true",
                    help="also run pipelined SoT per question (points start while the skeleton is decoded)")
+    p.add_argument("--unplanned", action="store_true",
+                   help="also run SoT without its length plan per question (the plan's ablation)")
     p.set_defaults(handler=cmd_bench_sot)
     # --max-tokens comes from the common options; unset, the bench uses DEFAULT_MAX_TOKENS.
 
@@ -73,7 +75,7 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
         raise
     try:
         report = await _run_and_close(backend, questions, err, max_tokens, penalty, max_points, out, base,
-                                      args.pipelined, judge)
+                                      args.pipelined, judge, args.unplanned)
     except BaseException:
         # Interrupted: report.json holds every finished question; draw those too.
         if (out / "report.json").is_file():
@@ -95,7 +97,7 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
 
 async def _run_and_close(
     backend: Any, questions: list[dict[str, str]], err: Any, max_tokens: int, penalty: float, max_points: int,
-    out: Path, base: dict[str, Any], pipelined: bool = False, judge: Any = None,
+    out: Path, base: dict[str, Any], pipelined: bool = False, judge: Any = None, unplanned: bool = False,
 ) -> dict[str, Any]:
     try:
         err.print(f"running {len(questions)} questions x (normal, sot, auto), max {max_tokens} tokens", highlight=False)
@@ -109,14 +111,16 @@ async def _run_and_close(
                 f"{' (cap)' if row['normal']['truncated'] else ''} | sot {row['sot']['latency_s']:6.2f} s "
                 f"{row['sot']['output_tokens']:4d} tok {row['sot']['points']} pts{' fallback' if row['sot']['fallback'] else ''}"
                 f" | auto->{row['mode_auto']} {row['auto']['latency_s']:6.2f} s | x{_fmt(row['speedup_sot'])}"
-                + (f" | pipelined x{_fmt(row['pipelined']['speedup'])}" if "pipelined" in row else ""),
+                + (f" | pipelined x{_fmt(row['pipelined']['speedup'])}" if "pipelined" in row else "")
+                + (f" | unplanned x{_fmt(row['unplanned']['speedup'])} {row['unplanned']['output_tokens']} tok"
+                   if "unplanned" in row else ""),
                 highlight=False,
             )
 
         progress.rows = []  # type: ignore[attr-defined]
         report = await run_bench(
             backend, questions, max_tokens=max_tokens, repetition_penalty=penalty, max_points=max_points,
-            out_dir=out, base_report=base, progress=progress, pipelined=pipelined, judge=judge,
+            out_dir=out, base_report=base, progress=progress, pipelined=pipelined, judge=judge, unplanned=unplanned,
         )
         report["load_s"] = getattr(backend, "load_s", None)
         return report
@@ -179,13 +183,19 @@ def print_table(report: dict[str, Any]) -> None:
         highlight=False,
     )
     g = s["suited"]
-    if g.get("pipelined_speedup_median") is not None:
+    for arm, label in (("pipelined", "pipelined SoT"), ("unplanned", "SoT without the length plan")):
+        if g.get(f"{arm}_speedup_median") is None:
+            continue
+        hidden = g.get(f"{arm}_skeleton_hidden_share_median")
         console.print(
-            f"pipelined SoT (suited): x{_fmt(g['pipelined_speedup_median'])} vs normal, x{_fmt(g['pipelined_vs_sot_median'])} "
-            f"vs plain SoT, hides {_fmt(_pct(g['pipelined_skeleton_hidden_share_median']), '.0f')}% of the skeleton's time, "
-            f"length {_fmt(g['pipelined_length_ratio_median'])}, coverage {_fmt(g['pipelined_coverage_median'])}",
+            f"{label} (suited): x{_fmt(g[f'{arm}_speedup_median'])} vs normal, x{_fmt(g[f'{arm}_vs_sot_median'])} vs SoT, "
+            f"length {_fmt(g[f'{arm}_length_ratio_median'])}, coverage {_fmt(g[f'{arm}_coverage_median'])}"
+            + (f", hides {_fmt(_pct(hidden), '.0f')}% of the skeleton's time" if hidden is not None else ""),
             highlight=False,
         )
+    if g.get("plan_error_median") is not None:
+        console.print(f"length plan (suited): the expected normal length was off by a median "
+                      f"{_fmt(_pct(g['plan_error_median']), '.0f')}%", highlight=False)
     if g.get("judge"):
         j = g["judge"]
         console.print(f"judge ({cfg.get('judge')}), SoT vs normal on the suited questions: {j['win']} win, {j['tie']} tie, "

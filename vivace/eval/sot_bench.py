@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vivace.eval import write_report
-from vivace.eval.sot_records import median as _median, pipelined_record, question_record
+from vivace.eval.sot_records import arm_record, question_record
+from vivace.eval.stats import median as _median
 from vivace.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,10 @@ def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "normal_output_tokens_median": _median([r["normal"]["output_tokens"] for r in rows]),
         "sot_output_tokens_median": _median([r["sot"]["output_tokens"] for r in rows]),
         "sot_points_median": _median([r["sot"]["points"] for r in rows]),
-        **_pipelined_group([r["pipelined"] for r in rows if "pipelined" in r]),
+        **_arm_group("pipelined", [r["pipelined"] for r in rows if "pipelined" in r]),
+        **_arm_group("unplanned", [r["unplanned"] for r in rows if "unplanned" in r]),
+        "plan_error_median": _median([abs(p["expected_tokens"] - r["normal"]["output_tokens"]) / r["normal"]["output_tokens"]
+                                      for r in rows if (p := r["sot"].get("length_plan")) and r["normal"]["output_tokens"]]),
         **_judge_group(rows),
         "routed_sot": sum(1 for r in rows if r["mode_auto"] == "sot"),
         "fallbacks": sum(1 for r in rows if r["sot"]["fallback"]),
@@ -140,17 +144,20 @@ def _judge_group(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return ({"judge": tally(judged)} if judged else {}) | ({"pipelined_judge": tally(piped)} if piped else {})
 
 
-def _pipelined_group(recs: list[dict[str, Any]]) -> dict[str, Any]:
+def _arm_group(arm: str, recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """An extra arm's medians, keyed ``<arm>_...``: speedup over normal and over plain SoT, length, coverage."""
     if not recs:
         return {}
 
     def med(key: str) -> float | None:
-        return _median([r[key] for r in recs if r[key] is not None])
+        return _median([r[key] for r in recs if r.get(key) is not None])
 
-    return {"pipelined_speedup_median": med("speedup"), "pipelined_vs_sot_median": med("vs_sot"),
-            "pipelined_length_ratio_median": med("length_ratio"),
-            "pipelined_skeleton_hidden_share_median": med("skeleton_hidden_share"),
-            "pipelined_coverage_median": _median([c for r in recs if (c := r["coverage"].get("normal_in_sot")) is not None])}
+    out = {f"{arm}_speedup_median": med("speedup"), f"{arm}_vs_sot_median": med("vs_sot"),
+           f"{arm}_length_ratio_median": med("length_ratio"),
+           f"{arm}_coverage_median": _median([c for r in recs if (c := r["coverage"].get("normal_in_sot")) is not None])}
+    if any(r.get("skeleton_hidden_share") is not None for r in recs):
+        out[f"{arm}_skeleton_hidden_share_median"] = med("skeleton_hidden_share")
+    return out
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -232,6 +239,25 @@ async def warm_up(backend: Any, opts: dict[str, Any]) -> None:
         await ask(WARMUP_QUESTION, backend, mode=mode, **{**opts, "max_tokens": min(64, opts["max_tokens"])})
 
 
+def _bench_runtime(backend: Any, out_dir: Path | None) -> Any:
+    """The runtime the questions run on: saves no runs, and its length plans learn only from this run.
+
+    The history starts empty (``out_dir/length-history.jsonl``), the way it does
+    on a fresh install, and fills with this run's normal answers; a question's
+    own answer never plans its own SoT run (``vivace.agents.length_plan``).
+    """
+    import tempfile
+
+    from vivace.agents.length_plan import LengthHistory
+    from vivace.assembly import runtime_for
+    from vivace.config import Config
+
+    runtime = runtime_for(Config(), backend, save_runs=False)
+    runtime.lengths = LengthHistory(out_dir if out_dir is not None else Path(tempfile.mkdtemp()), "length-history")
+    runtime.lengths.path.unlink(missing_ok=True)
+    return runtime
+
+
 async def run_bench(
     backend: Any,
     questions: list[dict[str, str]],
@@ -245,12 +271,14 @@ async def run_bench(
     warm: bool = True,
     score: bool = True,
     pipelined: bool = False,
+    unplanned: bool = False,
     judge: Any = None,
 ) -> dict[str, Any]:
     """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes.
 
     ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM);
     ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_pipeline``);
+    ``unplanned`` one more, SoT without its length plan (``vivace.agents.length_plan``), the ablation;
     ``judge`` (a backend) a pairwise verdict on SoT's answer against normal's (``vivace.eval.sot_judge``).
     """
     import asyncio
@@ -264,25 +292,32 @@ async def run_bench(
     report.setdefault("config", {})
     report["config"].update(
         max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty, max_points=max_points,
-        order=f"normal, sot, auto{', sot pipelined' if pipelined else ''} per question; questions round-robin over categories",
+        order=f"normal, sot, auto{', sot pipelined' if pipelined else ''}{', sot unplanned' if unplanned else ''} per question; "
+              "questions round-robin over categories",
         backend=backend.name, model=backend.model, questions_planned=len(questions),
         judge=f"{judge.name}:{judge.model}" if judge is not None else None,
     )
     report["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
     if warm:
         await warm_up(backend, opts)
+    runtime = _bench_runtime(backend, out_dir)
+    report["config"]["length_history"] = str(runtime.lengths.path)
     rows: list[dict[str, Any]] = []
     report["questions"] = rows
     for q in questions:
         traces = {}
         for mode in ("normal", "sot", "auto"):
-            traces[mode] = await ask(q["question"], backend, mode=mode, **opts)
+            traces[mode] = await ask(q["question"], runtime, mode=mode, **opts)
         cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, traces["sot"].answer) if score else None
         row = question_record(q, traces["normal"], traces["sot"], traces["auto"], cov)
         if pipelined:
-            piped = await ask(q["question"], backend, mode="sot", pipelined=True, **opts)
+            piped = await ask(q["question"], runtime, mode="sot", pipelined=True, **opts)
             cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, piped.answer) if score else None
-            row["pipelined"] = pipelined_record(piped, row, cov)
+            row["pipelined"] = arm_record(piped, row, cov)
+        if unplanned:
+            bare = await ask(q["question"], runtime, mode="sot", length_plan=False, **opts)
+            cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, bare.answer) if score else None
+            row["unplanned"] = arm_record(bare, row, cov)
         if judge is not None:
             from vivace.eval.sot_judge import judge_pair
 

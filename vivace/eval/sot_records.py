@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vivace.eval.stats import median
-
 
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b else None
@@ -54,6 +52,7 @@ def sot_record(trace: Any) -> dict[str, Any]:
         "expand_s": round(stages["expand"], 4) if "expand" in stages else None,
         "ttft_s": round(trace.ttft_s, 4) if trace.ttft_s is not None else None,
         "cached_tokens": _cached(trace),
+        "length_plan": trace.meta.get("length_plan"),  # vivace.agents.length_plan: expected length, points asked
         "answer": trace.answer,
     }
 
@@ -74,8 +73,8 @@ def auto_record(trace: Any) -> dict[str, Any]:
     }
 
 
-def pipelined_record(trace: Any, row: dict[str, Any], coverage: dict[str, float | None] | None) -> dict[str, Any]:
-    """Pipelined SoT beside the same question's normal and plain SoT runs."""
+def arm_record(trace: Any, row: dict[str, Any], coverage: dict[str, float | None] | None) -> dict[str, Any]:
+    """An extra SoT arm (pipelined, or without the length plan) beside the same question's normal and SoT runs."""
     rec = sot_record(trace)
     stages = trace.meta.get("stages") or {}
     hidden = stages.get("skeleton_hidden")

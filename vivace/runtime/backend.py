@@ -31,6 +31,7 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: fixed output length
+    min_tokens: int = 0  # no end (EOS or stop string) before this many tokens: SoT's balanced points
     priority: int = 0  # lower is served first when requests wait (vivace.runtime.priority)
     tag: str = ""
     request_id: str = field(default_factory=lambda: f"vivace-{next(_request_ids)}-{time.monotonic_ns()}")

@@ -52,6 +52,7 @@ class Call:
     top_p: float | None = None
     model: str | None = None
     ignore_eos: bool = False
+    min_tokens: int | None = None
     node: str = "call"
     agent: str = ""
     branch: int | None = None
@@ -193,6 +194,7 @@ class CallPath:
             stop=list(call.stop),
             seed=call.seed,
             ignore_eos=call.ignore_eos,
+            min_tokens=min(call.min_tokens or 0, call.max_tokens or d.max_tokens),
             priority=priority(d.scheduling, call.downstream, scope.attained_tokens),
             tag=tag,
         )

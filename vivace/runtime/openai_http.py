@@ -7,7 +7,7 @@ tensor, pipeline and multi-node parallelism behind each URL.
 
 What an endpoint accepts is its *dialect*, probed once (or set with
 ``openai_dialect``): a vLLM-style server takes vendor fields (repetition
-penalty, ``ignore_eos``, continuing an assistant prefill, ``/tokenize``); a
+penalty, ``ignore_eos``, ``min_tokens``, continuing an assistant prefill, ``/tokenize``); a
 strict one (hosted APIs) gets the standard fields only: a prefill is not sent
 (the prompts lead the model to open with its text, and that echo is cut from
 the answer). Either way the client keeps
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
 import httpx
@@ -227,6 +227,8 @@ class OpenAIBackend:
                 extra["repetition_penalty"] = request.repetition_penalty
             if request.ignore_eos:
                 extra["ignore_eos"] = True
+            if request.min_tokens:
+                extra["min_tokens"] = request.min_tokens
         # A strict server cannot continue a reply: the prompt (few-shot turns, the point it names) already
         # leads the model to open with the prefill's text, and ``Reply`` cuts that echo when it comes.
         args: dict[str, Any] = {
@@ -246,6 +248,8 @@ class OpenAIBackend:
         timer = Timer()
         queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
         # One reply across attempts: a server that dies mid-answer is resumed elsewhere from the text so far.
+        if not self.vendor_fields:  # a strict server is not told ``min_tokens``, so its stop strings count from the start
+            request = replace(request, min_tokens=0)
         reply = Reply(request, None if self.vendor_fields else request.prefill, timer, queue)
 
         async def attempt(ep: _Endpoint) -> None:

@@ -22,6 +22,7 @@ class Reply:
         self.request, self.timer, self.queue = request, timer, queue
         self.echo = echo.strip() if echo and echo.strip() else None  # held back until it can be cut
         self.pending = ""
+        self.stop_from: int | None = None  # where stop strings may start to count (None: not yet, min_tokens)
         self.parts: list[str] = []
         self.finish: str | None = None
         self.usage: Any = None
@@ -38,7 +39,8 @@ class Reply:
             return None
         self.carried, self.usage = self.chunks, None
         prefill = (self.request.prefill or "") + "".join(self.parts)
-        return replace(self.request, prefill=prefill, max_tokens=self.request.max_tokens - self.chunks)
+        return replace(self.request, prefill=prefill, max_tokens=self.request.max_tokens - self.chunks,
+                       min_tokens=max(0, self.request.min_tokens - self.chunks))
 
     def take(self, chunk: Any) -> bool:
         """Consume one chunk; True when the answer ends here (a stop string, or past the token cap)."""
@@ -68,8 +70,13 @@ class Reply:
             text = stripped[len(self.echo):] if stripped.startswith(self.echo) else text
             self.echo = None
         self.pending = ""
-        done = "".join(self.parts) + text
-        cut = min((i for s in self.request.stop if (i := done.find(s)) >= 0), default=-1)
+        before = "".join(self.parts)
+        done = before + text
+        # Like the server, no stop string ends the answer before ``min_tokens``: the search starts where they ran out.
+        if self.stop_from is None and self.chunks > self.request.min_tokens:
+            self.stop_from = len(before)
+        cut = -1 if self.stop_from is None else min(
+            (i for s in self.request.stop if (i := done.find(s, self.stop_from)) >= 0), default=-1)
         if cut >= 0:
             text = text[: max(0, cut - (len(done) - len(text)))]
             self.finish = "stop"

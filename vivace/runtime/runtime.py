@@ -28,6 +28,9 @@ class Runtime:
     call: CallPath
     limiter: InFlightLimiter
     save_runs: bool = True  # benchmarks turn this off: their runs are not the user's history
+    # What SoT's length plans learn from (vivace.agents.length_plan.LengthHistory). None: the home's history
+    # when runs are saved, none (the plan's prior) when they are not; a bench sets its own.
+    lengths: Any = None
 
     @property
     def policy(self) -> Any:

@@ -314,8 +314,10 @@ class VLLMBackend:
         timer = Timer()
         prompt_ids = self.render(request.messages, request.prefill)
         check_fits(len(prompt_ids), request.max_tokens, self._context_length)
+        max_tokens = min(request.max_tokens, self._context_length - len(prompt_ids))
         params = SamplingParams(
-            max_tokens=min(request.max_tokens, self._context_length - len(prompt_ids)),
+            max_tokens=max_tokens,
+            min_tokens=min(request.min_tokens, max_tokens),
             temperature=request.temperature,
             top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,

@@ -1,0 +1,86 @@
+"""One SoT run's state and context: what its graph checkpoints, and what its nodes share but must not.
+
+Why its own module: the controller (``vivace.agents.sot``), the pipelined
+node and SoT inside agents (``vivace.agents.long_form``) all build or read
+them; the controller module stays its nodes and graph.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, TypedDict
+
+from vivace.agents.base import AgentContext
+from vivace.agents.events import Event
+from vivace.agents.length_plan import LengthPlan
+from vivace.agents.sot_options import Options
+from vivace.runtime.call import Call
+from vivace.runtime.load import Claim
+from vivace.trace import CallTrace
+
+AGENT = "sot"
+
+
+@dataclass
+class Context:
+    """What every node of one run needs and LangGraph should not checkpoint."""
+
+    agent: AgentContext
+    options: Options
+    emit: Callable[[Event], None]
+    step: str = AGENT
+    name: str = AGENT
+    claim: Claim | None = None  # batch slots claimed by a load-aware decision, released as calls start
+    plan: LengthPlan | None = None  # the run's length plan (vivace.agents.length_plan), set when it routes to SoT
+
+    def release(self, keep: int | None = None) -> None:
+        """One claimed slot became a request; with ``keep``, hold only that many (the rest went unused)."""
+        if self.claim is not None:
+            self.claim.release(1 if keep is None else max(0, self.claim.slots - keep))
+
+    def node(self, stage: str) -> str:
+        """A call's node name: the stage, prefixed by the step when SoT is one step of a larger pipeline."""
+        return stage if self.step == AGENT else f"{self.step}/{stage}"
+
+    async def send(self, call: Call, on_text: Callable[[str], None]) -> tuple[Any, CallTrace]:
+        return await self.agent.send(call, on_text)
+
+
+@dataclass
+class Expansion:
+    index: int
+    point: str
+    text: str
+    error: str | None
+    started: float
+    ended: float
+
+
+def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    return {**left, **right}
+
+
+class State(TypedDict, total=False):
+    """The graph's state; list fields collect from concurrent branches."""
+
+    run_id: str
+    question: str
+    mode: str
+    route_reason: str
+    pipelined: bool
+    skeleton: str
+    points: list[str]
+    fallback: str | None
+    expansions: Annotated[list[Expansion], operator.add]
+    stages: Annotated[dict[str, float], _merge]
+    answer: str
+
+
+class Branch(TypedDict):
+    """The payload ``Send`` hands one expansion."""
+
+    run_id: str
+    question: str
+    points: list[str]
+    index: int
