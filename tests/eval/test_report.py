@@ -56,6 +56,8 @@ def write_fixture_runs(root: Path) -> Path:
             {"name": "kv-fp8-e4m3", "weights": "bf16", "kv": "fp8_e4m3", "status": "unsupported",
              "reason": "kv_cache_dtype 'fp8_e4m3' needs a CPU with AVX-512 or AMX", "perplexity": None},
         ],
+        "engine_vs_emulation": [{"config": "kv-fp8-e4m3-cal", "emulation": "KV-fp8-e4m3-engine-cal", "engine_pct": 0.77,
+                                 "emulated_pct": 0.9, "gap_pct_points": -0.13, "old_emulation_pct": 0.98}],
         "fake_quant": [{"name": "fp32", "tensor": "none", "bits": None, "granularity": None, "perplexity": 40.0, "ppl_delta_pct": 0.0},
                        {"name": "W3-pc", "tensor": "weight", "bits": 3, "granularity": "per-channel", "perplexity": 97.1, "ppl_delta_pct": 142.75}],
     }))
@@ -103,6 +105,7 @@ def test_report_gathers_the_latest_runs_and_renders(tmp_path: Path, vivace_home:
     assert not re.search(r"""(src|href)=['"]https?:""", text)  # opens with no network
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| 16 | 154.2 |" in md and "## quant" in md and "## load" in md
+    assert "| kv-fp8-e4m3-cal | KV-fp8-e4m3-engine-cal | +0.77 | +0.90 | -0.13 | +0.98 |" in md  # engine vs emulation
     assert "| normal | 16 | 8 | 61.3 | 7.40 | 8.80 | 6.45 | 16 | 17.1% / 8.4% | 118 | 0.98 | 88% |" in md
     assert "<td class='text'>unsupported: kv_cache_dtype" in text  # words align left, numbers right
     image = re.search(r"!\[[^]]*\]\(([^)]+)\)", md)

@@ -64,6 +64,14 @@ def sot(data: dict[str, Any]) -> list[Table]:
         rows.append([label, fmt(group.get("n")), fmt(group.get("speedup_sot_median"), ".2f"), fmt(group.get("speedup_auto_median"), ".2f"),
                      fmt(group.get("length_ratio_median"), ".2f"), fmt(group.get("fallbacks"))])
     tables = [Table("Skeleton-of-Thought vs normal decoding", cols, rows)]
+    suited = s.get("suited") or {}
+    arms = [[label, fmt(suited.get(f"{arm}_speedup_median"), ".2f"), fmt(suited.get(f"{arm}_vs_sot_median"), ".2f"),
+             fmt(suited.get(f"{arm}_length_ratio_median"), ".2f"), fmt(suited.get(f"{arm}_coverage_median"), ".2f")]
+            for arm, label in (("pipelined", "pipelined SoT"), ("unplanned", "SoT without the length plan"))
+            if suited.get(f"{arm}_speedup_median") is not None]
+    arms.insert(0, ["SoT", fmt(suited.get("speedup_sot_median"), ".2f"), "1.00", fmt(suited.get("length_ratio_median"), ".2f"),
+                    fmt(suited.get("coverage_median"), ".2f")])
+    tables.append(Table("SoT-suited questions by arm (medians)", ["arm", "× normal", "× SoT", "length ratio", "coverage of normal"], arms))
     by_cat = s.get("by_category") or {}
     if by_cat:
         tables.append(Table("per category", ["category", "n", "SoT speedup", "length ratio", "routed to SoT"],
@@ -95,6 +103,18 @@ def quant(data: dict[str, Any]) -> list[Table]:
         tables.append(Table("torch fake-quant study (round-to-nearest)", ["config", "tensor", "bits", "granularity", "perplexity", "Δppl %"],
                             [[r.get("name", "?"), fmt(r.get("tensor")), fmt(r.get("bits")), fmt(r.get("granularity")),
                               fmt(r.get("perplexity"), ".3f"), fmt(r.get("ppl_delta_pct"), "+.2f")] for r in study]))
+    versus = data.get("engine_vs_emulation") or []
+    if versus:
+        tables.append(Table("engine vs emulation (Δ perplexity %: vLLM against its bf16 row, the torch replay of it against fp32)",
+                            ["config", "emulation", "engine", "emulated", "gap (points)", "old emulation"],
+                            [[r.get("config", "?"), fmt(r.get("emulation")), fmt(r.get("engine_pct"), "+.2f"),
+                              fmt(r.get("emulated_pct"), "+.2f"), fmt(r.get("gap_pct_points"), "+.2f"),
+                              fmt(r.get("old_emulation_pct"), "+.2f")] for r in versus]))
+    ran = [r for r in data.get("configs", []) if r.get("agents") is not None]
+    if ran:
+        tables.append(Table(f"long context: concurrent {fmt(ran[0].get('agents_context'))}-token tasks in the KV budget",
+                            ["config", "tasks", "tok/s"],
+                            [[r.get("name", "?"), fmt(r.get("agents")), fmt(r.get("agents_tok_s"), ".1f")] for r in ran]))
     findings = (data.get("fake_quant_ordering") or {}).get("findings")
     if findings:
         tables.append(Table("Qllm-Eval findings reproduced?", ["finding", "holds"], [[k, fmt(v)] for k, v in findings.items()]))
