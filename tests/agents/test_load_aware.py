@@ -276,3 +276,11 @@ def test_the_writers_sot_also_gives_way_to_load() -> None:
     idle, busy = asyncio.run(main(0)), asyncio.run(main(3))
     assert idle["mode"] == "sot" and idle["points"] >= 2
     assert busy["mode"] == "normal" and busy["reason"].startswith("load:") and busy["load"]["changed"]
+
+
+def test_a_lone_run_on_an_idle_batch_is_not_capped_by_the_knee() -> None:
+    """The knee protects other runs' steps; alone, more points finish sooner, so it does not cap them."""
+    load = Load(in_flight=0, waiting=0, claimed=0, capacity=2, runs=1, knee=2, batch=32)
+    assert decide(load, 6, 2).max_points == 6 and decide(load, 6, 2).reason is None
+    shared = Load(in_flight=1, waiting=0, claimed=0, capacity=2, runs=2, knee=2, batch=32)
+    assert decide(shared, 6, 2).mode == "normal"  # one slot left of the knee's two, and another run: no fan-out

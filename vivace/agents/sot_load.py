@@ -15,7 +15,8 @@ GPU's is in the hundreds, two CPU cores' a handful); a run may use what is free 
 it (minus requests in flight, queued, and claimed by runs that decided a
 moment ago, and no more than the free KV cache holds) and no more than its
 share of it (the batch divided among the runs using it): one run alone fans
-out fully, sixteen at once into 32 slots get two points each, and past
+out fully (on an idle batch the knee does not cap it: see ``Load.free_alone``),
+sixteen at once into 32 slots get two points each, and past
 ``capacity / min_points`` runs every run decodes normally.
 """
 
@@ -51,7 +52,7 @@ class FanOut:
 
 def decide(load: Load, max_points: int, min_points: int) -> FanOut:
     """SoT with as many points as the free slots and the run's share allow; normal decoding below ``min_points``."""
-    width = min(load.free, load.share)
+    width = load.free_alone if load.idle else min(load.free, load.share)
     seen = f"{load.busy} of {load.capacity} batch slots busy, {load.free} free, {load.runs} run(s) sharing them"
     if width >= max_points:
         return FanOut(SOT, max_points, None, load)

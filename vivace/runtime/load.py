@@ -38,6 +38,24 @@ class Load:
     kv_usage: float | None = None
     kv_free_slots: int | None = None
     knee: int | None = None  # the engine's measured batch knee (StepModel), part of ``capacity`` when known
+    batch: int | None = None  # ``capacity`` without the knee: what the limiter and the engine admit at once
+
+    @property
+    def idle(self) -> bool:
+        """Nothing else in flight, waiting or claimed, and no other run sharing the batch."""
+        return self.busy == 0 and self.runs <= 1
+
+    @property
+    def free_alone(self) -> int:
+        """The slots a lone run on an idle batch may use: the knee does not bind it.
+
+        Past the knee a step costs more than the fixed part it shares, but a lone
+        answer split into more points still finishes sooner (under the step
+        model, its time is ``tokens * (fixed / points + per_seq)``); the knee
+        protects other runs' steps, and there are none.
+        """
+        free = self.batch if self.batch is not None else self.capacity
+        return min(free, self.kv_free_slots) if self.kv_free_slots is not None else free
 
     @property
     def busy(self) -> int:
@@ -141,7 +159,8 @@ def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
     stats = getattr(backend, "stats", None)
     steps = getattr(stats, "steps", None)
     knee = steps.knee() if isinstance(steps, StepModel) else None
-    caps = [c for c in (getattr(limiter, "max_in_flight", None), engine_batch_size(backend), knee) if c]
+    hard = [c for c in (getattr(limiter, "max_in_flight", None), engine_batch_size(backend)) if c]
+    caps = hard + ([knee] if knee else [])
     running = getattr(stats, "running", None)
     waiting = getattr(stats, "waiting", None)
     return Load(
@@ -149,6 +168,7 @@ def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
         waiting=int(getattr(limiter, "waiting", 0)),
         claimed=ledger.claimed if (ledger := ledger_of(limiter)) else 0,
         capacity=min(caps) if caps else 1,
+        batch=min(hard) if hard else None,
         runs=max(1, ledger.runs) if ledger else 1,
         engine_running=running if isinstance(running, int) else None,
         engine_waiting=waiting if isinstance(waiting, int) else None,
