@@ -245,3 +245,26 @@ def test_run_bench_on_the_real_engine(engine: Any, run: Any, monkeypatch: pytest
     assert summary["overall"]["coverage_median"] == med([r["coverage"]["normal_in_sot"] for r in rows])
     assert summary["fallbacks"] == sum(bool(r["sot"]["fallback"]) for r in rows)
     assert summary["normal_truncated"] == sum(r["normal"]["truncated"] for r in rows)
+
+
+def test_the_reference_arm_is_a_second_normal_answer_under_another_system_prompt(stub_router: None) -> None:
+    seen: list[GenerationRequest] = []
+
+    def reply(request: GenerationRequest) -> str:
+        if request.tag == "bench-sot/reference":
+            seen.append(request)
+            return " ".join(f"other{i}" for i in range(30))
+        return responder(request)
+
+    report = asyncio.run(sot_bench.run_bench(
+        FakeBackend(reply), QUESTIONS[:2], max_tokens=128, repetition_penalty=1.15, max_points=8, warm=False,
+        score=False, reference=True))
+    rows = report["questions"]
+    assert {r.tag for r in seen} == {"bench-sot/reference"} and len({r.request_id for r in seen}) == 2
+    assert seen[0].messages[0] == {"role": "system", "content": sot_bench.REFERENCE_SYSTEM}
+    for r in rows:
+        ref = r["reference"]
+        assert ref["length_ratio"] == pytest.approx(ref["output_tokens"] / r["normal"]["output_tokens"], rel=1e-3)
+        assert ref["answer"].startswith("other0")
+    assert report["summary"]["suited"]["reference_length_ratio_median"] == pytest.approx(
+        rows[0]["reference"]["length_ratio"], rel=1e-3)

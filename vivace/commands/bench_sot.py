@@ -37,6 +37,9 @@ def register(sub: Subparsers, parents: Parents) -> None:
                    help="also run pipelined SoT per question (points start while the skeleton is decoded)")
     p.add_argument("--unplanned", action="store_true",
                    help="also run SoT without its length plan per question (the plan's ablation)")
+    p.add_argument("--reference", action="store_true",
+                   help="also decode each question normally under another neutral system prompt: how much two "
+                        "normal answers share (the ceiling to read coverage against)")
     p.set_defaults(handler=cmd_bench_sot)
     # --max-tokens comes from the common options; unset, the bench uses DEFAULT_MAX_TOKENS.
 
@@ -75,7 +78,7 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
         raise
     try:
         report = await _run_and_close(backend, questions, err, max_tokens, penalty, max_points, out, base,
-                                      args.pipelined, judge, args.unplanned)
+                                      args.pipelined, judge, args.unplanned, args.reference)
     except BaseException:
         # Interrupted: report.json holds every finished question; draw those too.
         if (out / "report.json").is_file():
@@ -98,6 +101,7 @@ async def cmd_bench_sot(args: argparse.Namespace, config: Config) -> int:
 async def _run_and_close(
     backend: Any, questions: list[dict[str, str]], err: Any, max_tokens: int, penalty: float, max_points: int,
     out: Path, base: dict[str, Any], pipelined: bool = False, judge: Any = None, unplanned: bool = False,
+    reference: bool = False,
 ) -> dict[str, Any]:
     try:
         err.print(f"running {len(questions)} questions x (normal, sot, auto), max {max_tokens} tokens", highlight=False)
@@ -121,6 +125,7 @@ async def _run_and_close(
         report = await run_bench(
             backend, questions, max_tokens=max_tokens, repetition_penalty=penalty, max_points=max_points,
             out_dir=out, base_report=base, progress=progress, pipelined=pipelined, judge=judge, unplanned=unplanned,
+            reference=reference,
         )
         report["load_s"] = getattr(backend, "load_s", None)
         return report
@@ -199,6 +204,10 @@ def print_table(report: dict[str, Any]) -> None:
             + (f", hides {_fmt(_pct(hidden), '.0f')}% of the skeleton's time" if hidden is not None else ""),
             highlight=False,
         )
+    if g.get("reference_coverage_median") is not None:
+        console.print(f"reference (suited): a second normal answer under another neutral system prompt covers "
+                      f"{_fmt(g['reference_coverage_median'])} of the first (length {_fmt(g['reference_length_ratio_median'])}): "
+                      "the ceiling for SoT's coverage", highlight=False)
     if g.get("plan_error_median") is not None:
         console.print(f"length plan (suited): the expected normal length was off by a median "
                       f"{_fmt(_pct(g['plan_error_median']), '.0f')}%", highlight=False)

@@ -71,6 +71,9 @@ def sot(data: dict[str, Any]) -> list[Table]:
             if suited.get(f"{arm}_speedup_median") is not None]
     arms.insert(0, ["SoT", fmt(suited.get("speedup_sot_median"), ".2f"), "1.00", fmt(suited.get("length_ratio_median"), ".2f"),
                     fmt(suited.get("coverage_median"), ".2f")])
+    if suited.get("reference_coverage_median") is not None:  # what two normal answers share: coverage's ceiling
+        arms.append(["normal under another system prompt (reference)", "-", "-",
+                     fmt(suited.get("reference_length_ratio_median"), ".2f"), fmt(suited.get("reference_coverage_median"), ".2f")])
     tables.append(Table("SoT-suited questions by arm (medians)", ["arm", "× normal", "× SoT", "length ratio", "coverage of normal"], arms))
     by_cat = s.get("by_category") or {}
     if by_cat:

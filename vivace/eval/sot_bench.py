@@ -126,6 +126,9 @@ def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "sot_points_median": _median([r["sot"]["points"] for r in rows]),
         **_arm_group("pipelined", [r["pipelined"] for r in rows if "pipelined" in r]),
         **_arm_group("unplanned", [r["unplanned"] for r in rows if "unplanned" in r]),
+        **({"reference_coverage_median": _median([c for r in refs if (c := r["coverage"].get("normal_in_sot")) is not None]),
+            "reference_length_ratio_median": _median([r["length_ratio"] for r in refs if r["length_ratio"] is not None])}
+           if (refs := [r["reference"] for r in rows if "reference" in r]) else {}),
         "plan_error_median": _median([abs(p["expected_tokens"] - r["normal"]["output_tokens"]) / r["normal"]["output_tokens"]
                                       for r in rows if (p := r["sot"].get("length_plan")) and r["normal"]["output_tokens"]]),
         **_judge_group(rows),
@@ -244,6 +247,35 @@ async def warm_up(backend: Any, opts: dict[str, Any]) -> None:
         await ask(WARMUP_QUESTION, backend, mode=mode, **{**opts, "max_tokens": min(64, opts["max_tokens"])})
 
 
+# The reference arm: a second normal answer under another, equally neutral instruction.
+REFERENCE_SYSTEM = "You are a helpful assistant. Answer the user's question."
+
+
+async def reference_record(backend: Any, question: str, opts: dict[str, Any], normal: dict[str, Any],
+                           score: bool) -> dict[str, Any]:
+    """How much of the normal answer a second normal answer carries: the ceiling coverage can be read against.
+
+    Two normal decodings that differ only in a neutral system prompt are both
+    "the normal answer"; what they share is as much as any other decoding of
+    the question (SoT included) can be expected to share with one of them.
+    """
+    import asyncio
+
+    from vivace.eval.coverage import mutual as coverage_of
+    from vivace.runtime.backend import GenerationRequest
+    from vivace.runtime.call import complete
+
+    request = GenerationRequest(
+        messages=[{"role": "system", "content": REFERENCE_SYSTEM}, {"role": "user", "content": question}],
+        max_tokens=opts["max_tokens"], temperature=0.0, repetition_penalty=opts["repetition_penalty"],
+        tag="bench-sot/reference")
+    result = await complete(backend, request)
+    cov = await asyncio.to_thread(coverage_of, normal["answer"], result.text) if score else {}
+    return {"output_tokens": result.output_tokens, "latency_s": round(result.e2e_s, 4),
+            "length_ratio": round(result.output_tokens / normal["output_tokens"], 4) if normal["output_tokens"] else None,
+            "coverage": cov, "answer": result.text}
+
+
 def _bench_runtime(backend: Any, out_dir: Path | None) -> Any:
     """The runtime the questions run on: saves no runs, and its length plans learn only from this run.
 
@@ -277,6 +309,7 @@ async def run_bench(
     score: bool = True,
     pipelined: bool = False,
     unplanned: bool = False,
+    reference: bool = False,
     judge: Any = None,
 ) -> dict[str, Any]:
     """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes.
@@ -284,6 +317,7 @@ async def run_bench(
     ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM);
     ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_pipeline``);
     ``unplanned`` one more, SoT without its length plan (``vivace.agents.length_plan``), the ablation;
+    ``reference`` a second normal answer under another neutral instruction (``reference_record``);
     ``judge`` (a backend) a pairwise verdict on SoT's answer against normal's (``vivace.eval.sot_judge``).
     """
     import asyncio
@@ -297,7 +331,8 @@ async def run_bench(
     report.setdefault("config", {})
     report["config"].update(
         max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty, max_points=max_points,
-        order=f"normal, sot, auto{', sot pipelined' if pipelined else ''}{', sot unplanned' if unplanned else ''} per question; "
+        order=f"normal, sot, auto{', sot pipelined' if pipelined else ''}{', sot unplanned' if unplanned else ''}"
+              f"{', normal reference' if reference else ''} per question; "
               "questions round-robin over categories",
         backend=backend.name, model=backend.model, questions_planned=len(questions),
         judge=f"{judge.name}:{judge.model}" if judge is not None else None,
@@ -323,6 +358,8 @@ async def run_bench(
             bare = await ask(q["question"], runtime, mode="sot", length_plan=False, **opts)
             cov = await asyncio.to_thread(coverage_of, traces["normal"].answer, bare.answer) if score else None
             row["unplanned"] = arm_record(bare, row, cov)
+        if reference:
+            row["reference"] = await reference_record(backend, q["question"], opts, row["normal"], score)
         if judge is not None:
             from vivace.eval.sot_judge import judge_pair
 
