@@ -55,6 +55,21 @@ def test_prefill_is_continued(api_server, run) -> None:
     assert result.text and not result.text.lstrip().startswith("1.")
 
 
+def test_min_tokens_reaches_a_vllm_server_and_the_client_stops_honour_it(api_server, run) -> None:
+    """``min_tokens`` goes in vLLM's extra body, and the client's own stop check waits for it too."""
+    async def go(min_tokens: int) -> GenerationResult:
+        backend = await OpenAIBackend.connect([api_server])
+        try:
+            return await complete(backend, _ask("Count from 1 to 20, one number per line.", max_tokens=48,
+                                                 stop=["\n"], repetition_penalty=1.0, min_tokens=min_tokens))
+        finally:
+            await backend.aclose()
+
+    free, held = run(go(0)), run(go(24))
+    assert "\n" not in free.text and free.output_tokens < 24, free
+    assert held.output_tokens >= 24 and "\n" in held.text and held.text.startswith(free.text)
+
+
 def test_fleet_ejects_a_dead_member_then_readmits_it(api_server, run, caplog, monkeypatch) -> None:
     """A dead member costs one failed request, not one per request; when it answers /health again it is back."""
     from tests.runtime import servers

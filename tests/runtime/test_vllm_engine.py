@@ -47,6 +47,19 @@ def test_fixed_length_with_ignore_eos(engine, run) -> None:
     assert result.output_tokens == 20 and result.finish_reason == "length"
 
 
+def test_min_tokens_holds_off_stop_strings_and_eos(engine, run) -> None:
+    """SoT's point floor: no stop string (nor EOS) ends the answer before ``min_tokens``."""
+    def request(min_tokens: int) -> GenerationRequest:
+        return _ask("Count from 1 to 20, one number per line.", max_tokens=48, stop=["\n"], repetition_penalty=1.0,
+                    min_tokens=min_tokens)
+
+    free = run(complete(engine, request(0)))
+    assert free.finish_reason == "stop" and "\n" not in free.text and free.output_tokens < 24, free
+    held = run(complete(engine, request(24)))
+    assert held.output_tokens >= 24 and "\n" in held.text  # newlines before the floor did not end it
+    assert held.text.startswith(free.text)
+
+
 def test_concurrent_requests_batch(engine, run) -> None:
     """8 concurrent requests must take well under 8x one: continuous batching works."""
 
