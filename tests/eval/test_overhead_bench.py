@@ -25,6 +25,17 @@ def test_vivace_run_fans_out_to_n_branches() -> None:
     assert len(backend.requests) == 5 and backend.requests[0].tag.endswith("/skeleton")
 
 
+def test_consumer_gets_every_delta_and_notices_a_lost_one() -> None:
+    from vivace.agents.events import BranchDelta
+
+    backend = overhead_bench.fake_backend(3)
+    trace = asyncio.run(overhead_bench.vivace_run(backend, 3))  # checks every delta reached its consumer
+    received = overhead_bench.Received()
+    received(BranchDelta(trace.run_id, index=1, text=overhead_bench.EXPANSION))
+    with pytest.raises(RuntimeError, match="did not receive every delta"):
+        received.check(trace, 3)
+
+
 def test_report_schema() -> None:
     report = asyncio.run(overhead_bench.run_bench([2, 4], repeats=2, warmup=0))
     assert [r["branches"] for r in report["rows"]] == [2, 4]

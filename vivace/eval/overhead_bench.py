@@ -7,6 +7,10 @@ the very requests that run sent, with no graph: the skeleton call, then
 stream the same way, so the difference is what vivace adds: the LangGraph
 controller, prompt rendering, skeleton parsing, events and traces.
 
+The vivace run streams to a consumer (``Received``) that keeps every text
+event's text, and each run checks that the consumer got all of each point's
+and the skeleton's text: streaming stays live in what is measured.
+
 vivace's time is the run's ``RunTrace.latency_s``; the baseline has no trace
 and is timed the same way (``perf_counter`` around the whole run). The two
 alternate within every repeat so load drift hits both; medians are reported,
@@ -27,6 +31,7 @@ from vivace.errors import InputError
 # (vivace.agents.skeleton.MIN_POINTS), whatever ask's min_points says.
 DEFAULT_BRANCHES = (2, 4, 8, 16, 32)
 QUESTION = "What are the benefits of a daily walk?"
+EXPANSION = "This point is explained in one short sentence with a few words."
 TARGET_PER_RUN_MS = 1.0
 TARGET_PER_BRANCH_MS = 0.1
 
@@ -48,18 +53,39 @@ def fake_backend(n: int) -> Any:
         if request.tag.endswith("/skeleton"):
             return skeleton
         if "/expand/" in request.tag:
-            return "This point is explained in one short sentence with a few words."
+            return EXPANSION
         return "A plain answer in one short sentence."
 
     return FakeBackend(responder)
 
 
+class Received:
+    """The run's event consumer: the text of every delta, by stream, as a UI would keep it."""
+
+    def __init__(self) -> None:
+        self.text: dict[tuple[str, Any], list[str]] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.kind in ("skeleton_delta", "branch_delta"):
+            self.text.setdefault((event.kind, getattr(event, "index", None)), []).append(event.text)
+
+    def check(self, trace: Any, n: int) -> None:
+        """Raise unless every point's and the skeleton's whole text reached the consumer."""
+        got = {key: "".join(parts) for key, parts in self.text.items()}
+        want = {("skeleton_delta", None): trace.meta.get("skeleton", ""),
+                **{("branch_delta", i): EXPANSION for i in range(1, n + 1)}}
+        if got != want:
+            raise RuntimeError(f"the consumer did not receive every delta: {sorted(set(got) ^ set(want))} differ")
+
+
 async def vivace_run(backend: Any, n: int) -> Any:
     from vivace.agents import ask
 
-    trace = await ask(QUESTION, backend, mode="sot", max_points=n, min_points=1, max_tokens=512)
+    received = Received()
+    trace = await ask(QUESTION, backend, mode="sot", max_points=n, min_points=1, max_tokens=512, on_event=received)
     if len(trace.meta["points"]) != n or trace.meta.get("fallback"):
         raise RuntimeError(f"expected {n} points, got {len(trace.meta['points'])} ({trace.meta.get('fallback')})")
+    received.check(trace, n)
     return trace
 
 
@@ -139,7 +165,7 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {
             "backend": "fake (zero latency)", "mode": "sot", "branches": branches, "repeats": repeats, "warmup": warmup,
-            "vivace_timing": "RunTrace.latency_s", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
+            "vivace_timing": "RunTrace.latency_s", "consumer": "every skeleton and point delta, checked per run", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
         },
         "machine": machine_info(),
         "load_average_start": [round(x, 2) for x in load_start],
