@@ -36,16 +36,32 @@ def test_consumer_gets_every_delta_and_notices_a_lost_one() -> None:
         received.check(trace, 3)
 
 
+def test_langgraph_floor_sends_the_same_requests() -> None:
+    from vivace.eval.langgraph_floor import floor_graph, floor_run
+
+    backend = overhead_bench.fake_backend(3)
+    asyncio.run(overhead_bench.vivace_run(backend, 3))
+    recorded = list(backend.requests)
+    backend.requests.clear()
+    assert asyncio.run(floor_run(floor_graph(backend, recorded))) > 0
+    assert backend.requests[0] is recorded[0] and sorted(r.tag for r in backend.requests) == sorted(r.tag for r in recorded)
+
+
 def test_report_schema() -> None:
     report = asyncio.run(overhead_bench.run_bench([2, 4], repeats=2, warmup=0))
     assert [r["branches"] for r in report["rows"]] == [2, 4]
     for r in report["rows"]:
-        assert set(r) >= {"vivace_ms", "baseline_ms", "overhead_ms", "overhead_paired_median_ms", "overhead_per_branch_ms"}
+        assert set(r) >= {"vivace_ms", "baseline_ms", "overhead_ms", "overhead_paired_median_ms", "overhead_per_branch_ms",
+                          "langgraph_ms", "langgraph_overhead_ms"}
+        assert r["langgraph_overhead_ms"] == pytest.approx(r["langgraph_ms"] - r["baseline_ms"], abs=1e-3)
         assert r["overhead_ms"] == pytest.approx(r["vivace_ms"] - r["baseline_ms"], abs=1e-3)
         assert r["overhead_per_branch_ms"] == pytest.approx(r["overhead_ms"] / r["branches"], abs=1e-3)
     s = report["summary"]
     assert s["per_run_ms"] == report["fit"]["per_run_ms"] and s["per_branch_ms"] == report["fit"]["per_branch_ms"]
     assert report["fit"] == overhead_bench.fit(report["rows"]) and len(report["load_average_start"]) == 3
+    assert report["fit_langgraph"] == overhead_bench.fit(report["rows"], "langgraph_overhead_ms")
+    assert (s["langgraph_per_run_ms"], s["langgraph_per_branch_ms"]) == (report["fit_langgraph"]["per_run_ms"],
+                                                                        report["fit_langgraph"]["per_branch_ms"])
     # The targets' verdicts are the fitted figures compared with the stated thresholds (two points: a fit exists).
     assert s["per_run_ms"] is not None and s["per_branch_ms"] is not None
     assert s["target_per_run_ms"] == overhead_bench.TARGET_PER_RUN_MS == 1.0

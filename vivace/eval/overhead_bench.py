@@ -14,7 +14,10 @@ and the skeleton's text: streaming stays live in what is measured.
 vivace's time is the run's ``RunTrace.latency_s``; the baseline has no trace
 and is timed the same way (``perf_counter`` around the whole run). The two
 alternate within every repeat so load drift hits both; medians are reported,
-and a least-squares line fits overhead = per_run + per_branch x N.
+and a least-squares line fits overhead = per_run + per_branch x N. A third
+run per repeat sends the same requests through a bare LangGraph graph of the
+same shape (``langgraph_floor``): LangGraph's own cost, the least vivace can
+cost with LangGraph as its controller, fitted the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 from typing import Any
 
 from vivace.errors import InputError
+from vivace.eval.langgraph_floor import floor_graph, floor_run
 
 # One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
 # (vivace.agents.skeleton.MIN_POINTS), whatever ask's min_points says.
@@ -105,15 +109,19 @@ async def measure(n: int, repeats: int, warmup: int) -> dict[str, Any]:
     await vivace_run(backend, n)
     recorded = list(backend.requests)  # skeleton first, then the n expansions
     assert len(recorded) == n + 1 and recorded[0].tag.endswith("/skeleton")
+    graph = floor_graph(backend, recorded)
     vivace_s: list[float] = []
     base_s: list[float] = []
+    floor_s: list[float] = []
     for i in range(warmup + repeats):
         backend.requests.clear()
         trace = await vivace_run(backend, n)
         base = await baseline_run(backend, recorded)
+        floor = await floor_run(graph)
         if i >= warmup:
             vivace_s.append(trace.latency_s)
             base_s.append(base)
+            floor_s.append(floor)
     diffs = [(v - b) * 1000 for v, b in zip(vivace_s, base_s)]
     return {
         "branches": n,
@@ -125,6 +133,8 @@ async def measure(n: int, repeats: int, warmup: int) -> dict[str, Any]:
         "overhead_per_branch_ms": round((statistics.median(vivace_s) - statistics.median(base_s)) * 1000 / n, 4),
         "vivace_min_ms": round(min(vivace_s) * 1000, 4),
         "baseline_min_ms": round(min(base_s) * 1000, 4),
+        "langgraph_ms": round(statistics.median(floor_s) * 1000, 4),
+        "langgraph_overhead_ms": round((statistics.median(floor_s) - statistics.median(base_s)) * 1000, 4),
     }
 
 
@@ -158,6 +168,7 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
             progress(rows[-1])
     line = fit(rows)
     paired = fit(rows, "overhead_paired_median_ms")
+    floor = fit(rows, "langgraph_overhead_ms")
     from vivace.eval.backend_bench import machine_info
 
     return {
@@ -165,7 +176,8 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {
             "backend": "fake (zero latency)", "mode": "sot", "branches": branches, "repeats": repeats, "warmup": warmup,
-            "vivace_timing": "RunTrace.latency_s", "consumer": "every skeleton and point delta, checked per run", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
+            "vivace_timing": "RunTrace.latency_s",
+            "langgraph_floor": "the same requests through a bare StateGraph: skeleton node, a Send per expansion, join", "consumer": "every skeleton and point delta, checked per run", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
         },
         "machine": machine_info(),
         "load_average_start": [round(x, 2) for x in load_start],
@@ -173,11 +185,14 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
         "rows": rows,
         "fit": line,
         "fit_paired": paired,
+        "fit_langgraph": floor,
         "summary": {
             "per_run_ms": line["per_run_ms"],
             "per_branch_ms": line["per_branch_ms"],
             "target_per_run_ms": TARGET_PER_RUN_MS,
             "target_per_branch_ms": TARGET_PER_BRANCH_MS,
+            "langgraph_per_run_ms": floor["per_run_ms"],
+            "langgraph_per_branch_ms": floor["per_branch_ms"],
             "per_run_ok": None if line["per_run_ms"] is None else line["per_run_ms"] <= TARGET_PER_RUN_MS,
             "per_branch_ok": None if line["per_branch_ms"] is None else line["per_branch_ms"] <= TARGET_PER_BRANCH_MS,
         },
