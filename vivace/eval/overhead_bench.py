@@ -29,7 +29,6 @@ import time
 from typing import Any
 
 from vivace.errors import InputError
-from vivace.eval.langgraph_floor import floor_graph, floor_run
 
 # One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
 # (vivace.agents.skeleton.MIN_POINTS), whatever ask's min_points says.
@@ -104,7 +103,9 @@ async def baseline_run(backend: Any, requests: list[Any]) -> float:
 
 
 async def measure(n: int, repeats: int, warmup: int) -> dict[str, Any]:
-    """Medians over ``repeats`` alternating vivace / baseline runs with ``n`` branches."""
+    """Medians over ``repeats`` alternating vivace / baseline / bare LangGraph runs with ``n`` branches."""
+    from vivace.eval.langgraph_floor import floor_graph, floor_run  # LangGraph waits for a run (`vivace --help`)
+
     backend = fake_backend(n)
     await vivace_run(backend, n)
     recorded = list(backend.requests)  # skeleton first, then the n expansions
