@@ -17,12 +17,13 @@ def test_skeleton_has_n_distinct_points(n: int) -> None:
     assert parsed.fallback is None and len(parsed.points) == n == len(set(parsed.points))
 
 
-def test_vivace_run_fans_out_to_n_branches() -> None:
-    backend = overhead_bench.fake_backend(4)
-    trace = asyncio.run(overhead_bench.vivace_run(backend, 4))
-    assert len(trace.meta["points"]) == 4
-    assert sorted(c.branch for c in trace.calls if c.node == "expand") == [1, 2, 3, 4]
-    assert len(backend.requests) == 5 and backend.requests[0].tag.endswith("/skeleton")
+@pytest.mark.parametrize("n", [4, 32])
+def test_vivace_run_fans_out_to_n_branches(n: int) -> None:
+    backend = overhead_bench.fake_backend(n)
+    trace = asyncio.run(overhead_bench.vivace_run(backend, n))  # more points than the length plan's prior holds too
+    assert len(trace.meta["points"]) == n
+    assert sorted(c.branch for c in trace.calls if c.node == "expand") == list(range(1, n + 1))
+    assert len(backend.requests) == n + 1 and backend.requests[0].tag.endswith("/skeleton")
 
 
 def test_consumer_gets_every_delta_and_notices_a_lost_one() -> None:

@@ -33,7 +33,9 @@ from vivace.errors import InputError
 # One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
 # (vivace.agents.skeleton.MIN_POINTS), whatever ask's min_points says.
 DEFAULT_BRANCHES = (2, 4, 8, 16, 32)
-QUESTION = "What are the benefits of a daily walk?"
+# The question names its count: the SoT length plan (vivace.agents.length_plan) then asks for n points
+# instead of the ~7 its prior length holds, and the plan stays in the measured path.
+QUESTION = "What are {n} benefits of a daily walk?"
 EXPANSION = "This point is explained in one short sentence with a few words."
 TARGET_PER_RUN_MS = 1.0
 TARGET_PER_BRANCH_MS = 0.1
@@ -85,7 +87,7 @@ async def vivace_run(backend: Any, n: int) -> Any:
     from vivace.agents import ask
 
     received = Received()
-    trace = await ask(QUESTION, backend, mode="sot", max_points=n, min_points=1, max_tokens=512, on_event=received)
+    trace = await ask(QUESTION.format(n=n), backend, mode="sot", max_points=n, min_points=1, max_tokens=512, on_event=received)
     if len(trace.meta["points"]) != n or trace.meta.get("fallback"):
         raise RuntimeError(f"expected {n} points, got {len(trace.meta['points'])} ({trace.meta.get('fallback')})")
     received.check(trace, n)
