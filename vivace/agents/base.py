@@ -129,9 +129,6 @@ def leave_step(token: contextvars.Token[StepRun | None]) -> None:
     _CURRENT.reset(token)
 
 
-_TEXT_EVENTS = ("agent_delta", "skeleton_delta", "branch_delta", "answer_delta")
-
-
 class Tracer:
     """Collects every call, step run and streamed text of one run, and forwards events as they happen.
 
@@ -148,9 +145,9 @@ class Tracer:
         self._ids = itertools.count(1)
 
     def emit(self, event: Event) -> None:
-        if event.kind in _TEXT_EVENTS:
-            key = (getattr(event, "step", event.kind), getattr(event, "branch", getattr(event, "index", None)))
-            self.streamed.setdefault(key, []).append(getattr(event, "text", ""))
+        key = event.stream()
+        if key is not None:
+            self.streamed.setdefault(key, []).append(event.text)  # type: ignore[attr-defined]
         if self.on_event is not None:
             try:
                 self.on_event(event)

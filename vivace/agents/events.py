@@ -27,6 +27,13 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
 
+    def stream(self) -> tuple[str, Any] | None:
+        """The text stream this event adds to (a name and a branch), or None: a run keeps these as its partial answer.
+
+        A method, not attribute probes by the tracer: it runs once per streamed token.
+        """
+        return None
+
 
 @dataclass
 class RunStarted(Event):
@@ -50,6 +57,9 @@ class SkeletonDelta(Event):
     kind: ClassVar[str] = "skeleton_delta"
     text: str
 
+    def stream(self) -> tuple[str, Any] | None:
+        return (self.kind, None)
+
 
 @dataclass
 class SkeletonDone(Event):
@@ -70,6 +80,9 @@ class BranchDelta(Event):
     index: int
     text: str
 
+    def stream(self) -> tuple[str, Any] | None:
+        return (self.kind, self.index)
+
 
 @dataclass
 class BranchDone(Event):
@@ -89,6 +102,9 @@ class AnswerDelta(Event):
 
     kind: ClassVar[str] = "answer_delta"
     text: str
+
+    def stream(self) -> tuple[str, Any] | None:
+        return (self.kind, None)
 
 
 @dataclass
@@ -133,6 +149,9 @@ class AgentDelta(Event):
     text: str
     branch: int | None = None
     request_id: str = ""
+
+    def stream(self) -> tuple[str, Any] | None:
+        return (self.step, self.branch)
 
 
 @dataclass

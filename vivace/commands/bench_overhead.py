@@ -33,7 +33,7 @@ async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
     err = Console(stderr=True)
     report = await run_bench(
         args.branches, args.repeats, args.warmup,
-        progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms", highlight=False),
+        progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms  (LangGraph alone {r['langgraph_overhead_ms']:.3f} ms)", highlight=False),
     )
     out = Path(args.out)
     write_report(out, report)
@@ -41,11 +41,12 @@ async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
         emit_json(report)
         return 0
     table = Table(title=f"vivace overhead vs asyncio.gather, zero-latency fake (medians of {args.repeats})")
-    for col in ("branches", "vivace ms", "gather ms", "overhead ms", "paired ms", "per branch ms"):
+    for col in ("branches", "vivace ms", "gather ms", "overhead ms", "paired ms", "per branch ms", "LangGraph alone ms"):
         table.add_column(col, justify="right")
     for r in report["rows"]:
         table.add_row(str(r["branches"]), f"{r['vivace_ms']:.3f}", f"{r['baseline_ms']:.3f}", f"{r['overhead_ms']:.3f}",
-                      f"{r['overhead_paired_median_ms']:.3f}", f"{r['overhead_per_branch_ms']:.3f}")
+                      f"{r['overhead_paired_median_ms']:.3f}", f"{r['overhead_per_branch_ms']:.3f}",
+                      f"{r['langgraph_overhead_ms']:.3f}")
     console = Console()
     console.print(table)
     s = report["summary"]
@@ -53,6 +54,11 @@ async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
         f"fit: {s['per_run_ms']} ms per run + {s['per_branch_ms']} ms per branch (r2 {report['fit']['r2']}); "
         f"target <= {TARGET_PER_RUN_MS} ms + <= {TARGET_PER_BRANCH_MS} ms: "
         f"{'ok' if s['per_run_ok'] else 'MISSED'} / {'ok' if s['per_branch_ok'] else 'MISSED'}",
+        highlight=False,
+    )
+    console.print(
+        f"LangGraph's own floor for this graph shape (bare StateGraph, same requests): "
+        f"{s['langgraph_per_run_ms']} ms per run + {s['langgraph_per_branch_ms']} ms per branch",
         highlight=False,
     )
     console.print(f"report: {out / 'report.json'}  (load average {report['load_average_start']})", highlight=False)

@@ -7,10 +7,17 @@ the very requests that run sent, with no graph: the skeleton call, then
 stream the same way, so the difference is what vivace adds: the LangGraph
 controller, prompt rendering, skeleton parsing, events and traces.
 
+The vivace run streams to a consumer (``Received``) that keeps every text
+event's text, and each run checks that the consumer got all of each point's
+and the skeleton's text: streaming stays live in what is measured.
+
 vivace's time is the run's ``RunTrace.latency_s``; the baseline has no trace
 and is timed the same way (``perf_counter`` around the whole run). The two
 alternate within every repeat so load drift hits both; medians are reported,
-and a least-squares line fits overhead = per_run + per_branch x N.
+and a least-squares line fits overhead = per_run + per_branch x N. A third
+run per repeat sends the same requests through a bare LangGraph graph of the
+same shape (``langgraph_floor``): LangGraph's own cost, the least vivace can
+cost with LangGraph as its controller, fitted the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from vivace.errors import InputError
 # One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
 # (vivace.agents.skeleton.MIN_POINTS), whatever ask's min_points says.
 DEFAULT_BRANCHES = (2, 4, 8, 16, 32)
-QUESTION = "What are the benefits of a daily walk?"
+# The question names its count: the SoT length plan (vivace.agents.length_plan) then asks for n points
+# instead of the ~7 its prior length holds, and the plan stays in the measured path.
+QUESTION = "What are {n} benefits of a daily walk?"
+EXPANSION = "This point is explained in one short sentence with a few words."
 TARGET_PER_RUN_MS = 1.0
 TARGET_PER_BRANCH_MS = 0.1
 
@@ -48,18 +58,39 @@ def fake_backend(n: int) -> Any:
         if request.tag.endswith("/skeleton"):
             return skeleton
         if "/expand/" in request.tag:
-            return "This point is explained in one short sentence with a few words."
+            return EXPANSION
         return "A plain answer in one short sentence."
 
     return FakeBackend(responder)
 
 
+class Received:
+    """The run's event consumer: the text of every delta, by stream, as a UI would keep it."""
+
+    def __init__(self) -> None:
+        self.text: dict[tuple[str, Any], list[str]] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.kind in ("skeleton_delta", "branch_delta"):
+            self.text.setdefault((event.kind, getattr(event, "index", None)), []).append(event.text)
+
+    def check(self, trace: Any, n: int) -> None:
+        """Raise unless every point's and the skeleton's whole text reached the consumer."""
+        got = {key: "".join(parts) for key, parts in self.text.items()}
+        want = {("skeleton_delta", None): trace.meta.get("skeleton", ""),
+                **{("branch_delta", i): EXPANSION for i in range(1, n + 1)}}
+        if got != want:
+            raise RuntimeError(f"the consumer did not receive every delta: {sorted(set(got) ^ set(want))} differ")
+
+
 async def vivace_run(backend: Any, n: int) -> Any:
     from vivace.agents import ask
 
-    trace = await ask(QUESTION, backend, mode="sot", max_points=n, min_points=1, max_tokens=512)
+    received = Received()
+    trace = await ask(QUESTION.format(n=n), backend, mode="sot", max_points=n, min_points=1, max_tokens=512, on_event=received)
     if len(trace.meta["points"]) != n or trace.meta.get("fallback"):
         raise RuntimeError(f"expected {n} points, got {len(trace.meta['points'])} ({trace.meta.get('fallback')})")
+    received.check(trace, n)
     return trace
 
 
@@ -74,20 +105,26 @@ async def baseline_run(backend: Any, requests: list[Any]) -> float:
 
 
 async def measure(n: int, repeats: int, warmup: int) -> dict[str, Any]:
-    """Medians over ``repeats`` alternating vivace / baseline runs with ``n`` branches."""
+    """Medians over ``repeats`` alternating vivace / baseline / bare LangGraph runs with ``n`` branches."""
+    from vivace.eval.langgraph_floor import floor_graph, floor_run  # LangGraph waits for a run (`vivace --help`)
+
     backend = fake_backend(n)
     await vivace_run(backend, n)
     recorded = list(backend.requests)  # skeleton first, then the n expansions
     assert len(recorded) == n + 1 and recorded[0].tag.endswith("/skeleton")
+    graph = floor_graph(backend, recorded)
     vivace_s: list[float] = []
     base_s: list[float] = []
+    floor_s: list[float] = []
     for i in range(warmup + repeats):
         backend.requests.clear()
         trace = await vivace_run(backend, n)
         base = await baseline_run(backend, recorded)
+        floor = await floor_run(graph)
         if i >= warmup:
             vivace_s.append(trace.latency_s)
             base_s.append(base)
+            floor_s.append(floor)
     diffs = [(v - b) * 1000 for v, b in zip(vivace_s, base_s)]
     return {
         "branches": n,
@@ -99,6 +136,8 @@ async def measure(n: int, repeats: int, warmup: int) -> dict[str, Any]:
         "overhead_per_branch_ms": round((statistics.median(vivace_s) - statistics.median(base_s)) * 1000 / n, 4),
         "vivace_min_ms": round(min(vivace_s) * 1000, 4),
         "baseline_min_ms": round(min(base_s) * 1000, 4),
+        "langgraph_ms": round(statistics.median(floor_s) * 1000, 4),
+        "langgraph_overhead_ms": round((statistics.median(floor_s) - statistics.median(base_s)) * 1000, 4),
     }
 
 
@@ -132,6 +171,7 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
             progress(rows[-1])
     line = fit(rows)
     paired = fit(rows, "overhead_paired_median_ms")
+    floor = fit(rows, "langgraph_overhead_ms")
     from vivace.eval.backend_bench import machine_info
 
     return {
@@ -139,7 +179,8 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {
             "backend": "fake (zero latency)", "mode": "sot", "branches": branches, "repeats": repeats, "warmup": warmup,
-            "vivace_timing": "RunTrace.latency_s", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
+            "vivace_timing": "RunTrace.latency_s",
+            "langgraph_floor": "the same requests through a bare StateGraph: skeleton node, a Send per expansion, join", "consumer": "every skeleton and point delta, checked per run", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
         },
         "machine": machine_info(),
         "load_average_start": [round(x, 2) for x in load_start],
@@ -147,11 +188,14 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
         "rows": rows,
         "fit": line,
         "fit_paired": paired,
+        "fit_langgraph": floor,
         "summary": {
             "per_run_ms": line["per_run_ms"],
             "per_branch_ms": line["per_branch_ms"],
             "target_per_run_ms": TARGET_PER_RUN_MS,
             "target_per_branch_ms": TARGET_PER_BRANCH_MS,
+            "langgraph_per_run_ms": floor["per_run_ms"],
+            "langgraph_per_branch_ms": floor["per_branch_ms"],
             "per_run_ok": None if line["per_run_ms"] is None else line["per_run_ms"] <= TARGET_PER_RUN_MS,
             "per_branch_ok": None if line["per_branch_ms"] is None else line["per_branch_ms"] <= TARGET_PER_BRANCH_MS,
         },
