@@ -8,7 +8,6 @@ thread for the whole session; tests hand it coroutines through ``run``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 from pathlib import Path

@@ -7,7 +7,6 @@ retrieval (Chroma + MiniLM) and compression (MiniLM) are real.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 

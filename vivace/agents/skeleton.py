@@ -40,9 +40,12 @@ class Skeleton:
         return self.fallback is None
 
 
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
 def _norm(text: str) -> str:
     """A comparison key: lower case, letters and digits only."""
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+    return _NON_ALNUM.sub(" ", text.lower()).strip()
 
 
 def clean_point(text: str) -> str:
@@ -137,7 +140,7 @@ def strip_echo(text: str, index: int, points: list[str]) -> str:
     first line that starts another numbered point or repeats another point.
     """
     own = _norm(points[index - 1]) if 0 < index <= len(points) else ""
-    others = {_norm(p) for i, p in enumerate(points, 1) if i != index and _norm(p)}
+    others: set[str] | None = None  # the other points' keys, built at the second line: most expansions have one
     body = text.replace("\r", "")
     # A leading copy of the point's own title (model restarts the prefill).
     lead = re.match(rf"^\s*(?:\*\*)?\s*{index}\s*[.)]\s*", body)
@@ -155,6 +158,8 @@ def strip_echo(text: str, index: int, points: list[str]) -> str:
         match = _NUMBERED.match(line)
         if match and (i > 0 or int(match.group(1)) != index):
             break  # another point starts: the model is writing or echoing the skeleton
+        if i > 0 and others is None:
+            others = {key for j, p in enumerate(points, 1) if j != index and (key := _norm(p))}
         if i > 0 and others and _norm(line) in others:
             break
         kept.append(line)

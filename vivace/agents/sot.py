@@ -93,7 +93,7 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             "stages": {"route": time.perf_counter() - t0}}
 
 
-def after_route(state: State) -> str:
+async def after_route(state: State) -> str:  # async: LangGraph runs a sync edge in a thread pool
     if state["mode"] != SOT:
         return "normal"
     return "pipelined" if state.get("pipelined") else "skeleton"
@@ -168,7 +168,7 @@ def guard_answer(parsed: Skeleton) -> dict[str, Any]:
     return {"answer": " ".join(parsed.dropped)} if parsed.fallback == GUARD_REFUSAL else {}
 
 
-def after_skeleton(state: State) -> list[Send] | str:
+async def after_skeleton(state: State) -> list[Send] | str:
     """One ``Send`` per point, normal decoding when the skeleton was not usable, the end when the guard stopped it."""
     if state.get("fallback") == GUARD_REFUSAL:
         return END

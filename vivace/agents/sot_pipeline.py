@@ -103,7 +103,7 @@ async def _cancel(tasks: list[asyncio.Task[Expansion]]) -> None:
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-def after_pipelined(state: State) -> str:
+async def after_pipelined(state: State) -> str:
     if state.get("fallback") == GUARD_REFUSAL:
         return END
     return "normal" if state.get("fallback") else "join"

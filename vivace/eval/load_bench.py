@@ -16,7 +16,6 @@ import asyncio
 import logging
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 

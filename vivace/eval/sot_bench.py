@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable

@@ -7,7 +7,7 @@ streaming output, so pipes and logs get text, not escape codes.
 from __future__ import annotations
 
 import sys
-from typing import Any, Awaitable, TypeVar
+from typing import Awaitable, TypeVar
 
 from rich.console import Console
 from rich.live import Live
