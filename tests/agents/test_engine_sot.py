@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vivace.agents import Event, ask
+from vivace.agents.length_plan import LengthPlan
 
 pytestmark = pytest.mark.engine
 
@@ -30,7 +31,9 @@ def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
     assert max(c.started_at for c in expands) < min(c.ended_at for c in expands)
     # The shared head of the expansion prompts (instructions, question, skeleton) came from the prefix cache.
     assert sum(c.cached_tokens or 0 for c in expands) > 0
-    assert all(0 < c.output_tokens <= 48 for c in expands)
+    # The length plan's equal budgets and floors (min_tokens) held on the engine.
+    budget, floor = LengthPlan(**trace.meta["length_plan"]).point_budget(len(points))
+    assert all(floor <= c.output_tokens <= budget for c in expands), [c.output_tokens for c in expands]
     skeleton = next(c for c in trace.calls if c.node == "skeleton")
     assert skeleton.output_tokens > 0 and skeleton.prompt_tokens > 0
     lines = trace.answer.splitlines()

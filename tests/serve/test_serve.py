@@ -211,7 +211,10 @@ def test_sdk_gets_streamed_and_whole_answers_from_the_engine(engine_server: Serv
     streamed = engine_server.run(run_id)
     assert "".join(pieces) == streamed["answer"] and streamed["status"] == "done"
     if model == "vivace-sot" and streamed["mode"] == "sot":
-        assert sum(1 for p in pieces if p) >= 2  # the points arrive one by one, not as one block
+        # The points go out as each one (and those before it) is done, formatted as the answer joins them. The
+        # length plan's equal budgets end them together, so they may arrive in one chunk; tests/serve/test_stream.py
+        # checks the order of points finishing apart.
+        assert next(p for p in pieces if p).startswith("1. ")
 
 
 @pytest.mark.engine

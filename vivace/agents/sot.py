@@ -234,7 +234,10 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
             raise RunError(f"point {index} ({point!r}) failed: {message}", ctx.name, ctx.step) from exc
         return Expansion(index, point, "", message, started, time.time())
     text = strip_echo(result.text, index, points)
-    if result.finish_reason == "length":
+    paragraph, _, rest = text.strip().partition("\n\n")
+    if rest.strip():  # a blank line ends a point: the plan's floor held its stop off, and what follows is past it
+        text = paragraph
+    elif result.finish_reason == "length":
         text = trim_partial_sentence(text)
     write(BranchDone(run_id, index=index, point=point, text=text, call=trace))
     return Expansion(index, point, text, None, started, time.time())
