@@ -128,6 +128,19 @@ def test_unsupported_reasons_are_specific(model_dir):
     # vLLM's int8 weight-only shorthand only touches MoE experts: on this dense model it would be a no-op.
     assert "MoE" in unsupported_reason(known["w8-weight-only"], model_dir, {})
     assert unsupported_reason(known["bf16"], model_dir, {}) is None
+    # vLLM refuses e5m2 with a checkpoint's calibrated KV scales ("not supported with fp8 checkpoints").
+    assert "fp8_e4m3 only" in unsupported_reason(known["kv-fp8-e5m2-cal"], model_dir, {})
+
+
+def test_e5m2_with_a_calibrated_checkpoint_is_refused_before_the_engine_starts(tmp_path):
+    import json
+
+    from vivace.errors import ConfigError
+    from vivace.runtime.vllm_engine import EngineOptions, check_supported
+
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"kv_cache_scheme": {"num_bits": 8}}}))
+    with pytest.raises(ConfigError, match="fp8_e4m3 only"):
+        check_supported(EngineOptions(model=str(tmp_path), kv_cache_dtype="fp8_e5m2"))
 
 
 def test_a_failing_config_becomes_a_row_and_the_rest_still_run(model_dir, tmp_path, monkeypatch, run):

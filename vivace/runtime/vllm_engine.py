@@ -115,14 +115,25 @@ def cpu_supports_fp8_kv() -> bool:
     return bool({"avx512f", "amx_tile"} & _cpu_flags())
 
 
-def _model_context(model: str) -> int | None:
-    """The context length a local model folder declares (``config.json``), if it says."""
+# vLLM reads a checkpoint's calibrated KV scales for fp8_e4m3 only, and refuses e5m2 with them.
+E5M2_WITH_SCALES = ("kv_cache_dtype 'fp8_e5m2' cannot use the calibrated KV scales this checkpoint carries "
+                    "(vLLM takes them for fp8_e4m3 only); use fp8_e4m3 with it")
+
+
+def _model_config(model: str) -> dict[str, Any]:
+    """A local model folder's ``config.json`` (empty when there is none, e.g. a hub id)."""
     try:
         with open(os.path.join(model, "config.json"), encoding="utf-8") as fh:
             config = json.load(fh)
     except (OSError, ValueError):
-        return None
-    config = config.get("text_config", config) if isinstance(config, dict) else {}
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _model_context(model: str) -> int | None:
+    """The context length a local model folder declares (``config.json``), if it says."""
+    config = _model_config(model)
+    config = config.get("text_config", config)
     value = config.get("max_position_embeddings") if isinstance(config, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
@@ -147,6 +158,9 @@ def check_supported(options: EngineOptions) -> None:
             f"max_model_len: {options.max_model_len} is more than the model's context of {declared} tokens "
             "(set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 to force it)"
         )
+    if options.kv_cache_dtype == "fp8_e5m2" and (_model_config(options.model).get("quantization_config") or {}).get(
+            "kv_cache_scheme"):
+        raise ConfigError(E5M2_WITH_SCALES)
     if not current_platform.is_cpu():
         return
     if options.kv_cache_dtype.startswith("fp8") and not cpu_supports_fp8_kv():
