@@ -128,7 +128,7 @@ async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, An
 def skeleton_call(ctx: Context, question: str) -> tuple[Call, str | None]:
     """The skeleton's call and its prefill (no repetition penalty: it collapses a numbered list)."""
     opts = ctx.options
-    count = str(ctx.plan.points) if ctx.plan is not None else "4 to 8"
+    count = str(min(ctx.plan.points, opts.max_points)) if ctx.plan is not None else "4 to 8"  # the load may cap it
     messages, prefill = render(SKELETON_PROMPT, question=question, count=count)
     call = Call(
         messages=messages,
@@ -200,7 +200,7 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
     write, opts = ctx.emit, ctx.options
     point = points[index - 1]
     started = time.time()
-    n = total or (ctx.plan.points if ctx.plan is not None else max(index, MIN_POINTS + 1))
+    n = total or (min(ctx.plan.points, opts.max_points) if ctx.plan is not None else max(index, MIN_POINTS + 1))
     if ctx.plan is not None:  # equal shares of the expected length, with a floor: the branches finish together
         (max_tokens, min_tokens), sentences = ctx.plan.point_budget(n), f"about {ctx.plan.sentences(n)}"
     else:
