@@ -54,8 +54,7 @@ class Load:
         model, its time is ``tokens * (fixed / points + per_seq)``); the knee
         protects other runs' steps, and there are none.
         """
-        free = self.batch if self.batch is not None else self.capacity
-        return min(free, self.kv_free_slots) if self.kv_free_slots is not None else free
+        return self._kv_bound(self.batch if self.batch is not None else self.capacity)
 
     @property
     def busy(self) -> int:
@@ -70,8 +69,11 @@ class Load:
     @property
     def free(self) -> int:
         """Batch slots a new request would find: by count, and by KV headroom when the engine reports it."""
-        free = max(0, self.capacity - self.busy)
-        return min(free, self.kv_free_slots) if self.kv_free_slots is not None else free
+        return self._kv_bound(max(0, self.capacity - self.busy))
+
+    def _kv_bound(self, slots: int) -> int:
+        """``slots``, no more than the free KV cache holds when the engine reports it."""
+        return min(slots, self.kv_free_slots) if self.kv_free_slots is not None else slots
 
     @property
     def share(self) -> int:

@@ -130,9 +130,8 @@ def _model_config(model: str) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _model_context(model: str) -> int | None:
-    """The context length a local model folder declares (``config.json``), if it says."""
-    config = _model_config(model)
+def _model_context(config: dict[str, Any]) -> int | None:
+    """The context length a model's ``config.json`` declares, if it says."""
     config = config.get("text_config", config)
     value = config.get("max_position_embeddings") if isinstance(config, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
@@ -151,15 +150,15 @@ def check_supported(options: EngineOptions) -> None:
         raise ConfigError(
             f"quantization: {options.quantization!r} is not a method vLLM knows; one of {', '.join(QUANTIZATION_METHODS)}"
         )
-    declared = _model_context(options.model)
+    model_config = _model_config(options.model)
+    declared = _model_context(model_config)
     if (options.max_model_len is not None and declared is not None and options.max_model_len > declared
             and os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") != "1"):
         raise ConfigError(
             f"max_model_len: {options.max_model_len} is more than the model's context of {declared} tokens "
             "(set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 to force it)"
         )
-    if options.kv_cache_dtype == "fp8_e5m2" and (_model_config(options.model).get("quantization_config") or {}).get(
-            "kv_cache_scheme"):
+    if options.kv_cache_dtype == "fp8_e5m2" and (model_config.get("quantization_config") or {}).get("kv_cache_scheme"):
         raise ConfigError(E5M2_WITH_SCALES)
     if not current_platform.is_cpu():
         return
