@@ -96,7 +96,7 @@ class Config:
     sot_length_plan: bool = True  # plan the points' count and budgets from the expected normal length
     execution: str = field(default="dataflow", metadata=_choices("dataflow", "supersteps"))  # pipelines
     long_form: str = field(default="off", metadata=_choices("off", "auto", "sot"))  # SoT inside agents (the writer)
-    scheduling: str = field(default="program", metadata=_choices("fcfs", "critical", "fair", "program"))
+    scheduling: str = field(default="program", metadata=_choices("fcfs", "critical", "fair", "program", "age"))
 
     # Retrieval and compression
     chroma_path: Path | None = None  # default: $VIVACE_HOME/chroma

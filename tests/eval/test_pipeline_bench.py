@@ -12,7 +12,7 @@ import pytest
 from tests.test_cli import VIVACE, cli_env
 from vivace.assembly import runtime_for
 from vivace.config import Config
-from vivace.eval.pipeline_bench import CONFIGS, compare, run_bench
+from vivace.eval.pipeline_bench import CONFIGS, arrival_times, compare, level_name, run_bench
 from vivace.eval.pipeline_workloads import docs_folder, workloads
 from vivace.runtime.fake import FakeBackend
 
@@ -64,6 +64,27 @@ def test_every_configuration_is_compared_with_the_baseline_task_by_task() -> Non
     assert set(report["targets"]) and report["configs"]["langgraph"] == CONFIGS["langgraph"]
 
 
+def test_open_arrivals_are_seeded_poisson_and_the_same_for_every_configuration() -> None:
+    at = arrival_times(30.0, 400, seed=3)
+    assert at == arrival_times(30.0, 400, seed=3) and at != arrival_times(30.0, 400, seed=4)
+    assert all(b > a for a, b in zip(at, at[1:]))
+    assert 1.7 < at[-1] / len(at) < 2.3  # 30 a minute: one every 2 s on average
+    runtime = runtime_for(Config(backend="fake", max_tokens=32), FakeBackend(responder, per_token_s=0.002),
+                          save_runs=False)
+    report = asyncio.run(run_bench(runtime, ["scheduling"], [], ["research", "revise"], 1, {"max_tokens": 32},
+                                   rates=[600.0], arrivals=5))
+    (level,) = report["levels"]
+    assert level["concurrency"] is None and level["arrival_rate"] == 600.0 and level_name(level) == "600/min arriving"
+    rows = {r["config"]: r for r in level["rows"]}
+    assert set(rows) == {"langgraph", "scheduling"}
+    expected = arrival_times(600.0, 5, seed=0)
+    for r in rows.values():
+        assert r["tasks"] == 5 and [x["arrival_s"] for x in r["results"]] == expected
+        assert r["wall_s"] >= expected[-1]  # the last task started only when it arrived
+        assert all(0 < x["latency_s"] < r["wall_s"] for x in r["results"])
+    assert any("600/min arriving: scheduling p95" in k for k in report["targets"])
+
+
 def test_compare_reads_speed_and_quality_off_matching_tasks() -> None:
     def result(task: str, latency: float, answer: str) -> dict:
         return {"workload": "w", "task": task, "latency_s": latency, "answer": answer, "index": ord(task)}
@@ -81,6 +102,9 @@ def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path) -> None:
     proc = subprocess.run([VIVACE, "bench", "pipeline", "--concurrency", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=cli_env(vivace_home), timeout=120)
     assert proc.returncode == 2 and "at least 1" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([VIVACE, "bench", "pipeline", "--rate", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=cli_env(vivace_home), timeout=120)
+    assert proc.returncode == 2 and "--rate" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.engine
@@ -105,4 +129,4 @@ def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: 
             assert r["by_agent"]["summarizer"]["calls"] == 5 * len(r["results"]) and r["by_model"]
             assert 0 <= r["identical"] <= 1 and 0 < r["similarity"] <= 1
     assert (out / "pipeline.png").exists()
-    assert "× med" in proc.stdout
+    assert "×med" in proc.stdout

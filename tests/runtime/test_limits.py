@@ -79,4 +79,8 @@ def test_priority_policies() -> None:
     # program: a run that has used less goes first whatever its place; within a run, the longer path first
     assert priority("program", 0, 0) < priority("program", 9, SERVICE_BLOCK)
     assert priority("program", 2, 0) < priority("program", 1, 0)
+    # age: the run that started first goes first whatever it has used; within a run, the longer path first
+    assert priority("age", 0, 10 * SERVICE_BLOCK, started_ms=1000) < priority("age", 9, 0, started_ms=1001)
+    assert priority("age", 2, 0, started_ms=1000) < priority("age", 1, 0, started_ms=1000)
     assert engine_policy("fcfs") == "fcfs" and engine_policy("program") == "priority"
+    assert engine_policy("age") == "priority"

@@ -116,7 +116,7 @@ class Parents:
         g.add_argument("--max-tokens", type=int, metavar="N", help="output token cap per call")
         g.add_argument("--max-in-flight", type=int, metavar="N", help="process-wide cap on concurrent requests")
         g.add_argument("--scheduling", metavar="POLICY",
-                       help="which waiting request goes first: fcfs | critical | fair | program (default)")
+                       help="which waiting request goes first: fcfs | critical | fair | program (default) | age")
 
         engine = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
         g = engine.add_argument_group("engine options (embedded vLLM)")

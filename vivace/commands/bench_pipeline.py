@@ -18,7 +18,7 @@ from typing import Any
 from vivace.commands._io import Parents, Subparsers, emit_json
 from vivace.config import Config
 from vivace.eval import write_report
-from vivace.eval.pipeline_bench import CONFIGS, WORKLOADS, plot, run_bench
+from vivace.eval.pipeline_bench import CONFIGS, WORKLOADS, level_name, plot, run_bench
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,12 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS), help="default: all three")
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
                    help="configurations (the langgraph baseline always runs); default: all")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], metavar="N",
-                   help="tasks in flight at once; 1 is latency, more is load (default 1 8)")
+    p.add_argument("--concurrency", type=int, nargs="+", metavar="N",
+                   help="tasks in flight at once; 1 is latency, more is load (default 1 8, or none with --rate)")
+    p.add_argument("--rate", type=float, nargs="+", default=[], metavar="R",
+                   help="open-arrival levels: tasks arrive at R per minute (Poisson, the same arrivals for every "
+                        "configuration), each started on arrival")
+    p.add_argument("--arrivals", type=int, default=24, metavar="N", help="tasks per open-arrival level (default 24)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N tasks per workload")
     p.add_argument("--out", default="runs/bench-pipeline", metavar="DIR", help="where report.json and pipeline.png go")
     p.set_defaults(handler=cmd_bench_pipeline)
@@ -43,10 +47,15 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     from vivace.errors import InputError
     from vivace.eval.backend_bench import machine_info
 
-    if any(c < 1 for c in args.concurrency) or (args.limit is not None and args.limit < 1):
-        raise InputError("--concurrency values and --limit must be at least 1")
+    if args.concurrency is None:
+        args.concurrency = [] if args.rate else [1, 8]
+    if any(c < 1 for c in args.concurrency) or (args.limit is not None and args.limit < 1) or args.arrivals < 1:
+        raise InputError("--concurrency values, --arrivals and --limit must be at least 1")
+    if any(not r > 0 for r in args.rate):
+        raise InputError("--rate values must be above 0 tasks per minute")
     levels = list(dict.fromkeys(args.concurrency))
-    engine_config = dataclasses.replace(config, scheduling="program")  # the priority scheduler; fcfs = equal priorities
+    scheduling = "program" if config.scheduling == "fcfs" else config.scheduling  # what `scheduling` and `vivace` use
+    engine_config = dataclasses.replace(config, scheduling=scheduling)  # the priority scheduler; fcfs = equal priorities
     opts = {"max_tokens": config.max_tokens}
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
@@ -56,9 +65,10 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     t0 = time.perf_counter()
     try:
         report = await run_bench(
-            runtime, args.configs, levels, args.workloads, args.limit, opts,
+            runtime, args.configs, levels, args.workloads, args.limit, opts, rates=list(dict.fromkeys(args.rate)),
+            arrivals=args.arrivals, scheduling=scheduling,
             progress=lambda r: err.print(
-                f"  C={r['concurrency']:<3} {r['config']:<10} p50 {r['p50_s']:.2f} s  p95 {r['p95_s']:.2f} s  "
+                f"  {level_name(r):<14} {r['config']:<10} p50 {r['p50_s']:.2f} s  p95 {r['p95_s']:.2f} s  "
                 f"{r['tasks_per_min']:.1f} tasks/min", highlight=False))
     finally:
         backend = runtime.backend
@@ -66,7 +76,8 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
         report.update(backend=backend.name, model=backend.model, wall_s=round(time.perf_counter() - t0, 1),
                       machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       config={"max_tokens": config.max_tokens, "max_in_flight": config.max_in_flight,
-                              "temperature": config.temperature, "concurrency": levels, "limit": args.limit})
+                              "temperature": config.temperature, "concurrency": levels, "limit": args.limit,
+                              "rate": args.rate, "arrivals": args.arrivals})
         write_report(out, report, plot if report.get("levels") else None)
     if args.json:
         emit_json(report)
@@ -85,14 +96,16 @@ def print_table(report: dict[str, Any]) -> None:
 
     console = Console(highlight=False, width=80)
     for level in report["levels"]:
-        table = Table(title=f"{level['concurrency']} task(s) at once · {report.get('backend')}", width=80)
-        for col in ("config", "p50 s", "p95 s", "tasks/min", "× med", "× p95", "same", "sim", "len", "cov"):
+        title = (f"{level['arrival_rate']:g} tasks/min arriving" if level.get("arrival_rate")
+                 else f"{level['concurrency']} task(s) at once")
+        table = Table(title=f"{title} · {report.get('backend')}", width=80, padding=(0, 1), show_edge=False)
+        for col in ("config", "p50 s", "p95 s", "t/min", "×med", "×p95", "same", "sim", "len", "cov"):
             table.add_column(col, justify="left" if col == "config" else "right", no_wrap=True)
         for r in level["rows"]:
             table.add_row(r["config"], f(r["p50_s"], ".1f"), f(r["p95_s"], ".1f"), f(r["tasks_per_min"], ".1f"),
                           f(r.get("speedup_median"), ".2f"), f(r.get("p95_ratio"), ".2f"), f(r.get("identical"), ".0%"),
                           f(r.get("similarity"), ".2f"), f(r.get("length_ratio"), ".2f"), f(r.get("coverage"), ".2f"))
         console.print(table)
-    console.print("× med: median per-task speedup over langgraph; × p95: its p95 over this p95; same: answers "
-                  "identical to langgraph's; sim: word similarity; len: length ratio; cov: coverage of "
-                  "langgraph's answer (SoT configs)", style="dim")
+    console.print("t/min: tasks per minute; ×med: median per-task speedup over langgraph; ×p95: its p95 over this "
+                  "p95; same: answers identical to langgraph's; sim: word similarity; len: length ratio; cov: "
+                  "coverage of langgraph's answer (SoT configs)", style="dim")

@@ -139,19 +139,21 @@ def load(data: dict[str, Any]) -> list[Table]:
 
 def pipeline(data: dict[str, Any]) -> list[Table]:
     """Per level and configuration: latency, throughput, the ratios to plain LangGraph, and quality beside them."""
-    cols = ["tasks at once", "config", "p50 s", "p95 s", "tasks/min", "× median", "× p95", "× throughput",
+    from vivace.eval.pipeline_bench import level_name
+
+    cols = ["level", "config", "p50 s", "p95 s", "tasks/min", "× median", "× p95", "× throughput",
             "critical path p50 s", "identical", "similarity", "length", "coverage"]
-    rows = [[fmt(lv.get("concurrency")), r.get("config", "?"), fmt(r.get("p50_s"), ".2f"), fmt(r.get("p95_s"), ".2f"),
+    rows = [[level_name(lv), r.get("config", "?"), fmt(r.get("p50_s"), ".2f"), fmt(r.get("p95_s"), ".2f"),
              fmt(r.get("tasks_per_min"), ".1f"), fmt(r.get("speedup_median"), ".2f"), fmt(r.get("p95_ratio"), ".2f"),
              fmt(r.get("throughput_ratio"), ".2f"), fmt(r.get("critical_path_p50_s"), ".2f"),
              fmt(r.get("identical"), ".0%"), fmt(r.get("similarity"), ".2f"), fmt(r.get("length_ratio"), ".2f"),
              fmt(r.get("coverage"), ".2f")]
             for lv in data.get("levels", []) for r in lv.get("rows", [])]
-    agents = [[fmt(lv.get("concurrency")), r.get("config", "?"), name, fmt(a.get("calls")), fmt(a.get("output_tokens")),
+    agents = [[level_name(lv), r.get("config", "?"), name, fmt(a.get("calls")), fmt(a.get("output_tokens")),
                fmt(a.get("call_s"), ".1f"), fmt(a.get("queue_s"), ".1f")]
               for lv in data.get("levels", []) for r in lv.get("rows", []) for name, a in (r.get("by_agent") or {}).items()]
     return [Table(f"multi-agent workloads vs plain LangGraph ({', '.join(data.get('workloads') or [])})", cols, rows),
-            Table("per agent (summed over the level's tasks)", ["tasks at once", "config", "agent", "calls",
+            Table("per agent (summed over the level's tasks)", ["level", "config", "agent", "calls",
                                                                  "output tokens", "call s", "queue s"], agents)
             ] + _targets(data.get("targets"))
 

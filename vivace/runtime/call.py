@@ -83,6 +83,7 @@ class Scope:
     record: Callable[[CallTrace], None] | None = None
     memo: dict[str, Any] = field(default_factory=dict)  # the policy's per-run state
     attained_tokens: int = 0  # tokens this run's finished calls cost the engine: its attained service
+    started_ms: int = field(default_factory=lambda: int(time.monotonic() * 1000))  # the run's age, for ``age``
 
 
 _SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("vivace_scope", default=None)
@@ -195,7 +196,7 @@ class CallPath:
             seed=call.seed,
             ignore_eos=call.ignore_eos,
             min_tokens=min(call.min_tokens or 0, call.max_tokens or d.max_tokens),
-            priority=priority(d.scheduling, call.downstream, scope.attained_tokens),
+            priority=priority(d.scheduling, call.downstream, scope.attained_tokens, scope.started_ms),
             tag=tag,
         )
 

@@ -12,11 +12,14 @@ limiter and in vLLM's priority scheduler alike.
 - ``fair``: least attained service per run (Autellix's program-level LAS):
   the run that has used the fewest tokens so far goes first.
 - ``program``: fair across runs, critical within a run.
+- ``age``: the run that started first goes first, critical within a run
+  (program-level first come first served): a run's later calls no longer
+  queue behind the first calls of runs that arrived after it.
 """
 
 from __future__ import annotations
 
-SCHEDULING = ("fcfs", "critical", "fair", "program")
+SCHEDULING = ("fcfs", "critical", "fair", "program", "age")
 
 #: Attained service is counted in blocks of this many tokens, so near-equal runs keep arrival order.
 SERVICE_BLOCK = 256
@@ -24,8 +27,8 @@ SERVICE_BLOCK = 256
 DOWNSTREAM_SPAN = 64
 
 
-def priority(scheduling: str, downstream: int, attained_tokens: int) -> int:
-    """The call's priority (lower first) under ``scheduling``."""
+def priority(scheduling: str, downstream: int, attained_tokens: int, started_ms: int = 0) -> int:
+    """The call's priority (lower first) under ``scheduling``; ``started_ms`` is when the run began (monotonic)."""
     critical = -min(max(downstream, 0), DOWNSTREAM_SPAN - 1)
     fair = attained_tokens // SERVICE_BLOCK
     if scheduling == "critical":
@@ -34,6 +37,8 @@ def priority(scheduling: str, downstream: int, attained_tokens: int) -> int:
         return fair
     if scheduling == "program":
         return fair * DOWNSTREAM_SPAN + critical
+    if scheduling == "age":
+        return started_ms * DOWNSTREAM_SPAN + critical
     return 0
 
 
