@@ -67,7 +67,7 @@ def run(loop_runner: LoopRunner) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def engine(loop_runner: LoopRunner, model_dir: Path) -> Iterator[Any]:
     """The real embedded engine (VLLMBackend), started once for the whole session."""
-    from vivace.runtime.engine_options import EngineOptions
+    from vivace.runtime.vllm_options import EngineOptions
     from vivace.runtime.vllm_engine import VLLMBackend
 
     options = EngineOptions(

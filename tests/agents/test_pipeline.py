@@ -415,7 +415,9 @@ def test_the_writer_expands_its_answer_by_sot_when_the_decision_says_so() -> Non
     sot = run(run_agent(research_pipeline(), "Compare trains and buses.", backend=FakeBackend(respond),
                         options={"long_form": "sot"}))
     nodes = [c.node for c in sot.calls if c.agent == "writer"]
-    assert nodes.count("write/skeleton") == 1 and nodes.count("write/expand") == 3
+    plan = write_step(sot)["extra"]["long_form"]["length_plan"]  # as in a SoT run: points and budgets planned
+    assert plan["source"] == "prior" and 2 <= plan["points"] <= 3
+    assert nodes.count("write/skeleton") == 1 and nodes.count("write/expand") == plan["points"]
     assert write_step(sot)["extra"]["long_form"]["mode"] == "sot" and "Detail." in sot.answer
     letter = run(run_agent(research_pipeline(), "Write a letter to my landlord about the broken heating.",
                            backend=FakeBackend(respond), options={"long_form": "auto"}))

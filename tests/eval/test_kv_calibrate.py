@@ -12,7 +12,7 @@ from vivace.eval.scoring import bundled_text
 
 
 def _fp8_kv_here() -> bool:
-    from vivace.runtime.engine_options import cpu_supports_fp8_kv
+    from vivace.runtime.vllm_options import cpu_supports_fp8_kv
 
     return cpu_supports_fp8_kv()
 
@@ -154,7 +154,7 @@ def test_engine_runs_with_the_calibrated_scales_and_scores_as_emulated(w8a8, cal
 
     from vivace.eval.fake_quant import STUDY, run_study
     from vivace.eval.scoring import engine_perplexity
-    from vivace.runtime.engine_options import EngineOptions
+    from vivace.runtime.vllm_options import EngineOptions
     from vivace.runtime.vllm_engine import VLLMBackend
 
     # The layers can only be read back by shipping a function to the engine's worker (local IPC).

@@ -136,7 +136,7 @@ def test_e5m2_with_a_calibrated_checkpoint_is_refused_before_the_engine_starts(t
     import json
 
     from vivace.errors import ConfigError
-    from vivace.runtime.engine_options import EngineOptions, check_supported
+    from vivace.runtime.vllm_options import EngineOptions, check_supported
 
     (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"kv_cache_scheme": {"num_bits": 8}}}))
     with pytest.raises(ConfigError, match="fp8_e4m3 only"):
@@ -206,7 +206,7 @@ def test_cli_writes_rows_for_runnable_and_unsupported_configs(tmp_path, vivace_h
     assert abs(w8a8["ppl_delta_pct"]) < 15 and w8a8["tokens_scored"] == 298 and w8a8["decode_tok_s"] > 0
     from vllm.platforms import current_platform
 
-    from vivace.runtime.engine_options import cpu_supports_fp8_kv
+    from vivace.runtime.vllm_options import cpu_supports_fp8_kv
 
     fp8_kv = rows["kv-fp8-e4m3"]
     if current_platform.is_cpu() and not cpu_supports_fp8_kv():

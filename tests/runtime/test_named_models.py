@@ -88,7 +88,7 @@ def test_models_come_from_the_file_only() -> None:
 
 def test_gpu_entry_engine_arguments(tmp_path: Path) -> None:
     """A large model on a GPU, from its table: the arguments vLLM gets are the table's, the rest inherited."""
-    from vivace.runtime.engine_options import engine_args
+    from vivace.runtime.vllm_options import engine_args
 
     config = load_config(write(tmp_path, TABLES), {"home": str(tmp_path)}, environ={})
     args = engine_args(engine_options(config.for_model("large")))

@@ -8,8 +8,9 @@ the decision is recorded on the step run (``extra["long_form"]``) the way
 the context decision is recorded on each call. ``long_form`` is a run
 option (and config key): ``off`` (default), ``auto`` (the router decides, and
 the engine's load may keep the call normal or cap its points) or ``sot``
-(always). The skeleton is planned from the task; the notes the agent was
-handed go into every point's question, in the prefix the points share.
+(always). The skeleton is planned from the task, and its length plan sets
+the point count and each point's budget as in a SoT run; the notes the agent
+was handed go into every point's question, in the prefix the points share.
 """
 
 from __future__ import annotations
@@ -40,35 +41,43 @@ def setting(ctx: AgentContext) -> str:
     return str(value)
 
 
-async def decide(ctx: AgentContext, task: str, opts: "Options") -> tuple[dict[str, Any], "Options", Any]:
-    """Whether this call is expanded by SoT, and why: the router on the task alone, then (in ``auto``)
-    the engine's load (``vivace.agents.sot_load``), which may cap the points or keep the call normal.
+async def decide(ctx: AgentContext, task: str, opts: "Options") -> tuple[dict[str, Any], "Options", Any, Any]:
+    """Whether this call is expanded by SoT, and why: the router on the task alone, the length plan
+    (``vivace.agents.length_plan``: how many points, each point's budget; in ``auto`` a task whose like
+    were answered short stays normal), then (in ``auto``) the engine's load (``vivace.agents.sot_load``),
+    which may cap the points or keep the call normal.
 
-    Returns the decision record, the SoT options (points capped) and the batch slots claimed.
+    Returns the decision record, the SoT options (points capped), the batch slots claimed and the plan.
     """
+    from vivace.agents.length_plan import plan_for
     from vivace.agents.router import aroute
     from vivace.agents.sot_load import route_under_load
 
     chosen = setting(ctx)
     t0 = time.perf_counter()
-    held = None
+    held = plan = None
     record: dict[str, Any] = {}
     if chosen == "off":
         mode, reason = "normal", "long_form is off"
-    elif chosen == "sot":
-        mode, reason = "sot", "long_form = sot"
     else:
-        mode, reason = await aroute(task)
-        if mode == "sot" and (topic := guard.sensitive(task)):
+        mode, reason = ("sot", "long_form = sot") if chosen == "sot" else await aroute(task)
+        if chosen == "auto" and mode == "sot" and (topic := guard.sensitive(task)):
             mode, reason = "normal", f"guard: sensitive request ({topic!r}) (was: {reason})"
-        if mode == "sot" and opts.load_aware:
+        if mode == "sot" and opts.length_plan:
+            plan = await plan_for(ctx, task, opts.max_tokens, opts.min_points, opts.max_points)
+            opts = replace(opts, max_points=min(opts.max_points, plan.points),
+                           min_points=min(opts.min_points, plan.points))
+            record["length_plan"] = plan.as_dict()
+            if chosen == "auto" and plan.too_short():
+                mode, reason = "normal", f"length plan: {plan.why_short()} (was: {reason})"
+        if chosen == "auto" and mode == "sot" and opts.load_aware:
             mode, reason, points, load, held = route_under_load(
                 ctx.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
             opts = replace(opts, max_points=points)
             if load is not None:
                 record["load"] = load
     record.update(mode=mode, reason=reason, seconds=round(time.perf_counter() - t0, 6))
-    return record, opts, held
+    return record, opts, held, plan
 
 
 async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
@@ -83,7 +92,7 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
     from vivace.agents.sot import Context
 
     sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, {**ctx.options, "mode": "sot"})
-    decision, opts, held = await decide(ctx, task, Options.for_run(sub))
+    decision, opts, held, plan = await decide(ctx, task, Options.for_run(sub))
     run = current_step()
     if run is not None:
         run.extra["long_form"] = decision
@@ -92,7 +101,7 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
             held.close()  # the agent's own call follows at once
         return None
     step, name = (run.step, run.agent) if run else ("long_form", "long_form")
-    sot = Context(sub, opts, ctx.tracer.emit, step, name, claim=held)
+    sot = Context(sub, opts, ctx.tracer.emit, step, name, claim=held, plan=plan)
     try:
         return await _expand(sot, ctx.tracer.run_id, task, notes, decision)
     finally:

@@ -43,7 +43,7 @@ async def measure_config(
 ) -> dict[str, Any]:
     """One engine, every measurement; the engine is shut down whatever happens."""
     from vivace.eval.scoring import engine_perplexity, mc_accuracy
-    from vivace.runtime.engine_options import EngineOptions
+    from vivace.runtime.vllm_options import EngineOptions
     from vivace.runtime.vllm_engine import VLLMBackend
 
     options = EngineOptions(

@@ -107,7 +107,7 @@ def unsupported_reason(config: QuantConfig, model_dir: Path, checkpoints: dict[s
     from vllm.platforms import current_platform
 
     from vivace.errors import ConfigError
-    from vivace.runtime.engine_options import E5M2_WITH_SCALES, EngineOptions, check_supported
+    from vivace.runtime.vllm_options import E5M2_WITH_SCALES, EngineOptions, check_supported
 
     on_cpu = current_platform.is_cpu()
     if config.gpu_only and on_cpu:

@@ -203,7 +203,7 @@ async def run_quant(setup: Setup, model_dir: Path, home: Path, prompts: list[dic
                     runner_kw: dict[str, Any], kv_space_gib: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One quantization config on its own engine; an unsupported or failed config is a status, not a crash."""
     from vivace.eval.quant_configs import build_w8a8, by_name, unsupported_reason
-    from vivace.runtime.engine_options import EngineOptions
+    from vivace.runtime.vllm_options import EngineOptions
     from vivace.runtime.vllm_engine import VLLMBackend
 
     q = by_name([setup.quant or ""])[-1]

@@ -19,7 +19,7 @@ from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
 
 if TYPE_CHECKING:
-    from vivace.runtime.engine_options import EngineOptions
+    from vivace.runtime.vllm_options import EngineOptions
 
 __all__ = [
     "Backend",
@@ -48,7 +48,7 @@ def engine_options(config: Config) -> "EngineOptions":
     """
     from vivace.runtime.models import resolve
     from vivace.runtime.priority import engine_policy
-    from vivace.runtime.engine_options import EngineOptions
+    from vivace.runtime.vllm_options import EngineOptions
 
     engine = {"model": resolve(config.model, config.home), "dtype": config.dtype, "quantization": config.quantization,
               "kv_cache_dtype": config.kv_cache_dtype, "label": None}

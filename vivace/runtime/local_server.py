@@ -53,7 +53,7 @@ class ServerOptions:
     dev_mode: bool = True  # /reset_prefix_cache
 
     def command(self, port: int) -> list[str]:
-        from vivace.runtime.engine_options import host_dtype
+        from vivace.runtime.vllm_options import host_dtype
 
         return [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -65,7 +65,7 @@ class ServerOptions:
         ]
 
     def environment(self) -> dict[str, str]:
-        from vivace.runtime.engine_options import cpu_engine_env
+        from vivace.runtime.vllm_options import cpu_engine_env
 
         env = {**os.environ, **cpu_engine_env(self.kv_cache_space_gib), "HF_HUB_OFFLINE": "1"}
         if self.dev_mode:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from vivace.errors import BackendError, ModelError
-from vivace.runtime.engine_options import EngineOptions, configure_vllm_env, check_supported, engine_args
+from vivace.runtime.vllm_options import EngineOptions, configure_vllm_env, check_supported, engine_args
 from vivace.runtime.engine_guard import EngineGuard, sigint_blocked
 from vivace.runtime.load import StepModel
 from vivace.runtime.backend import (
