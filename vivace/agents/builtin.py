@@ -33,12 +33,14 @@ FACT_TOKENS = 80
 
 @agent("answer", description="One model call (the call path retrieves and compresses first with --collection).")
 async def answer(inp: StepInput, ctx: AgentContext) -> str:
-    from vivace.agents.long_form import sot_answer
+    from vivace.agents.long_form import record_answer, sot_answer
 
-    if expanded := await sot_answer(ctx, inp.get("item") or inp.get("task", ""), inp.get("history") or ""):
+    task = inp.get("item") or inp.get("task", "")
+    if expanded := await sot_answer(ctx, task, inp.get("history") or ""):
         return expanded
     messages, prefill = ctx.render("agent_answer", task=task_text(inp))
     result = await ctx.call(messages, prefill=prefill)
+    record_answer(ctx, task, result)
     return result.text.strip()
 
 
@@ -72,13 +74,14 @@ async def researcher(inp: StepInput, ctx: AgentContext) -> str:
 @agent("writer", description="Writes the answer from the notes it is handed (and fixes what a critique says).",
        needs_input=True)
 async def writer(inp: StepInput, ctx: AgentContext) -> str:
-    from vivace.agents.long_form import sot_answer
+    from vivace.agents.long_form import record_answer, sot_answer
 
     if expanded := await sot_answer(ctx, inp.get("task", ""), inp.get("history") or ""):
         return expanded  # the router said SoT pays for this answer (recorded on the step run)
     messages, prefill = ctx.render("research_writer", task=inp.get("task", ""),
                                    history=inp.get("history") or "(no notes)")
     result = await ctx.call(messages, prefill=prefill)
+    record_answer(ctx, inp.get("task", ""), result)
     return result.text.strip()
 
 

@@ -103,6 +103,15 @@ class LengthHistory:
         self._lock = threading.Lock()
         self._rows: list[tuple[str, int]] | None = None
         self._vectors: Any = None
+        self._kinds: dict[str, LengthHistory] = {}
+
+    def of(self, kind: str) -> "LengthHistory":
+        """The history of one kind of answer beside this one (a pipeline agent's: a writer's answer to a task
+        and an ``ask`` answer to the same words run to different lengths); ``""`` is this one."""
+        if not kind:
+            return self
+        with self._lock:
+            return self._kinds.setdefault(kind, LengthHistory(self.path.parent, f"{self.path.stem}-{kind}"))
 
     def rows(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -198,24 +207,28 @@ def make_plan(question: str, hist: LengthHistory | None, embed: Any | None, max_
     return LengthPlan(expected_tokens=expected, points=plan_points(expected, min_points, max_points), source=source)
 
 
-def _history_of(agent: Any) -> LengthHistory | None:
+def _history_of(agent: Any, kind: str = "") -> LengthHistory | None:
     """The history the run learns from: the runtime's own, else the home's when the runtime saves runs.
 
     A runtime that saves no runs (tests, quick scripts) learns nothing either: its
     answers are not the user's, and its plans start from the prior every time.
+    ``kind`` names a pipeline agent whose answers are kept apart (``LengthHistory.of``).
     """
     runtime = agent.runtime
-    if runtime.lengths is not None or not runtime.save_runs:
-        return runtime.lengths  # type: ignore[no-any-return]
+    if runtime.lengths is not None:
+        return runtime.lengths.of(kind)  # type: ignore[no-any-return]
+    if not runtime.save_runs:
+        return None
     backend = runtime.backend
-    return history(agent.config.home, f"{getattr(backend, 'name', 'backend')}-{getattr(backend, 'model', '')}")
+    return history(agent.config.home, f"{getattr(backend, 'name', 'backend')}-{getattr(backend, 'model', '')}").of(kind)
 
 
-async def plan_for(agent: Any, question: str, max_tokens: int, min_points: int, max_points: int) -> LengthPlan:
-    """The plan for a run of ``agent`` (an ``AgentContext``), from its model's history."""
+async def plan_for(agent: Any, question: str, max_tokens: int, min_points: int, max_points: int,
+                   kind: str = "") -> LengthPlan:
+    """The plan for a run of ``agent`` (an ``AgentContext``), from its model's history (of ``kind``)."""
     from vivace.agents.router import aembedder
 
-    hist = _history_of(agent)
+    hist = _history_of(agent, kind)
     embed = None
     if hist is not None and hist.rows():
         try:
@@ -225,8 +238,8 @@ async def plan_for(agent: Any, question: str, max_tokens: int, min_points: int, 
     return make_plan(question, hist, embed, max_tokens, min_points, max_points)
 
 
-def record_normal(agent: Any, question: str, tokens: int) -> None:
+def record_normal(agent: Any, question: str, tokens: int, kind: str = "") -> None:
     """Keep one normal answer's length for the plans of questions like it."""
-    hist = _history_of(agent)
+    hist = _history_of(agent, kind)
     if hist is not None:
         hist.record(question, tokens)

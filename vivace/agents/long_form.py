@@ -64,7 +64,7 @@ async def decide(ctx: AgentContext, task: str, opts: "Options") -> tuple[dict[st
         if chosen == "auto" and mode == "sot" and (topic := guard.sensitive(task)):
             mode, reason = "normal", f"guard: sensitive request ({topic!r}) (was: {reason})"
         if mode == "sot" and opts.length_plan:
-            plan = await plan_for(ctx, task, opts.max_tokens, opts.min_points, opts.max_points)
+            plan = await plan_for(ctx, task, opts.max_tokens, opts.min_points, opts.max_points, kind=_kind())
             opts = replace(opts, max_points=min(opts.max_points, plan.points),
                            min_points=min(opts.min_points, plan.points))
             record["length_plan"] = plan.as_dict()
@@ -78,6 +78,25 @@ async def decide(ctx: AgentContext, task: str, opts: "Options") -> tuple[dict[st
                 record["load"] = load
     record.update(mode=mode, reason=reason, seconds=round(time.perf_counter() - t0, 6))
     return record, opts, held, plan
+
+
+def _kind() -> str:
+    """The length history this call's answers go to: its agent's (``vivace.agents.length_plan.LengthHistory.of``)."""
+    run = current_step()
+    return f"agent-{run.agent}" if run is not None and run.agent else "agent"
+
+
+def record_answer(ctx: AgentContext, task: str, result: Any) -> None:
+    """The agent's own answer to ``task``, decoded normally: a whole one plans the SoT expansions of tasks like it.
+
+    Why: a writer's answer is as long as its prompt makes it, not as an ``ask``
+    answer to the same words; without its own history the plan falls back to
+    its prior and can expand a short answer into a long one.
+    """
+    from vivace.agents.length_plan import record_normal
+
+    if getattr(result, "finish_reason", None) == "stop":
+        record_normal(ctx, task, int(getattr(result, "output_tokens", 0) or 0), kind=_kind())
 
 
 async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:

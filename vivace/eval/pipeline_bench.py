@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from vivace.eval.stats import median
@@ -230,6 +232,7 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
     """Every level: the concurrency ``levels`` (1 = alone, N = N tasks at a time), then one open-arrival level per
     ``rates`` entry (tasks per minute, ``arrivals`` tasks each). ``scheduling`` is the policy of the configurations
     that schedule (``vivace.runtime.priority``)."""
+    from vivace.agents.length_plan import LengthHistory
     from vivace.eval.pipeline_workloads import workloads
 
     if BASELINE not in configs:
@@ -238,6 +241,9 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
     items = [(w, t) for w in works for t in (w.tasks[:limit] if limit else w.tasks)]
     warm = items[0]
     await run_task(runtime, warm[0], warm[1], BASELINE, {**opts, "max_tokens": 16})  # imports, first compile
+    # The length plans learn from this run's own normal answers, from none at the start, as on a fresh install:
+    # a writer's SoT expansion is sized by the writer's earlier answers to other tasks, whatever the config.
+    runtime.lengths = LengthHistory(Path(tempfile.mkdtemp(prefix="vivace-lengths-")), "length-history")
     load_start = os.getloadavg()
     levels_out: list[dict[str, Any]] = []
     plan: list[tuple[int, float | None]] = [(c, None) for c in levels] + [(0, r) for r in rates]
