@@ -40,11 +40,16 @@ def test_the_bundled_workloads_validate_and_read_their_documents() -> None:
     assert max(sizes) >= 3 * min(sizes)  # uneven on purpose: supersteps make every chain wait for the longest
 
 
-def test_every_configuration_is_compared_with_the_baseline_task_by_task() -> None:
+def test_every_configuration_is_compared_with_the_baseline_task_by_task(tmp_path: Path) -> None:
     runtime = runtime_for(Config(backend="fake", max_tokens=32), FakeBackend(responder, per_token_s=0.002),
                           save_runs=False)
+    (tmp_path / "length-history-agent-writer.jsonl").write_text('{"question": "stale", "tokens": 999}\n')
     report = asyncio.run(run_bench(runtime, ["dataflow", "vivace"], [1, 2], ["research", "mapreduce", "revise"], 1,
-                                   {"max_tokens": 32}))
+                                   {"max_tokens": 32}, history_dir=tmp_path))
+    # the plans learned from this run's own answers only: an earlier run's history in the folder is gone
+    assert report["length_history"] == str(tmp_path)
+    writer = runtime.lengths.of("agent-writer").rows()
+    assert writer and "stale" not in dict(writer)
     assert [lv["concurrency"] for lv in report["levels"]] == [1, 2]
     for level in report["levels"]:
         rows = {r["config"]: r for r in level["rows"]}

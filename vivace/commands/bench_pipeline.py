@@ -66,7 +66,7 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     try:
         report = await run_bench(
             runtime, args.configs, levels, args.workloads, args.limit, opts, rates=list(dict.fromkeys(args.rate)),
-            arrivals=args.arrivals, scheduling=scheduling,
+            arrivals=args.arrivals, scheduling=scheduling, history_dir=out,
             progress=lambda r: err.print(
                 f"  {level_name(r):<14} {r['config']:<10} p50 {r['p50_s']:.2f} s  p95 {r['p95_s']:.2f} s  "
                 f"{r['tasks_per_min']:.1f} tasks/min", highlight=False))

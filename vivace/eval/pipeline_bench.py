@@ -228,10 +228,10 @@ def totals(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
 async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen: list[str], limit: int | None,
                     opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None,
                     coverage_model: Any = None, rates: list[float] = (), arrivals: int = 24,
-                    scheduling: str = "program") -> dict[str, Any]:
+                    scheduling: str = "program", history_dir: Path | None = None) -> dict[str, Any]:
     """Every level: the concurrency ``levels`` (1 = alone, N = N tasks at a time), then one open-arrival level per
     ``rates`` entry (tasks per minute, ``arrivals`` tasks each). ``scheduling`` is the policy of the configurations
-    that schedule (``vivace.runtime.priority``)."""
+    that schedule (``vivace.runtime.priority``); the run's length history goes to ``history_dir``."""
     from vivace.agents.length_plan import LengthHistory
     from vivace.eval.pipeline_workloads import workloads
 
@@ -243,7 +243,10 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
     await run_task(runtime, warm[0], warm[1], BASELINE, {**opts, "max_tokens": 16})  # imports, first compile
     # The length plans learn from this run's own normal answers, from none at the start, as on a fresh install:
     # a writer's SoT expansion is sized by the writer's earlier answers to other tasks, whatever the config.
-    runtime.lengths = LengthHistory(Path(tempfile.mkdtemp(prefix="vivace-lengths-")), "length-history")
+    folder = history_dir or Path(tempfile.mkdtemp(prefix="vivace-lengths-"))
+    for stale in folder.glob("length-history*.jsonl"):  # an earlier run's, in the same --out
+        stale.unlink()
+    runtime.lengths = LengthHistory(folder, "length-history")
     load_start = os.getloadavg()
     levels_out: list[dict[str, Any]] = []
     plan: list[tuple[int, float | None]] = [(c, None) for c in levels] + [(0, r) for r in rates]
@@ -263,7 +266,7 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
             row["by_agent"] = totals(row["results"], "by_agent")
             row["by_model"] = totals(row["results"], "by_model")
         levels_out.append({"concurrency": level or None, "arrival_rate": rate, "rows": [rows[c] for c in configs]})
-    return {"bench": "pipeline", "scheduling": scheduling,
+    return {"bench": "pipeline", "scheduling": scheduling, "length_history": str(folder),
             "configs": {c: {**CONFIGS[c], "scheduling": policy_of(c, scheduling)} for c in configs}, "workloads": chosen,
             "tasks": [{"workload": w.name, "task": t} for w, t in items], "levels": levels_out,
             "targets": targets(levels_out), "load_average_start": [round(x, 2) for x in load_start],
