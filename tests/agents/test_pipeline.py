@@ -473,6 +473,28 @@ def test_the_writers_own_answers_size_its_sot_expansions(tmp_path: Path) -> None
     assert plan["points"] == 2  # the fewest points: a short answer gets a short expansion
 
 
+def test_every_run_shares_the_batch_a_pipelines_too() -> None:
+    """Two pipelines at once: each writer's fan-out decision counts both runs (its share is half the batch)."""
+    from vivace.runtime.load import ledger_of
+
+    def respond(request: GenerationRequest) -> str:
+        if request.tag.endswith("/skeleton"):
+            return " Cost\n2. Speed\n3. Comfort"
+        return responder()(request) if "expand" not in request.tag else ": Detail."
+
+    runtime = runtime_for(CONFIG, FakeBackend(respond, per_token_s=0.005), save_runs=False)
+    tasks = ["What are the main benefits of regular exercise?", "What are the advantages of learning a second language?"]
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(*(run_target(research_pipeline(), t, runtime, options={"long_form": "auto"})
+                                           for t in tasks)))
+
+    traces = run(both())
+    loads = [next(s for s in t.meta["steps"] if s["step"] == "write")["extra"]["long_form"]["load"] for t in traces]
+    assert [load["runs"] for load in loads] == [2, 2]  # both pipelines were running when each writer decided
+    assert ledger_of(runtime.limiter).runs == 0  # and neither counts once it ended
+
+
 def test_the_mapreduce_example_file_runs_as_dataflow(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "mapreduce.toml"
     pipe = Pipeline.from_toml(example)

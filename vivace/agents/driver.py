@@ -22,6 +22,7 @@ from vivace.agents.pipeline import Pipeline, single
 from vivace.agents.step_model import check_models
 from vivace.errors import InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
+from vivace.runtime.load import sharing
 from vivace.trace import CallTrace, RunTrace, save_run
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ async def run(
     t0 = time.perf_counter()
     token = enter_scope(scope)
     try:
-        result, state = await pipeline.invoke(trace.question, ctx, graph)
+        with sharing(runtime):  # every run shares the batch, a pipeline's too: fan-out decisions divide it among them
+            result, state = await pipeline.invoke(trace.question, ctx, graph)
         trace.answer = result
         trace.meta["messages"] = state.get("messages", [])
     except (asyncio.CancelledError, KeyboardInterrupt):

@@ -43,7 +43,7 @@ from vivace.agents.events import (
 from vivace.agents.length_plan import plan_for, record_normal
 from vivace.agents.router import NORMAL, SOT, aroute
 from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo, trim_partial_sentence
-from vivace.agents.sot_load import route_under_load, sharing
+from vivace.agents.sot_load import route_under_load
 from vivace.agents.sot_options import GUARD_REFUSAL, Options
 from vivace.agents.sot_state import AGENT, Branch, Context, Expansion, State
 from vivace.errors import InputError, RunError
@@ -365,8 +365,7 @@ class SotAgent(Agent):
             final: dict[str, Any] = {}
             run_ctx = Context(ctx, options, emit, step, name)
             try:
-                with sharing(ctx.runtime):
-                    final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id), context=run_ctx)
+                final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id), context=run_ctx)
             finally:
                 if run_ctx.claim is not None:
                     run_ctx.claim.close()

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from contextlib import nullcontext
-from typing import Any, ContextManager
+from typing import Any
 
 from vivace.agents.router import NORMAL, SOT
 from vivace.runtime.load import Claim, Load, ledger_of, read_load
@@ -74,12 +73,6 @@ def fan_out(runtime: Any, max_points: int, min_points: int, request_tokens: int)
     claim = ledger.claim(decision.max_points if decision.mode == SOT else 1) if ledger else None
     log.debug("fan-out: %s, %d points (%s)", decision.mode, decision.max_points, decision.reason or "load allows it")
     return decision, claim
-
-
-def sharing(runtime: Any) -> ContextManager[None]:
-    """Count a run as sharing the batch while it runs (its share shrinks the others')."""
-    ledger = ledger_of(getattr(runtime, "limiter", None))
-    return ledger.running() if ledger else nullcontext()
 
 
 def claim(runtime: Any, slots: int) -> Claim | None:

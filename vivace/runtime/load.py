@@ -7,7 +7,8 @@ requests and its KV-cache use (``EngineStats``); an endpoint or the fake
 knows neither, so they give what the limiter gives. ``claims`` closes the
 gap between a run deciding to fan out and its requests reaching the limiter:
 runs that decide at the same moment would otherwise all see an empty batch.
-``runs`` counts the runs that share the batch right now, so each can be held
+``runs`` counts the runs that share the batch right now (the run driver counts
+every run, a pipeline's as well as a SoT answer's), so each can be held
 to its share of it.
 """
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,12 @@ class Ledger:
             yield
         finally:
             self.runs -= 1
+
+
+def sharing(runtime: Any) -> ContextManager[None]:
+    """Count a run as sharing the batch while it runs (its share shrinks the others'): the run driver's, for every run."""
+    ledger = ledger_of(getattr(runtime, "limiter", None))
+    return ledger.running() if ledger else nullcontext()
 
 
 def ledger_of(limiter: Any) -> Ledger | None:
