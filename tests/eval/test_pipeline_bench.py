@@ -77,16 +77,21 @@ def test_open_arrivals_are_seeded_poisson_and_the_same_for_every_configuration()
     runtime = runtime_for(Config(backend="fake", max_tokens=32), FakeBackend(responder, per_token_s=0.002),
                           save_runs=False)
     report = asyncio.run(run_bench(runtime, ["scheduling"], [], ["research", "revise"], 1, {"max_tokens": 32},
-                                   rates=[600.0], arrivals=5))
+                                   rates=[600.0], arrivals=5, repeats=2))
     (level,) = report["levels"]
     assert level["concurrency"] is None and level["arrival_rate"] == 600.0 and level_name(level) == "600/min arriving"
     rows = {r["config"]: r for r in level["rows"]}
     assert set(rows) == {"langgraph", "scheduling"}
-    expected = arrival_times(600.0, 5, seed=0)
+    first, second = arrival_times(600.0, 5, seed=0), arrival_times(600.0, 5, seed=1000)
+    assert first != second  # each repeat has arrivals of its own
     for r in rows.values():
-        assert r["tasks"] == 5 and [x["arrival_s"] for x in r["results"]] == expected
-        assert r["wall_s"] >= expected[-1]  # the last task started only when it arrived
-        assert all(0 < x["latency_s"] < r["wall_s"] for x in r["results"])
+        assert r["tasks"] == 10 and [x["arrival_s"] for x in r["results"]] == first + second  # pooled
+        assert sorted(x["index"] for x in r["results"]) == list(range(10)) and len(r["repeats"]) == 2
+        for rep, at in zip(r["repeats"], (first, second)):
+            assert rep["wall_s"] >= at[-1] and rep["p95_ratio"] > 0  # the last task started only when it arrived
+        assert r["wall_s"] == pytest.approx(sum(rep["wall_s"] for rep in r["repeats"]), abs=0.01)
+        assert all(0 < x["latency_s"] < max(rep["wall_s"] for rep in r["repeats"]) for x in r["results"])
+    assert rows["langgraph"]["speedup_median"] == 1.0 and rows["scheduling"]["speedup_median"] > 0
     assert any("600/min arriving: scheduling p95" in k for k in report["targets"])
 
 

@@ -35,6 +35,9 @@ def register(sub: Subparsers, parents: Parents) -> None:
                    help="open-arrival levels: tasks arrive at R per minute (Poisson, the same arrivals for every "
                         "configuration), each started on arrival")
     p.add_argument("--arrivals", type=int, default=24, metavar="N", help="tasks per open-arrival level (default 24)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R",
+                   help="run each open-arrival level R times with other arrivals, the configurations' order rotating; "
+                        "the figures pool the tasks (default 1)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N tasks per workload")
     p.add_argument("--out", default="runs/bench-pipeline", metavar="DIR", help="where report.json and pipeline.png go")
     p.set_defaults(handler=cmd_bench_pipeline)
@@ -49,8 +52,9 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
 
     if args.concurrency is None:
         args.concurrency = [] if args.rate else [1, 8]
-    if any(c < 1 for c in args.concurrency) or (args.limit is not None and args.limit < 1) or args.arrivals < 1:
-        raise InputError("--concurrency values, --arrivals and --limit must be at least 1")
+    if (any(c < 1 for c in args.concurrency) or (args.limit is not None and args.limit < 1) or args.arrivals < 1
+            or args.repeats < 1):
+        raise InputError("--concurrency values, --arrivals, --repeats and --limit must be at least 1")
     if any(not r > 0 for r in args.rate):
         raise InputError("--rate values must be above 0 tasks per minute")
     levels = list(dict.fromkeys(args.concurrency))
@@ -66,10 +70,8 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     try:
         report = await run_bench(
             runtime, args.configs, levels, args.workloads, args.limit, opts, rates=list(dict.fromkeys(args.rate)),
-            arrivals=args.arrivals, scheduling=scheduling, history_dir=out,
-            progress=lambda r: err.print(
-                f"  {level_name(r):<14} {r['config']:<10} p50 {r['p50_s']:.2f} s  p95 {r['p95_s']:.2f} s  "
-                f"{r['tasks_per_min']:.1f} tasks/min", highlight=False))
+            arrivals=args.arrivals, scheduling=scheduling, history_dir=out, repeats=args.repeats,
+            progress=lambda r: err.print(progress_line(r), highlight=False))
     finally:
         backend = runtime.backend
         await runtime.aclose()
@@ -77,7 +79,7 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
                       machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       config={"max_tokens": config.max_tokens, "max_in_flight": config.max_in_flight,
                               "temperature": config.temperature, "concurrency": levels, "limit": args.limit,
-                              "rate": args.rate, "arrivals": args.arrivals})
+                              "rate": args.rate, "arrivals": args.arrivals, "repeats": args.repeats})
         write_report(out, report, plot if report.get("levels") else None)
     if args.json:
         emit_json(report)
@@ -85,6 +87,13 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     print_table(report)
     Console().print(f"report: {out / 'report.json'}")
     return 0
+
+
+def progress_line(row: dict[str, Any]) -> str:
+    """One configuration's figures as a level (or one repeat of it) ends."""
+    repeat = "" if row.get("repeat") is None else f"#{row['repeat'] + 1}"
+    return (f"  {level_name(row):<16} {repeat:<3} {row['config']:<10} p50 {row['p50_s']:.2f} s  "
+            f"p95 {row['p95_s']:.2f} s  {row['tasks_per_min']:.1f} tasks/min")
 
 
 def print_table(report: dict[str, Any]) -> None:

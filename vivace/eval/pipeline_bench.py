@@ -160,6 +160,40 @@ async def run_open(runtime: Any, items: list[tuple["Workload", str]], config: st
     return row
 
 
+async def run_open_repeats(runtime: Any, items: list[tuple["Workload", str]], order: list[str], rate: float,
+                           count: int, opts: dict[str, Any], seed: int, scheduling: str, repeats: int,
+                           progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """One open-arrival level ``repeats`` times, each with its own arrivals and the configurations' order rotated;
+    every configuration's tasks are pooled, so its p95 is read off ``repeats * count`` tasks.
+
+    Why: one level of a couple of dozen tasks moves by a third between two
+    configurations that decode alike (batches change tokens, a critic's verdict
+    flips, a revision round is added); the pool, and each repeat's own figures
+    beside it, show how much of a ratio is the machine's noise.
+    """
+    pooled: dict[str, list[dict[str, Any]]] = {c: [] for c in order}
+    walls = dict.fromkeys(order, 0.0)
+    each: dict[str, list[dict[str, Any]]] = {c: [] for c in order}
+    for r in range(repeats):
+        for config in order[r % len(order):] + order[:r % len(order)]:
+            row = await run_open(runtime, items, config, rate, count, opts, seed + 1000 * r, scheduling)
+            for result in row["results"]:
+                result.update(index=result["index"] + r * count, repeat=r)
+            pooled[config] += row["results"]
+            walls[config] += row["wall_s"]
+            each[config].append({k: row[k] for k in ("p50_s", "p95_s", "tasks_per_min", "wall_s")})
+            if progress:
+                progress({**row, "repeat": r})
+    rows = {}
+    for config in order:
+        rows[config] = summarize(config, None, pooled[config], walls[config])
+        rows[config].update(arrival_rate=rate, repeats=each[config])
+    for config in order:  # each repeat's own p95 ratio: the spread the pooled one hides
+        for mine, base in zip(rows[config]["repeats"], rows[BASELINE]["repeats"]):
+            mine["p95_ratio"] = round(base["p95_s"] / mine["p95_s"], 3) if mine["p95_s"] else None
+    return rows
+
+
 async def run_alone(runtime: Any, items: list[tuple["Workload", str]], configs: list[str], opts: dict[str, Any],
                     progress: Callable[[dict[str, Any]], None] | None = None,
                     scheduling: str = "program") -> dict[str, dict[str, Any]]:
@@ -228,10 +262,11 @@ def totals(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
 async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen: list[str], limit: int | None,
                     opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None,
                     coverage_model: Any = None, rates: list[float] = (), arrivals: int = 24,
-                    scheduling: str = "program", history_dir: Path | None = None) -> dict[str, Any]:
+                    scheduling: str = "program", history_dir: Path | None = None, repeats: int = 1) -> dict[str, Any]:
     """Every level: the concurrency ``levels`` (1 = alone, N = N tasks at a time), then one open-arrival level per
     ``rates`` entry (tasks per minute, ``arrivals`` tasks each). ``scheduling`` is the policy of the configurations
-    that schedule (``vivace.runtime.priority``); the run's length history goes to ``history_dir``."""
+    that schedule (``vivace.runtime.priority``); the run's length history goes to ``history_dir``. Each open-arrival
+    level runs ``repeats`` times with other arrivals (``run_open_repeats``)."""
     from vivace.agents.length_plan import LengthHistory
     from vivace.eval.pipeline_workloads import workloads
 
@@ -255,9 +290,10 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
         rows = {}
         if level == 1:
             rows = await run_alone(runtime, items, configs, opts, progress, scheduling)
-        for config in order if level != 1 else ():
-            rows[config] = (await run_level(runtime, items, config, level, opts, scheduling) if rate is None
-                            else await run_open(runtime, items, config, rate, arrivals, opts, n, scheduling))
+        if rate is not None:
+            rows = await run_open_repeats(runtime, items, order, rate, arrivals, opts, n, scheduling, repeats, progress)
+        for config in order if level > 1 else ():
+            rows[config] = await run_level(runtime, items, config, level, opts, scheduling)
             if progress:
                 progress(rows[config])
         base = rows[BASELINE]
