@@ -105,9 +105,8 @@ def print_table(report: dict[str, Any]) -> None:
 
     console = Console(highlight=False, width=80)
     for level in report["levels"]:
-        title = (f"{level['arrival_rate']:g} tasks/min arriving" if level.get("arrival_rate")
-                 else f"{level['concurrency']} task(s) at once")
-        table = Table(title=f"{title} · {report.get('backend')}", width=80, padding=(0, 1), show_edge=False)
+        table = Table(title=f"{level_name(level)} · {report.get('backend')}", width=80, padding=(0, 1),
+                      show_edge=False)
         for col in ("config", "p50 s", "p95 s", "t/min", "×med", "×p95", "same", "sim", "len", "cov"):
             table.add_column(col, justify="left" if col == "config" else "right", no_wrap=True)
         for r in level["rows"]:
