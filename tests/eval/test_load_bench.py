@@ -139,3 +139,22 @@ def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: 
     assert [c["concurrency"] for c in report["auto_vs_best"]] == [1, 2]
     assert all(c["auto_tasks_per_min"] == r["tasks_per_min"] for c, r in zip(report["auto_vs_best"], report["series"]["auto"]))
     assert (out / "load.png").exists()
+    assert "t/min" in proc.stdout and "…" not in proc.stdout
+
+
+def test_console_table_fits_80_columns_with_whole_numbers() -> None:
+    from rich.console import Console
+
+    from vivace.commands.bench_load import print_table
+
+    row = {"concurrency": 32, "tasks_per_min": 682.41, "speedup_vs_1": 3.21, "p50_s": 12.34, "p95_s": 123.45,
+           "peak_in_flight": 32, "kv_usage_peak": 0.123, "length_ratio_vs_1": 1.02, "same_answer_vs_1": 0.875,
+           "sot_runs": 16, "mean_points": 3.25}
+    report = {"series": {name: [row] for name in ("normal", "sot", "auto")},
+              "auto_vs_best": [{"concurrency": 32, "throughput_ratio": 0.99, "throughput_ok": False, "p50_ratio": 1.01, "p50_ok": False}]}
+    console = Console(width=80, record=True)
+    print_table(report, console, "load: 32 tasks per level, vllm:SmolLM2-135M-Instruct, in-flight cap 32")
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for cell in ("682.4", "3.21", "123.45", "12%", "1.02", "88%", "16 (3.2)", "0.99x the best tasks/min (below)"):
+        assert cell in text

@@ -33,7 +33,6 @@ def register(sub: Subparsers, parents: Parents) -> None:
 
 async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from vivace.errors import InputError
     from vivace.eval.backend_bench import machine_info
@@ -68,21 +67,37 @@ async def cmd_bench_load(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         emit_json(report)
         return 0
-    table = Table(title=f"load: {args.tasks} tasks per level, {backend.name}:{backend.model}, in-flight cap {config.max_in_flight}")
-    for col in ("series", "C", "tasks/min", "× vs C=1", "p50 s", "p95 s", "peak in flight", "peak KV", "len vs C=1", "same vs C=1", "SoT runs (pts)"):
-        table.add_column(col, justify="right")
+    console = Console(highlight=False, width=80)
+    print_table(report, console, f"load: {args.tasks} tasks per level, {backend.name}:{backend.model}, in-flight cap {config.max_in_flight}")
+    console.print(f"report: {out / 'report.json'}")
+    return 0
+
+
+LEGEND = ("t/min: tasks per minute; ×C1: against the same series at C=1; peak: most runs in flight; KV: peak "
+          "KV-cache use; len, same: answer length ratio and identical answers against C=1; SoT: runs that took "
+          "SoT (mean points)")
+
+
+def print_table(report: dict[str, Any], console: Any, title: str) -> None:
+    """Every series and level in 80 columns, numbers never cut, then auto against the better series."""
+    from rich import box
+    from rich.table import Table
+
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left")
+    for col in ("series", "C", "t/min", "×C1", "p50 s", "p95 s", "peak", "KV", "len", "same", "SoT"):
+        table.add_column(col, justify="left" if col == "series" else "right", no_wrap=True)
     for name, rows in report["series"].items():
         for r in rows:
-            table.add_row(name, str(r["concurrency"]), f"{r['tasks_per_min']:.1f}", f"{r['speedup_vs_1']:.2f}" if r["speedup_vs_1"] else "-",
-                          f"{r['p50_s']:.2f}", f"{r['p95_s']:.2f}", str(r["peak_in_flight"]),
-                          f"{r['kv_usage_peak']:.1%}" if r["kv_usage_peak"] is not None else "-",
-                          f"{r['length_ratio_vs_1']:.2f}" if r["length_ratio_vs_1"] else "-",
-                          f"{r['same_answer_vs_1']:.0%}" if r["same_answer_vs_1"] is not None else "-",
+            table.add_row(name, str(r["concurrency"]), f(r["tasks_per_min"], ".1f"), f(r["speedup_vs_1"] or None, ".2f"),
+                          f(r["p50_s"], ".2f"), f(r["p95_s"], ".2f"), str(r["peak_in_flight"]), f(r["kv_usage_peak"], ".0%"),
+                          f(r["length_ratio_vs_1"] or None, ".2f"), f(r["same_answer_vs_1"], ".0%"),
                           f"{r['sot_runs']} ({r['mean_points']:.1f})" if r.get("mean_points") else str(r["sot_runs"]))
-    Console().print(table)
+    console.print(table)
+    console.print(LEGEND, style="dim")
     for c in report.get("auto_vs_best", []):
-        Console().print(f"auto at C={c['concurrency']}: {c['throughput_ratio']:.2f}x the best tasks/min "
-                        f"({'ok' if c['throughput_ok'] else 'below'}), p50 {c['p50_ratio']:.2f}x the best "
-                        f"({'ok' if c['p50_ok'] else 'above'})", highlight=False)
-    Console().print(f"report: {out / 'report.json'}")
-    return 0
+        console.print(f"auto at C={c['concurrency']}: {c['throughput_ratio']:.2f}x the best tasks/min "
+                      f"({'ok' if c['throughput_ok'] else 'below'}), p50 {c['p50_ratio']:.2f}x the best "
+                      f"({'ok' if c['p50_ok'] else 'above'})")
