@@ -15,7 +15,6 @@ was handed go into every point's question, in the prefix the points share.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -129,23 +128,16 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
 
 
 async def _expand(sot: "Context", run_id: str, task: str, notes: str, decision: dict[str, Any]) -> str | None:
-    from vivace.agents.skeleton import join_points
-    from vivace.agents.sot import expand_point, skeleton_call, skeleton_done
+    from vivace.agents.sot_points import skeleton_and_points
 
-    call, prefill = skeleton_call(sot, task)
-    sot.release()  # the skeleton's request takes the first claimed slot
-    result, trace = await sot.send(call, lambda text: None)
-    parsed = skeleton_done(sot, run_id, (prefill or "") + result.text, trace)
-    decision["points"] = len(parsed.points) if parsed.fallback is None else 0
-    if parsed.fallback is not None:
-        decision["fallback"] = parsed.fallback
-        return None
     question = f"{task}\n\nUse these notes:\n{notes}" if notes.strip() else task
-    points = parsed.points
-    expansions = await asyncio.gather(*(expand_point(sot, run_id, question, points, i, len(points))
-                                        for i in range(1, len(points) + 1)))
-    failed = {e.index: e.error for e in expansions if e.error}
-    if len(failed) == len(points):
+    out = await skeleton_and_points(sot, run_id, task, point_question=question, pipelined=sot.options.pipelined,
+                                    stream_skeleton=False)
+    decision["points"] = len(out.skeleton.points) if out.skeleton.fallback is None else 0
+    if out.skeleton.fallback is not None:
+        decision["fallback"] = out.skeleton.fallback
+        return None
+    if len(out.failed) == len(out.skeleton.points):
         decision["fallback"] = "every point failed"
         return None
-    return join_points(points, {e.index: e.text for e in expansions}, failed).strip() or None
+    return out.answer().strip() or None

@@ -1,9 +1,9 @@
-"""The SoT controller: route -> normal, or route -> skeleton -> ``Send`` per point -> expand -> join.
+"""The SoT controller: route -> normal, or route -> points (skeleton, expansions, join) -> end or normal.
 
 It is an agent like any other (``SotAgent``, registered as ``sot``): the run
 driver runs it as a step, its calls go through the call path (so each gets its
 own context decision), and its stage events join the run's one event stream.
-Point expansions run as concurrent branches of one LangGraph superstep, so
+Point expansions run as concurrent tasks of one stage (``sot_points``), so
 the backend batches them (decoding is bandwidth-bound: 8 streams cost about
 1.4x one). Their prompts share instructions, question and skeleton first and
 put the point last, so the engine's prefix cache serves the shared part. In
@@ -23,7 +23,6 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send
 
 from vivace.agents import guard
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, current_step, task_text
@@ -37,15 +36,14 @@ from vivace.agents.events import (
     Event,
     Routed,
     RunStarted,
-    SkeletonDelta,
     SkeletonDone,
 )
 from vivace.agents.length_plan import plan_for, record_normal
 from vivace.agents.router import NORMAL, SOT, aroute
-from vivace.agents.skeleton import MIN_POINTS, Skeleton, join_points, parse_skeleton, strip_echo, trim_partial_sentence
+from vivace.agents.skeleton import MIN_POINTS, Skeleton, parse_skeleton, strip_echo, trim_partial_sentence
 from vivace.agents.sot_load import route_under_load
 from vivace.agents.sot_options import GUARD_REFUSAL, Options
-from vivace.agents.sot_state import AGENT, Branch, Context, Expansion, State
+from vivace.agents.sot_state import AGENT, Context, Expansion, State
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
 from vivace.runtime.prompts import render
@@ -89,40 +87,13 @@ async def route_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         ctx.options = replace(opts, max_points=points)
     write(Routed(state["run_id"], mode=mode, reason=reason, load=load))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
-    return {"mode": mode, "route_reason": reason, "pipelined": opts.pipelined,
-            "stages": {"route": time.perf_counter() - t0}}
+    return {"mode": mode, "route_reason": reason, "stages": {"route": time.perf_counter() - t0}}
 
 
 async def after_route(state: State) -> str:  # async: LangGraph runs a sync edge in a thread pool
     if state["mode"] != SOT:
         return "normal"
-    return "pipelined" if state.get("pipelined") else "skeleton"
-
-
-async def skeleton_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask for the skeleton and parse it."""
-    ctx = runtime.context
-    write = ctx.emit
-    run_id = state["run_id"]
-    t0 = time.perf_counter()
-    call, prefill = skeleton_call(ctx, state["question"])
-    ctx.release()
-    if prefill:
-        write(SkeletonDelta(run_id, text=prefill))
-    try:
-        result, trace = await ctx.send(call, lambda text: write(SkeletonDelta(run_id, text=text)))
-    except Exception as exc:
-        write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
-        raise
-    raw = (prefill or "") + result.text
-    parsed = skeleton_done(ctx, run_id, raw, trace)
-    return {
-        "skeleton": raw,
-        "points": parsed.points if parsed.fallback is None else [],
-        "fallback": parsed.fallback,
-        "stages": {"skeleton": time.perf_counter() - t0},
-        **guard_answer(parsed),
-    }
+    return "points"
 
 
 def skeleton_call(ctx: Context, question: str) -> tuple[Call, str | None]:
@@ -166,27 +137,6 @@ def skeleton_done(ctx: Context, run_id: str, raw: str, trace: CallTrace) -> Skel
 def guard_answer(parsed: Skeleton) -> dict[str, Any]:
     """The state's answer when the guard stopped a refused skeleton (nothing when it did not)."""
     return {"answer": " ".join(parsed.dropped)} if parsed.fallback == GUARD_REFUSAL else {}
-
-
-async def after_skeleton(state: State) -> list[Send] | str:
-    """One ``Send`` per point, normal decoding when the skeleton was not usable, the end when the guard stopped it."""
-    if state.get("fallback") == GUARD_REFUSAL:
-        return END
-    if state.get("fallback"):
-        return "normal"
-    points = state["points"]
-    return [
-        Send("expand", Branch(run_id=state["run_id"], question=state["question"], points=points, index=i))
-        for i in range(1, len(points) + 1)
-    ]
-
-
-async def expand_node(branch: Branch, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Expand one point of a finished skeleton."""
-    points = branch["points"]
-    expansion = await expand_point(runtime.context, branch["run_id"], branch["question"], points, branch["index"],
-                                   len(points))
-    return {"expansions": [expansion]}
 
 
 async def expand_point(ctx: Context, run_id: str, question: str, points: list[str], index: int,
@@ -243,24 +193,6 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
     return Expansion(index, point, text, None, started, time.time())
 
 
-async def join_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Join the expansions in point order; fail only when every point failed."""
-    write = runtime.context.emit
-    t0 = time.perf_counter()
-    run_id, points = state["run_id"], state["points"]
-    expansions = {e.index: e for e in state.get("expansions", [])}
-    failed = {i: e.error for i, e in expansions.items() if e.error}
-    if failed and len(failed) == len(points):
-        message = f"all {len(points)} point expansions failed; first error: {failed[min(failed)]}"
-        write(ErrorEvent(run_id, node="join", message=message))
-        raise RunError(message, runtime.context.name, runtime.context.step)
-    answer = join_points(points, {i: e.text for i, e in expansions.items()}, failed)  # type: ignore[arg-type]
-    spans = list(expansions.values())
-    expand_s = max(e.ended for e in spans) - min(e.started for e in spans) if spans else 0.0
-    write(AnswerDone(run_id, answer=answer, mode=SOT, points=points))
-    return {"answer": answer, "stages": {"expand": expand_s, "join": time.perf_counter() - t0}}
-
-
 async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Plain decoding of the question itself: the baseline a user gets without vivace."""
     ctx = runtime.context
@@ -291,21 +223,15 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
 
 def build_graph() -> StateGraph:
     """The uncompiled controller graph, for embedding as a subgraph or extending."""
-    from vivace.agents.sot_pipeline import after_pipelined, pipelined_node
+    from vivace.agents.sot_points import after_points, points_node
 
     graph = StateGraph(State, context_schema=Context)
     graph.add_node("route", route_node)
-    graph.add_node("skeleton", skeleton_node)
-    graph.add_node("pipelined", pipelined_node)
-    graph.add_node("expand", expand_node, input_schema=Branch)  # type: ignore[arg-type]
-    graph.add_node("join", join_node)
+    graph.add_node("points", points_node)
     graph.add_node("normal", normal_node)
     graph.add_edge(START, "route")
-    graph.add_conditional_edges("route", after_route, ["skeleton", "pipelined", "normal"])
-    graph.add_conditional_edges("skeleton", after_skeleton, ["expand", "normal", END])
-    graph.add_conditional_edges("pipelined", after_pipelined, ["join", "normal", END])
-    graph.add_edge("expand", "join")
-    graph.add_edge("join", END)
+    graph.add_conditional_edges("route", after_route, ["points", "normal"])
+    graph.add_conditional_edges("points", after_points, ["normal", END])
     graph.add_edge("normal", END)
     return graph
 
@@ -322,7 +248,7 @@ def controller() -> Any:
 
 
 def initial_state(question: str, run_id: str) -> State:
-    return State(run_id=run_id, question=question, expansions=[], stages={})
+    return State(run_id=run_id, question=question, stages={})
 
 
 class SotAgent(Agent):

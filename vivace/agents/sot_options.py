@@ -2,7 +2,7 @@
 
 Why its own module: the controller (``vivace.agents.sot``) is its graph and
 nodes; what a run may set, and the budgets derived from it, is read by the
-controller, the pipelined node and the benches alike.
+controller, its points stage and the benches alike.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Options:
     skeleton_max_tokens: int | None = None
     branch_timeout_s: float | None = None
     fail_on_branch_error: bool = False
-    pipelined: bool = False  # vivace.agents.sot_pipeline: points start while the skeleton is decoded
+    pipelined: bool = False  # vivace.agents.sot_points: points start while the skeleton is decoded
     length_plan: bool = True  # vivace.agents.length_plan: points and their budgets from the expected normal length
     load_aware: bool = True  # auto only: vivace.agents.sot_load caps the fan-out at the free batch slots
     # The safety guard (on by default in auto): techniques ``auto`` must not pick for a sensitive request,

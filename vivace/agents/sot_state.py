@@ -1,13 +1,12 @@
 """One SoT run's state and context: what its graph checkpoints, and what its nodes share but must not.
 
-Why its own module: the controller (``vivace.agents.sot``), the pipelined
-node and SoT inside agents (``vivace.agents.long_form``) all build or read
+Why its own module: the controller (``vivace.agents.sot``), its points
+stage (``vivace.agents.sot_points``) and SoT inside agents (``vivace.agents.long_form``) all build or read
 them; the controller module stays its nodes and graph.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, TypedDict
 
@@ -62,25 +61,14 @@ def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
 
 
 class State(TypedDict, total=False):
-    """The graph's state; list fields collect from concurrent branches."""
+    """The graph's state; ``stages`` merges each node's stage times."""
 
     run_id: str
     question: str
     mode: str
     route_reason: str
-    pipelined: bool
     skeleton: str
     points: list[str]
     fallback: str | None
-    expansions: Annotated[list[Expansion], operator.add]
     stages: Annotated[dict[str, float], _merge]
     answer: str
-
-
-class Branch(TypedDict):
-    """The payload ``Send`` hands one expansion."""
-
-    run_id: str
-    question: str
-    points: list[str]
-    index: int

@@ -314,7 +314,7 @@ async def run_bench(
     """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes.
 
     ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM);
-    ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_pipeline``);
+    ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_points``);
     ``unplanned`` one more, SoT without its length plan (``vivace.agents.length_plan``), the ablation;
     ``reference`` a second normal answer under another neutral instruction (``reference_record``);
     ``judge`` (a backend) a pairwise verdict on SoT's answer against normal's (``vivace.eval.sot_judge``).

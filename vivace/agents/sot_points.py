@@ -1,0 +1,161 @@
+"""SoT's skeleton, its points and their join as one stage of the controller, plain or pipelined.
+
+Why one stage: a LangGraph ``Send`` per point and a join superstep cost about
+0.14 ms per point and two supersteps per run in LangGraph alone (``vivace
+bench overhead``), and they bought nothing: the points are concurrent asyncio
+tasks either way, which the backend batches. The controller graph keeps the
+decisions (route, fall back to normal decoding); this stage is the fan-out.
+SoT inside an agent's long-form call (``vivace.agents.long_form``) runs the
+same function.
+
+Pipelined (``Options.pipelined``): a point goes out the moment the skeleton
+line that names it ends, while the skeleton goes on; the skeleton's time that
+overlaps expansions is the stage ``skeleton_hidden``. An early point sees the
+skeleton so far (its own line and those before it), which keeps the prompts'
+shared part first for the prefix cache; points that start with the skeleton
+done see all of it. Parsing complete lines only keeps it safe: a complete line
+never changes, so the points launched early are the start of the final list.
+If the finished skeleton is unusable, the early points are cancelled and the
+run falls back to normal decoding, as plain SoT does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+
+from vivace.agents.events import AnswerDone, ErrorEvent, SkeletonDelta
+from vivace.agents.router import SOT
+from vivace.agents.skeleton import Skeleton, join_points, parse_skeleton
+from vivace.agents.sot import GUARD_REFUSAL, expand_point, guard_answer, skeleton_call, skeleton_done
+from vivace.agents.sot_state import Context, Expansion, State
+from vivace.errors import RunError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Points:
+    """What the stage produced: the raw and parsed skeleton, each point's expansion, the stage times."""
+
+    raw: str
+    skeleton: Skeleton
+    expansions: list[Expansion] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> dict[int, str]:
+        return {e.index: e.error for e in self.expansions if e.error}
+
+    def answer(self) -> str:
+        """The expansions joined in point order, failed points marked."""
+        return join_points(self.skeleton.points, {e.index: e.text for e in self.expansions}, self.failed)
+
+
+async def skeleton_and_points(ctx: Context, run_id: str, question: str, *, point_question: str | None = None,
+                              pipelined: bool = False, stream_skeleton: bool = True) -> Points:
+    """Decode the skeleton, then expand every point at once (pipelined: each as its line ends).
+
+    ``point_question`` is what the points expand (default ``question``): an
+    agent plans its skeleton from the task alone and expands with its notes.
+    An unusable skeleton comes back with its ``fallback`` set and no expansions.
+    """
+    write = ctx.emit
+    t0 = time.perf_counter()
+    call, prefill = skeleton_call(ctx, question)
+    ctx.release()  # the skeleton's request takes the first of the claimed slots
+    target = point_question or question
+    text = prefill or ""
+    launched: list[str] = []
+    tasks: list[asyncio.Task[Expansion]] = []
+    loop = asyncio.get_running_loop()
+
+    def launch(points: list[str], total: int | None) -> None:
+        for index in range(len(launched) + 1, len(points) + 1):
+            launched.append(points[index - 1])
+            tasks.append(loop.create_task(expand_point(ctx, run_id, target, list(points), index, total)))
+
+    def on_text(piece: str) -> None:
+        nonlocal text
+        if stream_skeleton:
+            write(SkeletonDelta(run_id, text=piece))
+        if pipelined:
+            text += piece
+            if "\n" in piece:  # a line is complete: its point (and those before it) can go
+                launch(parse_skeleton(text[: text.rfind("\n")], max_points=ctx.options.max_points, min_points=1).points, None)
+
+    if prefill and stream_skeleton:
+        write(SkeletonDelta(run_id, text=prefill))
+    try:
+        try:
+            result, trace = await ctx.send(call, on_text)
+        except Exception as exc:
+            write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
+            raise
+        skeleton_end = time.time()
+        raw = (prefill or "") + result.text
+        parsed = skeleton_done(ctx, run_id, raw, trace)
+        out = Points(raw, parsed, stages={"skeleton": time.perf_counter() - t0})
+        if parsed.fallback is not None or parsed.points[: len(launched)] != launched:
+            if parsed.fallback is None:  # complete lines never change; should this ever differ, start over
+                log.warning("run %s: the early points are not the skeleton's; expanding them again", run_id)
+            await _cancel(tasks)
+            tasks.clear()
+            launched.clear()
+            if parsed.fallback is not None:  # unusable, or refused and stopped by the guard
+                return out
+        early = len(tasks)
+        launch(parsed.points, len(parsed.points))
+        out.expansions = list(await asyncio.gather(*tasks))
+    finally:
+        await _cancel(tasks)
+    spans = out.expansions
+    out.stages["expand"] = max(e.ended for e in spans) - min(e.started for e in spans) if spans else 0.0
+    if pipelined:
+        first_start = min((e.started for e in spans[:early]), default=skeleton_end)
+        out.stages["skeleton_hidden"] = max(0.0, skeleton_end - first_start)
+    return out
+
+
+async def _cancel(tasks: list[asyncio.Task[Expansion]]) -> None:
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def points_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The controller's SoT stage: skeleton, points, and the answer joined in point order.
+
+    It fails only when every point failed; an unusable skeleton hands the
+    run to normal decoding (``after_points``).
+    """
+    ctx = runtime.context
+    run_id = state["run_id"]
+    out = await skeleton_and_points(ctx, run_id, state["question"], pipelined=ctx.options.pipelined)
+    parsed = out.skeleton
+    if parsed.fallback is not None:
+        return {"skeleton": out.raw, "points": [], "fallback": parsed.fallback, "stages": out.stages,
+                **guard_answer(parsed)}
+    t0 = time.perf_counter()
+    failed = out.failed
+    if failed and len(failed) == len(parsed.points):
+        message = f"all {len(parsed.points)} point expansions failed; first error: {failed[min(failed)]}"
+        ctx.emit(ErrorEvent(run_id, node="join", message=message))
+        raise RunError(message, ctx.name, ctx.step)
+    answer = out.answer()
+    ctx.emit(AnswerDone(run_id, answer=answer, mode=SOT, points=parsed.points))
+    return {"skeleton": out.raw, "points": parsed.points, "fallback": None, "answer": answer,
+            "stages": {**out.stages, "join": time.perf_counter() - t0}}
+
+
+async def after_points(state: State) -> str:  # async: LangGraph runs a sync edge in a thread pool
+    """Normal decoding when the skeleton was not usable; the end otherwise (and when the guard stopped it)."""
+    fallback = state.get("fallback")
+    return "normal" if fallback and fallback != GUARD_REFUSAL else END
