@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from vivace.agents.sot import POINT_PROMPT, _skeleton_listing
+from vivace.agents.sot import POINT_PROMPT, skeleton_listing
 from vivace.runtime.fleet import Fleet, prefix_blocks
 from vivace.runtime.prompts import render
 
@@ -16,7 +16,7 @@ async def _up(url: str) -> bool:
 def _point_prompts(question: str, points: list[str]) -> list[list[bytes]]:
     out = []
     for i, point in enumerate(points, 1):
-        messages, prefill = render(POINT_PROMPT, question=question, skeleton=_skeleton_listing(points), index=i, point=point,
+        messages, prefill = render(POINT_PROMPT, question=question, skeleton=skeleton_listing(points), index=i, point=point,
                                    sentences="2 to 4")
         out.append(prefix_blocks(messages, prefill))
     return out

@@ -55,7 +55,7 @@ SKELETON_PROMPT = "sot_skeleton"
 POINT_PROMPT = "sot_point"
 
 
-def _skeleton_listing(points: list[str]) -> str:
+def skeleton_listing(points: list[str]) -> str:
     return "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
 
 
@@ -140,10 +140,12 @@ def guard_answer(parsed: Skeleton) -> dict[str, Any]:
 
 
 async def expand_point(ctx: Context, run_id: str, question: str, points: list[str], index: int,
-                       total: int | None) -> Expansion:
+                       total: int | None, listing: str | None = None) -> Expansion:
     """Expand point ``index`` given the skeleton's ``points`` so far (``total``: their final count, if known).
 
-    A failure is marked on the point and reported, not raised (unless asked).
+    ``listing`` is ``points`` as the prompt lists them, built once for all the
+    points that start together. A failure is marked on the point and reported,
+    not raised (unless asked).
     While the count is open (pipelined SoT), other points' numbers up to the
     cap end the expansion, and it gets a 3-point answer's budget.
     """
@@ -155,7 +157,7 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
         (max_tokens, min_tokens), sentences = ctx.plan.point_budget(n), f"about {ctx.plan.sentences(n)}"
     else:
         max_tokens, min_tokens, sentences = opts.point_tokens(n), None, "2 to 4"
-    messages, prefill = render(POINT_PROMPT, question=question, skeleton=_skeleton_listing(points), index=index,
+    messages, prefill = render(POINT_PROMPT, question=question, skeleton=listing or skeleton_listing(points), index=index,
                                point=point, sentences=sentences)
     last = (total or opts.max_points) + 1
     call = Call(
@@ -237,6 +239,7 @@ def build_graph() -> StateGraph:
 
 
 _COMPILED: Any = None
+_TEXT = (AnswerDelta, BranchDelta)  # the streamed text a SoT run mirrors as its step's AgentDelta
 
 
 def controller() -> Any:
@@ -269,6 +272,11 @@ class SotAgent(Agent):
 
             def emit(event: Event) -> None:
                 """Record the stages in the run's meta, pass the event on, mirror text as the step's text."""
+                if type(event) in _TEXT:  # per token: the hot path
+                    ctx.tracer.emit(event)
+                    ctx.tracer.emit(AgentDelta(ctx.tracer.run_id, step=step, agent=name, text=event.text,  # type: ignore[attr-defined]
+                                               branch=getattr(event, "index", None)))
+                    return
                 if isinstance(event, Routed):
                     meta["router"], meta["mode"] = {"mode": event.mode, "reason": event.reason}, event.mode
                     if event.load is not None:
@@ -280,9 +288,6 @@ class SotAgent(Agent):
                 elif isinstance(event, BranchDone) and event.error:
                     meta["failed_points"][event.index] = event.error
                 ctx.tracer.emit(event)
-                if isinstance(event, (AnswerDelta, BranchDelta)):
-                    ctx.tracer.emit(AgentDelta(ctx.tracer.run_id, step=step, agent=name, text=event.text,
-                                               branch=getattr(event, "index", None)))
 
             question = task_text(inp)
             if not question.strip():

@@ -33,7 +33,7 @@ from langgraph.runtime import Runtime
 from vivace.agents.events import AnswerDone, ErrorEvent, SkeletonDelta
 from vivace.agents.router import SOT
 from vivace.agents.skeleton import Skeleton, join_points, parse_skeleton
-from vivace.agents.sot import GUARD_REFUSAL, expand_point, guard_answer, skeleton_call, skeleton_done
+from vivace.agents.sot import GUARD_REFUSAL, expand_point, guard_answer, skeleton_call, skeleton_done, skeleton_listing
 from vivace.agents.sot_state import Context, Expansion, State
 from vivace.errors import RunError
 
@@ -77,9 +77,12 @@ async def skeleton_and_points(ctx: Context, run_id: str, question: str, *, point
     loop = asyncio.get_running_loop()
 
     def launch(points: list[str], total: int | None) -> None:
+        if len(points) <= len(launched):
+            return
+        points, listing = list(points), skeleton_listing(points)  # one prompt listing for the points starting now
         for index in range(len(launched) + 1, len(points) + 1):
             launched.append(points[index - 1])
-            tasks.append(loop.create_task(expand_point(ctx, run_id, target, list(points), index, total)))
+            tasks.append(loop.create_task(expand_point(ctx, run_id, target, points, index, total, listing)))
 
     def on_text(piece: str) -> None:
         nonlocal text
