@@ -27,28 +27,32 @@ def register(sub: Subparsers, parents: Parents) -> None:
 
 
 async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     err = Console(stderr=True)
     report = await run_bench(
         args.branches, args.repeats, args.warmup,
-        progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms  (LangGraph alone {r['langgraph_overhead_ms']:.3f} ms)", highlight=False),
+        progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms  (hand-written LangGraph {r['langgraph_overhead_ms']:.3f} ms)", highlight=False),
     )
     out = Path(args.out)
     write_report(out, report)
     if args.json:
         emit_json(report)
         return 0
-    table = Table(title=f"vivace overhead vs asyncio.gather, zero-latency fake (medians of {args.repeats})")
-    for col in ("branches", "vivace ms", "gather ms", "overhead ms", "paired ms", "per branch ms", "LangGraph alone ms"):
-        table.add_column(col, justify="right")
+    table = Table(title=f"overhead over asyncio.gather, ms, zero-latency fake (medians of {args.repeats})",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left")
+    for col in ("N", "vivace", "gather", "overhead", "paired", "per point", "LangGraph"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in report["rows"]:
         table.add_row(str(r["branches"]), f"{r['vivace_ms']:.3f}", f"{r['baseline_ms']:.3f}", f"{r['overhead_ms']:.3f}",
                       f"{r['overhead_paired_median_ms']:.3f}", f"{r['overhead_per_branch_ms']:.3f}",
                       f"{r['langgraph_overhead_ms']:.3f}")
-    console = Console()
+    console = Console(width=80)
     console.print(table)
+    console.print("N: points; overhead, paired: vivace over gather (of the medians, median of pairs); "
+                  "LangGraph: the hand-written LangGraph graph over gather", style="dim", highlight=False)
     s = report["summary"]
     console.print(
         f"fit: {s['per_run_ms']} ms per run + {s['per_branch_ms']} ms per branch (r2 {report['fit']['r2']}); "
@@ -57,7 +61,7 @@ async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
         highlight=False,
     )
     console.print(
-        f"LangGraph's own floor for this graph shape (bare StateGraph, same requests): "
+        f"hand-written LangGraph SoT graph (StateGraph, a Send per point, same requests): "
         f"{s['langgraph_per_run_ms']} ms per run + {s['langgraph_per_branch_ms']} ms per branch",
         highlight=False,
     )

@@ -1,10 +1,11 @@
-"""LangGraph's own floor for a SoT run: the same requests through a bare StateGraph, no vivace.
+"""Hand-rolled LangGraph for a SoT run: the same requests through a bare StateGraph, no vivace.
 
-Why in the overhead bench: vivace keeps LangGraph as its controller, so what
-LangGraph itself costs for this graph shape (a skeleton node, a ``Send`` per
-point, a join) is the least vivace can cost, and it differs per machine. The
-graph is what a competent LangGraph user would write: async nodes, no
-checkpointer, a list reducer collecting the expansions.
+Why in the overhead bench: vivace is meant to cost no more than what a user
+would write by hand with LangGraph, and that cost differs per machine. The
+graph is what a competent LangGraph user would write: a skeleton node, a
+``Send`` per point, a join; async nodes, no checkpointer, a list reducer
+collecting the expansions. (vivace's own controller runs the points inside
+one stage, ``vivace.agents.sot_points``, so it is not bound by this shape.)
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ vivace's time is the run's ``RunTrace.latency_s``; the baseline has no trace
 and is timed the same way (``perf_counter`` around the whole run). The two
 alternate within every repeat so load drift hits both; medians are reported,
 and a least-squares line fits overhead = per_run + per_branch x N. A third
-run per repeat sends the same requests through a bare LangGraph graph of the
-same shape (``langgraph_floor``): LangGraph's own cost, the least vivace can
-cost with LangGraph as its controller, fitted the same way.
+run per repeat sends the same requests through the SoT graph a LangGraph user
+would write by hand (``langgraph_floor``): what hand-rolled LangGraph costs
+for the same job, fitted the same way.
 """
 
 from __future__ import annotations
