@@ -65,7 +65,14 @@ def _setup_logging(debug: bool) -> None:
 
 
 def _terminate_like_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM takes Ctrl-C's path, so the engine is shut down instead of orphaned."""
+    """SIGTERM takes Ctrl-C's path, so the engine is shut down instead of orphaned.
+
+    A command a script starts in the background (``vivace ... &``) inherits
+    SIGINT ignored; forwarding it there would make SIGTERM a no-op, so the
+    interrupt is raised here instead.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.default_int_handler(signal.SIGINT, frame)
     os.kill(os.getpid(), signal.SIGINT)
 
 
