@@ -114,7 +114,9 @@ class Config:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name)))
+            value = getattr(self, f.name)
+            if value is not f.default:  # a default is valid as it stands (and Config() is built per bare-backend run)
+                setattr(self, f.name, _coerce(f.name, value))
         for name in self.models:
             served = self.for_model(name)
             if served.backend == "openai" and not served.base_urls:
