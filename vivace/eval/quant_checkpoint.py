@@ -91,14 +91,23 @@ def _convert(tensors: dict[str, Any], w8a8: bool, kv: KVCalibration | None) -> d
     return out
 
 
-def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalibration | None = None) -> Path:
-    """Write ``source`` as a compressed-tensors checkpoint at ``target``; reused when unchanged."""
+def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalibration | None = None,
+                     smooth: dict[str, Any] | None = None) -> Path:
+    """Write ``source`` as a compressed-tensors checkpoint at ``target``; reused when unchanged.
+
+    ``smooth``: SmoothQuant's activation maxima (``vivace.eval.smooth_quant``),
+    folded into the weights before they are quantized.
+    """
     from safetensors.torch import load_file, save_file
 
     weights = sorted(source.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{source}: no safetensors weights to quantize")
-    recipe = json.dumps({"w8a8": w8a8, "kv": kv.as_dict() if kv else None}, sort_keys=True)
+    smoothed = None
+    if smooth is not None:
+        from vivace.eval.smooth_quant import fingerprint
+    recipe = json.dumps({"w8a8": w8a8, "kv": kv.as_dict() if kv else None,
+                         "smooth": fingerprint(smooth) if smooth is not None else None}, sort_keys=True)
     signature = ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights)
     signature += ";" + hashlib.sha256(recipe.encode()).hexdigest()[:16]
     stamp = target / ".source-mtime"
@@ -110,8 +119,16 @@ def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalib
         for item in source.iterdir():
             if item.is_file() and item.suffix != ".safetensors" and item.name != "config.json":
                 shutil.copy2(item, tmp / item.name)
+        if smooth is not None:  # the folds cross tensors, so they see every shard at once
+            from vivace.eval.smooth_quant import smooth as fold, smoothing_scales
+
+            every = {k: v for path in weights for k, v in load_file(str(path)).items()}
+            smoothed = fold(every, smoothing_scales(every, smooth))
         for path in weights:
-            save_file(_convert(load_file(str(path)), w8a8, kv), str(tmp / path.name), metadata={"format": "pt"})
+            tensors = load_file(str(path))
+            if smoothed is not None:
+                tensors = {k: smoothed[k] for k in tensors}
+            save_file(_convert(tensors, w8a8, kv), str(tmp / path.name), metadata={"format": "pt"})
         config = json.loads((source / "config.json").read_text())
         config["quantization_config"] = quantization_config(w8a8, kv)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -135,10 +152,16 @@ def checkpoint_for(kind: str, kv_cache_dtype: str, model_dir: Path, home: Path) 
 
     root = home / "models"
     w8a8 = kind.startswith("w8a8")
-    if kind == "w8a8":
-        return write_checkpoint(model_dir, root / f"{model_dir.name}-w8a8", w8a8=True)
-    if kind not in ("kv-cal", "kv-scales", "w8a8+kv-cal"):
+    smooth = None
+    if kind.startswith("w8a8-sq"):
+        from vivace.eval.smooth_quant import cached_maxima
+
+        smooth = cached_maxima(model_dir, root)
+    if kind in ("w8a8", "w8a8-sq"):
+        return write_checkpoint(model_dir, root / f"{model_dir.name}-{kind}", w8a8=True, smooth=smooth)
+    if kind not in ("kv-cal", "kv-scales", "w8a8+kv-cal", "w8a8-sq+kv-cal"):
         raise ValueError(f"unknown checkpoint kind {kind!r}")
     fmt = fmt_of(kv_cache_dtype)
     kv = cached_calibration(model_dir, fmt, root, correct=kind != "kv-scales")
-    return write_checkpoint(model_dir, root / f"{model_dir.name}-{kind.replace('+', '-')}-{fmt}", w8a8=w8a8, kv=kv)
+    return write_checkpoint(model_dir, root / f"{model_dir.name}-{kind.replace('+', '-')}-{fmt}", w8a8=w8a8, kv=kv,
+                            smooth=smooth)

