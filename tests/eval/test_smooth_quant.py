@@ -48,3 +48,26 @@ def test_smoothing_keeps_the_model_and_shrinks_the_outliers(model_dir: Path) -> 
     smoothed = activation_maxima(model, ids, window=128)
     for group in ("attn", "mlp", "down"):
         assert _outlier_ratio(smoothed[group]) < _outlier_ratio(maxima[group]) / 2, group
+
+
+def test_the_w8a8_checkpoint_carries_the_folds(model_dir: Path, tmp_path: Path) -> None:
+    """The written checkpoint holds the smoothed weights, rounded to int8, and the norms divided by s."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vivace.eval.fake_quant import load_model
+    from vivace.eval.quant_checkpoint import write_checkpoint
+
+    maxima = activation_maxima(load_model(model_dir), _tokens(model_dir, 128), window=128)
+    original = {k: v.float() for k, v in load_file(str(next(model_dir.glob("*.safetensors")))).items()}
+    scales = smoothing_scales(original, maxima)
+    target = write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=maxima)
+    written = load_file(str(target / next(model_dir.glob("*.safetensors")).name))
+    norm = "model.layers.3.input_layernorm.weight"
+    assert torch.allclose(written[norm].float(), original[norm] / scales["attn"][3], rtol=1e-2)
+    q = "model.layers.3.self_attn.q_proj.weight"
+    assert written[q].dtype == torch.int8
+    dequantized = written[q].float() * written[q[: -len("weight")] + "weight_scale"]
+    want = original[q] * scales["attn"][3][None, :]
+    assert (dequantized - want).abs().max() <= want.abs().amax(dim=1).max() / 127  # within one int8 step
+    assert write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=maxima) == target  # reused, not rewritten

@@ -44,6 +44,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {EMBEDDED.name: EMBEDDED}
 # round-to-nearest), by name, so a config can say `model = "smollm2-135m-w8a8"` on any machine: folder, command.
 DERIVED: dict[str, tuple[str, str]] = {
     "smollm2-135m-w8a8": (f"{EMBEDDED.folder}-w8a8", "vivace bench quant --configs w8a8-int8"),
+    "smollm2-135m-w8a8-sq": (f"{EMBEDDED.folder}-w8a8-sq", "vivace bench quant --configs w8a8-int8-sq"),
 }
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
