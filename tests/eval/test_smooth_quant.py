@@ -71,3 +71,21 @@ def test_the_w8a8_checkpoint_carries_the_folds(model_dir: Path, tmp_path: Path) 
     want = original[q] * scales["attn"][3][None, :]
     assert (dequantized - want).abs().max() <= want.abs().amax(dim=1).max() / 127  # within one int8 step
     assert write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=maxima) == target  # reused, not rewritten
+
+
+def test_the_study_replays_smoothquant_and_leaves_the_model_as_it_found_it(model_dir: Path) -> None:
+    import torch
+
+    from vivace.eval.fake_quant import SMOOTHING, STUDY, load_model, run_study
+    from vivace.eval.kv_calibrate import calibration_text
+
+    model = load_model(model_dir)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ids = _tokens(model_dir, 256)
+    configs = tuple(c for c in STUDY if c.name in ("fp32", "W8A8", "W8A8-SQ"))
+    calibrations = {SMOOTHING: activation_maxima(model, ids, window=128)}
+    rows = {r["name"]: r for r in run_study(model_dir, calibration_text(), max_tokens=256, window=128, configs=configs,
+                                             threads=1, model=model, calibrations=calibrations)}
+    assert rows["W8A8-SQ"]["ppl_delta_pct"] < rows["W8A8"]["ppl_delta_pct"], rows
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -52,6 +52,7 @@ class StudyConfig:
     granularity: str | None = None  # "per-channel" | "group128" | "per-token" | "per-token-head"
     target: str | None = None  # for kv: "k" or "v"
     fp8: str | None = None  # an FP8 KV cache: "e4m3", "e4m3-cal", "e4m3-scales", "e4m3-rne", ...
+    smooth: bool = False  # SmoothQuant's folds first (vivace.eval.smooth_quant), as the -sq checkpoints have them
 
 
 STUDY: tuple[StudyConfig, ...] = (
@@ -76,7 +77,11 @@ STUDY: tuple[StudyConfig, ...] = (
     StudyConfig("W8A8", "weight+activation", 8, "per-channel/per-token"),
     StudyConfig("W8A8+KV-fp8-e4m3", "weight+activation", 8, "W8A8, fp8 engine", fp8="e4m3"),
     StudyConfig("W8A8+KV-fp8-e4m3-cal", "weight+activation", 8, "W8A8, fp8 calibrated", fp8="e4m3-cal"),
+    StudyConfig("W8A8-SQ", "weight+activation", 8, "SmoothQuant, per-channel/per-token", smooth=True),
+    StudyConfig("W8A8-SQ+KV-fp8-e4m3-cal", "weight+activation", 8, "SmoothQuant, fp8 calibrated", fp8="e4m3-cal",
+                smooth=True),
 )
+SMOOTHING = "smoothquant"  # the calibrations entry holding SmoothQuant's activation maxima
 
 
 def quantize_groups(x: Any, bits: int, group: int | None, symmetric: bool = True) -> tuple[Any, Any]:
@@ -198,12 +203,15 @@ class _Applied:
         self.model, self.config, self.head_dim = model, config, head_dim
         self.calibrations = calibrations or {}
         self.saved: dict[str, Any] = {}
+        self.folded: dict[str, Any] = {}  # parameters SmoothQuant changed, as they were
         self.hooks: list[Any] = []
         self.stack = ExitStack()
 
     def __enter__(self) -> "_Applied":
         c = self.config
         weights, activations = c.tensor in ("weight", "weight+activation"), c.tensor in ("activation", "weight+activation")
+        if c.smooth:
+            self._smooth()
         for name, linear in _decoder_linears(self.model):
             if weights:
                 self.saved[name] = linear.weight.data.clone()
@@ -218,6 +226,18 @@ class _Applied:
         if c.fp8 and not c.fp8.endswith("-rne"):
             self.stack.enter_context(kv_transform(self.model, self._fp8_engine_fn(c.fp8)))
         return self
+
+    def _smooth(self) -> None:
+        from vivace.eval.smooth_quant import smooth, smoothing_scales
+
+        if SMOOTHING not in self.calibrations:
+            raise ValueError(f"study row {self.config.name} needs SmoothQuant's activation maxima")
+        params = dict(self.model.named_parameters())
+        layers = {k: v.data.float() for k, v in params.items() if ".layers." in k}
+        for key, value in smooth(layers, smoothing_scales(layers, self.calibrations[SMOOTHING])).items():
+            if value is not layers[key]:
+                self.folded[key] = params[key].data
+                params[key].data = value.to(params[key].dtype)
 
     def _fp8_engine_fn(self, mode: str) -> Callable[[int, Any, Any], tuple[Any, Any]]:
         fmt, _, kind = mode.partition("-")
@@ -245,6 +265,9 @@ class _Applied:
         linears = dict(_decoder_linears(self.model))
         for name, weight in self.saved.items():
             linears[name].weight.data = weight
+        params = dict(self.model.named_parameters())
+        for name, data in self.folded.items():  # after the linears: they were saved smoothed
+            params[name].data = data
 
 
 def study_calibrations(model: Any, model_dir: Path, configs: tuple[StudyConfig, ...], window: int) -> dict[str, Any]:
@@ -253,11 +276,17 @@ def study_calibrations(model: Any, model_dir: Path, configs: tuple[StudyConfig, 
 
     from vivace.eval.kv_calibrate import calibrate, calibration_text
 
+    from vivace.eval.smooth_quant import activation_maxima
+
     modes = sorted({c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))})
-    if not modes:
+    smooth = any(c.smooth for c in configs)
+    if not modes and not smooth:
         return {}
     ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)
-    return {m: calibrate(model, ids, m.split("-")[0], window, correct=m.endswith("-cal")) for m in modes}
+    out: dict[str, Any] = {m: calibrate(model, ids, m.split("-")[0], window, correct=m.endswith("-cal")) for m in modes}
+    if smooth:
+        out[SMOOTHING] = activation_maxima(model, ids, window)
+    return out
 
 
 def run_study(

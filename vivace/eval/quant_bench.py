@@ -204,6 +204,10 @@ def run_fake_quant(
     if home is not None:
         modes = {c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))}
         calibrations = {m: cached_calibration(model_dir, m.split("-")[0], home / "models", correct=m.endswith("-cal")) for m in modes}
+        if any(c.smooth for c in configs):
+            from vivace.eval.smooth_quant import cached_maxima
+
+            calibrations[fake_quant.SMOOTHING] = cached_maxima(model_dir, home / "models")
     rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window, configs=configs, calibrations=calibrations)
     return rows, fake_quant.ordering(rows)
 
@@ -219,6 +223,8 @@ ENGINE_TWIN = {
     "w8a8-int8": "W8A8",
     "w8a8-int8+kv-fp8": "W8A8+KV-fp8-e4m3",
     "w8a8-int8+kv-fp8-cal": "W8A8+KV-fp8-e4m3-cal",
+    "w8a8-int8-sq": "W8A8-SQ",
+    "w8a8-int8-sq+kv-fp8-cal": "W8A8-SQ+KV-fp8-e4m3-cal",
 }
 _OLD_EMULATION = {"kv-fp8-e4m3": "KV-fp8-e4m3-rne"}
 
