@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from vivace.commands._io import Parents, Subparsers, emit_json
 from vivace.config import Config
@@ -32,11 +33,17 @@ async def cmd_bench_overhead(args: argparse.Namespace, config: Config) -> int:
     from rich.table import Table
 
     err = Console(stderr=True)
-    report = await run_bench(
-        args.branches, args.repeats, args.warmup,
-        progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms  (hand-written LangGraph {r['langgraph_overhead_ms']:.3f} ms)", highlight=False),
-    )
     out = Path(args.out)
+    report: dict[str, Any] = {}
+    try:
+        await run_bench(
+            args.branches, args.repeats, args.warmup, report=report,
+            progress=lambda r: err.print(f"  N={r['branches']:<3} vivace {r['vivace_ms']:8.3f} ms  gather {r['baseline_ms']:8.3f} ms  overhead {r['overhead_ms']:8.3f} ms  (hand-written LangGraph {r['langgraph_overhead_ms']:.3f} ms)", highlight=False),
+        )
+    except BaseException:  # interrupted (or failed) part way: the sizes measured so far are kept
+        if report.get("rows"):
+            write_report(out, {**report, "interrupted": True})
+        raise
     write_report(out, report)
     if args.json:
         emit_json(report)

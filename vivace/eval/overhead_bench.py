@@ -160,21 +160,15 @@ def fit(rows: list[dict[str, Any]], key: str = "overhead_ms") -> dict[str, float
     }
 
 
-async def run_bench(branches: list[int], repeats: int, warmup: int, progress: Any = None) -> dict[str, Any]:
+async def run_bench(branches: list[int], repeats: int, warmup: int, progress: Any = None,
+                    report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure every branch count; ``report`` (when given) holds the rows and fits so far, so an interrupt keeps them."""
     if any(n < 2 for n in branches) or repeats < 1 or warmup < 0:
         raise InputError("--branches values must be >= 2 (a SoT run has at least 2 points), --repeats >= 1, --warmup >= 0")
-    load_start = os.getloadavg()
-    rows = []
-    for n in branches:
-        rows.append(await measure(n, repeats, warmup))
-        if progress:
-            progress(rows[-1])
-    line = fit(rows)
-    paired = fit(rows, "overhead_paired_median_ms")
-    floor = fit(rows, "langgraph_overhead_ms")
     from vivace.eval.backend_bench import machine_info
 
-    return {
+    report = report if report is not None else {}
+    report.update({
         "bench": "overhead",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {
@@ -183,11 +177,26 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
             "langgraph_floor": "the same requests through a bare StateGraph: skeleton node, a Send per expansion, join", "consumer": "every skeleton and point delta, checked per run", "baseline": "skeleton call, then asyncio.gather of the same expansion requests",
         },
         "machine": machine_info(),
-        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "rows": [],
+    })
+    for n in branches:
+        report["rows"].append(await measure(n, repeats, warmup))
+        _summarize(report)
+        if progress:
+            progress(report["rows"][-1])
+    return report
+
+
+def _summarize(report: dict[str, Any]) -> None:
+    """The fits over the rows measured so far (a single row fits nothing: its fields are None)."""
+    rows = report["rows"]
+    line = fit(rows)
+    floor = fit(rows, "langgraph_overhead_ms")
+    report.update({
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "rows": rows,
         "fit": line,
-        "fit_paired": paired,
+        "fit_paired": fit(rows, "overhead_paired_median_ms"),
         "fit_langgraph": floor,
         "summary": {
             "per_run_ms": line["per_run_ms"],
@@ -199,4 +208,4 @@ async def run_bench(branches: list[int], repeats: int, warmup: int, progress: An
             "per_run_ok": None if line["per_run_ms"] is None else line["per_run_ms"] <= TARGET_PER_RUN_MS,
             "per_branch_ok": None if line["per_branch_ms"] is None else line["per_branch_ms"] <= TARGET_PER_BRANCH_MS,
         },
-    }
+    })
