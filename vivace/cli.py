@@ -64,16 +64,44 @@ def _setup_logging(debug: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+class _Terminated(Exception):
+    """SIGTERM cancelled the command's coroutine (see ``_terminate_like_interrupt``)."""
+
+
+_main_task: "asyncio.Task[Any] | None" = None
+_terminated = False
+
+
 def _terminate_like_interrupt(signum: int, frame: Any) -> None:
     """SIGTERM takes Ctrl-C's path, so the engine is shut down instead of orphaned.
 
     A command a script starts in the background (``vivace ... &``) inherits
-    SIGINT ignored; forwarding it there would make SIGTERM a no-op, so the
-    interrupt is raised here instead.
+    SIGINT ignored, and forwarding SIGTERM there would do nothing. It then
+    cancels the command's coroutine instead, as asyncio's own Ctrl-C handler
+    does, so every ``finally`` runs (the engine shuts down, reports are kept).
     """
+    global _terminated
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.default_int_handler(signal.SIGINT, frame)
+        _terminated = True
+        if _main_task is None:
+            raise KeyboardInterrupt
+        _main_task.get_loop().call_soon_threadsafe(_main_task.cancel)
+        return
     os.kill(os.getpid(), signal.SIGINT)
+
+
+async def _as_main(work: Any) -> Any:
+    """The command's coroutine, reachable by ``_terminate_like_interrupt``."""
+    global _main_task
+    _main_task = asyncio.current_task()
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if _terminated:
+            raise _Terminated from None
+        raise
+    finally:
+        _main_task = None
 
 
 def _tolerant_output() -> None:
@@ -101,14 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         result = args.handler(args, config)
         if inspect.isawaitable(result):
-            result = asyncio.run(result)
+            result = asyncio.run(_as_main(result))
         return int(result or 0)
     except VivaceError as exc:
         if debug:
             log.exception("failed")
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, or an optional package missing: still one line unless --debug
