@@ -103,12 +103,12 @@ def smooth(tensors: dict[str, Any], scales: dict[str, list[Any]]) -> dict[str, A
     return out
 
 
-def _key(model_dir: Path, alpha: float) -> str:
+def _key(model_dir: Path) -> str:
     from vivace.eval.kv_calibrate import calibration_text
 
     weights = sorted(model_dir.glob("*.safetensors"))
     text = hashlib.sha256(calibration_text().encode()).hexdigest()[:12]
-    return ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights) + f";alpha={alpha};text={text}"
+    return ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights) + f";text={text}"
 
 
 def cached_maxima(model_dir: Path, cache_dir: Path, window: int = 1024) -> dict[str, list[list[float]]]:
@@ -116,7 +116,7 @@ def cached_maxima(model_dir: Path, cache_dir: Path, window: int = 1024) -> dict[
     from vivace.eval.fake_quant import load_model, study_threads
     from vivace.eval.kv_calibrate import calibration_text
 
-    key = _key(model_dir, ALPHA)
+    key = _key(model_dir)
     path = cache_dir / f".{model_dir.name}-smoothquant.json"
     try:
         data = json.loads(path.read_text())
@@ -130,11 +130,11 @@ def cached_maxima(model_dir: Path, cache_dir: Path, window: int = 1024) -> dict[
     with study_threads():
         maxima = activation_maxima(load_model(model_dir), ids, window)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "alpha": ALPHA, "tokens": len(ids), "maxima": maxima}))
+    path.write_text(json.dumps({"key": key, "tokens": len(ids), "maxima": maxima}))
     log.info("SmoothQuant: activation maxima of %d layers on %d calibration tokens", len(maxima["attn"]), len(ids))
     return maxima
 
 
 def fingerprint(maxima: dict[str, list[list[float]]]) -> str:
-    """A short hash of the maxima, for the checkpoint's reuse signature."""
-    return hashlib.sha256(json.dumps(maxima).encode()).hexdigest()[:16]
+    """A short hash of what the folds depend on (the maxima and ``ALPHA``), for the checkpoint's reuse signature."""
+    return hashlib.sha256(json.dumps({"alpha": ALPHA, "maxima": maxima}).encode()).hexdigest()[:16]
