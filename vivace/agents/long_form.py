@@ -131,8 +131,7 @@ async def _expand(sot: "Context", run_id: str, task: str, notes: str, decision: 
     from vivace.agents.sot_points import skeleton_and_points
 
     question = f"{task}\n\nUse these notes:\n{notes}" if notes.strip() else task
-    out = await skeleton_and_points(sot, run_id, task, point_question=question, pipelined=sot.options.pipelined,
-                                    stream_skeleton=False)
+    out = await skeleton_and_points(sot, run_id, task, point_question=question, stream_skeleton=False)
     decision["points"] = len(out.skeleton.points) if out.skeleton.fallback is None else 0
     if out.skeleton.fallback is not None:
         decision["fallback"] = out.skeleton.fallback

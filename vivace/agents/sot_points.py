@@ -59,14 +59,14 @@ class Points:
 
 
 async def skeleton_and_points(ctx: Context, run_id: str, question: str, *, point_question: str | None = None,
-                              pipelined: bool = False, stream_skeleton: bool = True) -> Points:
-    """Decode the skeleton, then expand every point at once (pipelined: each as its line ends).
+                              stream_skeleton: bool = True) -> Points:
+    """Decode the skeleton, then expand every point at once (``Options.pipelined``: each as its line ends).
 
     ``point_question`` is what the points expand (default ``question``): an
     agent plans its skeleton from the task alone and expands with its notes.
     An unusable skeleton comes back with its ``fallback`` set and no expansions.
     """
-    write = ctx.emit
+    write, pipelined = ctx.emit, ctx.options.pipelined
     t0 = time.perf_counter()
     call, prefill = skeleton_call(ctx, question)
     ctx.release()  # the skeleton's request takes the first of the claimed slots
@@ -141,7 +141,7 @@ async def points_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     """
     ctx = runtime.context
     run_id = state["run_id"]
-    out = await skeleton_and_points(ctx, run_id, state["question"], pipelined=ctx.options.pipelined)
+    out = await skeleton_and_points(ctx, run_id, state["question"])
     parsed = out.skeleton
     if parsed.fallback is not None:
         return {"skeleton": out.raw, "points": [], "fallback": parsed.fallback, "stages": out.stages,
