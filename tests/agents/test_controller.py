@@ -233,6 +233,40 @@ def test_cancellation_stops_every_branch_promptly() -> None:
     assert backend.active == 0
 
 
+def test_an_interrupted_run_keeps_each_points_text_once() -> None:
+    """The step's mirror of the points' text (``AgentDelta``) reaches consumers but is not kept a second time."""
+    from vivace.agents import run
+    from vivace.assembly import runtime_for
+    from vivace.config import Config
+
+    backend = FakeBackend(lambda r: SKELETON if r.tag.endswith("/skeleton") else "alpha beta gamma delta epsilon zeta eta",
+                          per_token_s=0.01)
+    finished, kinds = [], []
+
+    async def scenario() -> None:
+        halfway = asyncio.Event()
+
+        def on_event(event: Event) -> None:
+            kinds.append(event.kind)
+            if event.kind == "branch_delta" and "delta" in event.text:
+                halfway.set()
+
+        runtime = runtime_for(Config(), backend, save_runs=False)
+        task = asyncio.create_task(run("sot", "How do I make good tea?", runtime, on_event=on_event,
+                                       options={"mode": "sot", "length_plan": False}, on_finish=finished.append))
+        await halfway.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    (trace,) = finished
+    assert trace.status == "interrupted" and "agent_delta" in kinds  # the mirror was streamed
+    blocks = trace.answer.split("\n\n")
+    assert "Steep briefly" in blocks[0] and len(blocks) == 5  # the skeleton, then each of its 4 points once
+    assert all(b.startswith("alpha beta gamma delta") and "zeta" not in b for b in blocks[1:])
+
+
 def test_bad_input_is_refused() -> None:
     with pytest.raises(InputError):
         asyncio.run(ask_question("  ", FakeBackend()))

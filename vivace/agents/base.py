@@ -148,6 +148,14 @@ class Tracer:
         key = event.stream()
         if key is not None:
             self.streamed.setdefault(key, []).append(event.text)  # type: ignore[attr-defined]
+        self.forward(event)
+
+    def forward(self, event: Event) -> None:
+        """Pass ``event`` on without keeping its text: for a mirror of text the run already keeps.
+
+        (The SoT agent mirrors its points' text as its step's ``AgentDelta``;
+        kept twice, an interrupted run's partial answer held every point twice.)
+        """
         if self.on_event is not None:
             try:
                 self.on_event(event)

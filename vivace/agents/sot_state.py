@@ -7,7 +7,7 @@ them; the controller module stays its nodes and graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, TypedDict
 
 from vivace.agents.base import AgentContext
@@ -32,6 +32,7 @@ class Context:
     name: str = AGENT
     claim: Claim | None = None  # batch slots claimed by a load-aware decision, released as calls start
     plan: LengthPlan | None = None  # the run's length plan (vivace.agents.length_plan), set when it routes to SoT
+    stages: dict[str, float] = field(default_factory=dict)  # stage times outside the state (the route, an edge)
 
     def release(self, keep: int | None = None) -> None:
         """One claimed slot became a request; with ``keep``, hold only that many (the rest went unused)."""
@@ -65,8 +66,6 @@ class State(TypedDict, total=False):
 
     run_id: str
     question: str
-    mode: str
-    route_reason: str
     skeleton: str
     points: list[str]
     fallback: str | None
