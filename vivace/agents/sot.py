@@ -1,4 +1,4 @@
-"""The SoT controller: START -route-> normal, or -route-> points (skeleton, expansions, join) -> end or normal.
+"""The SoT controller: START -route-> normal, or -route-> points (skeleton, expansions, join; else normal decoding).
 
 It is an agent like any other (``SotAgent``, registered as ``sot``): the run
 driver runs it as a step, its calls go through the call path (so each gets its
@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -53,6 +54,12 @@ log = logging.getLogger(__name__)
 
 SKELETON_PROMPT = "sot_skeleton"
 POINT_PROMPT = "sot_point"
+
+
+@lru_cache(maxsize=64)
+def _number_stops(last: int) -> tuple[str, ...]:
+    """``\n1.`` to ``\n{last}.``: built once per count, not per point (a run of N points would build N^2)."""
+    return tuple(f"\n{j}." for j in range(1, last + 1))
 
 
 def skeleton_listing(points: list[str]) -> str:
@@ -159,7 +166,7 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
         max_tokens, min_tokens, sentences = opts.point_tokens(n), None, "2 to 4"
     messages, prefill = render(POINT_PROMPT, question=question, skeleton=listing or skeleton_listing(points), index=index,
                                point=point, sentences=sentences)
-    last = (total or opts.max_points) + 1
+    numbers = _number_stops((total or opts.max_points) + 1)
     call = Call(
         messages=messages,
         prefill=prefill,
@@ -167,7 +174,7 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
         min_tokens=min_tokens,
         temperature=opts.temperature,
         repetition_penalty=opts.repetition_penalty,
-        stop=("\n\n", *(f"\n{j}." for j in range(1, last + 1) if j != index)),
+        stop=("\n\n", *numbers[: index - 1], *numbers[index:]),  # another point's number ends this one
         node=ctx.node("expand"),
         agent=ctx.name,
         branch=index,
@@ -225,13 +232,13 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
 
 def build_graph() -> StateGraph:
     """The uncompiled controller graph, for embedding as a subgraph or extending."""
-    from vivace.agents.sot_points import after_points, points_node
+    from vivace.agents.sot_points import points_node
 
     graph = StateGraph(State, context_schema=Context)
     graph.add_node("points", points_node)
     graph.add_node("normal", normal_node)
     graph.add_conditional_edges(START, route, ["points", "normal"])  # async: a sync edge runs in a thread pool
-    graph.add_conditional_edges("points", after_points, ["normal", END])
+    graph.add_edge("points", END)  # an unusable skeleton falls back to normal decoding inside the stage
     graph.add_edge("normal", END)
     return graph
 
