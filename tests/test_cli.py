@@ -366,3 +366,29 @@ def _catches(pid: int, sig: int) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
     return False
+
+
+def test_interruptible_leaves_the_signal_handlers_it_found() -> None:
+    """After ``ask``'s or ``run``'s signal window, SIGTERM is the CLI's again and an ignored SIGINT stays ignored.
+
+    asyncio's ``remove_signal_handler`` leaves the default (SIGTERM then killed
+    the process outright, with nothing written, in the moments after a run).
+    """
+    import asyncio
+
+    from vivace.cli import _terminate_like_interrupt
+    from vivace.commands._io import interruptible
+
+    async def work() -> int:
+        return 7
+
+    found = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        assert asyncio.run(interruptible(work(), None)) == 7
+        assert signal.getsignal(signal.SIGTERM) is _terminate_like_interrupt
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for sig, handler in found.items():
+            signal.signal(sig, handler)

@@ -220,6 +220,7 @@ async def interruptible(work: Awaitable[T], backend: Any) -> T:
             loop.create_task(abort())
 
     signals = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in signals}  # the CLI's SIGTERM handler, an ignored SIGINT
     for sig in signals:
         loop.add_signal_handler(sig, on_signal)
     try:
@@ -230,7 +231,9 @@ async def interruptible(work: Awaitable[T], backend: Any) -> T:
         raise
     finally:
         for sig in signals:
-            loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(sig)  # which leaves the default, not what was there
+            if before[sig] is not None:
+                signal.signal(sig, before[sig])
     if interrupted:
         raise KeyboardInterrupt
     return result
