@@ -64,7 +64,8 @@ def test_console_tables_fit_80_columns_with_full_numbers():
     rows = [dict(r) for r in ROWS]
     for r in rows:
         if r["status"] == "ok":
-            r.update(perplexity=123.456, kv_capacity_tokens=193184, decode_tok_s=1234.5, batch16_tok_s=12345.6, kv_capacity_vs_baseline=2.0)
+            r.update(perplexity=123.456, kv_capacity_tokens=193184, decode_tok_s=1234.5, batch16_tok_s=12345.6, kv_capacity_vs_baseline=2.0,
+                     agents=22, agents_tok_s=9.25, agents_context=4096)
     rows[-1]["name"] = "w8a8-int8+kv-fp8-cal"
     report = {"model": "/x/SmolLM2-135M-Instruct", "kv_space_gib": 1.0, "configs": rows,
               "engine_vs_emulation": [{"config": "w8a8-int8+kv-fp8-cal", "engine_pct": 12.345, "emulated_pct": -1.5, "old_emulation_pct": None}],
@@ -74,7 +75,8 @@ def test_console_tables_fit_80_columns_with_full_numbers():
     text = console.export_text()
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
     assert "…" not in text
-    for figure in ("123.456", "193184", "1234.5", "12345.6", "+12.35", "1234.567", "-10.50", "+6.40"):
+    assert "long context, 4096-token tasks" in text  # the long-context table's title on one line
+    for figure in ("123.456", "193184", "1234.5", "12345.6", "+12.35", "1234.567", "-10.50", "+6.40", "9.2"):
         assert figure in text, figure
 
 

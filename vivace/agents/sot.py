@@ -66,7 +66,7 @@ def skeleton_listing(points: list[str]) -> str:
     return "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
 
 
-async def route(state: State, runtime: Runtime[Context]) -> str:
+async def route_entry(state: State, runtime: Runtime[Context]) -> str:
     """The graph's entry edge: announce the run and pick its first node, the user's mode or the router's.
 
     An edge, not a node: a node is a superstep of its own (about 0.12 ms a run
@@ -237,7 +237,7 @@ def build_graph() -> StateGraph:
     graph = StateGraph(State, context_schema=Context)
     graph.add_node("points", points_node)
     graph.add_node("normal", normal_node)
-    graph.add_conditional_edges(START, route, ["points", "normal"])  # async: a sync edge runs in a thread pool
+    graph.add_conditional_edges(START, route_entry, ["points", "normal"])  # async: a sync edge runs in a thread pool
     graph.add_edge("points", END)  # an unusable skeleton falls back to normal decoding inside the stage
     graph.add_edge("normal", END)
     return graph

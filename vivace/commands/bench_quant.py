@@ -244,11 +244,13 @@ def print_tables(report: dict[str, Any], console: Any) -> None:
     ran = [r for r in report["configs"] if r.get("agents") is not None]
     if ran:
         context = ran[0].get("agents_context")
-        longc = _table(f"long context: concurrent {context}-token tasks in the KV budget", [("config", False), ("tasks", True), ("×", True), ("tok/s", True)])
+        longc = _table(f"long context, {context}-token tasks", [("config", False), ("tasks", True), ("×", True), ("tok/s", True)])
         base = next((r["agents"] for r in ran if r["name"] == report.get("baseline", "bf16")), None)
         for r in ran:
             longc.add_row(r["name"], str(r["agents"]), _num(r["agents"] / base if base else None, ".2f"), _num(r.get("agents_tok_s"), ".1f"))
         console.print(longc)
+        console.print(Text("tasks: how many the KV budget holds at once; ×: against bf16; tok/s: their decoding, total",
+                           style="dim"), width=min(console.width, 80))
     if report.get("engine_vs_emulation"):
         cmp = _table("engine vs emulation (Δ perplexity %)", [("config", False), ("engine", True), ("emulated", True), ("old emul.", True)])
         for r in report["engine_vs_emulation"]:
