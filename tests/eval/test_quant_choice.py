@@ -114,6 +114,38 @@ def test_auto_without_a_measurement_is_one_config_error(tmp_path, model_dir):
         quant_choice.auto_engine("auto", "smollm2-135m", tmp_path)
 
 
+
+def test_any_config_runs_compiled_and_auto_starts_it_as_measured(tmp_path):
+    """``NAME+compiled`` is the same configuration on an engine that compiles; a choice measured
+    compiled starts compiled, says what the start costs, and an eager choice stays eager."""
+    from vivace.config import Config
+    from vivace.errors import InputError
+    from vivace.eval.quant_configs import by_name
+    from vivace.runtime import engine_options
+
+    configs = by_name(["w8a8-int8-sq+compiled"])
+    assert [(c.name, c.compiled) for c in configs] == [("bf16", False), ("w8a8-int8-sq+compiled", True)]
+    assert configs[1].checkpoint == "w8a8-sq"
+    with pytest.raises(InputError, match="NAME\\+compiled"):
+        by_name(["w9a9+compiled"])
+    rows = [dict(_row("bf16", 0.0, 0.72, 300.0), load_s=24.0, compiled=False),
+            dict(_row("bf16+compiled", 0.1, 0.72, 360.0), load_s=70.0, compiled=True),
+            dict(_row("w8a8-int8-sq+compiled", 0.9, 0.72, 450.0), load_s=85.0, compiled=True)]
+    for r in rows:
+        r["engine"] = {"model": str(tmp_path), "dtype": "bfloat16", "quantization": None, "kv_cache_dtype": "auto",
+                       "enforce_eager": not r["compiled"]}
+    result = choose(rows)
+    assert result["choice"] == "w8a8-int8-sq+compiled" and "1.50x bf16" in result["reason"]
+    assert "starts in 85 s instead of 24 s" in result["reason"]
+    quant_choice.save(tmp_path, {"model": "smollm2-135m", "configs": rows})
+    config = Config(home=tmp_path, model="smollm2-135m", quantization="auto")
+    options = engine_options(config)
+    assert options.enforce_eager is False and options.quant_label == "w8a8-int8-sq+compiled (auto)"
+    quant_choice.save(tmp_path, {"model": "smollm2-135m", "configs": rows[:1]})  # only eager bf16 measured
+    assert engine_options(config).enforce_eager is True
+    assert engine_options(Config(home=tmp_path, model="smollm2-135m", quantization="auto", enforce_eager=False)).enforce_eager is False
+
+
 @pytest.mark.engine
 def test_auto_starts_the_engine_with_the_cached_choice_and_names_it_in_each_call(tmp_path, model_dir, run):
     """Wiring, with a cached result in which fp32 measured fastest: `quantization = "auto"` starts a

@@ -54,6 +54,7 @@ async def measure_config(
         kv_cache_space_gib=args.kv_space_gib,
         max_num_seqs=64 if getattr(args, "agents", False) else 16,  # the long-context round runs more at once
         served_model_name=config.name,
+        enforce_eager=not config.compiled,
     )
     backend = await VLLMBackend.start(options)
     try:
@@ -94,6 +95,7 @@ def _row(config: QuantConfig) -> dict[str, Any]:
         "dtype": config.dtype,
         "quantization": config.quantization or config.checkpoint,
         "kv_cache_dtype": config.kv_cache_dtype,
+        "compiled": config.compiled,
         "status": "pending",
         "reason": None,
         **dict.fromkeys(
@@ -140,7 +142,8 @@ async def run_engine_configs(
             elif config.checkpoint:
                 path = str(await asyncio.to_thread(checkpoint_for, config.checkpoint, config.kv_cache_dtype, model_dir, home))
             row["engine"] = {"model": path, "dtype": config.dtype, "kv_cache_dtype": config.kv_cache_dtype,
-                             "quantization": config.quantization if config.checkpoint is None else None}
+                             "quantization": config.quantization if config.checkpoint is None else None,
+                             "enforce_eager": not config.compiled}
             row.update(await measure_config(config, path, token_ids, items, args, say))
         except Exception as exc:  # one config failing must not lose the others
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

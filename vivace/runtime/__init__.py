@@ -67,7 +67,7 @@ def engine_options(config: Config) -> "EngineOptions":
         max_num_seqs=config.max_num_seqs,
         kv_cache_space_gib=config.kv_cache_space_gib,
         gpu_memory_utilization=config.gpu_memory_utilization,
-        enforce_eager=config.enforce_eager,
+        enforce_eager=config.enforce_eager and engine.get("enforce_eager", True),  # auto may have measured it compiled
         seed=config.seed,
         scheduling_policy=engine_policy(config.scheduling),
         served_model_name=config.served_model_name or _display_name(config.model),

@@ -108,15 +108,23 @@ def choose(rows: list[dict[str, Any]], max_ppl_pct: float = MAX_PPL_PCT, max_mc_
             problems.append(f"MC accuracy -{drop:.1f} points > {max_mc_points:g}")
         speed = (r.get(METRIC) or 0.0) / (base.get(METRIC) or 1.0)
         verdicts.append({"name": r["name"], "inside": not problems, "speedup": speed, "ppl_delta_pct": delta, "mc_drop_points": drop,
-                         "why": "; ".join(problems) or f"inside the bound, {speed:.2f}x bf16 at 16-way"})
+                         "why": "; ".join(problems) or f"inside the bound, {speed:.2f}x bf16 at 16-way{_start_cost(r, base)}"})
     inside = [v for v in verdicts if v["inside"]]
     best = max(inside, key=lambda v: (v["speedup"], v["name"] == "bf16"))
     row = next(r for r in rows if r["name"] == best["name"])
     reason = (f"{best['name']}: the fastest measured configuration within {max_ppl_pct:g}% perplexity and "
               f"{max_mc_points:g} point(s) of MC accuracy ({best['speedup']:.2f}x bf16 at 16-way, "
-              f"perplexity {best['ppl_delta_pct']:+.2f}%, MC accuracy {0.0 - best['mc_drop_points'] + 0.0:+.1f} points)")
+              f"perplexity {best['ppl_delta_pct']:+.2f}%, MC accuracy {0.0 - best['mc_drop_points'] + 0.0:+.1f} points)"
+              f"{_start_cost(row, base)}")
     return {"choice": best["name"], "row": row, "reason": reason, "bound": {"max_ppl_pct": max_ppl_pct, "max_mc_points": max_mc_points},
             "candidates": verdicts}
+
+
+def _start_cost(row: dict[str, Any], base: dict[str, Any]) -> str:
+    """What a compiled row costs that its speed does not show: the engine's start."""
+    if not row.get("compiled") or not row.get("load_s") or not base.get("load_s"):
+        return ""
+    return f"; compiled, so the engine starts in {row['load_s']:.0f} s instead of {base['load_s']:.0f} s"
 
 
 def parse_auto(value: str | None) -> tuple[float, float] | None:
