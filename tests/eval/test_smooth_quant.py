@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vivace.eval.smooth_quant import activation_maxima, smooth, smoothing_scales
+from vivace.eval.smooth_quant import Smoothing, activation_maxima, choose_alpha, smooth, smoothing_scales
 
 
 def _tokens(model_dir: Path, n: int) -> list[int]:
@@ -61,7 +61,7 @@ def test_the_w8a8_checkpoint_carries_the_folds(model_dir: Path, tmp_path: Path) 
     maxima = activation_maxima(load_model(model_dir), _tokens(model_dir, 128), window=128)
     original = {k: v.float() for k, v in load_file(str(next(model_dir.glob("*.safetensors")))).items()}
     scales = smoothing_scales(original, maxima)
-    target = write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=maxima)
+    target = write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=Smoothing(maxima))
     written = load_file(str(target / next(model_dir.glob("*.safetensors")).name))
     norm = "model.layers.3.input_layernorm.weight"
     assert torch.allclose(written[norm].float(), original[norm] / scales["attn"][3], rtol=1e-2)
@@ -70,7 +70,9 @@ def test_the_w8a8_checkpoint_carries_the_folds(model_dir: Path, tmp_path: Path) 
     dequantized = written[q].float() * written[q[: -len("weight")] + "weight_scale"]
     want = original[q] * scales["attn"][3][None, :]
     assert (dequantized - want).abs().max() <= want.abs().amax(dim=1).max() / 127  # within one int8 step
-    assert write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=maxima) == target  # reused, not rewritten
+    assert write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=Smoothing(maxima)) == target  # reused
+    other = write_checkpoint(model_dir, tmp_path / "sq", w8a8=True, smooth=Smoothing(maxima, alpha=0.7))
+    assert not torch.equal(load_file(str(other / next(model_dir.glob("*.safetensors")).name))[norm], written[norm])
 
 
 def test_the_study_replays_smoothquant_and_leaves_the_model_as_it_found_it(model_dir: Path) -> None:
@@ -83,9 +85,23 @@ def test_the_study_replays_smoothquant_and_leaves_the_model_as_it_found_it(model
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ids = _tokens(model_dir, 256)
     configs = tuple(c for c in STUDY if c.name in ("fp32", "W8A8", "W8A8-SQ"))
-    calibrations = {SMOOTHING: activation_maxima(model, ids, window=128)}
+    calibrations = {SMOOTHING: Smoothing(activation_maxima(model, ids, window=128))}
     rows = {r["name"]: r for r in run_study(model_dir, calibration_text(), max_tokens=256, window=128, configs=configs,
                                              threads=1, model=model, calibrations=calibrations)}
     assert rows["W8A8-SQ"]["ppl_delta_pct"] < rows["W8A8"]["ppl_delta_pct"], rows
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_exponent_is_the_one_whose_emulated_w8a8_scores_best_on_the_calibration_text(model_dir: Path) -> None:
+    from vivace.eval.fake_quant import SMOOTHING, STUDY, emulated_perplexity, load_model
+
+    model = load_model(model_dir)
+    ids = _tokens(model_dir, 256)
+    maxima = activation_maxima(model, ids, window=128)
+    found = choose_alpha(model, ids, maxima, window=128, alphas=(0.2, 0.5, 0.8))
+    assert set(found.search) == {"0.2", "0.5", "0.8"} and len(set(found.search.values())) == 3
+    assert found.search[f"{found.alpha:g}"] == min(found.search.values())
+    row = next(c for c in STUDY if c.name == "W8A8-SQ")
+    again = emulated_perplexity(model, row, ids, 128, {SMOOTHING: Smoothing(maxima, found.alpha)})
+    assert abs(again - found.search[f"{found.alpha:g}"]) < 1e-6  # the search scored what the checkpoint will hold

@@ -81,7 +81,7 @@ STUDY: tuple[StudyConfig, ...] = (
     StudyConfig("W8A8-SQ+KV-fp8-e4m3-cal", "weight+activation", 8, "SmoothQuant, fp8 calibrated", fp8="e4m3-cal",
                 smooth=True),
 )
-SMOOTHING = "smoothquant"  # the calibrations entry holding SmoothQuant's activation maxima
+SMOOTHING = "smoothquant"  # the calibrations entry holding SmoothQuant's (vivace.eval.smooth_quant.Smoothing)
 
 
 def quantize_groups(x: Any, bits: int, group: int | None, symmetric: bool = True) -> tuple[Any, Any]:
@@ -196,6 +196,14 @@ def torch_perplexity(model: Any, token_ids: list[int], window: int = 1024) -> fl
     return math.exp(nll / count)
 
 
+def emulated_perplexity(model: Any, config: StudyConfig, token_ids: list[int], window: int = 1024,
+                        calibrations: dict[str, Any] | None = None) -> float:
+    """``torch_perplexity`` with one study config applied, the model left as it was found."""
+    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
+    with _Applied(model, config, head_dim, calibrations):
+        return torch_perplexity(model, token_ids, window)
+
+
 class _Applied:
     """Apply one study config to a model and undo it on exit (weights restored, hooks removed)."""
 
@@ -228,13 +236,13 @@ class _Applied:
         return self
 
     def _smooth(self) -> None:
-        from vivace.eval.smooth_quant import smooth, smoothing_scales
+        from vivace.eval.smooth_quant import smooth
 
         if SMOOTHING not in self.calibrations:
-            raise ValueError(f"study row {self.config.name} needs SmoothQuant's activation maxima")
+            raise ValueError(f"study row {self.config.name} needs SmoothQuant's calibration")
         params = dict(self.model.named_parameters())
         layers = {k: v.data.float() for k, v in params.items() if ".layers." in k}
-        for key, value in smooth(layers, smoothing_scales(layers, self.calibrations[SMOOTHING])).items():
+        for key, value in smooth(layers, self.calibrations[SMOOTHING].scales(layers)).items():
             if value is not layers[key]:
                 self.folded[key] = params[key].data
                 params[key].data = value.to(params[key].dtype)
@@ -275,7 +283,7 @@ def study_calibrations(model: Any, model_dir: Path, configs: tuple[StudyConfig, 
     from transformers import AutoTokenizer
 
     from vivace.eval.kv_calibrate import calibrate, calibration_text
-    from vivace.eval.smooth_quant import activation_maxima
+    from vivace.eval.smooth_quant import calibrate as calibrate_smoothing
 
     modes = sorted({c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))})
     smooth = any(c.smooth for c in configs)
@@ -284,7 +292,7 @@ def study_calibrations(model: Any, model_dir: Path, configs: tuple[StudyConfig, 
     ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)
     out: dict[str, Any] = {m: calibrate(model, ids, m.split("-")[0], window, correct=m.endswith("-cal")) for m in modes}
     if smooth:
-        out[SMOOTHING] = activation_maxima(model, ids, window)
+        out[SMOOTHING] = calibrate_smoothing(model, ids, window)
     return out
 
 
@@ -310,15 +318,13 @@ def run_study(
     model = model if model is not None else load_model(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     ids = tokenizer.encode(text, add_special_tokens=False)[: max_tokens or None]
-    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
     rows: list[dict[str, Any]] = []
     with study_threads(threads) as chosen:
         log.info("fake-quant study: %d tokens, window %d, %d configs, %d torch threads", len(ids), window, len(configs), chosen)
         if calibrations is None:
             calibrations = study_calibrations(model, model_dir, configs, window)
         for config in configs:
-            with _Applied(model, config, head_dim, calibrations):
-                ppl = torch_perplexity(model, ids, window)
+            ppl = emulated_perplexity(model, config, ids, window, calibrations)
             rows.append({"name": config.name, "tensor": config.tensor, "bits": config.bits, "granularity": config.granularity, "perplexity": ppl})
             log.info("fake-quant %s: perplexity %.3f", config.name, ppl)
             if progress:

@@ -20,9 +20,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vivace.eval.kv_calibrate import KVCalibration
+
+if TYPE_CHECKING:
+    from vivace.eval.smooth_quant import Smoothing
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +96,10 @@ def _convert(tensors: dict[str, Any], w8a8: bool, kv: KVCalibration | None) -> d
 
 
 def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalibration | None = None,
-                     smooth: dict[str, Any] | None = None) -> Path:
+                     smooth: "Smoothing | None" = None) -> Path:
     """Write ``source`` as a compressed-tensors checkpoint at ``target``; reused when unchanged.
 
-    ``smooth``: SmoothQuant's activation maxima (``vivace.eval.smooth_quant``),
+    ``smooth``: SmoothQuant's calibration (``vivace.eval.smooth_quant``),
     folded into the weights before they are quantized.
     """
     from safetensors.torch import load_file, save_file
@@ -104,10 +107,8 @@ def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalib
     weights = sorted(source.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{source}: no safetensors weights to quantize")
-    from vivace.eval.smooth_quant import fingerprint
-
     recipe = json.dumps({"w8a8": w8a8, "kv": kv.as_dict() if kv else None,
-                         "smooth": fingerprint(smooth) if smooth is not None else None}, sort_keys=True)
+                         "smooth": smooth.fingerprint() if smooth is not None else None}, sort_keys=True)
     signature = ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights)
     signature += ";" + hashlib.sha256(recipe.encode()).hexdigest()[:16]
     stamp = target / ".source-mtime"
@@ -121,10 +122,10 @@ def write_checkpoint(source: Path, target: Path, w8a8: bool = False, kv: KVCalib
                 shutil.copy2(item, tmp / item.name)
         smoothed = None
         if smooth is not None:  # the folds cross tensors, so they see every shard at once
-            from vivace.eval.smooth_quant import smooth as fold, smoothing_scales
+            from vivace.eval.smooth_quant import smooth as fold
 
             every = {k: v for path in weights for k, v in load_file(str(path)).items()}
-            smoothed = fold(every, smoothing_scales(every, smooth))
+            smoothed = fold(every, smooth.scales(every))
         for path in weights:
             tensors = load_file(str(path))
             if smoothed is not None:
@@ -155,9 +156,9 @@ def checkpoint_for(kind: str, kv_cache_dtype: str, model_dir: Path, home: Path) 
     w8a8 = kind.startswith("w8a8")
     smooth = None
     if kind.startswith("w8a8-sq"):
-        from vivace.eval.smooth_quant import cached_maxima
+        from vivace.eval.smooth_quant import cached_smoothing
 
-        smooth = cached_maxima(model_dir, root)
+        smooth = cached_smoothing(model_dir, root)
     if kind in ("w8a8", "w8a8-sq"):
         return write_checkpoint(model_dir, root / f"{model_dir.name}-{kind}", w8a8=True, smooth=smooth)
     if kind not in ("kv-cal", "kv-scales", "w8a8+kv-cal", "w8a8-sq+kv-cal"):

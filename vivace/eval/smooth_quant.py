@@ -13,9 +13,13 @@ in full precision computes the same function (``tests/eval/test_smooth_quant.py`
 
 ``o_proj`` is left as it is: its input channels come from ``v_proj`` through
 the heads grouped-query attention shares, which one fold cannot separate.
-``a`` is SmoothQuant's default (0.5), not tuned here. The activation maxima
-come from the bundled calibration text (not the evaluation text), as the KV
-scales do, and are cached beside the checkpoints.
+The activation maxima come from the bundled calibration text (not the
+evaluation text), as the KV scales do. The exponent ``a`` is chosen on that
+text too (``choose_alpha``): of ``ALPHAS``, the one whose emulated W8A8
+(``vivace.eval.fake_quant``) has the lowest perplexity, as SmoothQuant picks
+it per model; how much to move into the weights depends on the model's
+outliers, so no one value fits every model. Both are cached beside the
+checkpoints (``cached_smoothing``).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-ALPHA = 0.5
+ALPHA = 0.5  # SmoothQuant's default: the choice when the calibration cannot tell the exponents apart
+ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the exponents the calibration tries
 # The activation each smoothed group reads: the module whose input is recorded, and the weights sharing it.
 _GROUPS = {
     "attn": ("self_attn.q_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
@@ -103,6 +109,41 @@ def smooth(tensors: dict[str, Any], scales: dict[str, list[Any]]) -> dict[str, A
     return out
 
 
+@dataclass(frozen=True)
+class Smoothing:
+    """SmoothQuant's inputs for one model: its activation maxima and the migration exponent."""
+
+    maxima: dict[str, list[list[float]]]
+    alpha: float = ALPHA
+    search: dict[str, float] = field(default_factory=dict)  # exponent -> calibration perplexity of emulated W8A8
+
+    def scales(self, tensors: dict[str, Any]) -> dict[str, list[Any]]:
+        return smoothing_scales(tensors, self.maxima, self.alpha)
+
+    def fingerprint(self) -> str:
+        """A short hash of what the folds depend on, for the checkpoint's reuse signature."""
+        return hashlib.sha256(json.dumps({"alpha": self.alpha, "maxima": self.maxima}).encode()).hexdigest()[:16]
+
+
+def choose_alpha(model: Any, token_ids: list[int], maxima: dict[str, list[list[float]]], window: int = 1024,
+                 alphas: tuple[float, ...] = ALPHAS) -> Smoothing:
+    """The exponent whose emulated W8A8 scores the lowest perplexity on ``token_ids`` (the calibration text)."""
+    from vivace.eval.fake_quant import SMOOTHING, STUDY, emulated_perplexity
+
+    row = next(c for c in STUDY if c.name == "W8A8-SQ")
+    search = {f"{a:g}": emulated_perplexity(model, row, token_ids, window, {SMOOTHING: Smoothing(maxima, a)})
+              for a in alphas}
+    best = min(alphas, key=lambda a: (round(search[f"{a:g}"], 3), abs(a - ALPHA)))
+    log.info("SmoothQuant: exponent %g (calibration perplexity %s)", best,
+             ", ".join(f"{a}: {p:.3f}" for a, p in search.items()))
+    return Smoothing(maxima, best, search)
+
+
+def calibrate(model: Any, token_ids: list[int], window: int = 1024) -> Smoothing:
+    """The activation maxima on ``token_ids``, and the exponent chosen on them."""
+    return choose_alpha(model, token_ids, activation_maxima(model, token_ids, window), window)
+
+
 def _key(model_dir: Path) -> str:
     from vivace.eval.kv_calibrate import calibration_text
 
@@ -111,30 +152,26 @@ def _key(model_dir: Path) -> str:
     return ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights) + f";text={text}"
 
 
-def cached_maxima(model_dir: Path, cache_dir: Path, window: int = 1024) -> dict[str, list[list[float]]]:
-    """The activation maxima of ``model_dir`` on the calibration text: read from ``cache_dir`` or measured once."""
+def cached_smoothing(model_dir: Path, cache_dir: Path, window: int = 1024) -> Smoothing:
+    """SmoothQuant's calibration of ``model_dir``: read from ``cache_dir`` or measured once."""
     from vivace.eval.fake_quant import load_model, study_threads
     from vivace.eval.kv_calibrate import calibration_text
 
-    key = _key(model_dir)
+    key = f"{_key(model_dir)};alphas={','.join(f'{a:g}' for a in ALPHAS)}"
     path = cache_dir / f".{model_dir.name}-smoothquant.json"
     try:
         data = json.loads(path.read_text())
         if data.get("key") == key:
-            return data["maxima"]  # type: ignore[no-any-return]
+            return Smoothing(data["maxima"], float(data["alpha"]), dict(data["search"]))
     except (OSError, ValueError, TypeError, KeyError):
         pass
     from transformers import AutoTokenizer
 
     ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)
     with study_threads():
-        maxima = activation_maxima(load_model(model_dir), ids, window)
+        found = calibrate(load_model(model_dir), ids, window)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "tokens": len(ids), "maxima": maxima}))
-    log.info("SmoothQuant: activation maxima of %d layers on %d calibration tokens", len(maxima["attn"]), len(ids))
-    return maxima
-
-
-def fingerprint(maxima: dict[str, list[list[float]]]) -> str:
-    """A short hash of what the folds depend on (the maxima and ``ALPHA``), for the checkpoint's reuse signature."""
-    return hashlib.sha256(json.dumps({"alpha": ALPHA, "maxima": maxima}).encode()).hexdigest()[:16]
+    path.write_text(json.dumps({"key": key, "tokens": len(ids), "alpha": found.alpha, "search": found.search,
+                                "maxima": found.maxima}))
+    log.info("SmoothQuant: activation maxima of %d layers on %d calibration tokens", len(found.maxima["attn"]), len(ids))
+    return found
