@@ -138,6 +138,7 @@ def test_any_config_runs_compiled_and_auto_starts_it_as_measured(tmp_path):
     assert result["choice"] == "w8a8-int8-sq+compiled" and "1.50x bf16" in result["reason"]
     assert "starts in 85 s instead of 24 s" in result["reason"]
     quant_choice.save(tmp_path, {"model": "smollm2-135m", "configs": rows})
+    assert choose(quant_choice.load(tmp_path, "smollm2-135m")["rows"])["reason"] == result["reason"]  # --explain's
     config = Config(home=tmp_path, model="smollm2-135m", quantization="auto")
     options = engine_options(config)
     assert options.enforce_eager is False and options.quant_label == "w8a8-int8-sq+compiled (auto)"

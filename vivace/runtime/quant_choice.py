@@ -59,7 +59,7 @@ def cache_path(home: Path, model: str, key: dict[str, Any] | None = None) -> Pat
 
 
 _KEEP = ("name", "status", "reason", "engine", "dtype", "quantization", "kv_cache_dtype", "perplexity", "ppl_delta_pct",
-         "mc_accuracy", "kv_capacity_tokens", "kv_capacity_vs_baseline", "decode_tok_s", "batch16_tok_s")
+         "mc_accuracy", "kv_capacity_tokens", "kv_capacity_vs_baseline", "decode_tok_s", "batch16_tok_s", "compiled", "load_s")
 
 
 def save(home: Path, report: dict[str, Any]) -> Path | None:
