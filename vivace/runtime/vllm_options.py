@@ -54,7 +54,32 @@ def cpu_engine_env(kv_cache_space_gib: float) -> dict[str, str]:
         # vLLM reserves a core for its scheduler; on 2 cores that halves the
         # worker's threads. Measured here: 8x64 tokens in 4.8 s instead of 6.6 s.
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    if "LD_PRELOAD" not in os.environ and (openmp := intel_openmp()):
+        # vLLM's CPU worker asks for it ("libiomp is not found in LD_PRELOAD"); the engine
+        # process is a fresh one, so it takes effect there. An exported LD_PRELOAD, even empty, wins.
+        env["LD_PRELOAD"] = openmp
     return env
+
+
+def intel_openmp() -> str | None:
+    """Intel's OpenMP runtime, when the CPU build of vLLM brought it along (the ``intel-openmp`` wheel).
+
+    Preloaded, it serves the OpenMP calls of torch's and vLLM's CPU kernels
+    instead of GNU's: single-stream decode about 8% faster here (README,
+    "What the hardware decides").
+    """
+    from importlib import metadata
+
+    try:
+        metadata.distribution("vllm-cpu")
+        files = metadata.distribution("intel-openmp").files or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "libiomp5.so":
+            path = os.path.realpath(file.locate())
+            return path if os.path.isfile(path) else None
+    return None
 
 
 def configure_vllm_env(options: EngineOptions) -> None:
