@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def register(sub: Subparsers, parents: Parents) -> None:
     p = sub.add_parser("quant", parents=[parents.common, parents.json, parents.model], help="perplexity, MC accuracy, KV capacity and speed per quantization")
     p.add_argument("--out", default="runs/bench-quant", metavar="DIR", help="where report.json and plots go")
-    p.add_argument("--configs", nargs="+", metavar="NAME", help="configs to run (default: all; bf16 is always added)")
+    p.add_argument("--configs", nargs="+", metavar="NAME", help="configs to run (default: all; bf16 is always added); any as NAME+compiled too")
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH", help="checkpoint for awq/gptq (GPU)")
     p.add_argument("--ppl-tokens", type=int, default=0, help="score only the first N tokens of the text (default: all)")
     p.add_argument("--window", type=int, default=1024, help="perplexity window in tokens (default 1024)")
