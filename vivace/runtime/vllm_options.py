@@ -65,7 +65,7 @@ def intel_openmp() -> str | None:
     """Intel's OpenMP runtime, when the CPU build of vLLM brought it along (the ``intel-openmp`` wheel).
 
     Preloaded, it serves the OpenMP calls of torch's and vLLM's CPU kernels
-    instead of GNU's: single-stream decode about 8% faster here (README,
+    instead of GNU's: single-stream decode about 10% faster here (README,
     "What the hardware decides").
     """
     from importlib import metadata
