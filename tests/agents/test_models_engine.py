@@ -47,8 +47,11 @@ def test_two_configurations_of_the_same_weights(engine: Any, model_dir: Path, vi
     models = {m["name"]: m for m in record["models"]}
     assert models["int8"]["weights"] == str(int8_dir) and models["default"]["weights"] == str(model_dir)
     assert models["int8"]["quantization"] == "compressed-tensors" and models["default"]["quantization"] is None
+    calls = {a: sum(c["agent"] == a for c in record["calls"]) for a in ("planner", "researcher", "writer")}
+    # Two researchers: the plan's two items (a one-item plan is continued, a second planner call).
+    assert calls["researcher"] == 2 and calls["planner"] in (1, 2) and calls["writer"] == 1
     assert models["int8"]["agents"] == ["researcher"] and models["int8"]["calls"] == 2
-    assert models["default"]["calls"] == 2 and models["default"]["agents"] == ["planner", "writer"]
+    assert models["default"]["calls"] == calls["planner"] + 1 and models["default"]["agents"] == ["planner", "writer"]
     for m in models.values():
         mine = [c for c in record["calls"] if c["model"] == m["name"]]
         assert m["output_tokens"] == sum(c["output_tokens"] for c in mine)

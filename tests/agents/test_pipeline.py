@@ -112,6 +112,31 @@ def test_an_approving_critic_ends_the_loop_and_options_override_bounds() -> None
     assert len(steps_of(trace, "write")) == 1
 
 
+def test_a_plan_of_one_repeated_item_is_continued_once_past_the_repeat() -> None:
+    """The engine's own failure, replayed: "1. Transportation" on every line left one researcher."""
+    def respond(request: GenerationRequest) -> str:
+        if request.tag.endswith("/plan") and request.prefill == "1.":
+            return " Transportation\n2. Transportation\n3. Transportation"
+        if request.tag.endswith("/plan"):
+            return " Commuting time\n3. Running cost\n4. Comfort\n5. Too many"
+        return responder()(request)
+
+    backend = FakeBackend(respond)
+    trace = run(run_agent("research", "Compare trains and buses.", backend=backend, config=CONFIG))
+    plans = [r for r in backend.requests if r.tag.endswith("/plan")]
+    assert [r.prefill for r in plans] == ["1.", "1. Transportation\n2."]
+    assert [r.repetition_penalty for r in plans] == [1.0, 1.15]
+    questions = sorted(r.messages[-1]["content"].rsplit("Sub-question: ", 1)[1]
+                       for r in backend.requests if "/research/" in r.tag)
+    assert questions == ["Comfort", "Commuting time", "Running cost", "Transportation"]
+    assert len(steps_of(trace, "plan")) == 1 and steps_of(trace, "plan")[0]["calls"] == 2
+    # A plan of several items is not continued, and a continuation that adds nothing is not retried.
+    for plan, calls in ((" A\n2. B", 1), (" Only this", 2)):
+        backend = FakeBackend(responder(plan=plan))
+        run(run_agent("research", "Explain tea.", backend=backend, config=CONFIG))
+        assert sum(r.tag.endswith("/plan") for r in backend.requests) == calls
+
+
 def test_verdict() -> None:
     assert verdict(" REVISE: add numbers") == "revise"
     assert verdict(" APPROVE") == "approve"

