@@ -7,6 +7,7 @@ the real-engine run of ``research`` is in tests/agents/test_pipeline_engine.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def test_run_prints_result_and_table(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "researcher" in out.stdout and "parallelism" in out.stdout and "critical path" in out.stdout
     assert "▶ plan (planner)" in out.stderr and "✓ review" in out.stderr
+    assert re.search(r"critical path: plan [\d.]+ s → research #\d [\d.]+ s → write [\d.]+ s → review [\d.]+ s",
+                     out.stdout), out.stdout
 
 
 def test_mode_reaches_the_sot_agent(tmp_path: Path) -> None:

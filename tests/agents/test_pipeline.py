@@ -90,7 +90,27 @@ def test_research_runs_every_stage_in_order_and_fans_out() -> None:
     assert {a["name"] for a in record["agents"]} == {"planner", "researcher", "writer", "critic"}
     assert next(a for a in record["agents"] if a["name"] == "researcher")["calls"] == 3
     assert record["parallelism"] > 0 and record["critical_path_s"] > 0
+    by_id = {s["id"]: s for s in record["steps"]}
+    chain = [by_id[i] for i in record["meta"]["critical_path"]]
+    assert [s["step"] for s in chain] == ["plan", "research", "write", "review"]
+    assert sum(s["seconds"] for s in chain) == pytest.approx(record["critical_path_s"])
     assert [m["step"] for m in trace.meta["messages"]][:1] == ["plan"]
+
+
+def test_the_critical_path_follows_the_slow_branch_not_the_first() -> None:
+    """plan -> (fast a -> a2, slow b) -> join: the chain runs through b, the join waits for it."""
+    from vivace.agents.base import StepRun
+    from vivace.agents.driver import critical_chain
+
+    def step(id_: int, name: str, start: float, end: float, deps: list[int]) -> StepRun:
+        return StepRun(id_, 1, name, name, None, 0, start, deps=deps, ended_at=end)
+
+    runs = [step(1, "plan", 0.0, 1.0, []), step(2, "a", 1.0, 2.0, [1]), step(3, "b", 1.0, 5.0, [1]),
+            step(4, "a2", 2.0, 3.5, [2]), step(5, "join", 5.0, 6.0, [3, 4])]
+    assert critical_chain(runs) == (6.0, [1, 3, 5])
+    runs.append(step(6, "child", 1.0, 9.0, []))
+    runs[-1].parent = 3  # a step run inside another (a nested pipeline's) is the parent's time, not a chain of its own
+    assert critical_chain(runs) == (6.0, [1, 3, 5]) and critical_chain([]) == (0.0, [])
 
 
 @pytest.mark.parametrize("rounds", [0, 1, 3])

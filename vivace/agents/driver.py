@@ -145,7 +145,8 @@ def _finish(trace: RunTrace, tracer: Tracer, item: Agent, t0: float, solo: bool)
         agent=item.name,
         steps=[r.to_dict() for r in tracer.runs],
         agents=agent_summary(trace.calls, tracer.runs),
-        critical_path_s=critical_path(tracer.runs),
+        critical_path_s=(chain := critical_chain(tracer.runs))[0],
+        critical_path=chain[1],
         parallelism=parallelism(trace.calls, trace.latency_s),
     )
 
@@ -215,11 +216,23 @@ def model_summary(calls: list[CallTrace],
 
 def critical_path(runs: list[StepRun]) -> float:
     """The longest chain of dependent top-level step runs, by wall time: the run's floor at full overlap."""
+    return critical_chain(runs)[0]
+
+
+def critical_chain(runs: list[StepRun]) -> tuple[float, list[int]]:
+    """The critical path's length and its step runs' ids, first to last: which steps to speed up."""
     top = sorted((r for r in runs if r.parent is None and r.ended_at), key=lambda r: r.started_at)
-    best: dict[int, float] = {}
+    best: dict[int, tuple[float, int | None]] = {}  # run id -> (longest chain ending there, the run before it)
     for r in top:
-        best[r.id] = r.seconds + max((best[d] for d in r.deps if d in best), default=0.0)
-    return round(max(best.values(), default=0.0), 6)
+        before = max((d for d in r.deps if d in best), key=lambda d: best[d][0], default=None)
+        best[r.id] = (r.seconds + (best[before][0] if before is not None else 0.0), before)
+    end = max(best, key=lambda i: best[i][0], default=None)
+    total = best[end][0] if end is not None else 0.0
+    chain: list[int] = []
+    while end is not None:
+        chain.append(end)
+        end = best[end][1]
+    return round(total, 6), chain[::-1]
 
 
 def run_record(trace: RunTrace) -> dict[str, Any]:
