@@ -156,6 +156,8 @@ def test_ask_json_end_to_end(vivace_home: Path, model_dir: Path, tmp_path: Path)
     )
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
+    # The engine process's import-time noise stays out (vLLM's Triton notice, torch's C++ "[W..." warnings).
+    assert not [line for line in stderr.splitlines() if line.startswith(("Triton", "[W"))], stderr[-2000:]
     record = json.loads(stdout.strip().splitlines()[-1])
     assert "paris" in record["answer"].lower()
     assert record["mode"] == "normal" and record["backend"] == "vllm" and record["model"] == "smollm2-135m"

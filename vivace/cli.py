@@ -25,6 +25,13 @@ from vivace.errors import VivaceError, missing_extra
 
 log = logging.getLogger("vivace")
 
+# vLLM's engine process imports this module first (multiprocessing's spawn re-runs the console
+# script), then vLLM, whose import-time warnings ("Triton is installed, but doesn't include CPU
+# backend") come before vLLM configures its logging and would print bare. The level the CLI chose
+# for vLLM, inherited through the environment (``_setup_logging``), holds there from the start.
+if (_VLLM_LEVEL := os.environ.get("VLLM_LOGGING_LEVEL")) in ("ERROR", "CRITICAL"):
+    logging.getLogger("vllm").setLevel(_VLLM_LEVEL)
+
 # In `vivace --help` order.
 COMMANDS = (ask, run, serve, agents, tui, ingest, collections, models, bench, report)
 
@@ -48,8 +55,10 @@ def _setup_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("vivace").setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
-        # vLLM configures its own logging at import; its warnings are noise for users.
+        # vLLM configures its own logging at import; its warnings are noise for users. So are torch's
+        # C++ warnings in the engine process ("NUMA binding: Using MEMBIND policy ...").
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
         # The last one: vLLM leaves a shared-memory ring for the resource tracker to unlink at exit.
         os.environ.setdefault(
             "PYTHONWARNINGS",
