@@ -29,6 +29,7 @@ log = logging.getLogger("vivace")
 # script), then vLLM, whose import-time warnings ("Triton is installed, but doesn't include CPU
 # backend") come before vLLM configures its logging and would print bare. The level the CLI chose
 # for vLLM, inherited through the environment (``_setup_logging``), holds there from the start.
+# (Not under ``python -m vivace``: spawn does not re-import a package's ``__main__``.)
 if (_VLLM_LEVEL := os.environ.get("VLLM_LOGGING_LEVEL")) in ("ERROR", "CRITICAL"):
     logging.getLogger("vllm").setLevel(_VLLM_LEVEL)
 

@@ -63,6 +63,11 @@ def test_every_configuration_is_compared_with_the_baseline_task_by_task(tmp_path
             assert 0 < r["p50_s"] <= r["p95_s"] and r["tasks_per_min"] > 0
             assert {"planner", "researcher", "writer", "critic", "summarizer", "extractor"} <= set(r["by_agent"])
             assert sum(a["calls"] for a in r["by_agent"].values()) == sum(x["calls"] for x in r["results"])
+            # Each task's critical path is split among the agents on it, and sums to the path itself.
+            for x in r["results"]:
+                on_path = sum(a["critical_s"] for a in x["by_agent"].values())
+                assert on_path == pytest.approx(x["critical_path_s"], abs=1e-3) and on_path > 0
+            assert r["by_agent"]["writer"]["critical_s"] > 0 and r["by_agent"]["documents"]["calls"] == 0
     vivace_c1 = next(r for r in report["levels"][0]["rows"] if r["config"] == "vivace")
     modes = [d["mode"] for x in vivace_c1["results"] for d in x["long_form"]]
     assert modes and set(modes) <= {"sot", "normal"}  # the writer's decision, per call, in every result

@@ -70,24 +70,41 @@ async def run_task(runtime: Any, work: Workload, task: str, config: str, opts: d
         "calls": len(trace.calls),
         "output_tokens": trace.output_tokens,
         "answer": trace.answer,
-        "by_agent": breakdown(trace, lambda c: c.agent or "-"),
+        "by_agent": breakdown(trace, lambda c: c.agent or "-", critical=critical_by_agent(trace.meta)),
         "by_model": breakdown(trace, lambda c: c.model or "default"),
         "long_form": [s["extra"]["long_form"] for s in trace.meta.get("steps") or []
                       if (s.get("extra") or {}).get("long_form")],
     }
 
 
-def breakdown(trace: Any, key: Callable[[Any], str]) -> dict[str, dict[str, float]]:
-    """Calls, tokens, call seconds and queue seconds per agent (or model): where the time went."""
+def breakdown(trace: Any, key: Callable[[Any], str],
+              critical: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """Calls, tokens, call seconds and queue seconds per agent (or model): where the time went.
+
+    With ``critical`` (per agent), each row also has ``critical_s``: its seconds on the critical path.
+    """
+    zero = {"calls": 0, "prompt_tokens": 0, "output_tokens": 0, "call_s": 0.0, "queue_s": 0.0,
+            **({"critical_s": 0.0} if critical is not None else {})}
     out: dict[str, dict[str, float]] = {}
     for c in trace.calls:
-        row = out.setdefault(key(c), {"calls": 0, "prompt_tokens": 0, "output_tokens": 0, "call_s": 0.0,
-                                      "queue_s": 0.0})
+        row = out.setdefault(key(c), dict(zero))
         row["calls"] += 1
         row["prompt_tokens"] += c.prompt_tokens
         row["output_tokens"] += c.output_tokens
         row["call_s"] = round(row["call_s"] + c.e2e_s, 4)
         row["queue_s"] = round(row["queue_s"] + c.queue_s, 4)
+    for name, seconds in (critical or {}).items():
+        out.setdefault(name, dict(zero))["critical_s"] = seconds
+    return out
+
+
+def critical_by_agent(meta: dict[str, Any]) -> dict[str, float]:
+    """Seconds each agent spent on the run's critical path: which agent the latency waits on."""
+    steps = {s["id"]: s for s in meta.get("steps") or []}
+    out: dict[str, float] = {}
+    for i in meta.get("critical_path") or []:
+        if (s := steps.get(i)) is not None:
+            out[s["agent"]] = round(out.get(s["agent"], 0.0) + s["seconds"], 4)
     return out
 
 

@@ -150,11 +150,11 @@ def pipeline(data: dict[str, Any]) -> list[Table]:
              fmt(r.get("coverage"), ".2f")]
             for lv in data.get("levels", []) for r in lv.get("rows", [])]
     agents = [[level_name(lv), r.get("config", "?"), name, fmt(a.get("calls")), fmt(a.get("output_tokens")),
-               fmt(a.get("call_s"), ".1f"), fmt(a.get("queue_s"), ".1f")]
+               fmt(a.get("call_s"), ".1f"), fmt(a.get("queue_s"), ".1f"), fmt(a.get("critical_s"), ".1f")]
               for lv in data.get("levels", []) for r in lv.get("rows", []) for name, a in (r.get("by_agent") or {}).items()]
     return [Table(f"multi-agent workloads vs plain LangGraph ({', '.join(data.get('workloads') or [])})", cols, rows),
-            Table("per agent (summed over the level's tasks)", ["level", "config", "agent", "calls",
-                                                                 "output tokens", "call s", "queue s"], agents)
+            Table("per agent (summed over the level's tasks)", ["level", "config", "agent", "calls", "output tokens",
+                                                                 "call s", "queue s", "on critical path s"], agents)
             ] + _targets(data.get("targets"))
 
 
