@@ -235,6 +235,12 @@ def critical_chain(runs: list[StepRun]) -> tuple[float, list[int]]:
     return round(total, 6), chain[::-1]
 
 
+def critical_steps(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The step records (``meta["steps"]``) on the run's critical path, first to last."""
+    by_id = {s["id"]: s for s in meta.get("steps") or []}
+    return [by_id[i] for i in meta.get("critical_path") or [] if i in by_id]
+
+
 def run_record(trace: RunTrace) -> dict[str, Any]:
     """The one record of a run: ``--json`` of ask and run, runs.jsonl, ``--trace-out``, the TUI transcript."""
     meta = trace.meta

@@ -147,6 +147,8 @@ def print_summary(trace: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from vivace.agents.driver import critical_steps
+
     meta = trace.meta
     models = meta.get("models", [])
     several = len(models) > 1  # then each agent's row names its models, and a table per model follows
@@ -163,22 +165,16 @@ def print_summary(trace: Any) -> None:
     console.print(table)
     if several:
         console.print(model_table(models))
-    if len(chain := critical_steps(meta)) > 1:
-        console.print("critical path: " + " → ".join(chain), style="dim")
+    if len(chain := critical_steps(meta)) > 1:  # the step names as the progress lines give them
+        console.print("critical path: " + " → ".join(
+            f"{r['step']}{'' if r.get('branch') is None else ' #' + str(r['branch'])} {r['seconds']:.2f} s"
+            for r in chain), style="dim")
     console.print(
         f"latency {trace.latency_s:.2f} s · critical path {meta.get('critical_path_s', 0):.2f} s · "
         f"parallelism {meta.get('parallelism', 0):.2f}x (sum of call times / wall) · {len(trace.calls)} call(s), "
         f"{trace.prompt_tokens} tokens in, {trace.output_tokens} out",
         style="dim",
     )
-
-
-def critical_steps(meta: dict[str, Any]) -> list[str]:
-    """The critical path's step runs as the progress lines name them, each with its seconds."""
-    by_id = {s["id"]: s for s in meta.get("steps", [])}
-    runs = [by_id[i] for i in meta.get("critical_path", []) if i in by_id]
-    return [f"{r['step']}{'' if r.get('branch') is None else ' #' + str(r['branch'])} {r['seconds']:.2f} s"
-            for r in runs]
 
 
 def model_table(models: list[dict[str, Any]]) -> Any:

@@ -100,11 +100,11 @@ def breakdown(trace: Any, key: Callable[[Any], str],
 
 def critical_by_agent(meta: dict[str, Any]) -> dict[str, float]:
     """Seconds each agent spent on the run's critical path: which agent the latency waits on."""
-    steps = {s["id"]: s for s in meta.get("steps") or []}
+    from vivace.agents.driver import critical_steps
+
     out: dict[str, float] = {}
-    for i in meta.get("critical_path") or []:
-        if (s := steps.get(i)) is not None:
-            out[s["agent"]] = round(out.get(s["agent"], 0.0) + s["seconds"], 4)
+    for s in critical_steps(meta):
+        out[s["agent"]] = round(out.get(s["agent"], 0.0) + s["seconds"], 4)
     return out
 
 
