@@ -21,7 +21,10 @@ VIVACE = str(Path(sys.executable).parent / "vivace")
 
 
 def cli_env(home: Path) -> dict[str, str]:
-    return {**os.environ, "VIVACE_HOME": str(home), "VIVACE_KV_CACHE_SPACE_GIB": "1", "VIVACE_MAX_NUM_SEQS": "16"}
+    """A user's environment for the CLI. Without VLLM_LOGGING_LEVEL: the session's in-process engine
+    sets it in this process (``configure_vllm_env``), where a user's shell has the CLI's own default."""
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}
+    return {**env, "VIVACE_HOME": str(home), "VIVACE_KV_CACHE_SPACE_GIB": "1", "VIVACE_MAX_NUM_SEQS": "16"}
 
 
 def vivace(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
