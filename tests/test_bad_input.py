@@ -209,6 +209,18 @@ def test_argparse_errors_are_one_line(tmp_path: Path, home: Path, argv: list[str
     one_line(cli(*argv, home=home, cwd=tmp_path), 2, hint)
 
 
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [(["--configs", "models"], "--configs models needs --step-model NAME"),
+     (["--step-model", "small"], "--step-model: unknown model 'small'; the config names no [models.NAME]")],
+)
+def test_bench_pipeline_step_model_is_checked_before_the_engine(tmp_path: Path, home: Path, flags: list[str],
+                                                                fragment: str) -> None:
+    one_line(cli("bench", "pipeline", *FAKE, *flags, "--out", str(tmp_path / "out"), home=home, cwd=tmp_path), 2,
+             fragment)
+    assert not (tmp_path / "out").exists()  # refused before anything started or was written
+
+
 def test_help_is_unchanged(tmp_path: Path, home: Path) -> None:
     out = cli("ask", "--help", home=home, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.startswith("usage: vivace ask ") and "--temperature" in out.stdout

@@ -12,6 +12,7 @@ import pytest
 from tests.test_cli import VIVACE, cli_env
 from vivace.assembly import runtime_for
 from vivace.config import Config
+from vivace.errors import InputError
 from vivace.eval.pipeline_bench import CONFIGS, arrival_times, compare, level_name, run_bench
 from vivace.eval.pipeline_workloads import docs_folder, workloads
 from vivace.runtime.fake import FakeBackend
@@ -71,7 +72,7 @@ def test_every_configuration_is_compared_with_the_baseline_task_by_task(tmp_path
     vivace_c1 = next(r for r in report["levels"][0]["rows"] if r["config"] == "vivace")
     modes = [d["mode"] for x in vivace_c1["results"] for d in x["long_form"]]
     assert modes and set(modes) <= {"sot", "normal"}  # the writer's decision, per call, in every result
-    assert set(report["targets"]) and report["configs"]["langgraph"] == CONFIGS["langgraph"]
+    assert set(report["targets"]) and report["configs"]["langgraph"] == {**CONFIGS["langgraph"], "step_model": None}
 
 
 def test_open_arrivals_are_seeded_poisson_and_the_same_for_every_configuration() -> None:
@@ -145,3 +146,23 @@ def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: 
             assert 0 <= r["identical"] <= 1 and 0 < r["similarity"] <= 1
     assert (out / "pipeline.png").exists()
     assert "×med" in proc.stdout
+
+
+def test_the_models_configuration_puts_every_step_but_the_writers_on_the_step_model() -> None:
+    config = Config(backend="fake", max_tokens=32, models={"small": {"backend": "fake"}})
+    main, small = FakeBackend(responder, model="main"), FakeBackend(responder, model="tiny")
+    runtime = runtime_for(config, main, models={"small": small}, save_runs=False)
+    report = asyncio.run(run_bench(runtime, ["models", "vivace"], [1], ["research", "revise"], 1,
+                                   {"max_tokens": 32, "step_model": "small"}))
+    assert report["configs"]["models"]["step_model"] == "small" and report["configs"]["langgraph"]["step_model"] is None
+    rows = {r["config"]: r for r in report["levels"][0]["rows"]}
+    for name in ("models", "vivace"):
+        by_agent, by_model = rows[name]["by_agent"], rows[name]["by_model"]
+        writers = sum(by_agent[a]["calls"] for a in ("writer", "answer") if a in by_agent)
+        assert writers > 0 and by_model["default"]["calls"] == writers  # the long-form answers stay on the default
+        short = sum(a["calls"] for n, a in by_agent.items() if n not in ("writer", "answer"))
+        assert short > 0 and by_model["small"]["calls"] == short  # planner, researchers, critic on the step model
+        assert rows[name]["similarity"] is not None
+    assert set(rows["langgraph"]["by_model"]) == {"default"}  # the baseline: one model
+    with pytest.raises(InputError, match="--step-model"):
+        asyncio.run(run_bench(runtime, ["models"], [1], ["revise"], 1, {"max_tokens": 32}))

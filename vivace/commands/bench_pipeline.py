@@ -27,8 +27,9 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p = sub.add_parser("pipeline", parents=parents.calls_model(),
                        help="research, map-reduce and revision workloads: plain LangGraph vs vivace, at 1 and N tasks")
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS), help="default: all three")
-    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
-                   help="configurations (the langgraph baseline always runs); default: all")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS),
+                   help="configurations (the langgraph baseline always runs); default: all (models only with "
+                        "--step-model)")
     p.add_argument("--concurrency", type=int, nargs="+", metavar="N",
                    help="tasks in flight at once; 1 is latency, more is load (default 1 8, or none with --rate)")
     p.add_argument("--rate", type=float, nargs="+", default=[], metavar="R",
@@ -38,6 +39,9 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--repeats", type=int, default=1, metavar="R",
                    help="run each open-arrival level R times with other arrivals, the configurations' order rotating; "
                         "the figures pool the tasks (default 1)")
+    p.add_argument("--step-model", metavar="NAME",
+                   help="a [models.NAME] of the config for every step but the writers, in the models and vivace "
+                        "configurations (a model per step; without it, models is not run and vivace uses one model)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N tasks per workload")
     p.add_argument("--out", default="runs/bench-pipeline", metavar="DIR", help="where report.json and pipeline.png go")
     p.set_defaults(handler=cmd_bench_pipeline)
@@ -58,9 +62,17 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     if any(not r > 0 for r in args.rate):
         raise InputError("--rate values must be above 0 tasks per minute")
     levels = list(dict.fromkeys(args.concurrency))
+    if args.step_model:
+        if args.step_model not in config.model_names[1:]:
+            raise InputError(f"--step-model: unknown model {args.step_model!r}; the config names "
+                             f"{', '.join(config.model_names[1:]) or 'no [models.NAME]'}")
+    elif args.configs and "models" in args.configs:
+        raise InputError("--configs models needs --step-model NAME: the second model (a [models.NAME] of the "
+                         "config) that every step but the writers runs on")
+    args.configs = args.configs or [c for c in CONFIGS if c != "models" or args.step_model]
     scheduling = "program" if config.scheduling == "fcfs" else config.scheduling  # what `scheduling` and `vivace` use
     engine_config = dataclasses.replace(config, scheduling=scheduling)  # the priority scheduler; fcfs = equal priorities
-    opts = {"max_tokens": config.max_tokens}
+    opts: dict[str, Any] = {"max_tokens": config.max_tokens, "step_model": args.step_model}
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
         runtime = await open_runtime(engine_config, save_runs=False)
@@ -68,18 +80,24 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     report: dict[str, Any] = {"bench": "pipeline", "levels": []}
     t0 = time.perf_counter()
     try:
+        if args.step_model:  # before any clock starts: an engine start takes seconds (a compiled one, a minute)
+            with err.status(f"starting the step model {args.step_model}..."):
+                await runtime.models.open([args.step_model])
         report = await run_bench(
             runtime, args.configs, levels, args.workloads, args.limit, opts, rates=list(dict.fromkeys(args.rate)),
             arrivals=args.arrivals, scheduling=scheduling, history_dir=out, repeats=args.repeats,
             progress=lambda r: err.print(progress_line(r), highlight=False))
     finally:
         backend = runtime.backend
+        models = [runtime.models.describe(name) for name in runtime.models.opened]  # which weights, served how
         await runtime.aclose()
-        report.update(backend=backend.name, model=backend.model, wall_s=round(time.perf_counter() - t0, 1),
+        report.update(backend=backend.name, model=backend.model, models=models,
+                      wall_s=round(time.perf_counter() - t0, 1),
                       machine=machine_info(), created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       config={"max_tokens": config.max_tokens, "max_in_flight": config.max_in_flight,
                               "temperature": config.temperature, "concurrency": levels, "limit": args.limit,
-                              "rate": args.rate, "arrivals": args.arrivals, "repeats": args.repeats})
+                              "rate": args.rate, "arrivals": args.arrivals, "repeats": args.repeats,
+                              "step_model": args.step_model})
         write_report(out, report, plot if report.get("levels") else None)
     if args.json:
         emit_json(report)

@@ -9,8 +9,10 @@ level, so drift in the machine's load hits all of them alike.
   supersteps, ``Send`` for the fan-out, one model, no SoT, first come first
   served.
 - ``dataflow``, ``scheduling`` (the ``program`` policy, or the one chosen),
-  ``age`` (oldest run first), ``sot``: one decision each (an ablation).
-- ``vivace``: every decision on.
+  ``age`` (oldest run first), ``sot``, ``models`` (every step but the
+  writers on a second model, ``opts["step_model"]``): one decision each (an
+  ablation).
+- ``vivace``: every decision on (the step model only when one is given).
 
 Quality sits beside every ratio: where decoding is unchanged (dataflow,
 scheduling) the share of answers identical to the baseline's, and a
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from vivace.errors import InputError
 from vivace.eval.stats import median
 
 if TYPE_CHECKING:  # the workloads import the agents (LangGraph): `vivace --help` must not
@@ -36,13 +39,15 @@ if TYPE_CHECKING:  # the workloads import the agents (LangGraph): `vivace --help
 
 WORKLOADS = ("research", "mapreduce", "revise")
 
+_ONE = {"execution": "supersteps", "scheduling": "fcfs", "long_form": "off", "step_model": False}
 CONFIGS: dict[str, dict[str, Any]] = {
-    "langgraph": {"execution": "supersteps", "scheduling": "fcfs", "long_form": "off"},
-    "dataflow": {"execution": "dataflow", "scheduling": "fcfs", "long_form": "off"},
-    "scheduling": {"execution": "supersteps", "scheduling": "program", "long_form": "off"},
-    "age": {"execution": "supersteps", "scheduling": "age", "long_form": "off"},
-    "sot": {"execution": "supersteps", "scheduling": "fcfs", "long_form": "auto"},
-    "vivace": {"execution": "dataflow", "scheduling": "program", "long_form": "auto"},
+    "langgraph": _ONE,
+    "dataflow": {**_ONE, "execution": "dataflow"},
+    "scheduling": {**_ONE, "scheduling": "program"},
+    "age": {**_ONE, "scheduling": "age"},
+    "sot": {**_ONE, "long_form": "auto"},
+    "models": {**_ONE, "step_model": True},  # every step but the writers on the bench's --step-model
+    "vivace": {"execution": "dataflow", "scheduling": "program", "long_form": "auto", "step_model": True},
 }
 BASELINE = "langgraph"
 TARGET_C1 = 2.0  # median latency vs the baseline at concurrency 1
@@ -61,8 +66,11 @@ async def run_task(runtime: Any, work: Workload, task: str, config: str, opts: d
     from vivace.agents.driver import run
 
     settings = CONFIGS[config]
+    opts = dict(opts)
+    named = opts.pop("step_model", None)  # the bench's --step-model: only the configurations with the decision use it
+    step_model = named if settings["step_model"] else None
     options = {"execution": settings["execution"], "long_form": settings["long_form"], **opts}
-    trace = await run(work.pipeline, task, runtime, options=options, compression="off")
+    trace = await run(work.on_step_model(step_model), task, runtime, options=options, compression="off")
     return {
         "workload": work.name, "task": task, "config": config, "index": index,
         "latency_s": round(trace.latency_s, 4),
@@ -289,10 +297,16 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
 
     if BASELINE not in configs:
         configs = [BASELINE, *configs]
+    step_model = opts.get("step_model")
+    if "models" in configs and not step_model:
+        raise InputError("the models configuration needs a second model: --step-model NAME (a [models.NAME] of "
+                         "the config) for every step but the writers")
     works = [w for w in workloads() if w.name in chosen]
     items = [(w, t) for w in works for t in (w.tasks[:limit] if limit else w.tasks)]
     warm = items[0]
     await run_task(runtime, warm[0], warm[1], BASELINE, {**opts, "max_tokens": 16})  # imports, first compile
+    if step_model:  # the second model's first calls too, outside every configuration's clock
+        await run_task(runtime, warm[0], warm[1], "models", {**opts, "max_tokens": 16})
     # The length plans learn from this run's own normal answers, from none at the start, as on a fresh install:
     # a writer's SoT expansion is sized by the writer's earlier answers to other tasks, whatever the config.
     folder = history_dir or Path(tempfile.mkdtemp(prefix="vivace-lengths-"))
@@ -320,7 +334,9 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
             row["by_model"] = totals(row["results"], "by_model")
         levels_out.append({"concurrency": level or None, "arrival_rate": rate, "rows": [rows[c] for c in configs]})
     return {"bench": "pipeline", "scheduling": scheduling, "length_history": str(folder),
-            "configs": {c: {**CONFIGS[c], "scheduling": policy_of(c, scheduling)} for c in configs}, "workloads": chosen,
+            "configs": {c: {**CONFIGS[c], "scheduling": policy_of(c, scheduling),
+                            "step_model": step_model if CONFIGS[c]["step_model"] else None} for c in configs},
+            "workloads": chosen,
             "tasks": [{"workload": w.name, "task": t} for w, t in items], "levels": levels_out,
             "targets": targets(levels_out), "load_average_start": [round(x, 2) for x in load_start],
             "load_average_end": [round(x, 2) for x in os.getloadavg()]}

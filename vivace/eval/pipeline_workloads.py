@@ -11,7 +11,7 @@ configuration; only the execution, scheduling and SoT decisions change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +19,9 @@ from vivace.agents.builtin import research_pipeline
 from vivace.agents.pipeline import Loop, Pipeline, Step
 
 DOCS = "data/pipeline_docs"
+# The agents whose answer is the long-form text SoT may expand; under a step model they stay on the default model,
+# as a small model takes the short steps and the large one the answer (vivace.eval.pipeline_bench's `models`).
+LONG_FORM_AGENTS = frozenset({"writer", "answer"})
 
 
 @dataclass
@@ -26,6 +29,17 @@ class Workload:
     name: str
     pipeline: Pipeline
     tasks: list[str]
+    _on_model: dict[str, Pipeline] = field(default_factory=dict, repr=False)
+
+    def on_step_model(self, model: str | None) -> Pipeline:
+        """The pipeline with every step but the long-form writers on ``model`` (None: unchanged)."""
+        if model is None:
+            return self.pipeline
+        if model not in self._on_model:
+            p = self.pipeline
+            steps = [replace(s, model=None if s.agent in LONG_FORM_AGENTS else model) for s in p.step_list]
+            self._on_model[model] = Pipeline(p.name, steps, p.edges, p.loops, p.output, p.description)
+        return self._on_model[model]
 
 
 def docs_folder() -> Path:

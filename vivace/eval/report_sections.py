@@ -152,10 +152,20 @@ def pipeline(data: dict[str, Any]) -> list[Table]:
     agents = [[level_name(lv), r.get("config", "?"), name, fmt(a.get("calls")), fmt(a.get("output_tokens")),
                fmt(a.get("call_s"), ".1f"), fmt(a.get("queue_s"), ".1f"), fmt(a.get("critical_s"), ".1f")]
               for lv in data.get("levels", []) for r in lv.get("rows", []) for name, a in (r.get("by_agent") or {}).items()]
+    by_model = [[level_name(lv), r.get("config", "?"), name, fmt(m.get("calls")), fmt(m.get("output_tokens")),
+                 fmt(m.get("call_s"), ".1f"), fmt(m.get("queue_s"), ".1f")]
+                for lv in data.get("levels", []) for r in lv.get("rows", []) for name, m in (r.get("by_model") or {}).items()]
+    served = [[m.get("name", "?"), m.get("backend", "-"), m.get("weights") or m.get("model") or "-",
+               m.get("dtype") or "-", m.get("quantization") or "-", fmt(m.get("compiled"))]
+              for m in data.get("models") or []]
     return [Table(f"multi-agent workloads vs plain LangGraph ({', '.join(data.get('workloads') or [])})", cols, rows),
             Table("per agent (summed over the level's tasks)", ["level", "config", "agent", "calls", "output tokens",
                                                                  "call s", "queue s", "on critical path s"], agents)
-            ] + _targets(data.get("targets"))
+            ] + [t for t in (Table("per model (summed over the level's tasks)", ["level", "config", "model", "calls",
+                                                                              "output tokens", "call s", "queue s"],
+                                   by_model),
+                             Table("models served", ["name", "backend", "weights", "dtype", "quantization", "compiled"],
+                                   served)) if t.rows] + _targets(data.get("targets"))
 
 
 def safety(data: dict[str, Any]) -> list[Table]:

@@ -82,7 +82,7 @@ class ModelSet:
         if options is not None and hasattr(options, "quantization"):
             out.update(weights=options.model, dtype=getattr(backend, "dtype", options.dtype),
                        quantization=getattr(backend, "quantization", options.quantization),
-                       kv_cache_dtype=options.kv_cache_dtype)
+                       kv_cache_dtype=options.kv_cache_dtype, compiled=not getattr(options, "enforce_eager", True))
         urls = getattr(backend, "base_urls", None)
         if urls:
             out["base_urls"] = list(urls)
