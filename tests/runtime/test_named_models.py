@@ -174,3 +174,28 @@ def test_models_list_shows_the_named_models(tmp_path: Path) -> None:
     assert rows["fp32"]["settings"] == "dtype=float32" and rows["int8"]["model"] == "smollm2-135m-w8a8"
     assert (rows["api"]["backend"], rows["api"]["model"]) == ("openai", "http://127.0.0.1:8001")
     assert rows["large"]["settings"] == "quantization=awq, kv_cache_dtype=fp8, gpu_memory_utilization=0.9, max_model_len=16384"
+
+
+@pytest.mark.parametrize("default_name, on_cpu, warned", [("vllm", True, True), ("vllm", False, False),
+                                                          ("fake", True, False)])
+def test_a_second_cpu_engine_warns_that_both_share_the_cores(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture, default_name: str,
+                                                              on_cpu: bool, warned: bool) -> None:
+    import vivace.runtime.model_set as model_set
+
+    class Engine(FakeBackend):
+        name = "vllm"
+
+    default = Engine() if default_name == "vllm" else FakeBackend()
+    monkeypatch.setattr(model_set, "_on_cpu", lambda: on_cpu)
+
+    async def opener(name: str) -> FakeBackend:
+        return Engine()
+
+    models = ModelSet(default, ["default", "int8"], opener)
+    with caplog.at_level("WARNING", logger="vivace.runtime.model_set"):
+        asyncio.run(models.get("int8"))
+    said = [r.getMessage() for r in caplog.records if r.name == "vivace.runtime.model_set"]
+    assert bool(said) is warned
+    if warned:
+        assert "int8 is a second vLLM engine" in said[0] and "as default" in said[0]

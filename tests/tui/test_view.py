@@ -209,6 +209,13 @@ def test_finished_pipeline_reports_its_parallelism_from_the_trace() -> None:
     view.finish(trace)
     text = render(view, width=100)
     assert "done: latency 9.20 s" in text and "parallelism 1.63×" in text and "normal decoding" not in text
+    assert "critical path" not in text  # a run whose record names no path of two steps or more
+    trace.meta.update(steps=[{"id": 0, "step": "plan", "seconds": 1.05}, {"id": 1, "step": "research", "branch": 2,
+                                                                          "seconds": 2.5},
+                             {"id": 2, "step": "research", "branch": 1, "seconds": 1.0},
+                             {"id": 3, "step": "write", "seconds": 5.5}], critical_path=[0, 1, 3])
+    view.finish(trace)
+    assert "critical path: plan 1.05 s → research #2 2.50 s → write 5.50 s" in render(view, width=100)
 
 
 def test_a_real_event_stream_shows_each_text_once() -> None:

@@ -241,6 +241,15 @@ def critical_steps(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return [by_id[i] for i in meta.get("critical_path") or [] if i in by_id]
 
 
+def critical_path_text(meta: dict[str, Any]) -> str | None:
+    """``plan 1.05 s → research #1 1.59 s → write 15.09 s``: the path `vivace run` and the TUI print (None: one step)."""
+    chain = critical_steps(meta)
+    if len(chain) < 2:
+        return None
+    return " → ".join(f"{r['step']}{'' if r.get('branch') is None else ' #' + str(r['branch'])} {r['seconds']:.2f} s"
+                      for r in chain)
+
+
 def run_record(trace: RunTrace) -> dict[str, Any]:
     """The one record of a run: ``--json`` of ask and run, runs.jsonl, ``--trace-out``, the TUI transcript."""
     meta = trace.meta

@@ -147,7 +147,7 @@ def print_summary(trace: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from vivace.agents.driver import critical_steps
+    from vivace.agents.driver import critical_path_text
 
     meta = trace.meta
     models = meta.get("models", [])
@@ -165,10 +165,8 @@ def print_summary(trace: Any) -> None:
     console.print(table)
     if several:
         console.print(model_table(models))
-    if len(chain := critical_steps(meta)) > 1:  # the step names as the progress lines give them
-        console.print("critical path: " + " → ".join(
-            f"{r['step']}{'' if r.get('branch') is None else ' #' + str(r['branch'])} {r['seconds']:.2f} s"
-            for r in chain), style="dim")
+    if chain := critical_path_text(meta):  # the step names as the progress lines give them
+        console.print(f"critical path: {chain}", style="dim")
     console.print(
         f"latency {trace.latency_s:.2f} s · critical path {meta.get('critical_path_s', 0):.2f} s · "
         f"parallelism {meta.get('parallelism', 0):.2f}x (sum of call times / wall) · {len(trace.calls)} call(s), "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from vivace.errors import InputError
@@ -20,6 +21,14 @@ from vivace.runtime.backend import Backend
 log = logging.getLogger(__name__)
 
 DEFAULT = "default"
+
+
+def _on_cpu() -> bool:
+    """Whether vLLM runs on the CPU here (only asked once a second engine has started, so vLLM is loaded)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
 Opener = Callable[[str], Awaitable[Backend]]
 
 
@@ -65,7 +74,21 @@ class ModelSet:
             if (found := self._open.get(chosen)) is None:
                 log.debug("opening model %s", chosen)
                 found = self._open[chosen] = await self._opener(chosen)
+                self._warn_if_sharing_cores(chosen)
         return found
+
+    def _warn_if_sharing_cores(self, name: str) -> None:
+        """Two in-process engines on the CPU both bind every core: calls to both at once slow each other.
+
+        Measured by ``bench pipeline`` (README, "A model per step"): alone the
+        second engine pays, but under load both ran twice as slow.
+        """
+        others = [n for n, b in self._open.items() if n != name and b.name == "vllm"]
+        if self._open[name].name != "vllm" or not others or not _on_cpu():
+            return
+        log.warning("model %s is a second vLLM engine on the same %d CPU core(s) as %s: calls to both at once "
+                    "slow each other; it pays when the other is idle, not under load", name, os.cpu_count() or 1,
+                    ", ".join(others))
 
     async def open(self, names: Iterable[str]) -> None:
         """Start these models now, one after another (two engine starts at once would fight for the cores)."""

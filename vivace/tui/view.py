@@ -266,6 +266,10 @@ class RunView:
                 text.append(f" · {label} {o.speedup:.2f}× vs normal ({o.baseline_s:.2f} s{' est.' if o.estimated else ''})", style="bold")
             if o.how and detail:
                 text.append(f"\n{o.how}", style="dim")
+            from vivace.agents.driver import critical_path_text  # the driver (LangGraph) is loaded by then
+
+            if detail and trace is not None and (chain := critical_path_text(getattr(trace, "meta", {}))):
+                text.append(f"\ncritical path: {chain}", style="dim")  # what the latency waited on, step by step
         elif self.finished is not None:
             text.append(f"\n{self.status}", style="bold red")
         return text
