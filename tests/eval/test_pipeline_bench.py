@@ -125,25 +125,34 @@ def test_bad_levels_are_one_line(tmp_path: Path, vivace_home: Path) -> None:
 
 @pytest.mark.engine
 def test_small_real_run_writes_a_consistent_report(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None:
+    """Two real engines: the default, and the same weights in float32 as the step model of ``models``."""
     out = tmp_path / "pipeline"
+    (tmp_path / "vivace.toml").write_text('[models.fp32]\ndtype = "float32"   # the same weights, another dtype\n')
     proc = subprocess.run(
         [VIVACE, "bench", "pipeline", "--workloads", "mapreduce", "--limit", "1", "--concurrency", "1", "2",
-         "--configs", "dataflow", "--max-tokens", "12", "--out", str(out)],
-        capture_output=True, text=True, env=cli_env(vivace_home), timeout=900,
+         "--configs", "dataflow", "models", "--step-model", "fp32", "--max-tokens", "12", "--out", str(out)],
+        capture_output=True, text=True, env=cli_env(vivace_home), timeout=900, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["bench"] == "pipeline" and report["backend"].startswith("vllm")
-    assert report["machine"]["cpu"]
+    assert report["machine"]["cpu"] and report["config"]["step_model"] == "fp32"
+    served = {m["name"]: m for m in report["models"]}
+    assert set(served) == {"default", "fp32"} and served["fp32"]["dtype"] == "float32"
+    assert served["fp32"]["weights"] == served["default"]["weights"]  # the same weights, served twice
+    assert "fp32 is a second vLLM engine on the same" in " ".join(proc.stderr.split())  # both share the cores
     for level in report["levels"]:
         rows = {r["config"]: r for r in level["rows"]}
-        assert set(rows) == {"langgraph", "dataflow"}
+        assert set(rows) == {"langgraph", "dataflow", "models"}
         for r in rows.values():
             assert len(r["results"]) == (1 if level["concurrency"] == 1 else 4)  # under load: cycled to 2x the level
             for result in r["results"]:
                 assert result["calls"] == 11 and result["answer"].strip()  # 5 summaries, 5 fact lists, 1 combine
             assert r["by_agent"]["summarizer"]["calls"] == 5 * len(r["results"]) and r["by_model"]
             assert 0 <= r["identical"] <= 1 and 0 < r["similarity"] <= 1
+        n = len(rows["models"]["results"])
+        assert {k: v["calls"] for k, v in rows["models"]["by_model"].items()} == {"fp32": 10 * n, "default": n}
+        assert set(rows["dataflow"]["by_model"]) == {"default"}
     assert (out / "pipeline.png").exists()
     assert "×med" in proc.stdout
 
