@@ -175,3 +175,21 @@ def test_the_models_configuration_puts_every_step_but_the_writers_on_the_step_mo
     assert set(rows["langgraph"]["by_model"]) == {"default"}  # the baseline: one model
     with pytest.raises(InputError, match="--step-model"):
         asyncio.run(run_bench(runtime, ["models"], [1], ["revise"], 1, {"max_tokens": 32}))
+
+
+def test_the_report_section_splits_calls_per_model_and_names_the_models_served() -> None:
+    from vivace.eval.report_sections import pipeline
+
+    row = {"config": "models", "p50_s": 7.1, "by_agent": {"writer": {"calls": 1, "critical_s": 2.0}},
+           "by_model": {"int8": {"calls": 39, "output_tokens": 900, "call_s": 72.26, "queue_s": 0.0},
+                        "default": {"calls": 8, "output_tokens": 1200, "call_s": 33.2, "queue_s": 0.1}}}
+    data = {"workloads": ["research"], "levels": [{"concurrency": 1, "rows": [row]}],
+            "models": [{"name": "default", "backend": "vllm", "weights": "W", "dtype": "bfloat16", "compiled": False},
+                       {"name": "int8", "backend": "vllm", "weights": "W-w8a8-sq", "dtype": "bfloat16",
+                        "quantization": "compressed-tensors", "compiled": True}]}
+    tables = {t.title: t for t in pipeline(data)}
+    per_model = tables["per model (summed over the level's tasks)"]
+    assert ["C=1", "models", "int8", "39", "900", "72.3", "0.0"] in per_model.rows
+    assert tables["models served"].rows[1] == ["int8", "vllm", "W-w8a8-sq", "bfloat16", "compressed-tensors", "yes"]
+    older = {"workloads": ["research"], "levels": [{"concurrency": 1, "rows": [{"config": "langgraph"}]}]}
+    assert not {"per model (summed over the level's tasks)", "models served"} & {t.title for t in pipeline(older)}

@@ -21,6 +21,7 @@ from vivace.runtime.backend import Backend
 log = logging.getLogger(__name__)
 
 DEFAULT = "default"
+Opener = Callable[[str], Awaitable[Backend]]
 
 
 def _on_cpu() -> bool:
@@ -28,8 +29,6 @@ def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_cpu())
-
-Opener = Callable[[str], Awaitable[Backend]]
 
 
 class ModelSet:
