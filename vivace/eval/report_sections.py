@@ -7,6 +7,7 @@ top-level and summary figures, so nothing a bench wrote is silently dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 ORDER = ("backend", "overhead", "sot", "context", "quant", "load", "pipeline", "safety")
@@ -155,7 +156,7 @@ def pipeline(data: dict[str, Any]) -> list[Table]:
     by_model = [[level_name(lv), r.get("config", "?"), name, fmt(m.get("calls")), fmt(m.get("output_tokens")),
                  fmt(m.get("call_s"), ".1f"), fmt(m.get("queue_s"), ".1f")]
                 for lv in data.get("levels", []) for r in lv.get("rows", []) for name, m in (r.get("by_model") or {}).items()]
-    served = [[m.get("name", "?"), m.get("backend", "-"), m.get("weights") or m.get("model") or "-",
+    served = [[m.get("name", "?"), m.get("backend", "-"), Path(m["weights"]).name if m.get("weights") else m.get("model", "-"),
                m.get("dtype") or "-", m.get("quantization") or "-", fmt(m.get("compiled"))]
               for m in data.get("models") or []]
     return [Table(f"multi-agent workloads vs plain LangGraph ({', '.join(data.get('workloads') or [])})", cols, rows),
