@@ -18,7 +18,7 @@ from typing import Any
 from vivace.commands._io import Parents, Subparsers, emit_json
 from vivace.config import Config
 from vivace.eval import write_report
-from vivace.eval.pipeline_bench import CONFIGS, WORKLOADS, level_name, plot, run_bench
+from vivace.eval.pipeline_bench import CONFIGS, WORKLOADS, check_step_model, level_name, plot, run_bench
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,10 @@ async def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     if any(not r > 0 for r in args.rate):
         raise InputError("--rate values must be above 0 tasks per minute")
     levels = list(dict.fromkeys(args.concurrency))
-    if args.step_model:
-        if args.step_model not in config.model_names[1:]:
-            raise InputError(f"--step-model: unknown model {args.step_model!r}; the config names "
-                             f"{', '.join(config.model_names[1:]) or 'no [models.NAME]'}")
-    elif args.configs and "models" in args.configs:
-        raise InputError("--configs models needs --step-model NAME: the second model (a [models.NAME] of the "
-                         "config) that every step but the writers runs on")
+    if args.step_model and args.step_model not in config.model_names[1:]:
+        raise InputError(f"--step-model: unknown model {args.step_model!r}; the config names "
+                         f"{', '.join(config.model_names[1:]) or 'no [models.NAME]'}")
+    check_step_model(args.configs or [], args.step_model)
     args.configs = args.configs or [c for c in CONFIGS if c != "models" or args.step_model]
     scheduling = "program" if config.scheduling == "fcfs" else config.scheduling  # what `scheduling` and `vivace` use
     engine_config = dataclasses.replace(config, scheduling=scheduling)  # the priority scheduler; fcfs = equal priorities

@@ -54,6 +54,13 @@ TARGET_C1 = 2.0  # median latency vs the baseline at concurrency 1
 TARGET_LOAD_P95 = 1.5  # p95 task latency vs first come first served under load
 
 
+def check_step_model(configs: list[str], step_model: str | None) -> None:
+    """``models`` runs only with a step model: one ``InputError`` for the command (before any engine) and the library."""
+    if "models" in configs and not step_model:
+        raise InputError("--configs models needs --step-model NAME: the second model (a [models.NAME] of the "
+                         "config) that every step but the writers runs on")
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -298,9 +305,7 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
     if BASELINE not in configs:
         configs = [BASELINE, *configs]
     step_model = opts.get("step_model")
-    if "models" in configs and not step_model:
-        raise InputError("the models configuration needs a second model: --step-model NAME (a [models.NAME] of "
-                         "the config) for every step but the writers")
+    check_step_model(configs, step_model)
     works = [w for w in workloads() if w.name in chosen]
     items = [(w, t) for w in works for t in (w.tasks[:limit] if limit else w.tasks)]
     warm = items[0]
