@@ -62,9 +62,16 @@ _EXPORTS = {
     "CallPath": "vivace.runtime.call",
     "ContextPolicy": "vivace.runtime.call",
     "FakeBackend": "vivace.runtime.fake",
+    # tools and structured output
+    "tool": "vivace.runtime.tools",
+    "Tool": "vivace.runtime.tools",
+    "ToolCall": "vivace.runtime.tool_path",
+    "ToolOutcome": "vivace.runtime.tool_path",
+    "OutputSpec": "vivace.runtime.output",
     # records, config, errors
     "CallTrace": "vivace.trace",
     "RunTrace": "vivace.trace",
+    "ToolTrace": "vivace.trace",
     "Config": "vivace.config",
     "load_config": "vivace.config",
     "VivaceError": "vivace.errors",
@@ -86,8 +93,11 @@ if TYPE_CHECKING:
     from vivace.errors import BackendError, InputError, RunError, VivaceError
     from vivace.runtime.call import Call, CallPath, ContextPolicy
     from vivace.runtime.fake import FakeBackend
+    from vivace.runtime.output import OutputSpec
+    from vivace.runtime.tool_path import ToolCall, ToolOutcome
+    from vivace.runtime.tools import Tool, tool
     from vivace.runtime.runtime import Runtime
-    from vivace.trace import CallTrace, RunTrace
+    from vivace.trace import CallTrace, RunTrace, ToolTrace
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,10 @@ class BackendError(VivaceError):
     """A backend that cannot serve: unreachable server, dead engine."""
 
 
+class OutputError(VivaceError):
+    """A model reply that broke its output schema twice (the call path retries once with the error)."""
+
+
 class RunError(VivaceError):
     """A run that failed: ``trace`` keeps what it gathered (calls so far, partial text, ``status``).
 

@@ -83,6 +83,33 @@ class CallTrace:
 
 
 @dataclass
+class ToolTrace:
+    """One tool call, as the tool path ran it: the record a ``CallTrace`` is for a model call.
+
+    ``error`` is what the model was told instead of a result (the run went on);
+    ``cache_hit`` is a pure tool's result reused for the same arguments.
+    """
+
+    name: str
+    call_id: str
+    arguments: Any
+    started_at: float
+    ended_at: float
+    seconds: float
+    cache_hit: bool = False
+    error: str | None = None
+    output_chars: int = 0
+    truncated: bool = False
+    source: str = ""
+    agent: str = ""
+    node: str = ""
+    branch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class RunTrace:
     """One run of a question or task through vivace."""
 
@@ -97,6 +124,7 @@ class RunTrace:
     error: str | None = None
     status: str = "done"  # or "failed", "interrupted": a record is written whatever happened
     calls: list[CallTrace] = field(default_factory=list)
+    tools: list[ToolTrace] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

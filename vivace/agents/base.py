@@ -21,15 +21,17 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict, Union
 
-from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event
+from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event, ToolDone, ToolStarted
 from vivace.agents.step_model import call_sampling, step_settings
 from vivace.runtime.backend import GenerationResult, Message
 from vivace.runtime.call import Call, Scope
 from vivace.runtime.prompts import render
-from vivace.trace import CallTrace
+from vivace.runtime.tool_path import ToolCall, ToolOutcome, ToolScope
+from vivace.trace import CallTrace, ToolTrace
 
 if TYPE_CHECKING:
     from vivace.config import Config
+    from vivace.runtime.tools import Tool
     from vivace.runtime.backend import Backend
     from vivace.runtime.runtime import Runtime
 
@@ -93,6 +95,7 @@ class StepRun:
     deps: list[int] = field(default_factory=list)
     ended_at: float | None = None
     calls: int = 0
+    tool_calls: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
@@ -100,6 +103,7 @@ class StepRun:
     extra: dict[str, Any] = field(default_factory=dict)
     model: str | None = None  # the step's model and sampling (its calls' defaults)
     sampling: dict[str, Any] = field(default_factory=dict)
+    tools: list[str] = field(default_factory=list)  # the tools the step may call (empty: the run's)
     # What the step's calls default to: the retrieval query and the history the policy may compress.
     query: str = field(default="", repr=False)
     history: str = field(default="", repr=False)
@@ -139,6 +143,7 @@ class Tracer:
         self.run_id = run_id
         self.on_event = on_event
         self.calls: list[CallTrace] = []
+        self.tools: list[ToolTrace] = []
         self.runs: list[StepRun] = []
         self.meta: dict[str, Any] = {}
         self.streamed: dict[tuple[str, Any], list[str]] = {}  # pieces, joined only when asked
@@ -198,6 +203,26 @@ class Tracer:
         """The call path's recorder: the call belongs to the step this task is running."""
         self.record(call, current_step())
 
+    def tool_started(self, call: ToolCall) -> None:
+        """The tool path began ``call`` for the current step: the live view shows it."""
+        run = current_step()
+        self.emit(ToolStarted(self.run_id, step=run.step if run else "", agent=run.agent if run else "",
+                              name=call.name, call_id=call.id, arguments=call.arguments,
+                              branch=run.branch if run else None))
+
+    def record_tool(self, trace: ToolTrace) -> None:
+        """Keep a finished tool call, count it on its step run (and the enclosing ones), and say so."""
+        self.tools.append(trace)
+        run = current_step()
+        by_id = {r.id: r for r in self.runs}
+        step = run
+        while step is not None:
+            step.tool_calls += 1
+            step = by_id.get(step.parent) if step.parent is not None else None
+        self.emit(ToolDone(self.run_id, step=trace.node, agent=trace.agent, name=trace.name, call_id=trace.call_id,
+                           seconds=trace.seconds, error=trace.error, cache_hit=trace.cache_hit, trace=trace,
+                           branch=trace.branch))
+
     def scope(self) -> int:
         """A fresh id for one pipeline invocation (nested pipelines reuse step names)."""
         return next(self._ids)
@@ -217,6 +242,7 @@ class AgentContext:
     tracer: Tracer
     scope: Scope = field(default_factory=Scope)
     options: dict[str, Any] = field(default_factory=dict)
+    tools: list["Tool"] = field(default_factory=list)  # the run's tools: what steps that name none may call
 
     @property
     def config(self) -> "Config":
@@ -261,6 +287,9 @@ class AgentContext:
         query: str | None = None,
         retrieve: bool = True,
         model: str | None = None,
+        output: Any = None,
+        tools: "list[Tool] | None" = None,
+        tool_choice: Any = None,
         **extra: Any,
     ) -> GenerationResult:
         """One model call from the current step: streamed as ``AgentDelta``, traced with its agent.
@@ -272,6 +301,9 @@ class AgentContext:
         the step's history and the retrieved context. ``extra`` goes into the
         CallTrace. ``model`` and the sampling arguments win over the step's
         ``model``/``sampling`` (precedence: ``vivace.agents.step_model``).
+        ``output`` constrains the reply (``result.parsed``); ``tools`` (default
+        none: pass ``ctx.step_tools()`` to offer the step's) lets the model ask for
+        calls (``result.tool_calls``), which ``call_tools`` runs.
         """
         run = current_step()
         step, name = (run.step, run.agent) if run else ("", "")
@@ -292,6 +324,9 @@ class AgentContext:
             compressible=(run.history,) if run and run.history else (),
             retrieve=retrieve,
             extra=extra,
+            output=output,
+            tools=tuple(tools or ()),
+            tool_choice=tool_choice,
         )
         request_id = f"{self.tracer.run_id}/{step}/{branch}/{time.monotonic_ns()}"
 
@@ -301,6 +336,37 @@ class AgentContext:
 
         result, _ = await self.send(call, on_text)
         return result
+
+    def step_tools(self) -> list["Tool"]:
+        """The tools the current step may call: those its definition names, else the run's."""
+        run = current_step()
+        names = step_tool_names(run, self.tracer.runs)
+        return self.runtime.tools.resolve(names) if names else list(self.tools)
+
+    async def call_tools(self, calls: list[ToolCall], allowed: "list[Tool] | None" = None) -> list[ToolOutcome]:
+        """Run ``calls`` at once through the tool path (each answers, error or not), in their order."""
+        import asyncio
+
+        return list(await asyncio.gather(*(self.call_tool(c, allowed) for c in calls)))
+
+    async def call_tool(self, call: ToolCall, allowed: "list[Tool] | None" = None) -> ToolOutcome:
+        """One tool call through the tool path, from the current step, allowed only among ``allowed`` (its tools)."""
+        run = current_step()
+        names = [t.name for t in (self.step_tools() if allowed is None else allowed)]
+        scope = ToolScope(agent=run.agent if run else "", node=run.step if run else "",
+                          branch=run.branch if run else None, started=self.scope.tool_started,
+                          record=self.scope.record_tool)
+        return await self.runtime.tool_path(call, names, scope)
+
+
+def step_tool_names(run: StepRun | None, runs: list[StepRun]) -> list[str]:
+    """The tools named by ``run``'s step, or by the nearest enclosing step that names any."""
+    by_id = {r.id: r for r in runs}
+    while run is not None:
+        if run.tools:
+            return list(run.tools)
+        run = by_id.get(run.parent) if run.parent is not None else None
+    return []
 
 
 def task_text(inp: StepInput) -> str:

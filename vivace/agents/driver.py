@@ -14,12 +14,12 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
 from vivace.agents.events import Event
 from vivace.agents.pipeline import Pipeline, single
-from vivace.agents.step_model import check_models
+from vivace.agents.step_model import check_models, check_tools
 from vivace.errors import InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
 from vivace.runtime.load import sharing
@@ -61,8 +61,12 @@ async def run(
     trace_out: str | Path | None = None,
     on_finish: Callable[[RunTrace], None] | None = None,
     run_id: str | None = None,
+    tools: "Sequence[Any] | None" = None,
 ) -> RunTrace:
     """Run ``target`` on ``task`` and return its trace.
+
+    ``tools`` (``Tool`` objects, functions, or names of the runtime's tools)
+    are what the run's steps may call when their definition names none.
 
     ``collection`` makes every call retrieve from it; ``compression``
     (off|auto|always, default the config's) applies to every call of the run,
@@ -81,14 +85,17 @@ async def run(
         raise InputError("the history budget must not be negative")
     item = resolve(target)
     check_models(item, runtime.models, (options or {}).get("model"))  # an unknown model fails before any call
+    run_tools = runtime.tools.resolve(tools or ())  # an unknown tool, too
+    check_tools(item, runtime.tools)
     pipeline = single(item)
     backend = runtime.backend
     trace = RunTrace(question=task.strip(), mode=f"agent:{item.name}", model=backend.model, backend=backend.name)
     if run_id:
         trace.run_id = run_id
     tracer = Tracer(trace.run_id, on_event)
-    scope = Scope(trace.run_id, collection, compression, history_budget_tokens, record=tracer.record_current)
-    ctx = AgentContext(runtime, tracer, scope, dict(options or {}))
+    scope = Scope(trace.run_id, collection, compression, history_budget_tokens, record=tracer.record_current,
+                  record_tool=tracer.record_tool, tool_started=tracer.tool_started)
+    ctx = AgentContext(runtime, tracer, scope, dict(options or {}), run_tools)
     graph = pipeline.compile(ctx)  # outside the clock: the first one imports LangGraph (~1.4 s here)
     t0 = time.perf_counter()
     token = enter_scope(scope)
@@ -132,6 +139,7 @@ def _save(trace: RunTrace, runtime: "Runtime", trace_out: str | Path | None) -> 
 def _finish(trace: RunTrace, tracer: Tracer, item: Agent, t0: float, solo: bool) -> None:
     trace.latency_s = time.perf_counter() - t0
     trace.calls = sorted(tracer.calls, key=lambda c: (c.started_at, c.branch or 0))
+    trace.tools = sorted(tracer.tools, key=lambda t: t.started_at)
     meta = tracer.meta
     if solo and meta.get("mode"):  # the SoT controller run on its own: the run's mode is the one it took
         trace.mode = meta["mode"]
@@ -274,6 +282,7 @@ def run_record(trace: RunTrace) -> dict[str, Any]:
         "router": meta.get("router"),
         "points": meta.get("points", []),
         "calls": [c.to_dict() for c in trace.calls],
+        "tools": [t.to_dict() for t in trace.tools],
         "agents": meta.get("agents", []),
         "models": meta.get("models", []),
         "steps": meta.get("steps", []),

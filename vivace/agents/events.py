@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from vivace.trace import CallTrace
+from vivace.trace import CallTrace, ToolTrace
 
 
 @dataclass
@@ -176,6 +176,35 @@ class AgentFailed(Event):
     branch: int | None = None
 
 
+@dataclass
+class ToolStarted(Event):
+    """A tool call began (from a step, or a model's tool call)."""
+
+    kind: ClassVar[str] = "tool_started"
+    step: str
+    agent: str
+    name: str
+    call_id: str
+    arguments: Any = None
+    branch: int | None = None
+
+
+@dataclass
+class ToolDone(Event):
+    """A tool call ended: ``trace`` is its record (``error`` set when the model was told of a failure)."""
+
+    kind: ClassVar[str] = "tool_done"
+    step: str
+    agent: str
+    name: str
+    call_id: str
+    seconds: float
+    error: str | None
+    cache_hit: bool
+    trace: ToolTrace
+    branch: int | None = None
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     RunStarted,
     Routed,
@@ -190,4 +219,6 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AgentDelta,
     AgentDone,
     AgentFailed,
+    ToolStarted,
+    ToolDone,
 )

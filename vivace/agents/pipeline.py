@@ -51,6 +51,7 @@ class Step:
     params: dict[str, Any] = field(default_factory=dict)  # handed to the agent as ``StepInput["params"]``
     model: str | None = None  # one of the runtime's models ("default", a [models.NAME]); None: the run's default
     sampling: dict[str, Any] = field(default_factory=dict)  # defaults of the step's calls (vivace.agents.step_model)
+    tools: tuple[str, ...] = ()  # the runtime's tools this step may call (none named: the run's tools)
 
 
 @dataclass

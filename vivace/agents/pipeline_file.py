@@ -19,7 +19,7 @@ from vivace.agents.step_model import check_model, check_sampling
 from vivace.errors import InputError
 
 KEYS = ("name", "description", "output", "edges", "steps", "loops")
-STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params", "model", "sampling")
+STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params", "model", "sampling", "tools")
 LOOP_KEYS = ("from", "to", "when", "max_rounds")
 
 
@@ -113,6 +113,8 @@ def parse(data: Any, origin: str, default_branches: int) -> dict[str, Any]:
             "params": dict(params),
             "model": check_model(spec.get("model"), f"{origin}: step {name!r}"),
             "sampling": check_sampling(spec.get("sampling", {}), f"{origin}: step {name!r}"),
+            "tools": tuple(r.text(t, f"step {name!r}: tools") for t in r.array(spec.get("tools", []),
+                                                                                 f"step {name!r}: tools")),
         })
     edges = []
     for edge in r.array(data.get("edges", []), "edges"):

@@ -133,6 +133,14 @@ def models_named(agent: "Agent", run_model: str | None = None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_tools(agent: "Agent", box: Any) -> None:
+    """Every tool a pipeline's steps (nested ones too) name is one of the runtime's, before any model call."""
+    for where, step in _steps(agent):
+        for name in getattr(step, "tools", ()) or ():
+            if name not in box:
+                raise InputError(f"{where}: unknown tool {name!r}; tools: {', '.join(box.names()) or 'none'}")
+
+
 def check_models(agent: "Agent", models: "ModelSet | list[str]", run_model: str | None = None) -> None:
     """Every model a pipeline's steps (nested ones too) or the run names exists, before any model call."""
     names = list(models.names if not isinstance(models, list) else models)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, runtime_checkable
 
 from vivace.errors import InputError
 
-Message = dict[str, str]
+if TYPE_CHECKING:
+    from vivace.runtime.output import OutputSpec
+
+# A chat turn: role and content, and for tool use an assistant's ``tool_calls`` or a tool's ``tool_call_id``.
+Message = dict[str, Any]
 _request_ids = itertools.count()
 
 
@@ -33,6 +37,7 @@ class GenerationRequest:
     ignore_eos: bool = False  # benchmarks: fixed output length
     min_tokens: int = 0  # no end (EOS or stop string) before this many tokens: SoT's balanced points
     priority: int = 0  # lower is served first when requests wait (vivace.runtime.priority)
+    output: "OutputSpec | None" = None  # decode under this schema, choice set or regex where the backend can
     tag: str = ""
     request_id: str = field(default_factory=lambda: f"vivace-{next(_request_ids)}-{time.monotonic_ns()}")
 
@@ -81,6 +86,10 @@ class GenerationResult:
     request_id: str = ""
     backend: str = ""
     model: str = ""
+    # Set by the call path: the reply validated against the call's ``output`` (a model instance, JSON, the
+    # text), and the tool calls a reply under tools asked for (``vivace.runtime.tool_path.ToolCall``).
+    parsed: Any = None
+    tool_calls: list[Any] = field(default_factory=list)
 
     @property
     def decode_tok_s(self) -> float:

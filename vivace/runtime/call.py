@@ -19,11 +19,13 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, Sequence
 
-from vivace.errors import BackendError
+from vivace.errors import BackendError, OutputError
 from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message
+from vivace.runtime.output import OutputInvalid, OutputSpec, output_spec
 from vivace.runtime.priority import priority
 from vivace.runtime.model_set import ModelSet
-from vivace.trace import CallTrace
+from vivace.runtime.tool_calls import ToolChoice, needs_plain, parse_reply, plain_messages, reply_spec, specs, tool_prompt
+from vivace.trace import CallTrace, ToolTrace
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,13 @@ class Call:
     ``compressible`` names texts inside the messages that the policy may
     compress, such as the history a pipeline hands an agent; ``retrieve=False``
     keeps retrieval out of a call that must see its prompt as written.
+
+    ``output`` is what the reply must be (a pydantic model, a JSON schema, a
+    list of choices, a regex): decoded under it where the backend can, always
+    validated, retried once with the error; the value is ``result.parsed``.
+    ``tools`` (``Tool`` objects or OpenAI tool entries) are offered to the
+    model under ``tool_choice``; the calls it asks for are ``result.tool_calls``
+    (the caller runs them through the tool path).
     """
 
     messages: list[Message]
@@ -63,6 +72,10 @@ class Call:
     downstream: int = 0  # calls or steps that wait for this one: the priority's place in the program
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    output: Any = None
+    tools: Sequence[Any] = ()
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
 
     def text(self) -> str:
         """Everything the model will read, for "does the prompt already hold this?" checks."""
@@ -70,6 +83,22 @@ class Call:
 
     def last_user(self) -> str:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+    def shaped(self) -> tuple["Call", OutputSpec | None]:
+        """The call as every backend can send it, and the spec its reply is decoded under and checked against.
+
+        Tools join the system message and set the reply's schema; tool turns in
+        the history become plain text turns (``vivace.runtime.tool_calls``).
+        """
+        spec = output_spec(self.output) if self.output is not None else None
+        prompt = None
+        if self.tools:
+            offered, choice = specs(self.tools), ToolChoice.parse(self.tool_choice)
+            spec = reply_spec(offered, choice, self.parallel_tool_calls) or spec
+            prompt = tool_prompt(offered, choice, self.parallel_tool_calls)
+        if prompt is None and not needs_plain(self.messages):
+            return self, spec
+        return replace(self, messages=plain_messages(self.messages, prompt)), spec
 
 
 @dataclass
@@ -81,6 +110,8 @@ class Scope:
     compression: str = "auto"
     history_budget_tokens: int = 1024
     record: Callable[[CallTrace], None] | None = None
+    record_tool: Callable[[ToolTrace], None] | None = None  # the tool path's record of each tool call
+    tool_started: Callable[[Any], None] | None = None  # a tool call began (the live view shows it)
     memo: dict[str, Any] = field(default_factory=dict)  # the policy's per-run state
     attained_tokens: int = 0  # tokens this run's finished calls cost the engine: its attained service
     started_ms: int = field(default_factory=lambda: int(time.monotonic() * 1000))  # the run's age, for ``age``
@@ -156,17 +187,50 @@ class CallPath:
         scope = scope or current_scope() or Scope()
         model = self.models.check(call.model)
         backend = await self.models.get(model)  # a named model starts on its first call, once
+        call, spec = call.shaped()
         t0 = time.perf_counter()
         sent, decision = await self.policy.prepare(call, scope, backend)
         decision.setdefault("seconds", round(time.perf_counter() - t0, 6))
-        request = self.request(sent, scope)
-        result = await self.send(request, on_text, backend)
-        scope.attained_tokens += result.prompt_tokens - (result.cached_tokens or 0) + result.output_tokens
-        trace = CallTrace.from_result(result, node=call.node, branch=call.branch, agent=call.agent, model=model,
-                                      round=call.round, context=decision, priority=request.priority, **call.extra)
-        if scope.record is not None:
-            scope.record(trace)
-        return result, trace
+        request = replace(self.request(sent, scope), output=spec)
+        for attempt in (1, 2):
+            result = await self.send(request, on_text, backend)
+            scope.attained_tokens += result.prompt_tokens - (result.cached_tokens or 0) + result.output_tokens
+            checked = self._check(result, spec, attempt)
+            trace = CallTrace.from_result(result, node=call.node, branch=call.branch, agent=call.agent, model=model,
+                                          round=call.round, context=decision, priority=request.priority,
+                                          **call.extra, **checked)
+            if scope.record is not None:
+                scope.record(trace)
+            if spec is None or checked["output"]["valid"]:
+                return result, trace
+            if attempt == 2:
+                raise OutputError(f"{call.node}: the model's reply broke its output schema twice "
+                                  f"({checked['output']['error']})")
+            # One retry, told what was wrong: the reply as it came, then the error and what is expected.
+            retry = [*request.messages, {"role": "assistant", "content": (request.prefill or "") + result.text},
+                     {"role": "user", "content": f"That reply is invalid: {checked['output']['error']}. "
+                                                 f"Reply again with {spec.describe()}"}]
+            # A reply cut by the token cap gets room to close its JSON this time.
+            tokens = request.max_tokens * (2 if result.finish_reason == "length" else 1)
+            request = replace(request, messages=retry, prefill=None, max_tokens=tokens,
+                              request_id=f"{request.request_id}-retry")
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _check(result: GenerationResult, spec: OutputSpec | None, attempt: int) -> dict[str, Any]:
+        """Validate the reply against ``spec``: ``result.parsed`` (and tool calls) set, the check for the record."""
+        if spec is None:
+            return {}
+        try:
+            result.parsed = spec.validate(result.text)
+        except OutputInvalid as exc:
+            return {"output": {"kind": spec.kind, "valid": False, "error": str(exc), "attempt": attempt,
+                               "finish_reason": result.finish_reason}}
+        if spec.tool_reply:
+            content, result.tool_calls = parse_reply(result.parsed)
+            result.text = content or ""
+        return {"output": {"kind": spec.kind, "valid": True, "attempt": attempt,
+                           "tool_calls": [c.name for c in result.tool_calls]}}
 
     async def send(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None,
                    backend: Backend | None = None) -> GenerationResult:

@@ -236,6 +236,13 @@ class OpenAIBackend:
             "temperature": request.temperature, "top_p": request.top_p, "stream": True,
             "stream_options": {"include_usage": True},
         }
+        spec = request.output
+        if spec is not None and self.vendor_fields:  # vLLM's server decodes under the grammar, as the engine does
+            extra["structured_outputs"] = ({"choice": list(spec.choices)} if spec.kind == "choice" else
+                                           {"regex": spec.regex} if spec.kind == "regex" else {"json": spec.schema})
+        elif spec is not None and spec.kind == "json":  # the standard field; choices and regexes are checked after
+            args["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": spec.name[:64], "schema": spec.schema}}
         if request.stop:
             args["stop"] = list(request.stop)[:4]  # the standard allows four; all are applied here too
         if request.seed is not None:

@@ -9,7 +9,7 @@ else keeps module-level state about models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vivace.config import Config
@@ -17,6 +17,8 @@ from vivace.runtime.backend import Backend
 from vivace.runtime.call import CallPath
 from vivace.runtime.limits import InFlightLimiter
 from vivace.runtime.model_set import ModelSet
+from vivace.runtime.tool_path import ToolPath
+from vivace.runtime.tools import ToolBox
 
 
 @dataclass
@@ -31,6 +33,12 @@ class Runtime:
     # What SoT's length plans learn from (vivace.agents.length_plan.LengthHistory). None: the home's history
     # when runs are saved, none (the plan's prior) when they are not; a bench sets its own.
     lengths: Any = None
+    # The tools every run may name (code, plug-ins, MCP sets), and the one path their calls take.
+    tools: ToolBox = field(default_factory=ToolBox)
+    tool_path: ToolPath = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tool_path = ToolPath(self.tools)
 
     @property
     def policy(self) -> Any:
@@ -42,7 +50,10 @@ class Runtime:
         return self.call.models
 
     async def aclose(self) -> None:
-        await self.models.aclose()
+        try:
+            await self.tools.aclose()  # MCP servers stop with the runtime that started them
+        finally:
+            await self.models.aclose()
 
     async def __aenter__(self) -> "Runtime":
         return self

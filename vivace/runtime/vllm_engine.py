@@ -71,6 +71,20 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
     return _Recorder
 
 
+def structured(request: GenerationRequest) -> Any:
+    """vLLM's ``StructuredOutputsParams`` for the request's output spec: decoding under a grammar (xgrammar)."""
+    spec = request.output
+    if spec is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if spec.kind == "choice":
+        return StructuredOutputsParams(choice=list(spec.choices))
+    if spec.kind == "regex":
+        return StructuredOutputsParams(regex=spec.regex)
+    return StructuredOutputsParams(json=spec.schema)
+
+
 class VLLMBackend:
     """Continuous batching through asyncio: concurrent ``generate`` calls share engine steps."""
 
@@ -175,6 +189,7 @@ class VLLMBackend:
             seed=request.seed,
             ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=structured(request),
         )
         text_parts: list[str] = []
         output_tokens = 0
