@@ -16,8 +16,10 @@ from vivace.runtime import open_backend
 from vivace.runtime.backend import Backend
 from vivace.runtime.call import CallPath, ContextPolicy, Defaults
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
+from vivace.runtime.mcp import open_mcp
 from vivace.runtime.model_set import ModelSet
 from vivace.runtime.runtime import Runtime
+from vivace.runtime.tools import ToolBox
 
 __all__ = ["open_runtime", "runtime_for"]
 
@@ -30,11 +32,14 @@ def runtime_for(
     policy: ContextPolicy | None = None,
     save_runs: bool = True,
     models: Mapping[str, Backend] | None = None,
+    tools: ToolBox | None = None,
 ) -> Runtime:
     """A runtime around an already open ``backend`` (tests, benches, embedding apps).
 
     ``models`` are other already open backends by name; the config's named
     models not among them open on first use. All share one in-flight limiter.
+    ``tools`` is the runtime's ToolBox (``open_runtime`` passes one with the
+    config's MCP servers started); the runtime closes it.
     """
     if isinstance(backend, LimitedBackend):
         limiter = backend.limiter
@@ -51,14 +56,23 @@ def runtime_for(
     model_set = ModelSet(backend, config.model_names, opener, opened)
     defaults = Defaults(config.max_tokens, config.temperature, config.repetition_penalty, config.scheduling)
     call = CallPath(backend, policy or RetrievalCompression(config), defaults, model_set)
-    return Runtime(config, backend, call, limiter, save_runs)
+    return Runtime(config, backend, call, limiter, save_runs, tools=tools if tools is not None else ToolBox())
 
 
 async def open_runtime(config: Config, *, limiter: InFlightLimiter | None = None, save_runs: bool = True) -> Runtime:
-    """Start the default model (an engine, servers, or the fake) and build the runtime around it.
+    """Start the config's MCP servers, then the default model (an engine, servers, or the fake), and build
+    the runtime around them.
 
-    The config's named models (``[models.NAME]``) start on first use, or up front with ``runtime.models.open``.
+    MCP servers start first: one that fails is one line before any engine
+    starts, and if the engine then fails they are closed again. The config's
+    named models (``[models.NAME]``) start on first use, or up front with ``runtime.models.open``.
     """
-    limiter = limiter or InFlightLimiter(config.max_in_flight)
-    backend = await open_backend(config, limiter)
-    return runtime_for(config, backend, save_runs=save_runs)
+    tools = ToolBox()
+    await open_mcp(config, tools)
+    try:
+        limiter = limiter or InFlightLimiter(config.max_in_flight)
+        backend = await open_backend(config, limiter)
+    except BaseException:
+        await tools.aclose()
+        raise
+    return runtime_for(config, backend, save_runs=save_runs, tools=tools)

@@ -43,6 +43,9 @@ MODEL_KEYS = (
     "prefix_affinity",
 )
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# What an [mcp.NAME] table may set: a stdio server (command, args, env, cwd) or a streamable-HTTP one (url).
+MCP_KEYS = ("command", "args", "env", "cwd", "url", "timeout_s", "startup_timeout_s", "tools", "pure")
+_MCP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")  # no '.': tools are named NAME.TOOL
 
 
 @dataclass
@@ -111,6 +114,8 @@ class Config:
 
     # Named models beside the default: [models.NAME] tables, each overriding some MODEL_KEYS of the above
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # MCP servers whose tools the runtime registers as NAME.TOOL: [mcp.NAME] tables (MCP_KEYS)
+    mcp: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -216,10 +221,56 @@ def _coerce_models(value: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _mcp_table(name: str, table: Any) -> dict[str, Any]:
+    """One ``[mcp.NAME]`` table, typed and with its defaults; an error is one line naming ``mcp.NAME.key``."""
+    where = f"mcp.{name}"
+    if not _MCP_NAME.match(name):
+        raise ConfigError(f"{where}: a server name is letters, digits, '_' or '-' (at most 32), not first a digit")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: {table!r} is not a table (write [{where}] then key = value lines)")
+    if unknown := sorted(set(table) - set(MCP_KEYS)):
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; an mcp table sets {', '.join(MCP_KEYS)}")
+    if ("command" in table) == ("url" in table):
+        raise ConfigError(f"{where}: set command (a stdio server) or url (streamable HTTP)"
+                          + (", not both" if "command" in table else ""))
+    out: dict[str, Any] = {"timeout_s": 30.0, "startup_timeout_s": 20.0, "pure": []}  # "tools" absent: all
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key in ("command", "cwd", "url"):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{at}: {value!r} is not a non-empty string")
+            if key == "url":
+                _check_url(at, value)
+        elif key in ("args", "tools", "pure"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{at}: {value!r} is not a list of strings")
+            value = list(value)
+        elif key == "env":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{at}: {value!r} is not a table of strings (env = {{ NAME = \"value\" }})")
+            value = {str(k): v for k, v in value.items()}
+        else:  # timeout_s, startup_timeout_s
+            value = _number(at, value, float)
+            _check_bounds(at, value, {"above": 0})
+        out[key] = value
+    if "url" in out and ({"args", "env", "cwd"} & set(table)):
+        raise ConfigError(f"{where}: args, env and cwd are for a stdio server (command), not a url")
+    return out
+
+
+def _coerce_mcp(value: Any) -> dict[str, dict[str, Any]]:
+    """The ``[mcp.NAME]`` tables (``vivace.runtime.mcp`` starts the servers)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"mcp: {value!r} is not a table; write [mcp.NAME] tables in the TOML file")
+    return {name: _mcp_table(name, table) for name, table in value.items()}
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn a TOML/env/CLI value into the field's type and check it, or raise one line naming the key."""
     if key == "models":
         return _coerce_models(value)
+    if key == "mcp":
+        return _coerce_mcp(value)
     hint = _HINTS[key]
     optional = get_origin(hint) is not None and type(None) in get_args(hint)
     base = next((a for a in get_args(hint) if a is not type(None)), hint) if optional else hint

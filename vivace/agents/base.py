@@ -290,6 +290,8 @@ class AgentContext:
         output: Any = None,
         tools: "list[Tool] | None" = None,
         tool_choice: Any = None,
+        parallel_tool_calls: bool = True,
+        on_text: Callable[[str], None] | None = None,
         **extra: Any,
     ) -> GenerationResult:
         """One model call from the current step: streamed as ``AgentDelta``, traced with its agent.
@@ -303,7 +305,8 @@ class AgentContext:
         ``model``/``sampling`` (precedence: ``vivace.agents.step_model``).
         ``output`` constrains the reply (``result.parsed``); ``tools`` (default
         none: pass ``ctx.step_tools()`` to offer the step's) lets the model ask for
-        calls (``result.tool_calls``), which ``call_tools`` runs.
+        calls (``result.tool_calls``), which ``call_tools`` runs. ``on_text`` also
+        hears the text as it streams (the ``tools`` agent dispatches plan entries from it).
         """
         run = current_step()
         step, name = (run.step, run.agent) if run else ("", "")
@@ -327,14 +330,19 @@ class AgentContext:
             output=output,
             tools=tuple(tools or ()),
             tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
         )
         request_id = f"{self.tracer.run_id}/{step}/{branch}/{time.monotonic_ns()}"
 
-        def on_text(text: str) -> None:
+        listener = on_text
+
+        def streamed(text: str) -> None:
             self.tracer.emit(AgentDelta(self.tracer.run_id, step=step, agent=name, text=text, branch=branch,
                                         request_id=request_id))
+            if listener is not None:
+                listener(text)
 
-        result, _ = await self.send(call, on_text)
+        result, _ = await self.send(call, streamed)
         return result
 
     def step_tools(self) -> list["Tool"]:
@@ -355,7 +363,7 @@ class AgentContext:
         names = [t.name for t in (self.step_tools() if allowed is None else allowed)]
         scope = ToolScope(agent=run.agent if run else "", node=run.step if run else "",
                           branch=run.branch if run else None, started=self.scope.tool_started,
-                          record=self.scope.record_tool)
+                          record=self.scope.record_tool, cache=self.options.get("tool_cache", True) is not False)
         return await self.runtime.tool_path(call, names, scope)
 
 

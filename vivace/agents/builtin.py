@@ -20,6 +20,7 @@ from vivace.agents.base import AgentContext, StepInput, task_text
 from vivace.agents.pipeline import Loop, Pipeline, Step
 from vivace.agents.registry import REGISTRY, agent
 from vivace.agents.sot import SotAgent
+from vivace.agents.tools_agent import ToolsAgent
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ async def answer(inp: StepInput, ctx: AgentContext) -> str:
 
 
 REGISTRY.register(SotAgent(), "built-in")
+REGISTRY.register(ToolsAgent(), "built-in")
 
 
 @agent("planner", description="Splits the task into sub-questions: a numbered list a fan-out step runs over.")

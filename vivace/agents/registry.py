@@ -24,7 +24,7 @@ from vivace.errors import InputError
 log = logging.getLogger(__name__)
 
 GROUP = "vivace.agents"
-BUILTIN_MODULES = ("vivace.agents.builtin",)
+BUILTIN_MODULES = ("vivace.agents.builtin", "vivace.agents.chat")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from vivace.commands import (
     bench_router,
     bench_safety,
     bench_sot,
+    bench_tools,
 )
 from vivace.commands._io import Parents, Subparsers
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # In `vivace bench --help` order.
 BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load, bench_pipeline, bench_fleet,
-           bench_router, bench_safety)
+           bench_router, bench_safety, bench_tools)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-ORDER = ("backend", "overhead", "sot", "context", "quant", "load", "pipeline", "safety")
+ORDER = ("backend", "overhead", "sot", "context", "quant", "load", "pipeline", "tools", "safety")
 
 
 @dataclass
@@ -169,6 +169,29 @@ def pipeline(data: dict[str, Any]) -> list[Table]:
                                    served)) if t.rows] + _targets(data.get("targets"))
 
 
+def tools(data: dict[str, Any]) -> list[Table]:
+    """Per configuration: latency, speed against LangGraph's ReAct agent, accuracy, calls, and where the time goes."""
+    rows = data.get("rows", [])
+    cols = ["config", "p50 s", "p95 s", "× median", "× of medians", "accuracy", "schema-valid", "model calls / task",
+            "tool calls / task", "tokens / task", "cache hits", "failures"]
+    main = [[r.get("config", "?"), fmt(r.get("p50_s"), ".2f"), fmt(r.get("p95_s"), ".2f"),
+             fmt(r.get("speedup_median"), ".2f"), fmt(r.get("speedup_of_medians"), ".2f"),
+             f"{fmt((r.get('accuracy') or {}).get('rate'), '.0%')} (n={fmt((r.get('accuracy') or {}).get('n'))})",
+             fmt(r.get("schema_valid_rate"), ".0%"), fmt((r.get("per_task") or {}).get("calls"), ".1f"),
+             fmt((r.get("per_task") or {}).get("tool_calls"), ".1f"),
+             fmt(((r.get("per_task") or {}).get("prompt_tokens") or 0) + ((r.get("per_task") or {}).get("output_tokens") or 0), ".0f"),
+             fmt(r.get("cache_hits")), fmt(r.get("failures"))] for r in rows]
+    split = [[r.get("config", "?"), *(fmt((r.get("split_mean_s") or {}).get(k), ".2f")
+                                      for k in ("model_s", "tool_s", "model_wall_s", "tool_wall_s", "overlap_s", "other_s"))]
+             for r in rows]
+    kinds = [[r.get("config", "?"), kind, fmt(k.get("tasks")), fmt(k.get("p50_s"), ".2f"), fmt(k.get("speedup_median"), ".2f"),
+              fmt(k.get("accuracy"), ".0%")] for r in rows for kind, k in (r.get("by_kind") or {}).items()]
+    return [Table("tool-using tasks: LangGraph's prebuilt ReAct agent vs vivace's tools agent", cols, main),
+            Table("where a task's time goes (mean seconds: summed, then as wall time: model, tools, both at once, neither)",
+                  ["config", "model calls (sum)", "tools (sum)", "model wall", "tools wall", "overlap", "other"], split),
+            Table("per kind of task", ["config", "kind", "tasks", "p50 s", "× median", "accuracy"], kinds)]
+
+
 def safety(data: dict[str, Any]) -> list[Table]:
     """Per configuration: harmful compliance and over-refusal with intervals, the change against its baseline, the verdict."""
     from vivace.eval.safety_summary import table_rows
@@ -215,7 +238,7 @@ def _safety_by_category(configs: dict[str, Any]) -> list[Table]:
 
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[Table]]] = {
     "backend": backend, "overhead": overhead, "sot": sot, "context": context, "quant": quant, "load": load, "pipeline": pipeline,
-    "safety": safety,
+    "tools": tools, "safety": safety,
 }
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, Sequence
 
 from vivace.errors import BackendError, OutputError
-from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message
+from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message, Timer
 from vivace.runtime.output import OutputInvalid, OutputSpec, output_spec
 from vivace.runtime.priority import priority
 from vivace.runtime.model_set import ModelSet
@@ -30,6 +30,14 @@ from vivace.trace import CallTrace, ToolTrace
 log = logging.getLogger(__name__)
 
 COMPRESSION_MODES = ("off", "auto", "always")
+
+
+class StopGeneration(Exception):
+    """Raised by a call's text listener: the caller has what it needs, so the rest is not generated.
+
+    The call ends with ``finish_reason="cut"`` and its trace like any other
+    (the ``tools`` agent cuts a plan that starts repeating itself).
+    """
 
 
 @dataclass
@@ -201,7 +209,7 @@ class CallPath:
                                           **call.extra, **checked)
             if scope.record is not None:
                 scope.record(trace)
-            if spec is None or checked["output"]["valid"]:
+            if spec is None or checked["output"]["valid"] or result.finish_reason == "cut":
                 return result, trace
             if attempt == 2:
                 raise OutputError(f"{call.node}: the model's reply broke its output schema twice "
@@ -237,11 +245,27 @@ class CallPath:
         """The one loop that drains a backend's stream (default: the default model's): text to ``on_text``."""
         result: GenerationResult | None = None
         backend = backend or self.backend
-        async for event in backend.generate(request):
-            if isinstance(event, GenerationResult):
-                result = event
-            elif event.text and on_text is not None:
-                on_text(event.text)
+        timer, parts = Timer(), []
+        stream = backend.generate(request)
+        try:
+            async for event in stream:
+                if isinstance(event, GenerationResult):
+                    result = event
+                elif event.text:
+                    timer.mark_first()
+                    parts.append(event.text)
+                    if on_text is not None:
+                        on_text(event.text)
+        except StopGeneration:  # the listener has what it needs: the rest is not generated, the call still counts
+            await stream.aclose()  # the backend aborts the request (at the engine, or by closing the stream)
+            elapsed = timer.elapsed
+            return GenerationResult(
+                text="".join(parts), finish_reason="cut",
+                prompt_tokens=await backend.count_tokens(request.messages, request.prefill),
+                output_tokens=len(parts),  # one streamed piece per decode step: the engine's tokens, near enough
+                queue_s=0.0, ttft_s=timer.ttft, e2e_s=elapsed, started_at=timer.started_at,
+                ended_at=timer.started_at + elapsed, tag=request.tag, request_id=request.request_id,
+                backend=backend.name, model=backend.model)
         if result is None:
             raise BackendError(f"{backend.name}: generation {request.tag!r} ended without a result")
         return result

@@ -64,6 +64,7 @@ class ToolScope:
     branch: int | None = None
     started: Callable[[ToolCall], None] | None = None
     record: Callable[[ToolTrace], None] | None = None
+    cache: bool = True  # False: pure tools run anyway (a bench's configuration without the cache)
 
 
 class ToolPath:
@@ -92,7 +93,7 @@ class ToolPath:
             tool = self._allowed(call.name, allowed)
             arguments = _arguments(call.arguments)
             checked = tool.validate(arguments)
-            value, hit = await self._run(tool, checked)
+            value, hit = await self._run(tool, checked, scope.cache)
         except asyncio.CancelledError:
             raise
         except _Refused as exc:
@@ -128,9 +129,9 @@ class ToolPath:
             raise _Refused(f"there is no tool {name!r}; the tools are: {', '.join(names) or 'none'}")
         return self.box.get(name)
 
-    async def _run(self, tool: Tool, arguments: dict[str, Any]) -> tuple[Any, bool]:
+    async def _run(self, tool: Tool, arguments: dict[str, Any], cache: bool = True) -> tuple[Any, bool]:
         """The result, and whether it came from the cache (pure tools: the same arguments run once)."""
-        if not tool.pure:
+        if not tool.pure or not cache:
             return await self._capped(tool, arguments), False
         key = (tool.name, json.dumps(to_jsonable_python(arguments, fallback=repr), sort_keys=True))
         known = self._cache.get(key)

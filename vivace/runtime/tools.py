@@ -173,6 +173,7 @@ class ToolBox:
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._closers: list[Closer] = []
+        self._sets: dict[str, list[str]] = {}  # a set's name (an MCP server's) -> its tools' names
         self.broken: list[tuple[str, str]] = []  # (entry point or server, why it was skipped)
         self._plugins_loaded = False
         for item in tools:
@@ -184,6 +185,13 @@ class ToolBox:
             raise InputError(f"tool {item.name!r} is already registered (from {old.source})")
         self._tools[item.name] = item
         return item
+
+    def add_set(self, name: str, names: Iterable[str]) -> None:
+        """A named tool set (an MCP server's tools): ``resolve`` and ``in`` take its name for all of them."""
+        self._sets[name] = list(names)
+
+    def sets(self) -> dict[str, list[str]]:
+        return {name: list(names) for name, names in self._sets.items()}
 
     def on_close(self, closer: Closer) -> None:
         """Something to stop with the runtime (an MCP server's session)."""
@@ -198,7 +206,7 @@ class ToolBox:
 
     def __contains__(self, name: object) -> bool:
         self.load_plugins()
-        return name in self._tools
+        return name in self._tools or name in self._sets
 
     def names(self) -> list[str]:
         self.load_plugins()
@@ -208,10 +216,13 @@ class ToolBox:
         return [self._tools[n] for n in self.names()]
 
     def resolve(self, items: Iterable[Tool | str | Callable[..., Any]]) -> list[Tool]:
-        """Tools by name (from this box) or as objects (added to it, so their cap and cache are the runtime's)."""
+        """Tools by name (from this box; a set's name gives all its tools) or as objects (added to it, so their
+        cap and cache are the runtime's)."""
         out: list[Tool] = []
         for item in items:
-            if isinstance(item, str):
+            if isinstance(item, str) and item in self._sets and item not in self._tools:
+                out.extend(self.get(name) for name in self._sets[item])
+            elif isinstance(item, str):
                 out.append(self.get(item))
             else:
                 made = as_tool(item)

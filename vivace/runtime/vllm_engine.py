@@ -215,6 +215,10 @@ class VLLMBackend:
                     metrics = out.metrics
                     if metrics is not None and metrics.scheduled_ts and metrics.queued_ts:
                         queue_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+        except GeneratorExit:  # the caller stopped reading (``StopGeneration``): stop generating now
+            if self._engine is not None:
+                await self._engine.abort([request.request_id])
+            raise
         finally:
             self._active.discard(request.request_id)
         if finish_reason == "abort":  # vivace aborted it (Ctrl-C, shutdown): the call did not finish

@@ -6,11 +6,15 @@ trace as ``vivace ask`` and ``vivace run``. Every client shares the one runtime:
 one engine, one in-flight cap. A client that goes away cancels its run, and
 cancelling a run aborts its requests at the engine.
 
-Models: ``vivace-auto``, ``vivace-sot`` and ``vivace-normal`` are the SoT
-controller in that mode; every registered agent and pipeline (plug-ins too,
-and pipeline files given to ``vivace serve --pipeline``) is a model by its name.
-The task is the conversation's last user message; a system message and earlier
-turns are not passed on (the agents write their own prompts).
+Models: ``vivace-auto``, ``vivace-sot`` and ``vivace-normal`` speak the whole
+chat API. One fresh question without tools goes to the SoT controller in that
+mode; any other request (``tools``, ``response_format``, earlier turns, tool
+turns) is a run of the ``chat`` agent, which sends the full message list as one
+call (``vivace.serve.chat``; tool calls come back as OpenAI's ``tool_calls``).
+Every registered agent and pipeline (plug-ins too, and pipeline files given to
+``vivace serve --pipeline``) is also a model by its name: its task is the last
+user message, the earlier turns are the run's ``options["messages"]``, and
+``tools``/``response_format`` are refused with a 400 (they write their own prompts).
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ from typing import Any, AsyncIterator, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vivace.agents.base import Agent
+from vivace.agents.chat import NAME as CHAT
 from vivace.agents.driver import resolve, run, run_record
 from vivace.agents.registry import REGISTRY
 from vivace.errors import VivaceError
 from vivace.serve.metrics import CONTENT_TYPE, ServerMetrics
-from vivace.serve.stream import AnswerStream
+from vivace.serve.chat import (ResponseFormat, ReplyStream, ToolChoiceField, ToolDef, chat_settings, check_tools,
+                               message_dict, needs_chat)
 from vivace.trace import RunTrace
 
 log = logging.getLogger(__name__)
@@ -73,13 +79,32 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     n: int = Field(default=1, ge=1, le=1)
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoiceField | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     # vivace's own, through the SDK's extra_body
     collection: str | None = None
     compression: Literal["off", "auto", "always"] | None = None
 
+    @model_validator(mode="after")
+    def _tools_fit(self) -> "ChatRequest":
+        if why := check_tools(self.tools, self.tool_choice):
+            raise ValueError(why)
+        return self
+
     def task(self) -> str:
         user = [m for m in self.messages if m.role == "user"]
         return user[-1].text() if user else ""
+
+    def structured(self) -> bool:
+        """True when the request asks for what only the vivace-* models do: tools or a JSON reply."""
+        return bool(self.tools) or (self.response_format is not None and self.response_format.type != "text")
+
+    def earlier(self) -> list[dict[str, Any]]:
+        """The turns before the last user message: what an agent or pipeline gets as ``options["messages"]``."""
+        last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=len(self.messages))
+        return [message_dict(m) for m in self.messages[:last]]
 
 
 @dataclass
@@ -133,8 +158,9 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
-        return error(400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error")
+        where = ".".join(str(p) for p in first.get("loc", ())[1:])
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return error(400, f"{where}: {message}" if where else message, "invalid_request_error")
 
     @app.middleware("http")
     async def check_key(request: Request, call_next: Any) -> Response:
@@ -176,12 +202,25 @@ def create_app(state: ServerState) -> FastAPI:
                          "invalid_request_error", "model_not_found")
         except VivaceError as exc:  # a plug-in pipeline that does not hold together
             return error(400, str(exc), "invalid_request_error")
-        task = body.task()
+        task, chat = body.task(), None
+        if body.model in MODES or body.model == CHAT:
+            messages = [message_dict(m) for m in body.messages]
+            if body.model == CHAT or needs_chat(messages, body.tools, body.response_format):
+                chat = chat_settings(body)
+                target, options = CHAT, {"chat": chat}
+                task = task.strip() or next((t for m in reversed(body.messages) if (t := m.text().strip())), "")
+        elif body.structured():
+            return error(400, f"tools and response_format are for the models {', '.join(MODES)}; {body.model!r} is "
+                              "an agent or pipeline that writes its own prompts", "invalid_request_error")
+        elif earlier := body.earlier():
+            options["messages"] = earlier
         if not task.strip():
             return error(400, "messages: the last user message is empty (or there is none)", "invalid_request_error")
         limit = body.max_completion_tokens or body.max_tokens
         options.update({k: v for k, v in {"max_tokens": limit, "temperature": body.temperature}.items() if v is not None})
-        stream = AnswerStream(streams_answer=body.stream and body.model in MODES)  # whole answers need no stream
+        run_id = uuid.uuid4().hex[:12]
+        # Whole answers need no stream; a chat run's reply streams (text, or each tool call as it completes).
+        stream = ReplyStream(run_id, streams_answer=body.stream and body.model in MODES, chat=chat)
         wake = asyncio.Event()
 
         def on_event(event: Any) -> None:
@@ -193,7 +232,6 @@ def create_app(state: ServerState) -> FastAPI:
             metrics.observe(body.model, trace)
             wake.set()
 
-        run_id = uuid.uuid4().hex[:12]
         job = asyncio.create_task(run(
             target, task, state.runtime, on_event=on_event, options=options, on_finish=on_finish,
             collection=body.collection or state.collection, compression=body.compression, run_id=run_id,
@@ -207,7 +245,7 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 async def _complete(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], request: Request,
-                    stream: AnswerStream) -> Response:
+                    stream: ReplyStream) -> Response:
     """A non-streaming answer; a client that disconnects first cancels the run."""
     while not job.done():
         done, _ = await asyncio.wait([job], timeout=0.5)
@@ -228,17 +266,17 @@ def _usage(trace: RunTrace) -> dict[str, int]:
             "total_tokens": trace.prompt_tokens + trace.output_tokens}
 
 
-def _completion(body: ChatRequest, trace: RunTrace, stream: AnswerStream) -> dict[str, Any]:
+def _completion(body: ChatRequest, trace: RunTrace, stream: ReplyStream) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{trace.run_id}", "object": "chat.completion", "created": int(trace.started_at),
         "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": trace.answer},
+        "choices": [{"index": 0, "message": stream.message(trace),
                      "finish_reason": stream.finish_reason(trace), "logprobs": None}],
         "usage": _usage(trace),
     }
 
 
-async def _sse(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], stream: AnswerStream,
+async def _sse(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], stream: ReplyStream,
                wake: asyncio.Event) -> AsyncIterator[str]:
     """Server-sent chunks as the answer grows; a client that disconnects cancels the generator, and the run."""
     base = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -249,12 +287,11 @@ async def _sse(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], stre
         return f"data: {json.dumps(payload)}\n\n"
 
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"role": "assistant", "content": None if stream.json else ""})
         while True:
             wake.clear()
-            text = stream.take()
-            if text:
-                yield chunk({"content": text})
+            for delta in stream.take():
+                yield chunk(delta)
             if job.done():
                 break
             await wake.wait()
@@ -265,9 +302,8 @@ async def _sse(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], stre
             yield f"data: {json.dumps({'error': {'message': message, 'type': kind, 'code': status}})}\n\n"
             yield "data: [DONE]\n\n"
             return
-        stream.finish(trace.answer)
-        if text := stream.take():
-            yield chunk({"content": text})
+        for delta in stream.finish(trace):
+            yield chunk(delta)
         yield chunk({}, stream.finish_reason(trace))
         if body.stream_options is not None and body.stream_options.include_usage:
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(trace)})}\n\n"
