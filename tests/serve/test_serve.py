@@ -9,89 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.test_cli import VIVACE, cli_env, session_leftovers
-
-PIPELINE = """
-name = "tidy"
-[steps]
-draft = "answer"
-"""
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen[str], url: str, lines: list[str]) -> None:
-        self.proc, self.url, self.lines = proc, url, lines
-
-    def client(self, key: str = "unused", **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kw)
-
-    def aclient(self, **kw: Any) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, **kw)
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/v1/runs/{run_id}", timeout=30).json()
-
-    def metric(self, name: str, **labels: str) -> float:
-        """One sample of /metrics, by name and labels (0 when absent)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=30).text
-        for line in text.splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            found = dict(re.findall(r'(\w+)="([^"]*)"', head))
-            if head.split("{")[0] == name and all(found.get(k) == v for k, v in labels.items()):
-                return float(value)
-        return 0.0
-
-
-def start_server(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Server:
-    proc = subprocess.Popen([VIVACE, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**cli_env(home), **(env or {})}, start_new_session=True)
-    assert proc.stderr is not None
-    lines: list[str] = []
-    deadline = time.time() + timeout
-    text = ""
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        text = "".join(lines).replace("\n", " ")
-        if (m := re.search(r"serving on (http://\S+?)/v1", text)) and "Ctrl-C stops" in text:
-            return Server(proc, m.group(1), lines)
-    proc.kill()
-    raise AssertionError(f"vivace serve did not start: {text[-2000:]}")
-
-
-def stop(server: Server) -> tuple[int, str]:
-    os.killpg(server.proc.pid, signal.SIGINT)  # a terminal's Ctrl-C
-    _, err = server.proc.communicate(timeout=120)
-    return server.proc.returncode, err
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("serve-fake")
-    pipeline = home / "tidy.toml"
-    pipeline.write_text(PIPELINE)
-    server = start_server(home, "--backend", "fake", "--pipeline", str(pipeline),
-                          env={"VIVACE_SERVE_API_KEY": ""})  # no key, whatever the environment has
-    yield server
-    code, err = stop(server)
-    assert code == 130 and "interrupted" in err and "Traceback" not in err, err
-
+from tests.serve.conftest import Server, start_server, stop
+from tests.test_cli import VIVACE, cli_env
 
 def test_models_are_the_modes_agents_and_served_pipelines(fake: Server) -> None:
     ids = [m.id for m in fake.client().models.list()]
@@ -181,16 +109,7 @@ def test_a_taken_port_is_one_line_before_anything_starts(tmp_path: Path) -> None
     assert out.returncode == 1 and out.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
-# ---------------------------------------------------------------- the real engine
-
-
-@pytest.fixture(scope="module")
-def engine_server(vivace_home: Path, model_dir: Path) -> Iterator[Server]:
-    server = start_server(vivace_home, "--max-in-flight", "8", "--max-tokens", "256", timeout=600)
-    yield server
-    code, err = stop(server)
-    assert code == 130 and "interrupted" in err and "Traceback" not in err, err[-3000:]
-    assert session_leftovers(server.proc.pid) == []
+# ---------------------------------------------------------------- the real engine (tests/serve/conftest.py)
 
 
 @pytest.mark.engine
