@@ -74,6 +74,8 @@ class Agent:
     #: True when the agent is useless without upstream output (a writer, a critic): a pipeline
     #: that starts with it is rejected as having a missing input.
     needs_input: bool = False
+    #: False when the agent's model text is not its answer (a plan, a tool call): the CLI shows the answer at the end.
+    streams_answer: bool = True
 
     def build(self, ctx: "AgentContext") -> Node | Any:
         """An async ``node(StepInput) -> str | dict``, or a compiled graph with ``ainvoke``."""

@@ -120,6 +120,7 @@ def _result_lines(planned: list[_Planned], outcomes: dict[int, ToolOutcome]) -> 
 
 class ToolsAgent(Agent):
     name = "tools"
+    streams_answer = False  # its model text is a plan and a JSON verdict
     description = ("Answers with tools: plans every call at once and runs each the moment it is planned "
                    "(independent calls in parallel), then answers; tool_mode = react for a ReAct loop.")
 

@@ -9,6 +9,7 @@ agent fails mid-run. Heavy imports happen inside the handler.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from typing import Any
@@ -48,6 +49,11 @@ def register(sub: Subparsers, parents: Parents) -> None:
     run.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
     run.add_argument("--default-model", metavar="NAME",
                      help="the model ([models.NAME] in the config) for steps that name none (default: default)")
+    run.add_argument("--tools", nargs="+", metavar="NAME",
+                     help="the tools the run's steps may call when they name none (default: every tool the config "
+                          "and plug-ins give; see `vivace tools list`)")
+    run.add_argument("--tool-mode", choices=("auto", "plan", "react"),
+                     help="the tools agent: plan every call at once (default auto) or a ReAct loop")
     run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
     run.set_defaults(handler=cmd_run)
 
@@ -80,6 +86,12 @@ class _Printer:
             if not self.stream_text:
                 self.err.print(f"[green]✓[/] {label} [dim]{event.seconds:.2f} s · {event.calls} call(s) · "
                                f"{event.output_tokens} tokens out[/]")
+        elif kind == "tool_started":
+            args = json.dumps(event.arguments, ensure_ascii=False, default=str)
+            self.err.print(f"[dim]⚙ {label} → {event.name}({args[:120]})[/]")
+        elif kind == "tool_done":
+            how = f"[red]✗ {event.error}[/]" if event.error else "[green]✓[/]" + (" cached" if event.cache_hit else "")
+            self.err.print(f"  {how} [dim]{event.name} {event.seconds:.2f} s[/]")
         elif kind == "agent_failed":
             if not self.stream_text:  # a single agent's failure is the CLI's error line; printing it here doubled it
                 self.err.print(f"[red]✗ {label} ({event.agent}): {event.message}[/]")
@@ -102,14 +114,16 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
     check_models(item, config.model_names, args.default_model)  # so does a model the config does not name
     check_run_outputs(config, args.trace_out)  # and before the run: its record must be writable
-    options = {k: v for k in ("max_branches", "max_rounds", "mode") if (v := getattr(args, k, None)) is not None}
+    options = {k: v for k in ("max_branches", "max_rounds", "mode", "tool_mode")
+               if (v := getattr(args, k, None)) is not None}
     if args.default_model:
         options["model"] = args.default_model
     from vivace.tui.live import live_wanted, print_final, run_live
     from vivace.tui.view import RunView, backend_probe
 
     live = live_wanted(args.live) and not args.json
-    printer: Any = None if args.json or live else _Printer(stream_text=not isinstance(item, Pipeline))
+    printer: Any = None if args.json or live else _Printer(
+        stream_text=item.streams_answer and not isinstance(item, Pipeline))
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
         runtime = await open_runtime(config)
@@ -122,7 +136,7 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
             view.expect_steps(item)
         work = run(item, task, runtime, on_event=view or printer, collection=args.collection, options=options,
                    compression=config.compression, history_budget_tokens=args.history_budget,
-                   trace_out=args.trace_out)
+                   trace_out=args.trace_out, tools=args.tools)
         trace = await interruptible(run_live(work, view) if view is not None else work, runtime.backend)
     finally:
         await runtime.aclose()  # the driver already saved the run's record, also on failure or Ctrl-C
@@ -170,9 +184,19 @@ def print_summary(trace: Any) -> None:
     console.print(
         f"latency {trace.latency_s:.2f} s · critical path {meta.get('critical_path_s', 0):.2f} s · "
         f"parallelism {meta.get('parallelism', 0):.2f}x (sum of call times / wall) · {len(trace.calls)} call(s), "
-        f"{trace.prompt_tokens} tokens in, {trace.output_tokens} out",
+        f"{trace.prompt_tokens} tokens in, {trace.output_tokens} out" + tools_text(trace),
         style="dim",
     )
+
+
+def tools_text(trace: Any) -> str:
+    """`` · 4 tool call(s), 2.01 s in tools, 1 cached, 1 failed`` when the run called tools."""
+    tools = getattr(trace, "tools", [])
+    if not tools:
+        return ""
+    hits, failed = sum(t.cache_hit for t in tools), sum(t.error is not None for t in tools)
+    return (f" · {len(tools)} tool call(s), {sum(t.seconds for t in tools):.2f} s in tools"
+            + (f", {hits} cached" if hits else "") + (f", {failed} failed" if failed else ""))
 
 
 def model_table(models: list[dict[str, Any]]) -> Any:

@@ -84,6 +84,7 @@ class RunView:
         self.answer_from: str | None = None  # the pipeline step whose text ``answer`` holds
         self.final: str | None = None
         self.agents: dict[tuple[str, int | None], AgentRow] = {}
+        self._tool_rows: dict[str, tuple[str, int]] = {}  # a tool call's id -> its row
         self._steps: dict[str, int] = {}  # step name -> its place in the pipeline (rows are shown in this order)
         self._sot_steps: set[str] = set()  # steps run by the SoT controller: their text comes in its own events
         self.errors: list[str] = []
@@ -194,6 +195,23 @@ class RunView:
         row = self.agents.setdefault((e.step, e.branch), AgentRow(e.agent))
         row.status, row.seconds = "failed", time.monotonic() - row.started
         self.errors.append(f"{e.step} ({e.agent}): {e.message}")
+
+    def _on_tool_started(self, e: Any) -> None:
+        """A tool call is a row under its step while it runs: tools are on the critical path too."""
+        label = f"{e.step or 'run'} → {e.name}"
+        self._steps.setdefault(label, self._steps.get(e.step, len(self._steps)))
+        self._tool_rows[e.call_id] = (label, len(self._tool_rows) + 1)
+        self.agents[self._tool_rows[e.call_id]] = AgentRow("tool")
+
+    def _on_tool_done(self, e: Any) -> None:
+        key = self._tool_rows.get(e.call_id)
+        if key is None:
+            return
+        row = self.agents[key]
+        row.status = "failed" if e.error else "cached" if e.cache_hit else "done"
+        row.seconds = e.seconds
+        if e.error:
+            self.errors.append(f"tool {e.name}: {e.error}")
 
     def finish(self, trace: Any | None, status: str = "done", baseline_s: float | None = None) -> None:
         """The run ended: keep its final answer and figures, and how it compares with normal decoding."""
@@ -317,7 +335,8 @@ class RunView:
         table = Table(expand=True, title=None, show_edge=False, pad_edge=False)
         for col in ("step", "agent", "status", "tokens", "latency s"):
             table.add_column(col, justify="right" if col in ("tokens", "latency s") else "left")
-        colors = {"done": "green", "failed": "red", "cancelled": "red", "running": "yellow", "waiting": "dim"}
+        colors = {"done": "green", "cached": "green", "failed": "red", "cancelled": "red", "running": "yellow",
+                  "waiting": "dim"}
         now = time.monotonic()
         rows = sorted(self.agents.items(), key=lambda kv: (self._steps.get(kv[0][0], 0), kv[0][1] or 0))  # pipeline order
         for (step, branch), row in rows:
