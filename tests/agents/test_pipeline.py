@@ -6,13 +6,14 @@ FakeBackend stands in for orchestration only; nothing here judges generated text
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from vivace.agents.base import AgentContext, StepInput
-from vivace.agents.builtin import research_pipeline, verdict
+from vivace.agents.builtin import research_pipeline
 from vivace.agents.driver import run as run_target
 from vivace.agents.driver import run_record
 from vivace.agents.pipeline import Loop, Pipeline, Step
@@ -27,17 +28,19 @@ from vivace.runtime.limits import InFlightLimiter, LimitedBackend
 CONFIG = Config(backend="fake", max_tokens=64)
 
 
-def responder(plan: str = " Alpha part\n2. Beta part\n3. Gamma part", review: str = "APPROVE") -> Any:
+def responder(plan: tuple[str, ...] = ("Alpha part", "Beta part", "Gamma part"), review: str = "approve",
+              fix: str = "") -> Any:
+    """The planner and the critic answer in the JSON their schemas ask for; the rest in text."""
     def respond(request: GenerationRequest) -> str:
         tag = request.tag
         if "/plan" in tag:
-            return plan
+            return json.dumps({"aspects": list(plan)})
         if "/research/" in tag:
             return "Notes on " + request.messages[-1]["content"].rsplit("Sub-question:", 1)[-1].strip()
         if "/write" in tag:
             return "A draft answer."
         if "/review" in tag:
-            return review
+            return json.dumps({"verdict": review, "fix": fix})
         return "plain"
 
     return respond
@@ -115,7 +118,7 @@ def test_the_critical_path_follows_the_slow_branch_not_the_first() -> None:
 
 @pytest.mark.parametrize("rounds", [0, 1, 3])
 def test_revision_rounds_are_bounded(rounds: int) -> None:
-    backend = FakeBackend(responder(review="REVISE: be more specific"))
+    backend = FakeBackend(responder(review="revise", fix="be more specific"))
     trace = run(run_agent(research_pipeline(max_rounds=rounds), "Explain tea.", backend=backend, config=CONFIG))
     assert len(steps_of(trace, "write")) == rounds + 1
     assert len(steps_of(trace, "review")) == rounds + 1
@@ -125,42 +128,41 @@ def test_revision_rounds_are_bounded(rounds: int) -> None:
 
 
 def test_an_approving_critic_ends_the_loop_and_options_override_bounds() -> None:
-    backend = FakeBackend(responder(plan=" Tea origins\n2. Tea kinds\n3. Brewing tea\n4. Tea health\n5. Tea trade", review="APPROVE, looks good"))
+    plan = ("Tea origins", "Tea kinds", "Brewing tea", "Tea health", "Tea trade")
+    backend = FakeBackend(responder(plan=plan, review="approve"))
     trace = run(run_agent("research", "Explain tea.", backend=backend, config=CONFIG,
                           options={"max_branches": 2, "max_rounds": 5}))
     assert len(steps_of(trace, "research")) == 2
     assert len(steps_of(trace, "write")) == 1
+    plan_call = next(r for r in backend.requests if r.tag.endswith("/plan"))
+    assert plan_call.output.schema["properties"]["aspects"]["maxItems"] == 2  # the option bounds the schema
 
 
-def test_a_plan_of_one_repeated_item_is_continued_once_past_the_repeat() -> None:
-    """The engine's own failure, replayed: "1. Transportation" on every line left one researcher."""
-    def respond(request: GenerationRequest) -> str:
-        if request.tag.endswith("/plan") and request.prefill == "1.":
-            return " Transportation\n2. Transportation\n3. Transportation"
-        if request.tag.endswith("/plan"):
-            return " Commuting time\n3. Running cost\n4. Comfort\n5. Too many"
-        return responder()(request)
-
-    backend = FakeBackend(respond)
-    trace = run(run_agent("research", "Compare trains and buses.", backend=backend, config=CONFIG))
-    plans = [r for r in backend.requests if r.tag.endswith("/plan")]
-    assert [r.prefill for r in plans] == ["1.", "1. Transportation\n2."]
-    assert [r.repetition_penalty for r in plans] == [1.0, 1.15]
+def test_the_plan_and_the_verdict_are_decoded_under_schemas_and_repeats_are_dropped() -> None:
+    """A plan that repeats an aspect ("Transportation" on every line, as the engine once did) keeps it once."""
+    backend = FakeBackend(responder(plan=("Transportation", "transportation.", "Running cost"), review="revise",
+                                    fix="add numbers"))
+    trace = run(run_agent(research_pipeline(max_rounds=1), "Compare trains and buses.", backend=backend, config=CONFIG))
     questions = sorted(r.messages[-1]["content"].rsplit("Sub-question: ", 1)[1]
                        for r in backend.requests if "/research/" in r.tag)
-    assert questions == ["Comfort", "Commuting time", "Running cost", "Transportation"]
-    assert len(steps_of(trace, "plan")) == 1 and steps_of(trace, "plan")[0]["calls"] == 2
-    # A plan of several items is not continued, and a continuation that adds nothing is not retried.
-    for plan, calls in ((" A\n2. B", 1), (" Only this", 2)):
-        backend = FakeBackend(responder(plan=plan))
-        run(run_agent("research", "Explain tea.", backend=backend, config=CONFIG))
-        assert sum(r.tag.endswith("/plan") for r in backend.requests) == calls
+    assert questions == ["Running cost", "Transportation"]
+    plan = next(r for r in backend.requests if r.tag.endswith("/plan"))
+    assert plan.output.kind == "json" and plan.output.schema["properties"]["aspects"]["minItems"] == 2
+    assert plan.prefill is None and plan.repetition_penalty == 1.0
+    reviews = [c for c in trace.calls if c.node == "review"]
+    assert reviews and all(c.extra["output"]["valid"] for c in reviews)
+    last_write = [r for r in backend.requests if r.tag.endswith("/write")][-1].messages[-1]["content"]
+    assert "REVISE: add numbers" in last_write  # the writer reads the critic's fix
 
 
-def test_verdict() -> None:
-    assert verdict(" REVISE: add numbers") == "revise"
-    assert verdict(" APPROVE") == "approve"
-    assert verdict(" The answer is missing the key step") == "revise"
+def test_a_critic_reply_that_breaks_its_schema_twice_fails_the_step_in_one_line() -> None:
+    def respond(request: GenerationRequest) -> str:
+        return "Looks fine to me!" if "/review" in request.tag else responder()(request)
+
+    with pytest.raises(AgentError, match="broke its output schema twice") as info:
+        run(run_agent("research", "Explain tea.", backend=FakeBackend(respond), config=CONFIG))
+    reviews = [c for c in info.value.trace.calls if c.node == "review"]
+    assert [c.extra["output"]["valid"] for c in reviews] == [False, False]
 
 
 def test_independent_agents_run_concurrently_through_the_in_flight_cap(scratch_agents: list[str]) -> None:
@@ -396,7 +398,7 @@ def test_a_step_after_a_slow_sibling_waits_only_for_its_own_input(scratch_agents
 
 @pytest.mark.parametrize("execution", ["dataflow", "supersteps"])
 def test_revision_loop_under_both_executions(execution: str) -> None:
-    trace = run(run_agent(research_pipeline(max_rounds=2), "Explain tea.", backend=FakeBackend(responder(review="REVISE: more")),
+    trace = run(run_agent(research_pipeline(max_rounds=2), "Explain tea.", backend=FakeBackend(responder(review="revise", fix="more")),
                           options={"execution": execution}))
     steps = [(s["step"], s["round"]) for s in trace.meta["steps"] if s["branch"] is None]
     assert steps == [("plan", 0), ("write", 0), ("review", 0), ("write", 1), ("review", 1), ("write", 2),

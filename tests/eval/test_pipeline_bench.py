@@ -23,9 +23,9 @@ def responder(request) -> str:  # type: ignore[no-untyped-def]
     if tag.endswith("/skeleton"):
         return " Cost\n2. Speed\n3. Comfort"
     if "/plan" in tag:
-        return " First part\n2. Second part"
+        return json.dumps({"aspects": ["First part", "Second part"]})
     if "/review" in tag:
-        return "APPROVE"
+        return json.dumps({"verdict": "approve", "fix": ""})
     return "Some words " * (3 + len(request.messages[-1]["content"]) % 7)
 
 

@@ -8,6 +8,7 @@ retrieval and compression are the real parts.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,12 @@ def corpus(rconfig: Config, tmp_path_factory: pytest.TempPathFactory) -> tuple[C
 
 
 def plan_responder(questions: list[dict[str, str]]) -> Any:
-    plan = "\n".join(f"{i}. {q['question']}" for i, q in enumerate(questions[:3], 1))[3:]
+    plan = json.dumps({"aspects": [q["question"] for q in questions[:3]]})
 
     def respond(request: GenerationRequest) -> str:
         if "/plan" in request.tag:
-            return " " + plan
-        return "APPROVE" if "/review" in request.tag else "Some notes."
+            return plan
+        return json.dumps({"verdict": "approve", "fix": ""}) if "/review" in request.tag else "Some notes."
 
     return respond
 

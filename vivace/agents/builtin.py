@@ -13,7 +13,6 @@ call, with that call's own query.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from vivace.agents.base import AgentContext, StepInput, task_text
@@ -26,7 +25,8 @@ log = logging.getLogger(__name__)
 
 PLANNER_MAX_ITEMS = 4
 RESEARCH_TOKENS = 128
-CRITIC_TOKENS = 48
+CRITIC_TOKENS = 80  # a JSON verdict with a one-sentence fix
+PLAN_ITEM_CHARS = 60
 RESEARCH_ROUNDS = 1
 SUMMARY_TOKENS = 128
 FACT_TOKENS = 80
@@ -49,40 +49,28 @@ REGISTRY.register(SotAgent(), "built-in")
 REGISTRY.register(ToolsAgent(), "built-in")
 
 
-@agent("planner", description="Splits the task into sub-questions: a numbered list a fan-out step runs over.")
+def plan_schema(n: int) -> dict[str, Any]:
+    """The planner's reply: 2 to ``n`` short aspects, each a bounded string."""
+    aspect = {"type": "string", "minLength": 3, "maxLength": PLAN_ITEM_CHARS}
+    return {"type": "object", "properties": {"aspects": {"type": "array", "items": aspect, "minItems": 2,
+                                                         "maxItems": n}},
+            "required": ["aspects"], "additionalProperties": False}
+
+
+@agent("planner", description="Splits the task into sub-questions: the list a fan-out step runs over.")
 async def planner(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
-    from vivace.agents.skeleton import parse_skeleton
+    """The plan is decoded under a schema (2 to n aspects), so it always parses; repeats are dropped after.
 
-    n = max(2, int(ctx.options.get("max_branches") or PLANNER_MAX_ITEMS))
-    messages, prefill = ctx.render("research_planner", task=task_text(inp), max_items=n)
-    # No repetition penalty: it collapses a numbered list (see ENVIRONMENT.md).
-    result = await ctx.call(messages, prefill=prefill, max_tokens=20 * n + 16, repetition_penalty=1.0,
-                            stop=["\n\n", f"\n{n + 1}."])
-    points = parse_skeleton((prefill or "") + result.text, max_points=n, min_points=1).points
-    if len(points) == 1:
-        points = await _continue_plan(ctx, messages, points, n)
-    items = points or [inp.get("item") or inp.get("task", "")]
-    if not points:
-        log.info("planner found no list in %r; one researcher gets the whole task", result.text[:80])
-    return {"output": "\n".join(f"{i}. {q}" for i, q in enumerate(items, 1)), "items": items}
-
-
-async def _continue_plan(ctx: AgentContext, messages: list[Any], points: list[str], n: int) -> list[str]:
-    """A plan of one item, continued once from that item with a mild repetition penalty.
-
-    Why: a small model often ends its list after one item, or repeats that
-    item on every line ("1. Transportation\n2. Transportation..."), which
-    leaves one researcher and nothing to run in parallel. Continuing from
-    "2." with a penalty of 1.15 gets past the repeat; a full penalty from the
-    start collapses the list instead. On 40 tasks with the embedded model,
-    the one-item plans went from 5 to 0.
+    No repetition penalty: it collapses a list (see ENVIRONMENT.md).
     """
     from vivace.agents.skeleton import parse_skeleton
 
-    listed = "".join(f"{i}. {p}\n" for i, p in enumerate(points, 1)) + f"{len(points) + 1}."
-    more = await ctx.call(messages, prefill=listed, max_tokens=20 * (n - len(points)) + 12, repetition_penalty=1.15,
-                          stop=["\n\n", f"\n{n + 1}."])
-    return parse_skeleton(listed + more.text, max_points=n, min_points=1).points or points
+    n = max(2, int(ctx.options.get("max_branches") or PLANNER_MAX_ITEMS))
+    messages, _ = ctx.render("research_planner", task=task_text(inp), max_items=n)
+    result = await ctx.call(messages, output=plan_schema(n), max_tokens=24 * n + 16, repetition_penalty=1.0)
+    listed = "\n".join(f"{i}. {a}" for i, a in enumerate(result.parsed["aspects"], 1))
+    items = parse_skeleton(listed, max_points=n, min_points=1).points or [inp.get("item") or inp.get("task", "")]
+    return {"output": "\n".join(f"{i}. {q}" for i, q in enumerate(items, 1)), "items": items}
 
 
 @agent("researcher", description="Answers one sub-question in a few sentences (retrieves with --collection).")
@@ -107,13 +95,19 @@ async def writer(inp: StepInput, ctx: AgentContext) -> str:
     return result.text.strip()
 
 
+CRITIC_SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["approve", "revise"]},
+                                                  "fix": {"type": "string", "maxLength": 200}},
+                 "required": ["verdict", "fix"], "additionalProperties": False}
+
+
 @agent("critic", description="Reviews the answer it is handed: APPROVE, or REVISE with what to fix.",
        needs_input=True)
 async def critic(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
-    messages, prefill = ctx.render("research_critic", task=inp.get("task", ""),
-                                   history=inp.get("history") or task_text(inp))
-    result = await ctx.call(messages, prefill=prefill, max_tokens=CRITIC_TOKENS, stop=["\n\n"])
-    return {"output": result.text.strip(), "decision": verdict(result.text)}
+    """The verdict is decoded under a schema: the loop reads a field, not a keyword in free text."""
+    messages, _ = ctx.render("research_critic", task=inp.get("task", ""), history=inp.get("history") or task_text(inp))
+    result = await ctx.call(messages, output=CRITIC_SCHEMA, max_tokens=CRITIC_TOKENS, repetition_penalty=1.0)
+    decision, fix = result.parsed["verdict"], " ".join(str(result.parsed["fix"]).split())
+    return {"output": "APPROVE" if decision == "approve" else f"REVISE: {fix}".rstrip(": "), "decision": decision}
 
 
 @agent("documents", description="Lists the documents in its folder (params = { folder = \"...\" }) as the items a "
@@ -139,14 +133,6 @@ async def extractor(inp: StepInput, ctx: AgentContext) -> str:
     messages, prefill = ctx.render("doc_facts", task=inp.get("task", ""), summary=summary)
     result = await ctx.call(messages, prefill=prefill, max_tokens=FACT_TOKENS, stop=["\n\n"])
     return ((prefill or "") + result.text).strip()
-
-
-def verdict(text: str) -> str:
-    """``revise`` when the critic asks for a revision near the start of its reply, else ``approve``."""
-    head = text.strip()[:60]
-    if re.search(r"\bapprove", head, re.IGNORECASE) and not re.search(r"\brevise", head, re.IGNORECASE):
-        return "approve"
-    return "revise" if re.search(r"\brevis|\bfix\b|\bincorrect|\bmissing", head, re.IGNORECASE) else "approve"
 
 
 def research_pipeline(max_branches: int = PLANNER_MAX_ITEMS, max_rounds: int = RESEARCH_ROUNDS) -> Pipeline:

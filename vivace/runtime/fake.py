@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from typing import AsyncIterator, Callable
 
 from vivace.runtime.backend import (
@@ -23,13 +24,20 @@ from vivace.runtime.backend import (
     apply_stops,
     check_fits,
 )
+from vivace.runtime.output import example_value
 
 Responder = Callable[[GenerationRequest], str]
 
 
 def default_responder(request: GenerationRequest) -> str:
+    """A digest of the prompt; under an output spec, a value the spec accepts (as a grammar makes a model write)."""
     last = request.messages[-1]["content"]
     digest = hashlib.sha256(last.encode()).hexdigest()[:8]
+    spec = request.output
+    if spec is not None and spec.kind == "choice":
+        return spec.choices[0]
+    if spec is not None and spec.kind == "json":
+        return json.dumps(example_value(spec.schema or {}, f"Answer {digest}"))
     return f"Answer {digest}: " + " ".join(last.split()[:12])
 
 

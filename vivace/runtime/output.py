@@ -117,6 +117,37 @@ def output_spec(output: Any, max_string: int = DEFAULT_MAX_STRING) -> OutputSpec
                      f"got {type(output).__name__}")
 
 
+def example_value(schema: dict[str, Any], word: str = "example") -> Any:
+    """A small value that ``schema`` accepts: what the fake backend answers, as a grammar would make a model.
+
+    Covers what vivace's schemas use (objects, arrays, enums, consts, anyOf, the
+    JSON types); strings are ``word``, cut to ``maxLength``.
+    """
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return example_value(schema[key][0], word)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: example_value(v, word) for k, v in props.items() if k in schema.get("required", list(props))}
+    if kind == "array":
+        count = max(int(schema.get("minItems", 1)), 1)
+        return [example_value(schema.get("items") or {}, f"{word} {i + 1}") for i in range(count)]
+    if kind in ("integer", "number"):
+        return max(0, schema.get("minimum", 0))
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return word[: schema.get("maxLength", len(word))]
+
+
 def bound_strings(schema: dict[str, Any], max_len: int = DEFAULT_MAX_STRING) -> dict[str, Any]:
     """A copy of ``schema`` where every string without a bound (enums and patterns aside) gets ``maxLength``."""
 
