@@ -160,7 +160,7 @@ def test_a_critic_reply_that_breaks_its_schema_twice_fails_the_step_in_one_line(
         return "Looks fine to me!" if "/review" in request.tag else responder()(request)
 
     with pytest.raises(AgentError, match="broke its output schema twice") as info:
-        run(run_agent("research", "Explain tea.", backend=FakeBackend(respond), config=CONFIG))
+        run(run_agent("research", "Explain tea.", backend=FakeBackend(respond, grammar=False), config=CONFIG))
     reviews = [c for c in info.value.trace.calls if c.node == "review"]
     assert [c.extra["output"]["valid"] for c in reviews] == [False, False]
 

@@ -194,7 +194,7 @@ def test_output_specs_bound_strings_and_validate() -> None:
 
 def test_a_bad_reply_is_retried_once_with_the_error_then_fails_clearly() -> None:
     replies = iter(['{"verdict": "maybe", "reason": "x"}', '{"verdict": "revise", "reason": "fix it"}'])
-    backend = FakeBackend(lambda r: next(replies))
+    backend = FakeBackend(lambda r: next(replies), grammar=False)
     runtime = runtime_for(Config(backend="fake"), backend, save_runs=False)
     result, trace = asyncio.run(runtime.call(Call([{"role": "user", "content": "judge"}], output=Verdict)))
     assert result.parsed == Verdict(verdict="revise", reason="fix it")
@@ -203,7 +203,7 @@ def test_a_bad_reply_is_retried_once_with_the_error_then_fails_clearly() -> None
     assert retry[-2]["content"].startswith('{"verdict": "maybe"') and "verdict" in retry[-1]["content"]
     assert backend.requests[0].output.kind == "json"
 
-    backend = FakeBackend(lambda r: "not json")
+    backend = FakeBackend(lambda r: "not json", grammar=False)
     runtime = runtime_for(Config(backend="fake"), backend, save_runs=False)
     with pytest.raises(OutputError, match="broke its output schema twice"):
         asyncio.run(runtime.call(Call([{"role": "user", "content": "judge"}], output=Verdict)))
@@ -253,3 +253,19 @@ def test_the_public_api_has_tools() -> None:
 
     assert vivace.tool is tool and vivace.ToolCall is ToolCall
     assert asyncio.run(height.invoke({"name": "beta", "unit": "m"})) == 5000.0
+
+
+def test_the_fake_backend_keeps_to_the_spec_as_a_grammar_would_unless_told_not_to() -> None:
+    runtime = runtime_for(Config(backend="fake"), FakeBackend(lambda r: "free text"), save_runs=False)
+    result, _ = asyncio.run(runtime.call(Call([{"role": "user", "content": "judge"}], output=Verdict)))
+    assert isinstance(result.parsed, Verdict) and result.parsed.verdict == "approve"
+    result, _ = asyncio.run(runtime.call(Call([{"role": "user", "content": "pick"}], output=["b", "a"])))
+    assert result.parsed == "b"
+
+
+def test_a_reply_under_tools_holds_no_more_calls_than_its_token_cap_fits() -> None:
+    offered = specs([height])
+    assert reply_spec(offered, ToolChoice(), max_tokens=160).schema["anyOf"][0]["properties"]["tool_calls"][
+        "maxItems"] == 2
+    assert reply_spec(offered, ToolChoice(), max_tokens=4096).schema["anyOf"][0]["properties"]["tool_calls"][
+        "maxItems"] == 8

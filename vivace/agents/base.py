@@ -293,6 +293,7 @@ class AgentContext:
         tools: "list[Tool] | None" = None,
         tool_choice: Any = None,
         parallel_tool_calls: bool = True,
+        output_retries: int = 1,
         on_text: Callable[[str], None] | None = None,
         **extra: Any,
     ) -> GenerationResult:
@@ -333,6 +334,7 @@ class AgentContext:
             tools=tuple(tools or ()),
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
+            output_retries=output_retries,
         )
         request_id = f"{self.tracer.run_id}/{step}/{branch}/{time.monotonic_ns()}"
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
-from vivace.errors import InputError
+from vivace.errors import InputError, OutputError
 from vivace.runtime.call import StopGeneration
 from vivace.runtime.json_stream import ListEntries
 from vivace.runtime.tool_calls import openai_tool_calls
@@ -36,8 +36,8 @@ from vivace.runtime.tool_path import ToolCall, ToolOutcome
 from vivace.runtime.tools import Tool
 
 TOOL_MODES = ("auto", "plan", "react")
-MAX_PLAN_CALLS = 12
 PLAN_TOKENS = 384
+MAX_PLAN_CALLS = PLAN_TOKENS // 48  # no more calls than the plan's token cap has room for
 JOIN_TOKENS = 160
 REACT_STEPS = 8
 MAX_ANSWER = 400
@@ -200,17 +200,26 @@ class ToolsAgent(Agent):
             planned.append(item)
             tasks.append(asyncio.create_task(self._execute(ctx, item, planned, outcomes, tools)))
 
+        entries: list[Any] = []
+        capped: str | None = None
+
         def on_text(text: str) -> None:
-            if streaming:
-                for entry in scan.feed(text):
+            for entry in scan.feed(text):
+                entries.append(entry)
+                if streaming:
                     dispatch(entry)
 
         messages, _ = ctx.render("tools_planner", task=task, tools=_listing(tools))
         try:
-            result = await ctx.call(messages, output=plan_schema(tools), max_tokens=PLAN_TOKENS,
-                                    repetition_penalty=1.0, retrieve=False, on_text=on_text, stage="plan")
+            try:
+                result = await ctx.call(messages, output=plan_schema(tools), max_tokens=PLAN_TOKENS,
+                                        repetition_penalty=1.0, retrieve=False, on_text=on_text, stage="plan",
+                                        output_retries=0)
+            except OutputError:  # the token cap cut the plan: its complete entries still stand
+                capped = "the plan reached its token cap"
+            plan_s = time.perf_counter() - t0
             if not streaming:
-                for entry in (result.parsed or {}).get("calls", []):
+                for entry in entries:
                     dispatch(entry)
             if tasks:
                 await asyncio.gather(*tasks)
@@ -220,8 +229,8 @@ class ToolsAgent(Agent):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         record["plans"].append({
-            "plan_call_s": round(result.e2e_s, 6),
-            "cut": cut[0] if cut else None,
+            "plan_call_s": round(plan_s, 6),
+            "cut": cut[0] if cut else capped,
             "calls": [{"tool": p.tool, "args": p.args, "deps": p.deps, "dispatched_s": p.dispatched_s,
                        "error": outcomes[p.index].error if p.index in outcomes else "not run"} for p in planned],
         })

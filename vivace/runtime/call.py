@@ -84,6 +84,7 @@ class Call:
     tools: Sequence[Any] = ()
     tool_choice: Any = None
     parallel_tool_calls: bool = True
+    output_retries: int = 1  # asks again after an invalid reply (0: the caller uses what came, e.g. a cut plan)
 
     def text(self) -> str:
         """Everything the model will read, for "does the prompt already hold this?" checks."""
@@ -92,17 +93,18 @@ class Call:
     def last_user(self) -> str:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
-    def shaped(self) -> tuple["Call", OutputSpec | None]:
+    def shaped(self, max_tokens: int = 512) -> tuple["Call", OutputSpec | None]:
         """The call as every backend can send it, and the spec its reply is decoded under and checked against.
 
-        Tools join the system message and set the reply's schema; tool turns in
-        the history become plain text turns (``vivace.runtime.tool_calls``).
+        Tools join the system message and set the reply's schema, with no more
+        calls than ``max_tokens`` has room for; tool turns in the history
+        become plain text turns (``vivace.runtime.tool_calls``).
         """
         spec = output_spec(self.output) if self.output is not None else None
         prompt = None
         if self.tools:
             offered, choice = specs(self.tools), ToolChoice.parse(self.tool_choice)
-            spec = reply_spec(offered, choice, self.parallel_tool_calls) or spec
+            spec = reply_spec(offered, choice, self.parallel_tool_calls, max_tokens=max_tokens) or spec
             prompt = tool_prompt(offered, choice, self.parallel_tool_calls)
         if prompt is None and not needs_plain(self.messages):
             return self, spec
@@ -195,12 +197,12 @@ class CallPath:
         scope = scope or current_scope() or Scope()
         model = self.models.check(call.model)
         backend = await self.models.get(model)  # a named model starts on its first call, once
-        call, spec = call.shaped()
+        call, spec = call.shaped(call.max_tokens or self.defaults.max_tokens)
         t0 = time.perf_counter()
         sent, decision = await self.policy.prepare(call, scope, backend)
         decision.setdefault("seconds", round(time.perf_counter() - t0, 6))
         request = replace(self.request(sent, scope), output=spec)
-        for attempt in (1, 2):
+        for attempt in range(1, call.output_retries + 2):
             result = await self.send(request, on_text, backend)
             scope.attained_tokens += result.prompt_tokens - (result.cached_tokens or 0) + result.output_tokens
             checked = self._check(result, spec, attempt)
@@ -211,8 +213,9 @@ class CallPath:
                 scope.record(trace)
             if spec is None or checked["output"]["valid"] or result.finish_reason == "cut":
                 return result, trace
-            if attempt == 2:
-                raise OutputError(f"{call.node}: the model's reply broke its output schema twice "
+            if attempt > call.output_retries:
+                times = "twice" if attempt == 2 else f"{attempt} times" if attempt > 2 else "and was not retried"
+                raise OutputError(f"{call.node}: the model's reply broke its output schema {times} "
                                   f"({checked['output']['error']})")
             # One retry, told what was wrong: the reply as it came, then the error and what is expected.
             retry = [*request.messages, {"role": "assistant", "content": (request.prefill or "") + result.text},

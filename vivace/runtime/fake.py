@@ -1,6 +1,8 @@
 """A deterministic backend for orchestration tests and for measuring vivace's own overhead.
 
 It never stands in for a model in a test that claims to test generation.
+Like the engine under a grammar, its replies keep to a request's output spec
+(``grammar=False`` passes them as written, to test the check and the retry).
 Replies come from a user-supplied function (default: echo a digest of the
 prompt), are streamed word by word, and take ``latency_s`` plus
 ``per_token_s`` per token (and ``prefill_per_token_s`` per prompt token
@@ -24,21 +26,31 @@ from vivace.runtime.backend import (
     apply_stops,
     check_fits,
 )
-from vivace.runtime.output import example_value
+from vivace.runtime.output import OutputInvalid, example_value
 
 Responder = Callable[[GenerationRequest], str]
 
 
 def default_responder(request: GenerationRequest) -> str:
-    """A digest of the prompt; under an output spec, a value the spec accepts (as a grammar makes a model write)."""
     last = request.messages[-1]["content"]
     digest = hashlib.sha256(last.encode()).hexdigest()[:8]
-    spec = request.output
-    if spec is not None and spec.kind == "choice":
-        return spec.choices[0]
-    if spec is not None and spec.kind == "json":
-        return json.dumps(example_value(spec.schema or {}, f"Answer {digest}"))
     return f"Answer {digest}: " + " ".join(last.split()[:12])
+
+
+def constrained(request: GenerationRequest, reply: str) -> str:
+    """What a grammar lets through: ``reply`` if its output spec accepts it, else a small value the spec accepts."""
+    spec = request.output
+    if spec is None or spec.kind == "regex":
+        return reply
+    try:
+        spec.validate(reply)
+        return reply
+    except OutputInvalid:
+        pass
+    if spec.kind == "choice":
+        return spec.choices[0]
+    digest = hashlib.sha256(request.messages[-1]["content"].encode()).hexdigest()[:8]
+    return json.dumps(example_value(spec.schema or {}, f"Answer {digest}"))
 
 
 class FakeBackend:
@@ -52,11 +64,15 @@ class FakeBackend:
         context_length: int = 8192,
         model: str = "fake",
         prefill_per_token_s: float = 0.0,
+        grammar: bool = True,
     ) -> None:
         self.responder = responder
         self.latency_s = latency_s
         self.per_token_s = per_token_s
         self.prefill_per_token_s = prefill_per_token_s  # a prompt-length cost, for cost-model logic
+        # Like the engine, replies keep to a request's output spec (a reply that would not becomes one that does);
+        # False: replies go out as written, as from an endpoint that cannot constrain decoding.
+        self.grammar = grammar
         self._context_length = context_length
         self.model = model
         self.requests: list[GenerationRequest] = []
@@ -81,7 +97,8 @@ class FakeBackend:
         self.requests.append(request)
         prompt_tokens = await self.count_tokens(request.messages, request.prefill)
         check_fits(prompt_tokens, request.max_tokens, self._context_length)
-        reply, stopped = apply_stops(self.responder(request), request.stop)
+        reply = self.responder(request)
+        reply, stopped = apply_stops(constrained(request, reply) if self.grammar else reply, request.stop)
         words = self._tokens(reply)[: request.max_tokens]
         if self.latency_s or self.prefill_per_token_s:
             await asyncio.sleep(self.latency_s + self.prefill_per_token_s * prompt_tokens)

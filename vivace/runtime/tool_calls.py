@@ -24,6 +24,7 @@ from vivace.runtime.prompts import load_text
 from vivace.runtime.tool_path import ToolCall
 
 MAX_CALLS = 8  # calls in one reply when parallel calls are allowed
+TOKENS_PER_CALL = 64  # room one call takes at most: a reply holds no more calls than its token cap fits
 MAX_ARGUMENT_STRING = 160  # characters in one string argument: a small model must not loop inside one
 TOOL_CHOICES = ("auto", "none", "required")
 
@@ -86,8 +87,12 @@ def _call_schema(tool: ToolSpec) -> dict[str, Any]:
 
 
 def reply_spec(tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool = True,
-               max_string: int = MAX_ARGUMENT_STRING) -> OutputSpec | None:
-    """The schema a reply is decoded under; None when ``tool_choice`` is ``none`` (free text)."""
+               max_string: int = MAX_ARGUMENT_STRING, max_tokens: int = 512) -> OutputSpec | None:
+    """The schema a reply is decoded under; None when ``tool_choice`` is ``none`` (free text).
+
+    Under a grammar a reply can only break its schema by running out of
+    tokens, so a reply may hold only as many calls as ``max_tokens`` fits.
+    """
     if choice.mode == "none" or not tools:
         return None
     chosen = list(tools)
@@ -97,7 +102,8 @@ def reply_spec(tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool = T
             raise InputError(f"tool_choice names {choice.function!r}, which is not among the tools")
     items = _call_schema(chosen[0]) if len(chosen) == 1 else {"anyOf": [_call_schema(t) for t in chosen]}
     calls = {"type": "object", "properties": {"tool_calls": {
-        "type": "array", "items": items, "minItems": 1, "maxItems": MAX_CALLS if parallel else 1}},
+        "type": "array", "items": items, "minItems": 1,
+        "maxItems": max(1, min(MAX_CALLS, max_tokens // TOKENS_PER_CALL)) if parallel else 1}},
         "required": ["tool_calls"], "additionalProperties": False}
     if choice.mode == "auto":
         content = {"type": "object", "properties": {"content": {"type": "string", "maxLength": DEFAULT_MAX_STRING}},
