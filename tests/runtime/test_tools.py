@@ -180,6 +180,10 @@ class Verdict(BaseModel):
 def test_output_specs_bound_strings_and_validate() -> None:
     spec = output_spec(Verdict)
     assert spec.schema["properties"]["reason"]["maxLength"] == 400
+    counted = output_spec({"type": "object", "properties": {"n": {"type": "integer"}, "k": {"type": "number",
+                                                                                             "maximum": 5}}})
+    assert counted.schema["properties"]["n"] == {"type": "integer", "minimum": -10**12, "maximum": 10**12}
+    assert counted.schema["properties"]["k"] == {"type": "number", "maximum": 5}  # the caller's own bound stands
     assert spec.validate('{"verdict": "approve", "reason": "ok"}') == Verdict(verdict="approve", reason="ok")
     with pytest.raises(OutputInvalid, match="verdict"):
         spec.validate('{"verdict": "maybe", "reason": "ok"}')

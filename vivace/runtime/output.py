@@ -25,6 +25,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from vivace.errors import InputError
 
 DEFAULT_MAX_STRING = 400  # characters: bounds every string a grammar lets the model write
+MAX_NUMBER = 10**12  # bounds every number the same way: a small model otherwise writes digits until its token cap
+_RANGE_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const"}
 
 class OutputInvalid(ValueError):
     """A reply that does not match its ``OutputSpec``; the message says where, for the model's retry."""
@@ -149,7 +151,7 @@ def example_value(schema: dict[str, Any], word: str = "example") -> Any:
 
 
 def bound_strings(schema: dict[str, Any], max_len: int = DEFAULT_MAX_STRING) -> dict[str, Any]:
-    """A copy of ``schema`` where every string without a bound (enums and patterns aside) gets ``maxLength``."""
+    """A copy of ``schema`` where every string without a bound gets ``maxLength``, every number a range."""
 
     def walk(node: Any) -> Any:
         if isinstance(node, list):
@@ -159,6 +161,8 @@ def bound_strings(schema: dict[str, Any], max_len: int = DEFAULT_MAX_STRING) -> 
         out = {k: walk(v) for k, v in node.items()}
         if out.get("type") == "string" and not ({"maxLength", "enum", "const", "pattern"} & set(out)):
             out["maxLength"] = max_len
+        if out.get("type") in ("integer", "number") and not (_RANGE_KEYS & set(out)):
+            out["minimum"], out["maximum"] = -MAX_NUMBER, MAX_NUMBER  # a grammar then has a last digit
         return out
 
     return walk(schema)

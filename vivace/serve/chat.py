@@ -7,6 +7,11 @@ starts), and a run's events become what a client reads: content deltas, or
 model's stream (``vivace.runtime.json_stream.ListEntries``), then the final
 message (``content``, or ``tool_calls`` with ``finish_reason: "tool_calls"``).
 The model call itself is the ``chat`` agent's (``vivace.agents.chat``).
+
+What a client has read cannot be taken back, and the call path retries a
+reply that breaks its schema once: so a ``response_format`` reply is sent
+whole once validated, and a tool call goes out only when its entry is
+complete JSON (decoded under the schema, it is valid by construction).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from vivace.agents.chat import call_id, structured
 from vivace.agents.events import AgentDelta, AnswerDelta, Event
@@ -59,15 +64,15 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
-ToolChoiceField = Union[Literal["auto", "none", "required"], NamedToolChoice]
+def _choice_shape(value: Any) -> Any:
+    """One message for any malformed ``tool_choice`` (a union's own errors name its members, not the field)."""
+    named = isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("function"), dict)
+    if value in ("auto", "none", "required") or named:
+        return value
+    raise ValueError('must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
 
 
-class TextFormat(BaseModel):
-    type: Literal["text"]
-
-
-class JsonObjectFormat(BaseModel):
-    type: Literal["json_object"]
+ToolChoiceField = Annotated[Union[Literal["auto", "none", "required"], NamedToolChoice], BeforeValidator(_choice_shape)]
 
 
 class JsonSchema(BaseModel):
@@ -76,12 +81,18 @@ class JsonSchema(BaseModel):
     schema_: dict[str, Any] = Field(alias="schema", min_length=1)
 
 
-class JsonSchemaFormat(BaseModel):
-    type: Literal["json_schema"]
-    json_schema: JsonSchema
+class ResponseFormat(BaseModel):
+    """``text``, ``json_object``, or ``json_schema`` with its schema (one model: errors name the field, not a tag)."""
 
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchema | None = None
 
-ResponseFormat = Annotated[Union[TextFormat, JsonObjectFormat, JsonSchemaFormat], Field(discriminator="type")]
+    @model_validator(mode="after")
+    def _schema_given(self) -> "ResponseFormat":
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs json_schema: {"name": ..., "schema": {...}}')
+        return self
 
 
 def check_tools(tools: list[ToolDef] | None, choice: ToolChoiceField | None) -> str | None:
@@ -111,7 +122,8 @@ def chat_settings(body: Any) -> dict[str, Any]:
         "tools": [t.model_dump(exclude_none=True) for t in body.tools or ()],
         "tool_choice": choice.model_dump() if isinstance(choice, BaseModel) else choice,
         "parallel_tool_calls": body.parallel_tool_calls,
-        "response_format": body.response_format.model_dump(by_alias=True) if body.response_format else None,
+        "response_format": body.response_format.model_dump(by_alias=True, exclude_none=True)
+        if body.response_format else None,
     }
 
 
@@ -158,7 +170,9 @@ class ReplyStream:
 
     def __init__(self, run_id: str, streams_answer: bool, chat: dict[str, Any] | None = None) -> None:
         self.run_id = run_id
-        self.answer = AnswerStream(streams_answer=streams_answer or chat is not None)
+        # A JSON reply (response_format) goes whole once validated: a retried reply's text cannot be taken back.
+        json_reply = chat is not None and (chat.get("response_format") or {}).get("type", "text") != "text"
+        self.answer = AnswerStream(streams_answer=streams_answer or (chat is not None and not json_reply))
         self.chat = chat
         self.json = chat is not None and structured(chat)
         self._attempt = ""
