@@ -63,7 +63,7 @@ def test_mode_reaches_the_sot_agent(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["run", "nope", "hi"], 2, "error: unknown agent 'nope'; available: answer, critic, documents, extractor, planner, research"),
+        (["run", "nope", "hi"], 2, "error: unknown agent 'nope'; available: answer, chat, critic, documents, extractor, planner, research"),
         (["run", "answer", "   "], 2, "error: the question is empty"),
         (["run", "/nonexistent/p.toml", "hi"], 2, "error: pipeline file not found"),
         (["run", "research", "hi", "--max-branches", "0"], 2, "--max-branches must be at least 1"),

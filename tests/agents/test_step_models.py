@@ -184,8 +184,8 @@ def test_vivace_run_with_two_named_models(tmp_path: Path) -> None:
     out = vivace("run", str(pipe), "Explain tides", "--json")
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout.strip().splitlines()[-1])
-    # The fake's reply is a one-item plan, which the planner continues once: two calls on its model.
-    assert [(m["name"], m["agents"], m["calls"]) for m in record["models"]] == [("small", ["planner"], 2),
+    # The plan is decoded under its schema in one call, on the step's model.
+    assert [(m["name"], m["agents"], m["calls"]) for m in record["models"]] == [("small", ["planner"], 1),
                                                                                ("default", ["writer"], 1)]
     out = vivace("run", str(pipe), "Explain tides")
     assert out.returncode == 0, out.stderr

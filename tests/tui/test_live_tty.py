@@ -45,8 +45,8 @@ def test_run_live_shows_one_row_per_step_then_the_summary(tmp_path: Path) -> Non
     assert "pipeline: 4 step(s) · plan, research, write, review" in screen
     rows = [line for line in screen.splitlines() if "│" in line and not line.startswith(("│", "╭", "╰", "┃"))]
     steps = [line.split("│")[0].strip() for line in rows]
-    assert steps[:4] == ["plan", "research #1", "write", "review"], screen
-    assert all("done" in line for line in rows[:4])
+    assert steps[:5] == ["plan", "research #1", "research #2", "write", "review"], screen  # the fake plans 2
+    assert all("done" in line for line in rows[:5])
     assert "done: latency" in screen and "parallelism" in screen  # the footer, then the per-agent table
     assert "critical path" in screen
 
