@@ -166,20 +166,34 @@ def test_user_tasks_load_and_a_bad_file_is_one_input_error(tmp_path: Path) -> No
 
 
 def _replies(request: Any) -> str:
-    """Tool-call JSON the way the engine decodes it: a plan with one repeated call, a ReAct turn, a final answer."""
+    """Tool-call JSON the way the engine decodes it: a plan with one call that fails (so the agent plans again,
+    and the same plan comes back), a joiner's answer, a ReAct turn, a final answer."""
     system, last = request.messages[0]["content"], request.messages[-1]["content"]
     if system.startswith("You plan tool calls"):
-        look = {"tool": "lookup", "args": {"entity": "Zarnetta", "attribute": "population"}}
-        return json.dumps({"calls": [look, {"tool": "lookup", "args": {"entity": "Ostrevik", "attribute": "population"}},
-                                     look, {"tool": "calculate", "args": {"a": "$1", "op": "-", "b": "$2"}}]})
+        return json.dumps({"calls": [{"tool": "lookup", "args": {"entity": "Zarnetta", "attribute": "population"}},
+                                     {"tool": "lookup", "args": {"entity": "Ostrevik", "attribute": "population"}},
+                                     {"tool": "calculate", "args": {"a": "$1", "op": "-", "b": "$2"}},
+                                     {"tool": "lookup", "args": {"entity": "Atlantis", "attribute": "population"}}]})
     if system.startswith("You answer a task"):
-        return json.dumps({"answer": "Zarnetta, by 3421000.", "more": False})
+        return json.dumps({"answer": "Zarnetta, by 3421000."})
     if last.startswith("Tool result"):
         return json.dumps({"content": f"Zarnetta: {last.split(': ', 1)[1]}"})
     return json.dumps({"tool_calls": [{"name": "lookup",
                                        "arguments": {"entity": "Zarnetta", "attribute": "population"}}]})
 
 
+def _repeats(records: list[dict[str, Any]]) -> int:
+    """Calls in one run that repeat an earlier successful call of that run: what the cache can serve."""
+    done, n = set(), 0
+    for t in sorted(records, key=lambda t: t["started_at"]):
+        key = json.dumps([t["name"], t["arguments"]], sort_keys=True)
+        n += key in done
+        if t["error"] is None:
+            done.add(key)
+    return n
+
+
+@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 def test_the_langchain_adapter_drives_langgraphs_react_agent_with_the_tool_run() -> None:
     from langchain_core.messages import HumanMessage, ToolMessage
     from langgraph.prebuilt import create_react_agent
@@ -236,10 +250,14 @@ def test_every_configuration_runs_and_its_figures_add_up_from_its_traces() -> No
             split = x["model_wall_s"] + x["tool_wall_s"] - x["overlap_s"] + x["other_s"]
             assert split == pytest.approx(x["latency_s"], abs=0.01) and x["model_wall_s"] <= x["model_s"] + 1e-3
     plans = [rows[c] for c in ("plan", "plan+stream", "plan+cache", "vivace")]
-    assert all(r["modes"] == {"plan": 2} and r["per_task"]["tool_calls"] == 4 for r in plans)
-    # The plan repeats one lookup: with the cache it is one hit per run (cleared before each), never otherwise.
-    assert rows["plan+cache"]["cache_hits"] == rows["vivace"]["cache_hits"] == 2
+    assert all(r["modes"] == {"plan": 2} and r["replans"] >= 2 and r["per_task"]["tool_errors"] >= 1 for r in plans)
+    # The second plan repeats the first: with the cache, every repeat of a successful call in the run is a hit
+    # (the cache is cleared before each run, so nothing comes from another task); without it, none is.
+    for name in ("plan+cache", "vivace"):
+        assert rows[name]["cache_hits"] > 0
+        assert all(x["cache_hits"] == _repeats(x["tool_records"]) for x in rows[name]["results"])
     assert rows["plan"]["cache_hits"] == rows["plan+stream"]["cache_hits"] == rows[BASELINE]["cache_hits"] == 0
+    assert all(_repeats(x["tool_records"]) > 0 for x in rows["plan"]["results"])  # the same calls, run again
     # Tools run during the plan's decoding only when dispatched from the stream.
     assert all(x["overlap_s"] == 0 for c in ("plan", "plan+cache", "react", BASELINE) for x in rows[c]["results"])
     assert all(x["overlap_s"] > 0 for x in rows["plan+stream"]["results"])

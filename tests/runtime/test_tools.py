@@ -273,3 +273,23 @@ def test_a_reply_under_tools_holds_no_more_calls_than_its_token_cap_fits() -> No
         "maxItems"] == 2
     assert reply_spec(offered, ToolChoice(), max_tokens=4096).schema["anyOf"][0]["properties"]["tool_calls"][
         "maxItems"] == 8
+
+
+def test_plugin_tools_load_from_entry_points_and_a_broken_one_is_skipped() -> None:
+    from importlib.metadata import EntryPoint
+
+    box = ToolBox()
+    box.load_plugins([EntryPoint("height", "tests.runtime.test_tools:height", "vivace.tools"),
+                      EntryPoint("many", "tests.runtime.test_tools:PLUGIN_TOOLS", "vivace.tools"),
+                      EntryPoint("broken", "tests.runtime.no_such_module:tool", "vivace.tools")])
+    assert box.names() == ["height", "shout"]
+    assert box.get("shout").description == "Upper-case a word." and box.get("height").pure
+    assert [name for name, _ in box.broken] == ["broken"] and "ModuleNotFoundError" in box.broken[0][1]
+
+
+def shout(word: str) -> str:
+    """Upper-case a word."""
+    return word.upper()
+
+
+PLUGIN_TOOLS = [shout]

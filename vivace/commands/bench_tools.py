@@ -66,21 +66,32 @@ async def cmd_bench_tools(args: argparse.Namespace, config: Config) -> int:
     from vivace.assembly import open_runtime
     from vivace.eval import write_report
     from vivace.eval.backend_bench import machine_info
-    from vivace.eval.tools_bench import plot, run_bench
+    from vivace.eval.tools_bench import partial, plot, run_bench
     from vivace.runtime.quant_choice import machine_key
 
     tasks = choose_tasks(args)
-    configs = args.configs or list(CONFIG_NAMES)
+    configs = list(dict.fromkeys([CONFIG_NAMES[0], *(args.configs or CONFIG_NAMES)]))  # the baseline first
     err = Console(stderr=True)
     with err.status(f"starting the {config.backend} backend ({config.model})..."):
         runtime = await open_runtime(config, save_runs=False)
     out = Path(args.out)
     report: dict[str, Any] = {"bench": "tools", "rows": []}
+    done: list[dict[str, Any]] = []  # every finished run, so an interrupted bench still reports them
+
+    def progress(result: dict[str, Any]) -> None:
+        err.print(progress_line(result), highlight=False)
+        if not result.get("warmup"):
+            done.append(result)
+
     t0 = time.perf_counter()
     try:
+        err.print(f"{len(tasks)} task(s) x {len(configs)} configuration(s), after one warm-up run per reply schema "
+                  "(outside every clock)", highlight=False)
         report = await run_bench(runtime, configs, tasks, config.max_tokens, args.repeats,
-                                 progress=lambda r: err.print(progress_line(r), highlight=False))
+                                 progress=progress)
     finally:
+        if not report["rows"] and done:
+            report = {**partial(configs, done), "interrupted": True}
         backend = runtime.backend
         await runtime.aclose()
         report.update(backend=backend.name, model=backend.model, wall_s=round(time.perf_counter() - t0, 1),
@@ -113,11 +124,12 @@ def _argv(args: argparse.Namespace) -> list[str]:
 
 def progress_line(r: dict[str, Any]) -> str:
     mark = "ok" if r["correct"] else ("ERR" if r["error"] else "--")
-    return (f"  {r['id']:<4} {r['config']:<16} {r['latency_s']:6.2f} s  {mark:<3} {r['calls']} calls "
+    return (f"  {'warm-up' if r.get('warmup') else r['id']:<7} {r['config']:<16} {r['latency_s']:6.2f} s  {mark:<3} {r['calls']} calls "
             f"{r['tool_calls']} tools {r['cache_hits']} hits  {(r['answer'] or r['error'] or '')[:40]!r}")
 
 
 def print_table(report: dict[str, Any]) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -125,18 +137,17 @@ def print_table(report: dict[str, Any]) -> None:
         return "-" if v is None else format(v, fmt)
 
     console = Console(highlight=False, width=80)
-    table = Table(title=f"tool-using tasks · {report.get('backend')}:{report.get('model')}", width=80,
-                  padding=(0, 1), show_edge=False)
-    for col in ("config", "p50 s", "p95 s", "×med", "×p50", "acc", "valid", "calls", "tools", "hits", "model/tool/ovl s"):
+    table = Table(title=f"tool-using tasks · {report.get('backend')}:{report.get('model')}",
+                  padding=(0, 1), collapse_padding=True, box=box.SIMPLE_HEAD, show_edge=False)
+    for col in ("config", "p50 s", "×med", "acc", "valid", "calls", "tools", "hits", "m/t/both s"):
         table.add_column(col, justify="left" if col == "config" else "right", no_wrap=True)
     for r in report.get("rows", []):
         s, per = r["split_mean_s"], r["per_task"]
-        table.add_row(r["config"], f(r["p50_s"], ".1f"), f(r["p95_s"], ".1f"), f(r.get("speedup_median"), ".2f"),
-                      f(r.get("speedup_of_medians"), ".2f"), f(r["accuracy"]["rate"], ".0%"),
-                      f(r["schema_valid_rate"], ".0%"), f(per["calls"], ".1f"), f(per["tool_calls"], ".1f"),
-                      str(r["cache_hits"]),
+        table.add_row(r["config"], f(r["p50_s"], ".1f"), f(r.get("speedup_median"), ".2f"),
+                      f(r["accuracy"]["rate"], ".0%"), f(r["schema_valid_rate"], ".0%"), f(per["calls"], ".1f"),
+                      f(per["tool_calls"], ".1f"), str(r["cache_hits"]),
                       f"{f(s['model_wall_s'], '.1f')}/{f(s['tool_wall_s'], '.1f')}/{f(s['overlap_s'], '.1f')}")
     console.print(table)
-    console.print("×med: median per-task speedup over react-langgraph; ×p50: ratio of medians; acc: accuracy; valid: "
-                  "schema-valid calls; calls, tools: per task; hits: cache hits; model/tool/ovl: mean seconds a task "
-                  "spent in model calls, in tools, and in both at once", style="dim")
+    console.print("×med: median per-task speedup over react-langgraph; acc: accuracy; valid: schema-valid calls; "
+                  "calls, tools: per task; hits: cache hits; m/t/both: mean seconds per task in model calls, "
+                  "in tools, and in both at once. p95, ratio of medians, tokens, per kind: report.json", style="dim")

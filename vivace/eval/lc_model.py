@@ -93,7 +93,7 @@ class VivaceChatModel(BaseChatModel):
         call = Call(to_openai(messages), tools=tools, tool_choice=kwargs.get("tool_choice") if tools else None,
                     max_tokens=self.max_tokens, temperature=self.temperature,
                     repetition_penalty=self.repetition_penalty, stop=tuple(stop or ()), retrieve=False,
-                    node=self.node, agent=self.node)
+                    node=self.node, agent=self.node, parallel_tool_calls=kwargs.get("parallel_tool_calls", True))
         result, trace = await self.runtime.call(call)
         calls = [{"name": c.name, "args": c.arguments if isinstance(c.arguments, dict) else {}, "id": c.id,
                   "type": "tool_call"} for c in result.tool_calls]

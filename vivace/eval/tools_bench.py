@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,9 @@ def setup(runtime: Any, max_tokens: int, scale: float = 1.0) -> Setup:
     turn = min(PLAN_TOKENS, max_tokens)
     system = render("tools_react", task="")[0][0]["content"]  # the same instructions as vivace's ReAct mode
     model = VivaceChatModel(runtime=runtime, max_tokens=turn)
-    graph = create_react_agent(model, lc_tools(runtime, tools), prompt=SystemMessage(system))
+    with warnings.catch_warnings():  # "moved to langchain.agents": the prebuilt agent is still what users run
+        warnings.simplefilter("ignore")
+        graph = create_react_agent(model, lc_tools(runtime, tools), prompt=SystemMessage(system))
     # as many tool turns as vivace's ReAct allows: each is a model node and a tools node, then the last answer
     return Setup(runtime, tools, max_tokens, turn, 2 * REACT_STEPS + 1, graph)
 
@@ -102,7 +105,7 @@ async def _run_langgraph(s: Setup, task: str) -> tuple[list[Any], list[Any], str
     finally:
         latency = time.perf_counter() - t0
         leave_scope(token)
-    return calls, tools, answer, latency, error, {"mode": "react", "steps": sum(1 for c in calls)}
+    return calls, tools, answer, latency, error, {"mode": "react"}
 
 
 async def _run_vivace(s: Setup, task: str, options: dict[str, Any]) -> tuple[list[Any], list[Any], str, float,
@@ -156,7 +159,8 @@ def _overlap(xs: Sequence[tuple[float, float]], ys: Sequence[tuple[float, float]
 
 def figures(calls: Sequence[Any], tools: Sequence[Any], latency: float) -> dict[str, Any]:
     """Counts, tokens and the time split of one run, from its ``CallTrace``s and ``ToolTrace``s."""
-    checked = [c for c in calls if isinstance(c.extra.get("output"), dict)]
+    # a reply the caller cut on purpose (a plan that repeats itself, ``StopGeneration``) broke no schema
+    checked = [c for c in calls if isinstance(c.extra.get("output"), dict) and c.finish_reason != "cut"]
     model = _union([(c.started_at, c.ended_at) for c in calls])
     tool = _union([(t.started_at, t.ended_at) for t in tools])
     overlap = _overlap(model, tool)
@@ -164,6 +168,7 @@ def figures(calls: Sequence[Any], tools: Sequence[Any], latency: float) -> dict[
     return {"calls": len(calls), "tool_calls": len(tools), "prompt_tokens": sum(c.prompt_tokens for c in calls),
             "output_tokens": sum(c.output_tokens for c in calls), "schema_calls": len(checked),
             "schema_valid": sum(bool(c.extra["output"].get("valid")) for c in checked),
+            "cut_calls": sum(c.finish_reason == "cut" for c in calls),
             "cache_hits": sum(bool(t.cache_hit) for t in tools), "tool_errors": sum(t.error is not None for t in tools),
             "model_s": round(sum(c.e2e_s for c in calls), 4), "tool_s": round(sum(t.seconds for t in tools), 4),
             "model_wall_s": round(_length(model), 4), "tool_wall_s": round(_length(tool), 4),
@@ -171,7 +176,8 @@ def figures(calls: Sequence[Any], tools: Sequence[Any], latency: float) -> dict[
             # the records the figures came from, for a reader (and a test) to add up again
             "call_records": [{"node": c.node, "started_at": c.started_at, "e2e_s": c.e2e_s,
                               "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
-                              "valid": (c.extra.get("output") or {}).get("valid")} for c in calls],
+                              "valid": (c.extra.get("output") or {}).get("valid"),
+                              "finish_reason": c.finish_reason} for c in calls],
             "tool_records": [{"name": t.name, "arguments": t.arguments, "started_at": t.started_at,
                               "seconds": t.seconds, "cache_hit": t.cache_hit, "error": t.error} for t in tools]}
 
@@ -193,7 +199,8 @@ def summarize(config: str, results: list[dict[str, Any]], base: list[dict[str, A
         "modes": dict(Counter(str(r["mode"]) for r in results)),
         "replans": sum(r["replans"] or 0 for r in results),
         "per_task": {k: _mean([r[k] for r in results]) for k in ("calls", "tool_calls", "prompt_tokens",
-                                                                 "output_tokens", "cache_hits", "tool_errors")},
+                                                                 "output_tokens", "cache_hits", "tool_errors",
+                                                                 "cut_calls")},
         "split_mean_s": {k: _mean([r[k] for r in results]) for k in ("model_s", "tool_s", *SPLIT)},
     }
     row.update(_speed(results, base or results))
@@ -244,7 +251,9 @@ async def run_bench(runtime: Any, configs: list[str], tasks: list[ToolTask], max
     s = setup(runtime, max_tokens, scale)
     if warmup:  # imports, the first compile of each reply schema's grammar: outside every clock
         for config in _groups(configs):
-            await run_one(s, tasks[0], config)
+            warm = await run_one(s, tasks[0], config)
+            if progress:
+                progress({**warm, "warmup": True})
     load_start = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     n = 0
@@ -256,14 +265,37 @@ async def run_bench(runtime: Any, configs: list[str], tasks: list[ToolTask], max
                 if progress:
                     progress(result)
             n += 1
-    rows = [summarize(c, results[c], results[BASELINE]) for c in configs]
-    return {"bench": "tools", "configs": {c: CONFIGS[c] for c in configs}, "rows": rows,
+    return {**partial(configs, [r for c in configs for r in results[c]]),
             "tasks": [{"id": t.id, "kind": t.kind, "task": t.task, "expected": vars(t.expected)} for t in tasks],
             "repeats": repeats, "max_tokens": max_tokens, "turn_tokens": s.turn_tokens,
-            "recursion_limit": s.recursion_limit,
+            "recursion_limit": s.recursion_limit, "baseline": _baseline(s),
             "tool_latency_s": {"lookup": list(LOOKUP_S), "calculate": CALCULATE_S, "scale": scale},
             "load_average_start": [round(x, 2) for x in load_start],
             "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _baseline(s: Setup) -> dict[str, Any]:
+    """What the baseline is, for the report: the prebuilt agent, its versions, its defaults as a user gets them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    return {"agent": "langgraph.prebuilt.create_react_agent", "langgraph": ver("langgraph"),
+            "langgraph_prebuilt": ver("langgraph-prebuilt"), "langchain_core": ver("langchain-core"),
+            "parallel_tool_calls": True, "tool_choice": "auto", "turn_tokens": s.turn_tokens,
+            "recursion_limit": s.recursion_limit, "prompt": "vivace's tools_react system prompt", "cache": False}
+
+
+def partial(configs: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows of the results so far (all of them at the end; what an interrupted bench got done)."""
+    done = [c for c in configs if any(r["config"] == c for r in results)]
+    base = [r for r in results if r["config"] == BASELINE]
+    return {"bench": "tools", "configs": {c: CONFIGS[c] for c in configs},
+            "rows": [summarize(c, [r for r in results if r["config"] == c], base or None) for c in done]}
 
 
 def plot(report: dict[str, Any], out_dir: Path) -> Path:

@@ -96,7 +96,15 @@ def latency(name: str, arguments: dict[str, Any]) -> float:
 
 
 def make_tools(scale: float = 1.0) -> list[Tool]:
-    """``lookup`` and ``calculate``, pure, sleeping ``latency(...) * scale`` (tests use a small scale)."""
+    """``lookup`` and ``calculate``, pure, sleeping ``latency(...) * scale`` (tests use a small scale).
+
+    The same objects for the same scale, so a runtime that already holds them takes them again.
+    """
+    return list(_tools(float(scale)))
+
+
+@lru_cache(maxsize=None)
+def _tools(scale: float) -> tuple[Tool, Tool]:
 
     @tool(pure=True, name="lookup", timeout_s=30.0)
     async def lookup(entity: str, attribute: Attribute) -> float | int:
@@ -123,7 +131,7 @@ def make_tools(scale: float = 1.0) -> list[Tool]:
             raise ZeroDivisionError("division by zero")
         return _number({"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.nan}[op])
 
-    return [lookup, calculate]
+    return lookup, calculate
 
 
 def expected_of(spec: dict[str, Any]) -> Expected:
