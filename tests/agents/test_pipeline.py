@@ -155,6 +155,25 @@ def test_the_plan_and_the_verdict_are_decoded_under_schemas_and_repeats_are_drop
     assert "REVISE: add numbers" in last_write  # the writer reads the critic's fix
 
 
+def test_a_plan_of_one_repeated_aspect_is_asked_for_once_more() -> None:
+    """The engine's own failure, replayed: the same aspect twice left one researcher."""
+    plans = iter([["Transportation", "Transportation"], ["Commuting time", "Transportation", "Comfort"]])
+
+    def respond(request: GenerationRequest) -> str:
+        if request.tag.endswith("/plan"):
+            return json.dumps({"aspects": next(plans)})
+        return responder()(request)
+
+    backend = FakeBackend(respond)
+    run(run_agent("research", "Compare trains and buses.", backend=backend, config=CONFIG))
+    asked = [r for r in backend.requests if r.tag.endswith("/plan")]
+    assert [r.repetition_penalty for r in asked] == [1.0, 1.15]
+    assert "repeats 'Transportation'" in asked[1].messages[-1]["content"]
+    questions = sorted(r.messages[-1]["content"].rsplit("Sub-question: ", 1)[1]
+                       for r in backend.requests if "/research/" in r.tag)
+    assert questions == ["Comfort", "Commuting time", "Transportation"]
+
+
 def test_a_critic_reply_that_breaks_its_schema_twice_fails_the_step_in_one_line() -> None:
     def respond(request: GenerationRequest) -> str:
         return "Looks fine to me!" if "/review" in request.tag else responder()(request)

@@ -61,16 +61,30 @@ def plan_schema(n: int) -> dict[str, Any]:
 async def planner(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
     """The plan is decoded under a schema (2 to n aspects), so it always parses; repeats are dropped after.
 
-    No repetition penalty: it collapses a list (see ENVIRONMENT.md).
+    A small model still repeats one aspect ("Transportation" twice), which
+    leaves one researcher. Such a plan is asked for once more, told what
+    repeated, with a mild repetition penalty: under the grammar the penalty
+    cannot collapse the list (it does in free text, see ENVIRONMENT.md).
     """
-    from vivace.agents.skeleton import parse_skeleton
-
     n = max(2, int(ctx.options.get("max_branches") or PLANNER_MAX_ITEMS))
     messages, _ = ctx.render("research_planner", task=task_text(inp), max_items=n)
     result = await ctx.call(messages, output=plan_schema(n), max_tokens=24 * n + 16, repetition_penalty=1.0)
-    listed = "\n".join(f"{i}. {a}" for i, a in enumerate(result.parsed["aspects"], 1))
-    items = parse_skeleton(listed, max_points=n, min_points=1).points or [inp.get("item") or inp.get("task", "")]
+    items = _aspects(result.parsed["aspects"], n)
+    if len(items) < 2:
+        again = [*messages, {"role": "assistant", "content": result.text},
+                 {"role": "user", "content": f"That list repeats {items[0]!r}. Write 2 to {n} different aspects."}]
+        more = await ctx.call(again, output=plan_schema(n), max_tokens=24 * n + 16, repetition_penalty=1.15)
+        items = _aspects([*items, *more.parsed["aspects"]], n)
+    items = items or [inp.get("item") or inp.get("task", "")]
     return {"output": "\n".join(f"{i}. {q}" for i, q in enumerate(items, 1)), "items": items}
+
+
+def _aspects(aspects: list[str], n: int) -> list[str]:
+    """The plan's aspects, cleaned, each once (case and punctuation aside), at most ``n``."""
+    from vivace.agents.skeleton import parse_skeleton
+
+    listed = "\n".join(f"{i}. {a}" for i, a in enumerate(aspects, 1))
+    return parse_skeleton(listed, max_points=n, min_points=1).points
 
 
 @agent("researcher", description="Answers one sub-question in a few sentences (retrieves with --collection).")
