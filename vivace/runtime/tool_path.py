@@ -112,7 +112,7 @@ class ToolPath:
                 error = str(exc)
         if error is not None:
             content = f"error: {error}"
-            log.info("tool %s: %s", call.name, error)
+            log.debug("tool %s: %s", call.name, error)  # in the record and the run's events; not a log line each
         trace = ToolTrace(
             name=call.name, call_id=call.id, arguments=arguments, started_at=started,
             ended_at=started + (seconds := time.perf_counter() - t0), seconds=round(seconds, 6), cache_hit=hit,
