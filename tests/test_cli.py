@@ -262,6 +262,8 @@ def test_ctrl_c_during_engine_start_is_one_line(vivace_home: Path, model_dir: Pa
     proc = subprocess.Popen(
         [VIVACE, "ask", "What is tea?", "--mode", "normal"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(vivace_home), start_new_session=True,
+        # A terminal's Ctrl-C reaches a process that hears it: a suite started in the background inherits it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while not any("EngineCore" in p.name() or "spawn_main" in " ".join(p.cmdline()) for p in descendants(proc.pid)):

@@ -57,8 +57,10 @@ PARENT = textwrap.dedent("""
 def start_parent(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], int, int]:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
+    # SIGINT as a terminal's foreground process has it, also when the suite runs as a background job (ignored there).
     proc = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=tmp_path)
+                            start_new_session=True, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     watchdog, child = (int(x) for x in proc.stdout.readline().split())
     return proc, watchdog, child
