@@ -349,6 +349,12 @@ class AgentContext:
         result, _ = await self.send(call, streamed)
         return result
 
+    def token_cap(self, max_tokens: int | None = None) -> int:
+        """The cap a call of the current step asking for ``max_tokens`` gets (the step's, the run's, the config's)."""
+        sampling = step_settings(current_step(), self.tracer.runs)[1]
+        return int(call_sampling(sampling, self.options, self.config.max_tokens, max_tokens=max_tokens,
+                                 temperature=None, repetition_penalty=None)["max_tokens"])
+
     def step_tools(self) -> list["Tool"]:
         """The tools the current step may call: those its definition names, else the run's."""
         run = current_step()

@@ -37,7 +37,8 @@ from vivace.runtime.tools import Tool
 
 TOOL_MODES = ("auto", "plan", "react")
 PLAN_TOKENS = 384
-MAX_PLAN_CALLS = PLAN_TOKENS // 48  # no more calls than the plan's token cap has room for
+TOKENS_PER_ENTRY = 48  # a plan holds no more calls than its token cap has room for
+MAX_PLAN_CALLS = PLAN_TOKENS // TOKENS_PER_ENTRY
 JOIN_TOKENS = 160
 REACT_STEPS = 8
 MAX_ANSWER = 400
@@ -91,12 +92,12 @@ def _with_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plan_schema(tools: list[Tool]) -> dict[str, Any]:
+def plan_schema(tools: list[Tool], max_calls: int = MAX_PLAN_CALLS) -> dict[str, Any]:
     """``{"calls": [{"tool": NAME, "args": {...}}]}``: only the tools offered, each with its own arguments."""
     entries = [{"type": "object", "properties": {"tool": {"const": t.name}, "args": _with_refs(t.parameters)},
                 "required": ["tool", "args"], "additionalProperties": False} for t in tools]
     items = entries[0] if len(entries) == 1 else {"anyOf": entries}
-    return {"type": "object", "properties": {"calls": {"type": "array", "items": items, "maxItems": MAX_PLAN_CALLS}},
+    return {"type": "object", "properties": {"calls": {"type": "array", "items": items, "maxItems": max_calls}},
             "required": ["calls"], "additionalProperties": False}
 
 
@@ -212,9 +213,10 @@ class ToolsAgent(Agent):
         messages, _ = ctx.render("tools_planner", task=task, tools=_listing(tools))
         try:
             try:
-                result = await ctx.call(messages, output=plan_schema(tools), max_tokens=PLAN_TOKENS,
-                                        repetition_penalty=1.0, retrieve=False, on_text=on_text, stage="plan",
-                                        output_retries=0)
+                cap = ctx.token_cap(PLAN_TOKENS)
+                result = await ctx.call(messages, output=plan_schema(tools, max(1, cap // TOKENS_PER_ENTRY)),
+                                        max_tokens=cap, repetition_penalty=1.0, retrieve=False, on_text=on_text,
+                                        stage="plan", output_retries=0)
             except OutputError:  # the token cap cut the plan: its complete entries still stand
                 capped = "the plan reached its token cap"
             plan_s = time.perf_counter() - t0

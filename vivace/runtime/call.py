@@ -21,10 +21,19 @@ from typing import Any, Callable, Protocol, Sequence
 
 from vivace.errors import BackendError, OutputError
 from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message, Timer
-from vivace.runtime.output import OutputInvalid, OutputSpec, output_spec
+from vivace.runtime.output import DEFAULT_MAX_STRING, OutputInvalid, OutputSpec, output_spec
 from vivace.runtime.priority import priority
 from vivace.runtime.model_set import ModelSet
-from vivace.runtime.tool_calls import ToolChoice, needs_plain, parse_reply, plain_messages, reply_spec, specs, tool_prompt
+from vivace.runtime.tool_calls import (
+    MAX_ARGUMENT_STRING,
+    ToolChoice,
+    needs_plain,
+    parse_reply,
+    plain_messages,
+    reply_spec,
+    specs,
+    tool_prompt,
+)
 from vivace.trace import CallTrace, ToolTrace
 
 log = logging.getLogger(__name__)
@@ -98,13 +107,18 @@ class Call:
 
         Tools join the system message and set the reply's schema, with no more
         calls than ``max_tokens`` has room for; tool turns in the history
-        become plain text turns (``vivace.runtime.tool_calls``).
+        become plain text turns (``vivace.runtime.tool_calls``). Strings the
+        schema leaves unbounded get a bound that ``max_tokens`` fits (about two
+        characters a token): under a grammar, running out of tokens is the one
+        way a reply can break its schema.
         """
-        spec = output_spec(self.output) if self.output is not None else None
+        room = max(16, 2 * max_tokens)
+        spec = output_spec(self.output, min(DEFAULT_MAX_STRING, room)) if self.output is not None else None
         prompt = None
         if self.tools:
             offered, choice = specs(self.tools), ToolChoice.parse(self.tool_choice)
-            spec = reply_spec(offered, choice, self.parallel_tool_calls, max_tokens=max_tokens) or spec
+            spec = reply_spec(offered, choice, self.parallel_tool_calls, max_string=min(MAX_ARGUMENT_STRING, room),
+                              max_tokens=max_tokens) or spec
             prompt = tool_prompt(offered, choice, self.parallel_tool_calls)
         if prompt is None and not needs_plain(self.messages):
             return self, spec

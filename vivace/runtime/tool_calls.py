@@ -106,7 +106,9 @@ def reply_spec(tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool = T
         "maxItems": max(1, min(MAX_CALLS, max_tokens // TOKENS_PER_CALL)) if parallel else 1}},
         "required": ["tool_calls"], "additionalProperties": False}
     if choice.mode == "auto":
-        content = {"type": "object", "properties": {"content": {"type": "string", "maxLength": DEFAULT_MAX_STRING}},
+        content = {"type": "object", "properties": {"content": {"type": "string",
+                                                                "maxLength": max(max_string, min(DEFAULT_MAX_STRING,
+                                                                                                 2 * max_tokens))}},
                    "required": ["content"],
                    "additionalProperties": False}
         schema = {"anyOf": [calls, content]}
