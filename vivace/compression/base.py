@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 import numpy as np
 
@@ -119,8 +119,12 @@ def protected_spans(
     return merge_spans(spans)
 
 
-def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
+S = TypeVar("S", int, float)
+
+
+def merge_spans(spans: Iterable[tuple[S, S]]) -> list[tuple[S, S]]:
+    """Overlapping or touching spans merged, in order: character spans here, time spans for the benches."""
+    out: list[tuple[S, S]] = []
     for a, b in sorted(spans):
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], b))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from vivace.compression.base import merge_spans
 from vivace.eval.pipeline_bench import percentile
 from vivace.eval.stats import median, rate
 from vivace.eval.tools_workload import CALCULATE_S, LOOKUP_S, ToolTask, make_tools, score
@@ -139,16 +140,6 @@ async def run_one(s: Setup, t: ToolTask, config: str, repeat: int = 0) -> dict[s
             **figures(calls, tools, latency)}
 
 
-def _union(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[tuple[float, float]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
 def _length(spans: Sequence[tuple[float, float]]) -> float:
     return sum(b - a for a, b in spans)
 
@@ -161,8 +152,8 @@ def figures(calls: Sequence[Any], tools: Sequence[Any], latency: float) -> dict[
     """Counts, tokens and the time split of one run, from its ``CallTrace``s and ``ToolTrace``s."""
     # a reply the caller cut on purpose (a plan that repeats itself, ``StopGeneration``) broke no schema
     checked = [c for c in calls if isinstance(c.extra.get("output"), dict) and c.finish_reason != "cut"]
-    model = _union([(c.started_at, c.ended_at) for c in calls])
-    tool = _union([(t.started_at, t.ended_at) for t in tools])
+    model = merge_spans([(c.started_at, c.ended_at) for c in calls])
+    tool = merge_spans([(t.started_at, t.ended_at) for t in tools])
     overlap = _overlap(model, tool)
     busy = _length(model) + _length(tool) - overlap
     return {"calls": len(calls), "tool_calls": len(tools), "prompt_tokens": sum(c.prompt_tokens for c in calls),
