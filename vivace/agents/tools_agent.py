@@ -165,7 +165,6 @@ class ToolsAgent(Agent):
             joined = await ctx.call(messages, output=JOIN_SCHEMA, max_tokens=JOIN_TOKENS, repetition_penalty=1.0,
                                     retrieve=False, stage="join")
             verdict = joined.parsed or {}
-            record.setdefault("why", "asked")
             if record["mode"] == "auto":
                 record["mode"], record["why"] = "plan", "the plan held calls"
             return str(verdict.get("answer", "")).strip()
@@ -242,8 +241,7 @@ class ToolsAgent(Agent):
                        outcomes: dict[int, ToolOutcome], tools: list[Tool]) -> None:
         """Wait for the results this call names, then run it through the tool path."""
         by_index = {p.index: p for p in planned}
-        waits = [by_index[d].done for d in item.deps if d in by_index]
-        got = {d: await by_index[d].done for d in item.deps if d in by_index} if waits else {}
+        got = {d: await by_index[d].done for d in item.deps if d in by_index}
         broken = [d for d, o in got.items() if not o.ok]
         if broken:
             outcome = ToolOutcome(f"plan-{item.index}", item.tool,
