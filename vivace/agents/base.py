@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypedDict, Union
 
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event, ToolDone, ToolStarted
 from vivace.agents.step_model import call_sampling, step_settings
@@ -194,12 +194,10 @@ class Tracer:
     def record(self, call: CallTrace, run: StepRun | None = None) -> None:
         """Keep a finished call and add it to its step run's (and the enclosing runs') totals."""
         self.calls.append(call)
-        by_id = {r.id: r for r in self.runs}
-        while run is not None:
-            run.calls += 1
-            run.prompt_tokens += call.prompt_tokens
-            run.output_tokens += call.output_tokens
-            run = by_id.get(run.parent) if run.parent is not None else None
+        for step in lineage(run, self.runs):
+            step.calls += 1
+            step.prompt_tokens += call.prompt_tokens
+            step.output_tokens += call.output_tokens
 
     def record_current(self, call: CallTrace) -> None:
         """The call path's recorder: the call belongs to the step this task is running."""
@@ -215,12 +213,8 @@ class Tracer:
     def record_tool(self, trace: ToolTrace) -> None:
         """Keep a finished tool call, count it on its step run (and the enclosing ones), and say so."""
         self.tools.append(trace)
-        run = current_step()
-        by_id = {r.id: r for r in self.runs}
-        step = run
-        while step is not None:
+        for step in lineage(current_step(), self.runs):
             step.tool_calls += 1
-            step = by_id.get(step.parent) if step.parent is not None else None
         self.emit(ToolDone(self.run_id, step=trace.node, agent=trace.agent, name=trace.name, call_id=trace.call_id,
                            seconds=trace.seconds, error=trace.error, cache_hit=trace.cache_hit, trace=trace,
                            branch=trace.branch))
@@ -338,13 +332,11 @@ class AgentContext:
         )
         request_id = f"{self.tracer.run_id}/{step}/{branch}/{time.monotonic_ns()}"
 
-        listener = on_text
-
         def streamed(text: str) -> None:
             self.tracer.emit(AgentDelta(self.tracer.run_id, step=step, agent=name, text=text, branch=branch,
                                         request_id=request_id))
-            if listener is not None:
-                listener(text)
+            if on_text is not None:
+                on_text(text)
 
         result, _ = await self.send(call, streamed)
         return result
@@ -377,14 +369,17 @@ class AgentContext:
         return await self.runtime.tool_path(call, names, scope)
 
 
-def step_tool_names(run: StepRun | None, runs: list[StepRun]) -> list[str]:
-    """The tools named by ``run``'s step, or by the nearest enclosing step that names any."""
+def lineage(run: StepRun | None, runs: list[StepRun]) -> Iterator[StepRun]:
+    """``run``, then the step runs that enclose it (a nested pipeline's steps run inside a step), innermost first."""
     by_id = {r.id: r for r in runs}
     while run is not None:
-        if run.tools:
-            return list(run.tools)
+        yield run
         run = by_id.get(run.parent) if run.parent is not None else None
-    return []
+
+
+def step_tool_names(run: StepRun | None, runs: list[StepRun]) -> list[str]:
+    """The tools named by ``run``'s step, or by the nearest enclosing step that names any."""
+    return next((list(r.tools) for r in lineage(run, runs) if r.tools), [])
 
 
 def task_text(inp: StepInput) -> str:
