@@ -139,7 +139,7 @@ def plain_messages(messages: Sequence[Message], prompt: str | None = None) -> li
     names: dict[str, str] = {}
     out: list[Message] = []
     for m in messages:
-        role, content = m.get("role", "user"), _text(m.get("content"))
+        role, content = m.get("role", "user"), content_text(m.get("content"))
         if role == "assistant" and m.get("tool_calls"):
             calls = []
             for c in m["tool_calls"]:
@@ -168,7 +168,8 @@ def plain_messages(messages: Sequence[Message], prompt: str | None = None) -> li
     return out
 
 
-def _text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """A message's text: the string, or the text parts of a content list."""
     if isinstance(content, list):  # content parts: the text ones
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
     return "" if content is None else str(content)

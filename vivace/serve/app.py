@@ -39,6 +39,7 @@ from vivace.agents.chat import NAME as CHAT
 from vivace.agents.driver import resolve, run, run_record
 from vivace.agents.registry import REGISTRY
 from vivace.errors import VivaceError
+from vivace.runtime.tool_calls import content_text
 from vivace.serve.metrics import CONTENT_TYPE, ServerMetrics
 from vivace.serve.chat import (ResponseFormat, ReplyStream, ToolChoiceField, ToolDef, chat_settings, check_tools,
                                message_dict, needs_chat)
@@ -57,9 +58,7 @@ class Message(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
     def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: the text ones
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-        return self.content or ""
+        return content_text(self.content)
 
 
 class StreamOptions(BaseModel):
@@ -205,7 +204,7 @@ def create_app(state: ServerState) -> FastAPI:
         task, chat = body.task(), None
         if body.model in MODES or body.model == CHAT:
             messages = [message_dict(m) for m in body.messages]
-            if body.model == CHAT or needs_chat(messages, body.tools, body.response_format):
+            if body.model == CHAT or needs_chat(messages, body.structured()):
                 chat = chat_settings(body)
                 target, options = CHAT, {"chat": chat}
                 task = task.strip() or next((t for m in reversed(body.messages) if (t := m.text().strip())), "")

@@ -107,11 +107,11 @@ def check_tools(tools: list[ToolDef] | None, choice: ToolChoiceField | None) -> 
     return None
 
 
-def needs_chat(messages: list[dict[str, Any]], tools: list[Any] | None, response_format: Any) -> bool:
-    """True unless the request is one fresh question without tools (the SoT controller's case)."""
+def needs_chat(messages: list[dict[str, Any]], structured: bool) -> bool:
+    """True unless the request is one fresh question without tools or a JSON reply (the SoT controller's case)."""
     turns = [m for m in messages if m.get("role") in CHAT_ROLES]
     fresh = len(turns) == 1 and turns[0].get("role") == "user"
-    return bool(tools) or (response_format is not None and response_format.type != "text") or not fresh
+    return structured or not fresh
 
 
 def chat_settings(body: Any) -> dict[str, Any]:
