@@ -30,12 +30,12 @@ demo: setup
 	$(VENV)/bin/vivace models prepare
 	$(VENV)/bin/vivace ask "$(QUESTION)"
 
-# The report test renders in headless Chromium and the TUI test drives a terminal in tmux.
-# A no-op when both are on PATH; otherwise installed from Debian's packages.
+# The report test renders in headless Chromium, the TUI test drives a terminal in tmux, and the durable-run
+# tests start a PostgreSQL of their own. A no-op when all three are there; otherwise from Debian's packages.
 test-tools:
-	@command -v chromium >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 || { \
-	  command -v apt-get >/dev/null 2>&1 || { echo "install chromium and tmux for the full test suite"; exit 0; }; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium tmux >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "install chromium, tmux and postgresql for the full test suite"; exit 0; }; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium tmux postgresql >/dev/null; }
 
 test: setup test-tools
 	$(PY) -m pytest

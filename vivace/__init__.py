@@ -53,6 +53,8 @@ _EXPORTS = {
     "run": "vivace.agents.driver",
     "ask": "vivace.agents.driver",
     "run_record": "vivace.agents.driver",
+    "resume": "vivace.agents.driver",
+    "Approval": "vivace.agents.journal",
     "events": "vivace.agents.events",
     # the runtime
     "Runtime": "vivace.runtime.runtime",
@@ -78,6 +80,7 @@ _EXPORTS = {
     "InputError": "vivace.errors",
     "RunError": "vivace.errors",
     "BackendError": "vivace.errors",
+    "BusyError": "vivace.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -85,12 +88,13 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from vivace.agents import events
     from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
-    from vivace.agents.driver import ask, run, run_record
+    from vivace.agents.driver import ask, resume, run, run_record
+    from vivace.agents.journal import Approval
     from vivace.agents.pipeline import Loop, Pipeline, Step
     from vivace.agents.registry import agent
     from vivace.assembly import open_runtime, runtime_for
     from vivace.config import Config, load_config
-    from vivace.errors import BackendError, InputError, RunError, VivaceError
+    from vivace.errors import BackendError, BusyError, InputError, RunError, VivaceError
     from vivace.runtime.call import Call, CallPath, ContextPolicy
     from vivace.runtime.fake import FakeBackend
     from vivace.runtime.output import OutputSpec

@@ -101,6 +101,11 @@ class Config:
     long_form: str = field(default="off", metadata=_choices("off", "auto", "sot"))  # SoT inside agents (the writer)
     scheduling: str = field(default="program", metadata=_choices("fcfs", "critical", "fair", "program", "age"))
 
+    # Durable runs: every run is checkpointed after each finished step (vivace.runtime.checkpoints)
+    checkpoints: bool = True
+    checkpoint_url: str | None = None  # postgresql://... (shared by serve replicas) or sqlite:///PATH; default $VIVACE_HOME
+    keep_runs: int = field(default=1000, metadata=_bounds(min=1))  # older runs' checkpoints are pruned
+
     # Retrieval and compression
     chroma_path: Path | None = None  # default: $VIVACE_HOME/chroma
     chroma_url: str | None = field(default=None, metadata=_URL)  # a Chroma server instead of the local store

@@ -27,6 +27,10 @@ class BackendError(VivaceError):
     """A backend that cannot serve: unreachable server, dead engine."""
 
 
+class BusyError(VivaceError):
+    """A run another process holds (running it, or resuming it): one of two at once wins."""
+
+
 class OutputError(VivaceError):
     """A model reply that broke its output schema twice (the call path retries once with the error)."""
 

@@ -109,6 +109,7 @@ class StepRun:
     # What the step's calls default to: the retrieval query and the history the policy may compress.
     query: str = field(default="", repr=False)
     history: str = field(default="", repr=False)
+    key: str = ""  # its place in the run: what a checkpoint saves it under (vivace.agents.journal)
 
     @property
     def seconds(self) -> float:
@@ -174,10 +175,11 @@ class Tracer:
         texts = ("".join(pieces).strip() for pieces in self.streamed.values())
         return "\n\n".join(t for t in texts if t)
 
-    def start(self, scope: int, step: str, agent: str, branch: int | None, round_: int, deps: list[int]) -> StepRun:
+    def start(self, scope: int, step: str, agent: str, branch: int | None, round_: int, deps: list[int],
+              key: str = "") -> StepRun:
         parent = current_step()
         run = StepRun(next(self._ids), scope, step, agent, branch, round_, time.time(),
-                      parent.id if parent else None, deps)
+                      parent.id if parent else None, deps, key=key)
         self.runs.append(run)
         self.emit(AgentStarted(self.run_id, step=step, agent=agent, branch=branch, round=round_))
         return run

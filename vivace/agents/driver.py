@@ -17,15 +17,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
+from vivace.agents.durable import check_resumable, check_same, header, target_of
 from vivace.agents.events import Event
+from vivace.agents.journal import ApprovalPending, Approver, Journal, enter_journal, leave_journal
 from vivace.agents.pipeline import Pipeline, single
 from vivace.agents.step_model import check_models, check_tools
-from vivace.errors import InputError, RunError, VivaceError, missing_extra
+from vivace.errors import BusyError, InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
 from vivace.runtime.load import sharing
 from vivace.trace import CallTrace, RunTrace, save_run
 
 if TYPE_CHECKING:
+    from vivace.runtime.checkpoints import RunStore, StoredRun
     from vivace.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ async def run(
     on_finish: Callable[[RunTrace], None] | None = None,
     run_id: str | None = None,
     tools: "Sequence[Any] | None" = None,
+    approve: Approver = None,
+    _resume: "StoredRun | None" = None,
 ) -> RunTrace:
     """Run ``target`` on ``task`` and return its trace.
 
@@ -75,6 +80,12 @@ async def run(
     way the run's record is saved first, and ``on_finish`` gets the trace.
     ``run_id`` names the run up front (a server puts it in its response
     header before the first token); by default the trace makes one.
+
+    With checkpoints on (the config's ``checkpoints``), each finished step is
+    saved as it finishes, so a killed or failed run can be finished by
+    ``resume``. A step or tool that requires approval asks ``approve``
+    ("all", "none", or a function of the ``Approval``); with none, the run
+    pauses there (``status == "paused"``, ``meta["pending_approval"]``).
     """
     if not task or not task.strip():
         raise InputError("the task is empty")
@@ -88,6 +99,12 @@ async def run(
     run_tools = runtime.tools.resolve(tools or ())  # an unknown tool, too
     check_tools(item, runtime.tools)
     pipeline = single(item)
+    if _resume is not None:
+        check_same(_resume, pipeline)
+    store = runtime.checkpoints()
+    if store is None and approve is None and (gated := _gated_steps(pipeline)):
+        raise InputError(f"step {gated[0]!r} needs approval, and this run is not checkpointed, so it cannot pause: "
+                         "pass approve ('all', 'none' or a function) or turn checkpoints on")
     backend = runtime.backend
     trace = RunTrace(question=task.strip(), mode=f"agent:{item.name}", model=backend.model, backend=backend.name)
     if run_id:
@@ -97,13 +114,23 @@ async def run(
                   record_tool=tracer.record_tool, tool_started=tracer.tool_started)
     ctx = AgentContext(runtime, tracer, scope, dict(options or {}), run_tools)
     graph = pipeline.compile(ctx)  # outside the clock: the first one imports LangGraph (~1.4 s here)
+    journal = Journal(trace.run_id, store, dict(_resume.steps) if _resume else {}, approve)
     t0 = time.perf_counter()
-    token = enter_scope(scope)
+    if store is not None:
+        args = {"options": dict(options or {}), "collection": collection, "compression": compression,
+                "history_budget_tokens": history_budget_tokens, "tools": [t.name for t in run_tools]}
+        await store.begin(trace.run_id, header(target, pipeline, trace.question, args),
+                          {"agent": item.name, "task": trace.question[:200], "started_at": trace.started_at,
+                           **({"resumed_from": _resume.run_id} if _resume else {})})
+    token, jtoken = enter_scope(scope), enter_journal(journal)
     try:
         with sharing(runtime):  # every run shares the batch, a pipeline's too: fan-out decisions divide it among them
             result, state = await pipeline.invoke(trace.question, ctx, graph)
         trace.answer = result
         trace.meta["messages"] = state.get("messages", [])
+    except ApprovalPending as pause:  # not a failure: the run waits at its checkpoint for a person
+        trace.status = "paused"
+        trace.meta["pending_approval"] = pause.approval.to_dict()
     except (asyncio.CancelledError, KeyboardInterrupt):
         trace.status, trace.error = "interrupted", "interrupted"
         raise
@@ -117,16 +144,52 @@ async def run(
         code = exc.exit_code if isinstance(exc, VivaceError) else 1
         raise RunError(f"agent {item.name!r} failed: {message}", item.name, trace=trace, exit_code=code) from exc
     finally:
+        leave_journal(jtoken)
         leave_scope(token)
         _finish(trace, tracer, item, t0, solo=len(pipeline.steps) == 1)
         trace.meta["models"] = model_summary(trace.calls, runtime.models.describe)
+        _durable_meta(trace, journal, _resume)
         if runtime.save_runs:
             _save(trace, runtime, trace_out)
+        if store is not None:
+            await _checkpoint_end(store, trace, _resume)
         if on_finish is not None:
             on_finish(trace)
     if not trace.answer.strip():
         log.warning("agent %s returned an empty result", item.name)
     return trace
+
+
+def _gated_steps(pipe: Pipeline) -> list[str]:
+    """The steps of ``pipe`` (and of the pipelines inside it) that require approval."""
+    out = []
+    for step in pipe.step_list:
+        if step.requires_approval:
+            out.append(step.name)
+        if isinstance(step.impl, Pipeline):
+            out += _gated_steps(step.impl)
+    return out
+
+
+def _durable_meta(trace: RunTrace, journal: Journal, resumed: "StoredRun | None") -> None:
+    """What the checkpoints did for this run: steps saved and their seconds, steps taken from the run resumed."""
+    if journal.store is not None:
+        trace.meta["checkpoint"] = {"steps_saved": journal.saved, "save_s": round(journal.save_s, 6),
+                                    "store": journal.store.kind}
+    if resumed is not None:
+        trace.meta["resumed_from"] = resumed.run_id
+        trace.meta["resumed_steps"] = [k for k in journal.resumed if not k.endswith("/approval")]
+
+
+async def _checkpoint_end(store: "RunStore", trace: RunTrace, resumed: "StoredRun | None") -> None:
+    """The run's status and record in its checkpoint; the run it resumed now points here."""
+    try:
+        await asyncio.shield(store.finish(trace.run_id, trace.status, run_record(trace),
+                                          {"answer": trace.answer[:200], "latency_s": round(trace.latency_s, 3)}))
+        if resumed is not None:
+            await asyncio.shield(store.mark(resumed.run_id, "resumed", resumed_by=trace.run_id))
+    except (VivaceError, asyncio.CancelledError) as exc:  # the run's own record is saved; its checkpoint says running
+        log.error("could not close the run's checkpoint: %s", exc or "interrupted")
 
 
 def _save(trace: RunTrace, runtime: "Runtime", trace_out: str | Path | None) -> None:
@@ -288,6 +351,42 @@ def run_record(trace: RunTrace) -> dict[str, Any]:
         "steps": meta.get("steps", []),
         "meta": {k: v for k, v in meta.items() if k not in ("agents", "models", "steps")},
     }
+
+
+async def resume(
+    run_id: str,
+    runtime: "Runtime",
+    *,
+    target: str | Agent | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    approve: Approver = None,
+    trace_out: str | Path | None = None,
+    on_finish: Callable[[RunTrace], None] | None = None,
+    tools: "Sequence[Any] | None" = None,
+) -> RunTrace:
+    """Finish a run that was killed, interrupted, failed or paused: its finished steps are not run again.
+
+    The resumed run is a new run (its own id and record) that names the one
+    it finishes (``meta["resumed_from"]``) and the steps it took from it
+    (``meta["resumed_steps"]``). ``target`` is needed only for an agent
+    defined in code; ``tools`` for tools that were passed as functions.
+    """
+    store = runtime.checkpoints()
+    if store is None:
+        raise InputError("checkpoints are off (checkpoints = false, or a runtime that saves no runs): nothing to resume")
+    check_resumable(await store.load(run_id), run_id)
+    if not await store.claim(run_id):
+        raise BusyError(f"run {run_id} is being resumed by another process")
+    try:
+        stored = check_resumable(await store.load(run_id), run_id)  # again, now that it is ours
+        h = stored.header
+        return await run(target_of(stored, target), h["task"], runtime, on_event=on_event, options=h.get("options"),
+                         collection=h.get("collection"), compression=h.get("compression"),
+                         history_budget_tokens=h.get("history_budget_tokens", DEFAULT_HISTORY_BUDGET),
+                         trace_out=trace_out, on_finish=on_finish,
+                         tools=tools if tools is not None else h.get("tools"), approve=approve, _resume=stored)
+    finally:
+        await store.release(run_id)
 
 
 async def ask(

@@ -52,6 +52,7 @@ class Step:
     model: str | None = None  # one of the runtime's models ("default", a [models.NAME]); None: the run's default
     sampling: dict[str, Any] = field(default_factory=dict)  # defaults of the step's calls (vivace.agents.step_model)
     tools: tuple[str, ...] = ()  # the runtime's tools this step may call (none named: the run's tools)
+    requires_approval: bool = False  # the run pauses before this step until someone approves it
 
 
 @dataclass

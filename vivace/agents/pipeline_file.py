@@ -19,7 +19,8 @@ from vivace.agents.step_model import check_model, check_sampling
 from vivace.errors import InputError
 
 KEYS = ("name", "description", "output", "edges", "steps", "loops")
-STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params", "model", "sampling", "tools")
+STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params", "model", "sampling", "tools",
+             "requires_approval")
 LOOP_KEYS = ("from", "to", "when", "max_rounds")
 
 
@@ -115,6 +116,7 @@ def parse(data: Any, origin: str, default_branches: int) -> dict[str, Any]:
             "sampling": check_sampling(spec.get("sampling", {}), f"{origin}: step {name!r}"),
             "tools": tuple(r.text(t, f"step {name!r}: tools") for t in r.array(spec.get("tools", []),
                                                                                  f"step {name!r}: tools")),
+            "requires_approval": r.flag(spec.get("requires_approval", False), f"step {name!r}: requires_approval"),
         })
     edges = []
     for edge in r.array(data.get("edges", []), "edges"):

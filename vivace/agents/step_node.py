@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vivace.agents.base import AgentContext, StepInput, enter_step, leave_step
+from vivace.agents.base import AgentContext, StepInput, current_step, enter_step, leave_step
 from vivace.agents.history import render_history
+from vivace.agents.journal import Approval, ApprovalPending, current_journal
 from vivace.agents.pipeline import BranchState, PipelineState, _as_text, _bound, parse_items
 from vivace.errors import RunError, VivaceError, missing_extra
 
@@ -62,7 +63,16 @@ class StepNode:
         each = step.fan_out or step.per_item
         branch = state.get("branch") if each else None
         inputs = self._inputs(state)
-        run = ctx.tracer.start(self.scope, step.name, step.agent, branch, rnd, self._deps(inputs, branch))
+        place = step_key(step.name, rnd, branch)
+        journal = current_journal()
+        saved = await journal.restore(place) if journal is not None else None
+        run = ctx.tracer.start(self.scope, step.name, step.agent, branch, rnd, self._deps(inputs, branch), place)
+        if saved is not None:  # finished before the run was stopped: its output, not a second run
+            run.extra["resumed"] = {"seconds": saved.get("seconds"), "calls": saved.get("calls")}
+            ctx.tracer.finish(run, saved.get("text", ""))
+            return dict(saved["update"])
+        if step.requires_approval and journal is not None:
+            await self._approve(journal, run, place)
         run.downstream = self.downstream
         item = state.get("item") if each else None
         history = render_history(inputs, step.name)
@@ -75,6 +85,9 @@ class StepNode:
                             item=item, branch=branch, round=rnd, messages=list(state.get("messages") or []),
                             params=dict(step.params))
             raw = await self.node.ainvoke(inp) if hasattr(self.node, "ainvoke") else await self.node(inp)
+        except ApprovalPending:  # a tool of this step waits for a person: the step runs again on resume
+            ctx.tracer.fail(run, "paused for approval")
+            raise
         except RunError as exc:
             ctx.tracer.fail(run, str(exc))
             raise
@@ -107,7 +120,29 @@ class StepNode:
                 log.debug("step %s sends the run back to %s (round %d)", step.name, lp.target, taken + 1)
                 break
         update["routes"] = {step.name: route}
+        if journal is not None:
+            await journal.save(place, {"update": update, "text": text, "seconds": round(run.seconds, 6),
+                                     "calls": run.calls, "output_tokens": run.output_tokens})
         return update
+
+    async def _approve(self, journal: Any, run: Any, key: str) -> None:
+        step = self.step
+        what = f"run step {step.name!r} (agent {step.agent})" + (f" branch {run.branch}" if run.branch else "")
+        try:
+            approved = await journal.approval(Approval(key, "step", step.name, what))
+        except ApprovalPending:
+            self.ctx.tracer.fail(run, "paused for approval")
+            raise
+        if not approved:
+            self.ctx.tracer.fail(run, "not approved")
+            raise RunError(f"step {step.name!r} was not approved", step.agent, step.name)
+
+
+def step_key(name: str, rnd: int, branch: int | None) -> str:
+    """A step execution's place in the run, under the step that encloses it (``vivace.agents.journal``)."""
+    parent = current_step()
+    own = f"{name}.{rnd}" + (f".{branch}" if branch is not None else "")
+    return f"{parent.key}/{own}" if parent is not None and parent.key else own
 
 
 def _normalize(raw: Any) -> tuple[str, list[str] | None, str | None]:

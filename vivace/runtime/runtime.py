@@ -10,7 +10,7 @@ else keeps module-level state about models.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vivace.config import Config
 from vivace.runtime.backend import Backend
@@ -19,6 +19,9 @@ from vivace.runtime.limits import InFlightLimiter
 from vivace.runtime.model_set import ModelSet
 from vivace.runtime.tool_path import ToolPath
 from vivace.runtime.tools import ToolBox
+
+if TYPE_CHECKING:
+    from vivace.runtime.checkpoints import RunStore
 
 
 @dataclass
@@ -36,9 +39,20 @@ class Runtime:
     # The tools every run may name (code, plug-ins, MCP sets), and the one path their calls take.
     tools: ToolBox = field(default_factory=ToolBox)
     tool_path: ToolPath = field(init=False)
+    _store: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tool_path = ToolPath(self.tools)
+
+    def checkpoints(self) -> "RunStore | None":
+        """The durable-run store (opened on first use), or None when runs are not saved or checkpoints are off."""
+        if not (self.save_runs and self.config.checkpoints):
+            return None
+        if self._store is None:
+            from vivace.runtime.checkpoints import RunStore
+
+            self._store = RunStore.open(self.config.checkpoint_url, self.config.home, self.config.keep_runs)
+        return self._store
 
     @property
     def policy(self) -> Any:
@@ -53,7 +67,12 @@ class Runtime:
         try:
             await self.tools.aclose()  # MCP servers stop with the runtime that started them
         finally:
-            await self.models.aclose()
+            try:
+                if self._store is not None:
+                    store, self._store = self._store, None
+                    await store.aclose()
+            finally:
+                await self.models.aclose()
 
     async def __aenter__(self) -> "Runtime":
         return self

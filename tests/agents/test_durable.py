@@ -1,0 +1,203 @@
+"""Durable runs on FakeBackend: checkpoints per step, resume without re-running, approvals, bad input.
+
+The store is the real SQLite saver in a temporary home; the fake stands in for
+the model only (orchestration logic). The engine and PostgreSQL versions are
+in ``test_durable_engine.py`` and ``tests/runtime/test_checkpoints_postgres.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.test_pipeline import responder
+from vivace.agents.builtin import research_pipeline
+from vivace.agents.driver import resume, run
+from vivace.agents.pipeline import Pipeline, Step
+from vivace.assembly import runtime_for
+from vivace.config import Config
+from vivace.errors import BusyError, InputError, RunError
+from vivace.runtime.backend import GenerationRequest
+from vivace.runtime.fake import FakeBackend
+
+
+def runtime(home: Path, backend: Any, **config: Any) -> Any:
+    return runtime_for(Config(backend="fake", max_tokens=64, home=home, **config), backend)
+
+
+def failing_writer(fail: dict[str, bool]) -> Any:
+    """The research responder, whose writer fails while ``fail["write"]`` is set."""
+    base = responder()
+
+    def respond(request: GenerationRequest) -> str:
+        if "/write" in request.tag and fail["write"]:
+            raise RuntimeError("the writer's server went away")
+        return base(request)
+
+    return respond
+
+
+def steps_of(calls: list[Any]) -> list[str]:
+    return sorted({c.node for c in calls})
+
+
+def test_a_failed_pipeline_resumes_without_running_its_finished_steps(tmp_path: Path) -> None:
+    fail = {"write": True}
+    backend = FakeBackend(failing_writer(fail))
+
+    async def go() -> tuple[Any, Any, Any]:
+        rt = runtime(tmp_path, backend)
+        try:
+            with pytest.raises(RunError) as err:
+                await run(research_pipeline(), "How do bees fly?", rt)
+            first = err.value.trace
+            fail["write"] = False
+            before = len(backend.requests)
+            second = await resume(first.run_id, rt, target=research_pipeline())
+            return first, second, backend.requests[before:]
+        finally:
+            await rt.aclose()
+
+    first, second, new_requests = asyncio.run(go())
+    assert first.status == "failed"
+    assert steps_of(first.calls) == ["plan", "research"]
+    assert second.status == "done" and second.answer == "A draft answer."
+    # only the unfinished steps called the model: plan and the three research branches came from the checkpoint
+    assert [r.tag.split("/")[1] for r in new_requests] == ["write", "review"]
+    assert steps_of(second.calls) == ["review", "write"]
+    assert second.meta["resumed_from"] == first.run_id
+    assert sorted(second.meta["resumed_steps"]) == ["plan.0", "research.0.1", "research.0.2", "research.0.3"]
+    resumed = [s for s in second.meta["steps"] if s["extra"].get("resumed")]
+    assert len(resumed) == 4 and all(s["calls"] == 0 for s in resumed)
+
+
+def test_the_store_lists_runs_and_refuses_what_cannot_be_resumed(tmp_path: Path) -> None:
+    backend = FakeBackend(responder())
+
+    async def go() -> None:
+        rt = runtime(tmp_path, backend)
+        try:
+            done = await run(research_pipeline(), "Why is the sky blue?", rt)
+            store = rt.checkpoints()
+            listed = store.runs()
+            assert listed[0]["run_id"] == done.run_id and listed[0]["status"] == "done"
+            assert listed[0]["agent"] == "research"
+            with pytest.raises(InputError, match="finished"):
+                await resume(done.run_id, rt, target=research_pipeline())
+            with pytest.raises(InputError, match="no run"):
+                await resume("no-such-run", rt)
+        finally:
+            await rt.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_changed_pipeline_is_not_resumed(tmp_path: Path) -> None:
+    fail = {"write": True}
+
+    async def go() -> None:
+        rt = runtime(tmp_path, FakeBackend(failing_writer(fail)))
+        try:
+            with pytest.raises(RunError) as err:
+                await run(research_pipeline(), "How do tides work?", rt)
+            changed = research_pipeline()
+            changed.steps["research"].max_branches = 2
+            with pytest.raises(InputError, match="changed since run"):
+                await resume(err.value.trace.run_id, rt, target=changed)
+            assert rt.checkpoints().load_now(err.value.trace.run_id).status == "failed"  # nothing overwritten
+        finally:
+            await rt.aclose()
+
+    asyncio.run(go())
+
+
+def test_two_resumes_of_one_run_one_wins(tmp_path: Path) -> None:
+    fail = {"write": True}
+    backend = FakeBackend(failing_writer(fail), latency_s=0.2)
+
+    async def go() -> list[Any]:
+        rt = runtime(tmp_path, backend)
+        try:
+            with pytest.raises(RunError) as err:
+                await run(research_pipeline(), "What is rust?", rt)
+            fail["write"] = False
+            run_id = err.value.trace.run_id
+            return await asyncio.gather(*(resume(run_id, rt, target=research_pipeline()) for _ in range(2)),
+                                        return_exceptions=True)
+        finally:
+            await rt.aclose()
+
+    results = asyncio.run(go())
+    assert sum(isinstance(r, BusyError) for r in results) == 1
+    assert sum(getattr(r, "status", None) == "done" for r in results) == 1
+
+
+def gated() -> Pipeline:
+    return Pipeline("gated", [Step("plan", "planner"), Step("research", "researcher", fan_out=True),
+                              Step("write", "writer", requires_approval=True)],
+                    [("plan", "research"), ("research", "write")])
+
+
+def test_a_step_that_needs_approval_pauses_the_run_until_it_is_given(tmp_path: Path) -> None:
+    backend = FakeBackend(responder())
+
+    async def go() -> tuple[Any, Any, Any, int]:
+        rt = runtime(tmp_path, backend)
+        try:
+            paused = await run(gated(), "How do bees fly?", rt)
+            stored = rt.checkpoints().load_now(paused.run_id)
+            n = len(backend.requests)
+            finished = await resume(paused.run_id, rt, target=gated(), approve="all")
+            return paused, stored, finished, len(backend.requests) - n
+        finally:
+            await rt.aclose()
+
+    paused, stored, finished, new_calls = asyncio.run(go())
+    assert paused.status == "paused"
+    assert paused.meta["pending_approval"]["step"] == "write"
+    assert not any(c.node == "write" for c in paused.calls)
+    assert stored.status == "paused"
+    assert finished.status == "done" and finished.answer == "A draft answer."
+    assert new_calls == 1  # the writer alone
+
+
+def test_a_denied_step_fails_the_run_and_an_unchecked_run_cannot_pause(tmp_path: Path) -> None:
+    async def go() -> None:
+        rt = runtime(tmp_path, FakeBackend(responder()))
+        try:
+            with pytest.raises(RunError, match="not approved"):
+                await run(gated(), "How do bees fly?", rt, approve="none")
+            asked: list[str] = []
+            done = await run(gated(), "How do bees fly?", rt, approve=lambda a: asked.append(a.what) or True)
+            assert done.status == "done" and asked == ["run step 'write' (agent writer)"]
+        finally:
+            await rt.aclose()
+        fake = FakeBackend(responder())
+        off = runtime_for(Config(backend="fake", max_tokens=64, home=tmp_path, checkpoints=False), fake)
+        with pytest.raises(InputError, match="not checkpointed"):
+            await run(gated(), "How do bees fly?", off)
+        assert fake.requests == []  # refused before any model call
+
+    asyncio.run(go())
+
+
+def test_keep_runs_prunes_the_oldest_runs(tmp_path: Path) -> None:
+    async def go() -> tuple[list[str], list[dict[str, Any]]]:
+        rt = runtime(tmp_path, FakeBackend(responder()), keep_runs=3)
+        ids = []
+        try:
+            for i in range(5):
+                ids.append((await run("writer", f"Say hello number {i}", rt)).run_id)
+            rt.checkpoints().prune()
+            return ids, rt.checkpoints().runs()
+        finally:
+            await rt.aclose()
+
+    ids, listed = asyncio.run(go())
+    assert [r["run_id"] for r in listed] == ids[::-1][:3]
+    lines = (tmp_path / "runs" / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and json.loads(lines[-1])["meta"]["checkpoint"]["steps_saved"] == 1

@@ -1,0 +1,83 @@
+"""What the run driver saves of a run before it starts, and how a saved run is found and checked for resuming.
+
+Why a header: a resume must run the same thing on the same task with the
+same options, or the saved steps would be answers to another question. The
+header names the target (a registry name, a pipeline file, or an in-code
+agent), the structure it had (a fingerprint of its steps, edges and loops),
+and the run's arguments; a pipeline changed since is refused, not mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vivace.agents.base import Agent
+from vivace.errors import BusyError, InputError
+
+if TYPE_CHECKING:
+    from vivace.agents.pipeline import Pipeline
+    from vivace.runtime.checkpoints import StoredRun
+
+
+RESUMABLE = ("failed", "interrupted", "killed", "paused")
+
+
+def fingerprint(pipe: "Pipeline") -> str:
+    """The pipeline's structure: what its step keys and saved outputs mean."""
+    steps = [[s.name, s.agent, s.fan_out, s.per_item, s.max_branches, s.params, s.model, s.sampling, list(s.tools),
+              s.requires_approval, type(s.impl).__name__ if s.impl is not None else None] for s in pipe.step_list]
+    loops = [[lp.source, lp.target, lp.when, lp.max_rounds] for lp in pipe.loops]
+    text = json.dumps([pipe.name, steps, [list(e) for e in pipe.edges], loops, pipe.output], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def header(target: "str | Agent", pipe: "Pipeline", task: str, args: dict[str, Any]) -> dict[str, Any]:
+    """What a resume needs to run the same thing again (``args``: the run's own keyword arguments)."""
+    if isinstance(target, Agent):
+        spec: dict[str, Any] = {"kind": "object", "name": target.name}
+    elif target.endswith(".toml"):
+        spec = {"kind": "file", "path": str(Path(target).resolve())}
+    else:
+        spec = {"kind": "name", "name": target}
+    return {"target": spec, "fingerprint": fingerprint(pipe), "task": task, **args}
+
+
+def target_of(stored: "StoredRun", given: "str | Agent | None") -> "str | Agent":
+    """What to run again: the one given (an in-code agent must be), else the saved name or file."""
+    spec = stored.header.get("target") or {}
+    if given is not None:
+        return given
+    if spec.get("kind") == "object":
+        raise InputError(f"run {stored.run_id} ran an agent defined in code ({spec.get('name')!r}): "
+                         "pass it to resume(..., target=)")
+    if spec.get("kind") == "file":
+        path = spec["path"]
+        if not Path(path).is_file():
+            raise InputError(f"run {stored.run_id} ran the pipeline file {path}, which is gone")
+        return str(path)
+    return str(spec.get("name"))
+
+
+def check_resumable(stored: "StoredRun | None", run_id: str) -> "StoredRun":
+    """The stored run if it can be resumed; else one line saying why (exit 2)."""
+    if stored is None:
+        raise InputError(f"no run {run_id!r} in the checkpoint store (vivace runs list shows the runs kept)")
+    if stored.status == "running":
+        raise BusyError(f"run {run_id} is running in another process")
+    if stored.status == "resumed":
+        raise InputError(f"run {run_id} was already resumed as {stored.meta.get('resumed_by')}; resume that one")
+    if stored.status not in RESUMABLE:
+        raise InputError(f"run {run_id} finished ({stored.status}); there is nothing to resume")
+    return stored
+
+
+def check_same(stored: "StoredRun", pipe: "Pipeline") -> None:
+    """The pipeline to resume is the one the run started with."""
+    if stored.header.get("fingerprint") != fingerprint(pipe):
+        spec = stored.header.get("target") or {}
+        where = spec.get("path") or spec.get("name") or pipe.name
+        raise InputError(f"the pipeline {where} changed since run {stored.run_id} started; "
+                         "resuming would mix two pipelines (start a new run)")
