@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Sequence
 
 from vivace import __version__
-from vivace.commands import agents, ask, bench, collections, ingest, models, report, run, serve, tools, tui
+from vivace.commands import agents, ask, bench, collections, ingest, models, report, run, runs, serve, tools, tui
 from vivace.commands._io import Parents, Parser, config_from_args
 from vivace.errors import VivaceError, missing_extra
 
@@ -34,7 +34,7 @@ if (_VLLM_LEVEL := os.environ.get("VLLM_LOGGING_LEVEL")) in ("ERROR", "CRITICAL"
     logging.getLogger("vllm").setLevel(_VLLM_LEVEL)
 
 # In `vivace --help` order.
-COMMANDS = (ask, run, serve, agents, tools, tui, ingest, collections, models, bench, report)
+COMMANDS = (ask, run, runs, serve, agents, tools, tui, ingest, collections, models, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

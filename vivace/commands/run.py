@@ -25,6 +25,7 @@ from vivace.commands._io import (
     interruptible,
     require_question,
 )
+from vivace.commands.runs import add_approve, approver
 from vivace.config import Config
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def register(sub: Subparsers, parents: Parents) -> None:
     run.add_argument("--tool-mode", choices=("auto", "plan", "react"),
                      help="the tools agent: plan every call at once (default auto) or a ReAct loop")
     run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
+    add_approve(run)
     run.set_defaults(handler=cmd_run)
 
 
@@ -136,7 +138,7 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
             view.expect_steps(item)
         work = run(item, task, runtime, on_event=view or printer, collection=args.collection, options=options,
                    compression=config.compression, history_budget_tokens=args.history_budget,
-                   trace_out=args.trace_out, tools=args.tools)
+                   trace_out=args.trace_out, tools=args.tools, approve=approver(args.approve, prompt=not live))
         trace = await interruptible(run_live(work, view) if view is not None else work, runtime.backend)
     finally:
         await runtime.aclose()  # the driver already saved the run's record, also on failure or Ctrl-C
@@ -146,6 +148,23 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if live:
         print_final(view)
         sys.stdout.write("\n")
+    print_outcome(trace, printer, shown=live)
+    return 0
+
+
+def print_outcome(trace: Any, printer: Any, shown: bool = False) -> None:
+    """The answer (unless it streamed whole or the live view showed it), the summary, and a pause's next step."""
+    if trace.status == "paused":
+        pending = trace.meta.get("pending_approval") or {}
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False).print(
+            f"[yellow]paused[/]: {pending.get('what', 'a step')} needs approval. The run is checkpointed; "
+            f"finish it with `vivace resume {trace.run_id} --approve all` (or `--approve none`).")
+        print_summary(trace)
+        return
+    if shown:
+        pass
     elif printer is not None and printer.streamed:
         sys.stdout.write("\n")
         if printer.streamed.strip() != trace.answer.strip():  # other calls shaped the result: show it whole
@@ -154,7 +173,6 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     else:
         sys.stdout.write(trace.answer.strip() + "\n\n")
     print_summary(trace)
-    return 0
 
 
 def print_summary(trace: Any) -> None:
