@@ -53,7 +53,7 @@ _EXPORTS = {
     "run": "vivace.agents.driver",
     "ask": "vivace.agents.driver",
     "run_record": "vivace.agents.driver",
-    "resume": "vivace.agents.driver",
+    "resume": "vivace.agents.resume",
     "Approval": "vivace.agents.journal",
     "events": "vivace.agents.events",
     # the runtime
@@ -88,7 +88,8 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from vivace.agents import events
     from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
-    from vivace.agents.driver import ask, resume, run, run_record
+    from vivace.agents.driver import ask, run, run_record
+    from vivace.agents.resume import resume
     from vivace.agents.journal import Approval
     from vivace.agents.pipeline import Loop, Pipeline, Step
     from vivace.agents.registry import agent

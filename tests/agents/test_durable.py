@@ -16,7 +16,8 @@ import pytest
 
 from tests.agents.test_pipeline import responder
 from vivace.agents.builtin import research_pipeline
-from vivace.agents.driver import resume, run
+from vivace.agents.driver import run
+from vivace.agents.resume import resume
 from vivace.agents.pipeline import Pipeline, Step
 from vivace.assembly import runtime_for
 from vivace.config import Config
@@ -201,3 +202,45 @@ def test_keep_runs_prunes_the_oldest_runs(tmp_path: Path) -> None:
     assert [r["run_id"] for r in listed] == ids[::-1][:3]
     lines = (tmp_path / "runs" / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 5 and json.loads(lines[-1])["meta"]["checkpoint"]["steps_saved"] == 1
+
+
+def test_a_thread_carries_earlier_turns_into_every_call_within_the_budget(tmp_path: Path) -> None:
+    backend = FakeBackend(lambda request: f"answer {len(request.messages)}")
+
+    async def go() -> list[Any]:
+        rt = runtime(tmp_path, backend)
+        try:
+            out = [await run("writer", "My name is Ada.", rt, thread="chat-1"),
+                   await run("writer", "What is my name?", rt, thread="chat-1"),
+                   await run("writer", "Unrelated question.", rt, thread="other"),
+                   await run("writer", "And again?", rt, thread="chat-1", history_budget_tokens=12)]
+            return out
+        finally:
+            await rt.aclose()
+
+    first, second, other, tight = asyncio.run(go())
+    sent = [r.messages for r in backend.requests]
+    assert "My name is Ada." not in json.dumps(sent[0][:-1])
+    # the second turn's call carries the first turn as a user and an assistant message, before its own
+    assert {"role": "user", "content": "My name is Ada."} in sent[1]
+    assert {"role": "assistant", "content": first.answer} in sent[1]
+    assert second.meta["thread"] == {"id": "chat-1", "turns": 1, "dropped": 0}
+    assert other.meta["thread"]["turns"] == 0 and "Ada" not in json.dumps(sent[2])
+    # a budget that fits one turn keeps the newest one only
+    assert tight.meta["thread"] == {"id": "chat-1", "turns": 1, "dropped": 1}
+    assert "My name is Ada." not in json.dumps(sent[3]) and "What is my name?" in json.dumps(sent[3])
+
+
+def test_a_bad_thread_id_is_input_and_a_thread_needs_checkpoints(tmp_path: Path) -> None:
+    async def go() -> None:
+        rt = runtime(tmp_path, FakeBackend())
+        off = runtime(tmp_path, FakeBackend(), checkpoints=False)
+        try:
+            with pytest.raises(InputError, match="thread id"):
+                await run("writer", "hi", rt, thread=" ")
+            with pytest.raises(InputError, match="needs checkpoints"):
+                await run("writer", "hi", off, thread="t")
+        finally:
+            await rt.aclose()
+
+    asyncio.run(go())

@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
-from vivace.agents.durable import check_resumable, check_same, header, target_of
+from vivace.agents.durable import check_same, checkpoint_end, durable_meta, gated_steps, header
 from vivace.agents.events import Event
+from vivace.agents.history import fit_turns
 from vivace.agents.journal import ApprovalPending, Approver, Journal, enter_journal, leave_journal
 from vivace.agents.pipeline import Pipeline, single
 from vivace.agents.step_model import check_models, check_tools
-from vivace.errors import BusyError, InputError, RunError, VivaceError, missing_extra
+from vivace.errors import InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
 from vivace.runtime.load import sharing
 from vivace.trace import CallTrace, RunTrace, save_run
 
 if TYPE_CHECKING:
-    from vivace.runtime.checkpoints import RunStore, StoredRun
+    from vivace.runtime.checkpoints import StoredRun
     from vivace.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ async def run(
     run_id: str | None = None,
     tools: "Sequence[Any] | None" = None,
     approve: Approver = None,
+    thread: str | None = None,
     _resume: "StoredRun | None" = None,
 ) -> RunTrace:
     """Run ``target`` on ``task`` and return its trace.
@@ -86,6 +88,9 @@ async def run(
     ``resume``. A step or tool that requires approval asks ``approve``
     ("all", "none", or a function of the ``Approval``); with none, the run
     pauses there (``status == "paused"``, ``meta["pending_approval"]``).
+    ``thread`` names a conversation: its earlier turns (the newest that fit
+    ``history_budget_tokens``) go before every call's own messages, and the
+    run's answer becomes its next turn.
     """
     if not task or not task.strip():
         raise InputError("the task is empty")
@@ -102,7 +107,7 @@ async def run(
     if _resume is not None:
         check_same(_resume, pipeline)
     store = runtime.checkpoints()
-    if store is None and approve is None and (gated := _gated_steps(pipeline)):
+    if store is None and approve is None and (gated := gated_steps(pipeline)):
         raise InputError(f"step {gated[0]!r} needs approval, and this run is not checkpointed, so it cannot pause: "
                          "pass approve ('all', 'none' or a function) or turn checkpoints on")
     backend = runtime.backend
@@ -112,13 +117,22 @@ async def run(
     tracer = Tracer(trace.run_id, on_event)
     scope = Scope(trace.run_id, collection, compression, history_budget_tokens, record=tracer.record_current,
                   record_tool=tracer.record_tool, tool_started=tracer.tool_started)
+    if thread is not None:
+        if not thread.strip() or len(thread) > 128 or not thread.isprintable():
+            raise InputError("a thread id is 1 to 128 printable characters")
+        if store is None:
+            raise InputError("a thread needs checkpoints on (checkpoints = true): its turns are kept there")
+        turns, dropped = await fit_turns(await store.turns(thread), backend, history_budget_tokens)
+        scope.conversation = tuple(turns)
+        trace.meta["thread"] = {"id": thread, "turns": len(turns) // 2, "dropped": dropped}
     ctx = AgentContext(runtime, tracer, scope, dict(options or {}), run_tools)
     graph = pipeline.compile(ctx)  # outside the clock: the first one imports LangGraph (~1.4 s here)
     journal = Journal(trace.run_id, store, dict(_resume.steps) if _resume else {}, approve)
     t0 = time.perf_counter()
     if store is not None:
         args = {"options": dict(options or {}), "collection": collection, "compression": compression,
-                "history_budget_tokens": history_budget_tokens, "tools": [t.name for t in run_tools]}
+                "history_budget_tokens": history_budget_tokens, "tools": [t.name for t in run_tools],
+                "thread": thread}
         await store.begin(trace.run_id, header(target, pipeline, trace.question, args),
                           {"agent": item.name, "task": trace.question[:200], "started_at": trace.started_at,
                            **({"resumed_from": _resume.run_id} if _resume else {})})
@@ -148,48 +162,16 @@ async def run(
         leave_scope(token)
         _finish(trace, tracer, item, t0, solo=len(pipeline.steps) == 1)
         trace.meta["models"] = model_summary(trace.calls, runtime.models.describe)
-        _durable_meta(trace, journal, _resume)
+        durable_meta(trace, journal, _resume)
         if runtime.save_runs:
             _save(trace, runtime, trace_out)
         if store is not None:
-            await _checkpoint_end(store, trace, _resume)
+            await checkpoint_end(store, trace, run_record(trace), _resume, thread)
         if on_finish is not None:
             on_finish(trace)
     if not trace.answer.strip():
         log.warning("agent %s returned an empty result", item.name)
     return trace
-
-
-def _gated_steps(pipe: Pipeline) -> list[str]:
-    """The steps of ``pipe`` (and of the pipelines inside it) that require approval."""
-    out = []
-    for step in pipe.step_list:
-        if step.requires_approval:
-            out.append(step.name)
-        if isinstance(step.impl, Pipeline):
-            out += _gated_steps(step.impl)
-    return out
-
-
-def _durable_meta(trace: RunTrace, journal: Journal, resumed: "StoredRun | None") -> None:
-    """What the checkpoints did for this run: steps saved and their seconds, steps taken from the run resumed."""
-    if journal.store is not None:
-        trace.meta["checkpoint"] = {"steps_saved": journal.saved, "save_s": round(journal.save_s, 6),
-                                    "store": journal.store.kind}
-    if resumed is not None:
-        trace.meta["resumed_from"] = resumed.run_id
-        trace.meta["resumed_steps"] = [k for k in journal.resumed if not k.endswith("/approval")]
-
-
-async def _checkpoint_end(store: "RunStore", trace: RunTrace, resumed: "StoredRun | None") -> None:
-    """The run's status and record in its checkpoint; the run it resumed now points here."""
-    try:
-        await asyncio.shield(store.finish(trace.run_id, trace.status, run_record(trace),
-                                          {"answer": trace.answer[:200], "latency_s": round(trace.latency_s, 3)}))
-        if resumed is not None:
-            await asyncio.shield(store.mark(resumed.run_id, "resumed", resumed_by=trace.run_id))
-    except (VivaceError, asyncio.CancelledError) as exc:  # the run's own record is saved; its checkpoint says running
-        log.error("could not close the run's checkpoint: %s", exc or "interrupted")
 
 
 def _save(trace: RunTrace, runtime: "Runtime", trace_out: str | Path | None) -> None:
@@ -353,42 +335,6 @@ def run_record(trace: RunTrace) -> dict[str, Any]:
     }
 
 
-async def resume(
-    run_id: str,
-    runtime: "Runtime",
-    *,
-    target: str | Agent | None = None,
-    on_event: Callable[[Event], None] | None = None,
-    approve: Approver = None,
-    trace_out: str | Path | None = None,
-    on_finish: Callable[[RunTrace], None] | None = None,
-    tools: "Sequence[Any] | None" = None,
-) -> RunTrace:
-    """Finish a run that was killed, interrupted, failed or paused: its finished steps are not run again.
-
-    The resumed run is a new run (its own id and record) that names the one
-    it finishes (``meta["resumed_from"]``) and the steps it took from it
-    (``meta["resumed_steps"]``). ``target`` is needed only for an agent
-    defined in code; ``tools`` for tools that were passed as functions.
-    """
-    store = runtime.checkpoints()
-    if store is None:
-        raise InputError("checkpoints are off (checkpoints = false, or a runtime that saves no runs): nothing to resume")
-    check_resumable(await store.load(run_id), run_id)
-    if not await store.claim(run_id):
-        raise BusyError(f"run {run_id} is being resumed by another process")
-    try:
-        stored = check_resumable(await store.load(run_id), run_id)  # again, now that it is ours
-        h = stored.header
-        return await run(target_of(stored, target), h["task"], runtime, on_event=on_event, options=h.get("options"),
-                         collection=h.get("collection"), compression=h.get("compression"),
-                         history_budget_tokens=h.get("history_budget_tokens", DEFAULT_HISTORY_BUDGET),
-                         trace_out=trace_out, on_finish=on_finish,
-                         tools=tools if tools is not None else h.get("tools"), approve=approve, _resume=stored)
-    finally:
-        await store.release(run_id)
-
-
 async def ask(
     question: str,
     runtime: "Runtime | Any",
@@ -398,6 +344,7 @@ async def ask(
     collection: str | None = None,
     compression: str | None = None,
     trace_out: str | Path | None = None,
+    thread: str | None = None,
     **sot_options: Any,
 ) -> RunTrace:
     """One question through the SoT controller (``mode`` auto|sot|normal): ``run("sot", ...)`` with its options.
@@ -419,4 +366,4 @@ async def ask(
         runtime = runtime_for(Config(), runtime, save_runs=False)
     options = {k: v for k, v in {"mode": mode, **sot_options}.items() if v is not None}
     return await run("sot", question, runtime, on_event=on_event, options=options, collection=collection,
-                     compression=compression, trace_out=trace_out)
+                     compression=compression, trace_out=trace_out, thread=thread)

@@ -9,17 +9,23 @@ and the run's arguments; a pipeline changed since is refused, not mixed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vivace.agents.base import Agent
-from vivace.errors import BusyError, InputError
+from vivace.errors import BusyError, InputError, VivaceError
 
 if TYPE_CHECKING:
+    from vivace.agents.journal import Journal
     from vivace.agents.pipeline import Pipeline
-    from vivace.runtime.checkpoints import StoredRun
+    from vivace.runtime.checkpoints import RunStore, StoredRun
+    from vivace.trace import RunTrace
+
+log = logging.getLogger(__name__)
 
 
 RESUMABLE = ("failed", "interrupted", "killed", "paused")
@@ -81,3 +87,39 @@ def check_same(stored: "StoredRun", pipe: "Pipeline") -> None:
         where = spec.get("path") or spec.get("name") or pipe.name
         raise InputError(f"the pipeline {where} changed since run {stored.run_id} started; "
                          "resuming would mix two pipelines (start a new run)")
+
+
+def gated_steps(pipe: "Pipeline") -> list[str]:
+    """The steps of ``pipe`` (and of the pipelines inside it) that require approval."""
+    out = []
+    for step in pipe.step_list:
+        if step.requires_approval:
+            out.append(step.name)
+        if step.impl is not None and hasattr(step.impl, "step_list"):
+            out += gated_steps(step.impl)
+    return out
+
+
+def durable_meta(trace: "RunTrace", journal: "Journal", resumed: "StoredRun | None") -> None:
+    """What the checkpoints did for this run: steps saved and their seconds, steps taken from the run resumed."""
+    if journal.store is not None:
+        trace.meta["checkpoint"] = {"steps_saved": journal.saved, "save_s": round(journal.save_s, 6),
+                                    "store": journal.store.kind}
+    if resumed is not None:
+        trace.meta["resumed_from"] = resumed.run_id
+        trace.meta["resumed_steps"] = [k for k in journal.resumed if not k.endswith("/approval")]
+
+
+async def checkpoint_end(store: "RunStore", trace: "RunTrace", record: dict[str, Any], resumed: "StoredRun | None",
+                         thread: str | None) -> None:
+    """The run's status and record in its checkpoint; the run it resumed now points here; a thread's next turn."""
+    try:
+        if thread is not None and trace.status == "done":
+            await asyncio.shield(store.add_turn(thread, {"user": trace.question, "assistant": trace.answer,
+                                                         "run_id": trace.run_id}))
+        await asyncio.shield(store.finish(trace.run_id, trace.status, record,
+                                          {"answer": trace.answer[:200], "latency_s": round(trace.latency_s, 3)}))
+        if resumed is not None:
+            await asyncio.shield(store.mark(resumed.run_id, "resumed", resumed_by=trace.run_id))
+    except (VivaceError, asyncio.CancelledError) as exc:  # the run's own record is saved; its checkpoint says running
+        log.error("could not close the run's checkpoint: %s", exc or "interrupted")

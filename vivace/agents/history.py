@@ -8,7 +8,10 @@ the call path's context policy, priced for the prompt that carries it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vivace.runtime.backend import Backend, Message
 
 
 def render_history(inputs: dict[str, Any], step: str) -> str:
@@ -21,3 +24,19 @@ def render_history(inputs: dict[str, Any], step: str) -> str:
         elif str(value).strip():
             parts.append(f"## {label}\n{str(value).strip()}")
     return "\n\n".join(parts)
+
+
+async def fit_turns(turns: list[dict[str, Any]], backend: "Backend", budget_tokens: int) -> tuple[list["Message"], int]:
+    """A thread's turns as chat messages, the newest that fit ``budget_tokens``; and how many turns were left out.
+
+    Why newest first: a follow-up refers to what was just said. What is kept
+    may still be compressed per call by the context policy, when that pays.
+    """
+    kept: list["Message"] = []
+    for turn in reversed(turns):
+        pair: list["Message"] = [{"role": "user", "content": str(turn.get("user", ""))},
+                                 {"role": "assistant", "content": str(turn.get("assistant", ""))}]
+        if await backend.count_tokens([*pair, *kept]) > budget_tokens:
+            break
+        kept = [*pair, *kept]
+    return kept, len(turns) - len(kept) // 2

@@ -34,6 +34,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--mode", choices=MODES, help="Skeleton-of-Thought, normal, or let the router decide")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
     p.add_argument("--trace-out", metavar="FILE", help="also append the run's trace to this JSONL file")
+    p.add_argument("--thread", metavar="ID", help="a conversation: earlier turns of thread ID reach the model, "
+                                                  "and this answer becomes its next turn")
     add_collection(p, rag_alias=True, help="retrieve context from this collection before every call")
     add_compression(p)
     p.add_argument("--live", action="store_true", help="live view: skeleton, one panel per point, live figures (on a terminal)")
@@ -78,11 +80,11 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     run: RunTrace | None = None
     baseline: RunTrace | None = None
     try:
-        def attempt(mode: str, on_event: object, trace_out: str | None) -> object:
+        def attempt(mode: str, on_event: object, trace_out: str | None, thread: str | None = None) -> object:
             return ask(question, runtime, mode=mode, on_event=on_event, collection=collection,  # type: ignore[arg-type]
-                       compression=config.compression, trace_out=trace_out)
+                       compression=config.compression, trace_out=trace_out, thread=thread)
 
-        work = attempt(config.mode, printer, args.trace_out)
+        work = attempt(config.mode, printer, args.trace_out, args.thread)
         if view is not None:
             work = run_live(work, view)
         run = await interruptible(work, backend)  # type: ignore[arg-type]

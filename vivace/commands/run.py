@@ -56,6 +56,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     run.add_argument("--tool-mode", choices=("auto", "plan", "react"),
                      help="the tools agent: plan every call at once (default auto) or a ReAct loop")
     run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
+    run.add_argument("--thread", metavar="ID", help="a conversation: earlier turns of thread ID reach every call, "
+                                                    "and this answer becomes its next turn")
     add_approve(run)
     run.set_defaults(handler=cmd_run)
 
@@ -138,7 +140,8 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
             view.expect_steps(item)
         work = run(item, task, runtime, on_event=view or printer, collection=args.collection, options=options,
                    compression=config.compression, history_budget_tokens=args.history_budget,
-                   trace_out=args.trace_out, tools=args.tools, approve=approver(args.approve, prompt=not live))
+                   trace_out=args.trace_out, tools=args.tools, approve=approver(args.approve, prompt=not live),
+                   thread=args.thread)
         trace = await interruptible(run_live(work, view) if view is not None else work, runtime.backend)
     finally:
         await runtime.aclose()  # the driver already saved the run's record, also on failure or Ctrl-C

@@ -102,7 +102,8 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
 async def cmd_resume(args: argparse.Namespace, config: Config) -> int:
     from rich.console import Console
 
-    from vivace.agents.driver import resume, run_record
+    from vivace.agents.driver import run_record
+    from vivace.agents.resume import resume
     from vivace.assembly import open_runtime
     from vivace.commands.run import print_outcome, _Printer
     from vivace.runtime.checkpoints import RunStore

@@ -94,6 +94,7 @@ class Call:
     tool_choice: Any = None
     parallel_tool_calls: bool = True
     output_retries: int = 1  # asks again after an invalid reply (0: the caller uses what came, e.g. a cut plan)
+    conversation: bool = True  # the run's earlier turns (a thread's) go before this call's own messages
 
     def text(self) -> str:
         """Everything the model will read, for "does the prompt already hold this?" checks."""
@@ -139,6 +140,19 @@ class Scope:
     memo: dict[str, Any] = field(default_factory=dict)  # the policy's per-run state
     attained_tokens: int = 0  # tokens this run's finished calls cost the engine: its attained service
     started_ms: int = field(default_factory=lambda: int(time.monotonic() * 1000))  # the run's age, for ``age``
+    conversation: tuple[Message, ...] = ()  # a thread's earlier turns, within the history budget
+
+
+def with_conversation(call: Call, turns: Sequence[Message]) -> Call:
+    """``call`` with the earlier turns after its system messages; the policy may compress the long ones."""
+    if not turns or not call.conversation:
+        return call
+    head = 0
+    while head < len(call.messages) and call.messages[head]["role"] in ("system", "developer"):
+        head += 1
+    texts = tuple(str(m["content"]) for m in turns if len(str(m.get("content") or "")) > 200)
+    return replace(call, messages=[*call.messages[:head], *turns, *call.messages[head:]],
+                   compressible=(*call.compressible, *texts))
 
 
 _SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("vivace_scope", default=None)
@@ -212,6 +226,7 @@ class CallPath:
         model = self.models.check(call.model)
         backend = await self.models.get(model)  # a named model starts on its first call, once
         call, spec = call.shaped(call.max_tokens or self.defaults.max_tokens)
+        call = with_conversation(call, scope.conversation)
         t0 = time.perf_counter()
         sent, decision = await self.policy.prepare(call, scope, backend)
         decision.setdefault("seconds", round(time.perf_counter() - t0, 6))

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 STEP_CHANNEL = "vivace.step"
-FINISHED = ("done", "failed", "interrupted", "paused", "resumed")
+THREAD = "thread:"  # a conversation's saver thread, beside the runs' (whose ids are hex)
 
 
 @dataclass
@@ -239,6 +239,31 @@ class RunStore:
                 "status": status, **summary}
         parent = latest.parent_config["configurable"]["checkpoint_id"] if latest.parent_config else None
         self.saver.put(self._config(run_id, parent), checkpoint, meta, {})
+
+    # ---- conversations ------------------------------------------------------------------------
+
+    async def turns(self, thread: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A thread's turns, oldest first (``{"user", "assistant", "run_id"}``)."""
+        return await self._run(self._guard, self._turns, thread, limit)
+
+    def _turns(self, thread: str, limit: int) -> list[dict[str, Any]]:
+        tuples = list(self.saver.list(self._config(THREAD + thread), limit=limit))
+        return [t.checkpoint["channel_values"]["turn"] for t in reversed(tuples) if "turn" in t.checkpoint["channel_values"]]
+
+    async def add_turn(self, thread: str, turn: dict[str, Any]) -> None:
+        """One more turn: a checkpoint of its own holding only that turn (a thread never re-stores its past)."""
+        await self._run(self._guard, self._add_turn, thread, turn)
+
+    def _add_turn(self, thread: str, turn: dict[str, Any]) -> None:
+        from langgraph.checkpoint.base import empty_checkpoint
+
+        latest = self.saver.get_tuple(self._config(THREAD + thread))
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"turn": turn}
+        step = int(latest.metadata.get("step", 0)) + 1 if latest else 0
+        parent = latest.config["configurable"]["checkpoint_id"] if latest else None
+        self.saver.put(self._config(THREAD + thread, parent), checkpoint,
+                       {"source": "input", "step": step, "vivace": "thread", "thread": thread}, {})
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest runs first, each its latest checkpoint's metadata with ``status`` (killed ones named)."""
