@@ -244,3 +244,44 @@ def test_a_bad_thread_id_is_input_and_a_thread_needs_checkpoints(tmp_path: Path)
             await rt.aclose()
 
     asyncio.run(go())
+
+
+def test_a_sot_run_resumes_from_its_skeleton_and_finished_points(tmp_path: Path) -> None:
+    """Interrupted once point 1 is expanded and point 2 is still decoding: the resume decodes point 2 alone."""
+    from tests.agents.test_controller import responder as sot_responder
+    from vivace.agents.driver import ask
+
+    def respond(request: GenerationRequest) -> str:
+        if request.tag.endswith("/expand/2"):
+            return " ".join(["slowly"] * 400)
+        return sot_responder(request)
+
+    backend = FakeBackend(respond, per_token_s=0.005)
+
+    async def go() -> tuple[Any, Any, list[str]]:
+        rt = runtime(tmp_path, backend)
+        try:
+            task: asyncio.Task[Any] | None = None
+
+            def on_event(event: Any) -> None:
+                if event.kind == "branch_done" and event.index == 1 and task is not None:
+                    task.cancel()  # as Ctrl-C does
+
+            task = asyncio.ensure_future(ask("Explain how a bicycle works.", rt, mode="sot", on_event=on_event,
+                                             max_tokens=512, point_max_tokens=512))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            first_id = rt.checkpoints().runs(1)[0]["run_id"]
+            n = len(backend.requests)
+            second = await resume(first_id, rt)
+            return rt.checkpoints().load_now(first_id), second, [r.tag.split("/", 1)[1] for r in backend.requests[n:]]
+        finally:
+            await rt.aclose()
+
+    first, second, tags = asyncio.run(go())
+    assert first.status == "resumed" and first.meta["resumed_by"] == second.run_id
+    assert second.status == "done" and second.mode == "sot"
+    # the skeleton and point 1 came from the checkpoint; only point 2 was decoded again
+    assert tags == ["expand/2"]
+    assert second.meta["resumed_steps"][0] == "sot.0/skeleton"
+    assert any(k.startswith("sot.0/point.1.") for k in second.meta["resumed_steps"])

@@ -45,6 +45,7 @@ from vivace.agents.skeleton import MIN_POINTS, Skeleton, parse_skeleton, strip_e
 from vivace.agents.sot_load import route_under_load
 from vivace.agents.sot_options import GUARD_REFUSAL, Options
 from vivace.agents.sot_state import AGENT, Context, Expansion, State
+from vivace.agents.journal import digest
 from vivace.errors import InputError, RunError
 from vivace.runtime.call import Call
 from vivace.runtime.prompts import render
@@ -123,11 +124,12 @@ def skeleton_call(ctx: Context, question: str) -> tuple[Call, str | None]:
     return call, prefill
 
 
-def skeleton_done(ctx: Context, run_id: str, raw: str, trace: CallTrace) -> Skeleton:
-    """Parse the finished skeleton, record its point count on the call, and announce it."""
+def skeleton_done(ctx: Context, run_id: str, raw: str, trace: CallTrace | None) -> Skeleton:
+    """Parse the finished skeleton, record its point count on the call (None: taken from a checkpoint), announce it."""
     opts = ctx.options
     parsed = parse_skeleton(raw, max_points=opts.max_points, min_points=opts.min_points)
-    trace.extra["points"] = len(parsed.points)
+    if trace is not None:
+        trace.extra["points"] = len(parsed.points)
     ctx.release(keep=len(parsed.points) - 1 if parsed.fallback is None else 0)  # the skeleton's slot is free again
     if parsed.fallback is None and opts.safety_guard and guard.refused(" ".join(parsed.points)):
         # The model refused in its skeleton: expanding the points would hand each fragment to a call that
@@ -164,6 +166,11 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
         (max_tokens, min_tokens), sentences = ctx.plan.point_budget(n), f"about {ctx.plan.sentences(n)}"
     else:
         max_tokens, min_tokens, sentences = opts.point_tokens(n), None, "2 to 4"
+    part = f"point.{index}.{digest(point)}"
+    if (saved := await ctx.restore(part)) is not None:  # expanded before the run stopped
+        ctx.release()
+        write(BranchDone(run_id, index=index, point=point, text=saved["text"], call=None))
+        return Expansion(index, point, saved["text"], None, started, time.time())
     messages, prefill = render(POINT_PROMPT, question=question, skeleton=listing or skeleton_listing(points), index=index,
                                point=point, sentences=sentences)
     numbers = _number_stops((total or opts.max_points) + 1)
@@ -198,6 +205,7 @@ async def expand_point(ctx: Context, run_id: str, question: str, points: list[st
         text = paragraph
     elif result.finish_reason == "length":
         text = trim_partial_sentence(text)
+    await ctx.keep(part, {"text": text})
     write(BranchDone(run_id, index=index, point=point, text=text, call=trace))
     return Expansion(index, point, text, None, started, time.time())
 

@@ -101,16 +101,23 @@ async def skeleton_and_points(ctx: Context, run_id: str, question: str, *, point
             if "\n" in piece:  # a line is complete: its point (and those before it) can go
                 launch(parse_skeleton(text[: text.rfind("\n")], max_points=ctx.options.max_points, min_points=1).points, None)
 
-    if prefill and stream_skeleton:
+    saved = await ctx.restore("skeleton")
+    if prefill and stream_skeleton and saved is None:
         write(SkeletonDelta(run_id, text=prefill))
     try:
-        try:
-            result, trace = await ctx.send(call, on_text)
-        except Exception as exc:
-            write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
-            raise
+        if saved is not None:  # a resumed run: the skeleton was decoded before it stopped
+            raw, trace = saved["raw"], None
+            if stream_skeleton:
+                write(SkeletonDelta(run_id, text=raw))
+        else:
+            try:
+                result, trace = await ctx.send(call, on_text)
+            except Exception as exc:
+                write(ErrorEvent(run_id, node="skeleton", message=str(exc) or type(exc).__name__))
+                raise
+            raw = (prefill or "") + result.text
+            await ctx.keep("skeleton", {"raw": raw})
         skeleton_end = time.time()
-        raw = (prefill or "") + result.text
         parsed = skeleton_done(ctx, run_id, raw, trace)
         out = Points(raw, parsed, stages={"skeleton": time.perf_counter() - t0})
         if parsed.fallback is not None or parsed.points[: len(launched)] != launched:

@@ -46,6 +46,25 @@ class Context:
     async def send(self, call: Call, on_text: Callable[[str], None]) -> tuple[Any, CallTrace]:
         return await self.agent.send(call, on_text)
 
+    def _part(self, part: str) -> tuple[Any, str | None]:
+        """The run's journal and the key of ``part`` of this SoT step (``write.0/skeleton``), if it is saved."""
+        from vivace.agents.base import current_step
+        from vivace.agents.journal import current_journal
+
+        journal, run = current_journal(), current_step()
+        return journal, f"{run.key}/{part}" if journal is not None and run is not None and run.key else None
+
+    async def restore(self, part: str) -> Any | None:
+        """What a resumed run's checkpoint holds for ``part`` (the skeleton, a finished point), else None."""
+        journal, key = self._part(part)
+        return await journal.restore(key) if key else None
+
+    async def keep(self, part: str, value: Any) -> None:
+        """``part`` is done: a resume after a kill takes it instead of decoding it again."""
+        journal, key = self._part(part)
+        if key:
+            await journal.save(key, value)
+
 
 @dataclass
 class Expansion:
