@@ -44,7 +44,8 @@ MODEL_KEYS = (
 )
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # What an [mcp.NAME] table may set: a stdio server (command, args, env, cwd) or a streamable-HTTP one (url).
-MCP_KEYS = ("command", "args", "env", "cwd", "url", "timeout_s", "startup_timeout_s", "tools", "pure")
+MCP_KEYS = ("command", "args", "env", "cwd", "url", "timeout_s", "startup_timeout_s", "tools", "pure",
+            "requires_approval")
 _MCP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")  # no '.': tools are named NAME.TOOL
 
 
@@ -238,7 +239,8 @@ def _mcp_table(name: str, table: Any) -> dict[str, Any]:
     if ("command" in table) == ("url" in table):
         raise ConfigError(f"{where}: set command (a stdio server) or url (streamable HTTP)"
                           + (", not both" if "command" in table else ""))
-    out: dict[str, Any] = {"timeout_s": 30.0, "startup_timeout_s": 20.0, "pure": []}  # "tools" absent: all
+    out: dict[str, Any] = {"timeout_s": 30.0, "startup_timeout_s": 20.0, "pure": [],  # "tools" absent: all
+                           "requires_approval": []}
     for key, value in table.items():
         at = f"{where}.{key}"
         if key in ("command", "cwd", "url"):
@@ -246,7 +248,7 @@ def _mcp_table(name: str, table: Any) -> dict[str, Any]:
                 raise ConfigError(f"{at}: {value!r} is not a non-empty string")
             if key == "url":
                 _check_url(at, value)
-        elif key in ("args", "tools", "pure"):
+        elif key in ("args", "tools", "pure", "requires_approval"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{at}: {value!r} is not a list of strings")
             value = list(value)

@@ -285,3 +285,36 @@ def test_a_sot_run_resumes_from_its_skeleton_and_finished_points(tmp_path: Path)
     assert tags == ["expand/2"]
     assert second.meta["resumed_steps"][0] == "sot.0/skeleton"
     assert any(k.startswith("sot.0/point.1.") for k in second.meta["resumed_steps"])
+
+
+def test_a_tool_that_needs_approval_pauses_the_run_and_a_denial_is_the_models_answer(tmp_path: Path) -> None:
+    from tests.agents.test_tools_agent import CHAIN, _responder, height
+    from vivace import tool
+
+    sent: list[str] = []
+
+    @tool(requires_approval=True)
+    async def subtract(a: float, b: float) -> float:
+        """a minus b (pretend it spends money)."""
+        sent.append(f"{a}-{b}")
+        return a - b
+
+    async def go() -> tuple[Any, Any, Any]:
+        rt = runtime(tmp_path, FakeBackend(_responder(CHAIN)))
+        try:
+            kw: dict[str, Any] = {"tools": [height, subtract], "options": {"tool_mode": "plan"}}
+            paused = await run("tools", "How much taller is Ambrosa than Tessik?", rt, **kw)
+            assert sent == []  # nothing was sent before the approval
+            finished = await resume(paused.run_id, rt, approve="all", tools=[height, subtract])
+            denied = await run("tools", "How much taller is Ambrosa than Tessik?", rt, approve="none", **kw)
+            return paused, finished, denied
+        finally:
+            await rt.aclose()
+
+    paused, finished, denied = asyncio.run(go())
+    assert paused.status == "paused"
+    assert paused.meta["pending_approval"]["kind"] == "tool"
+    assert paused.meta["pending_approval"]["what"].startswith("call subtract(")
+    assert finished.status == "done" and sent == ["5120.0-2970.0"]
+    assert denied.status == "done" and sent == ["5120.0-2970.0"]  # the denied call never ran
+    assert {(t.name, t.error) for t in denied.tools if t.error} == {("subtract", "not approved")}  # (and its replan)

@@ -205,7 +205,8 @@ def _tools_for(server: _Server, listed: list[Any], box: ToolBox) -> list[Tool]:
     name vivace cannot take is skipped and listed in ``box.broken``."""
     table, have = server.table, [t.name for t in listed]
     wanted = table.get("tools")
-    for key, names in (("tools", wanted or []), ("pure", table.get("pure", []))):
+    for key, names in (("tools", wanted or []), ("pure", table.get("pure", [])),
+                       ("requires_approval", table.get("requires_approval", []))):
         if missing := [n for n in names if n not in have]:
             raise BackendError(f"mcp server {server.name!r}: mcp.{server.name}.{key} names {', '.join(missing)}, "
                                f"which it does not have (it has: {', '.join(have) or 'no tools'})")
@@ -231,7 +232,8 @@ def _as_tool(server: _Server, item: Any) -> Tool:
     schema.pop("title", None)
     description = (item.description or item.title or remote).strip()
     return Tool(f"{server.name}.{remote}", description, schema, fn, pure=remote in server.table.get("pure", []),
-                timeout_s=server.table["timeout_s"], source=f"mcp:{server.name}")
+                timeout_s=server.table["timeout_s"], source=f"mcp:{server.name}",
+                requires_approval=remote in server.table.get("requires_approval", []))
 
 
 async def open_mcp(config: Config, box: ToolBox) -> None:

@@ -42,7 +42,8 @@ class Tool:
 
     ``pure`` tools (same arguments, same result, no side effects) are cached by
     (name, arguments); ``max_concurrency`` caps its calls in flight across the
-    process; ``timeout_s`` bounds each call.
+    process; ``timeout_s`` bounds each call. A call of a tool that
+    ``requires_approval`` waits for a person's yes (the run pauses at its checkpoint).
     """
 
     name: str
@@ -54,6 +55,7 @@ class Tool:
     max_concurrency: int | None = None
     source: str = "python"
     args_model: type[BaseModel] | None = field(default=None, repr=False)
+    requires_approval: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -132,7 +134,8 @@ def _args_model(fn: Callable[..., Any], name: str, described: dict[str, str]) ->
 
 
 def make_tool(fn: Callable[..., Any], *, name: str | None = None, description: str | None = None, pure: bool = False,
-              timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int | None = None, source: str = "python") -> Tool:
+              timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int | None = None, source: str = "python",
+              requires_approval: bool = False) -> Tool:
     """A ``Tool`` from a typed function: the schema from its hints, the description from its docstring."""
     if not callable(fn):
         raise InputError(f"a tool needs a function, got {type(fn).__name__}")
@@ -141,16 +144,18 @@ def make_tool(fn: Callable[..., Any], *, name: str | None = None, description: s
     model = _args_model(fn, label, described)
     schema = model.model_json_schema()  # strings are bounded where a reply is decoded (tool_calls.reply_spec)
     schema.pop("title", None)
-    return Tool(label, description or summary or label, schema, fn, pure, timeout_s, max_concurrency, source, model)
+    return Tool(label, description or summary or label, schema, fn, pure, timeout_s, max_concurrency, source, model,
+                requires_approval)
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,
-         pure: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int | None = None) -> Any:
+         pure: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int | None = None,
+         requires_approval: bool = False) -> Any:
     """``@tool`` or ``@tool(pure=True, timeout_s=5)`` on a typed sync or async function: it becomes a ``Tool``."""
 
     def wrap(f: Callable[..., Any]) -> Tool:
         return make_tool(f, name=name, description=description, pure=pure, timeout_s=timeout_s,
-                         max_concurrency=max_concurrency)
+                         max_concurrency=max_concurrency, requires_approval=requires_approval)
 
     return wrap(fn) if fn is not None else wrap
 
