@@ -13,6 +13,7 @@ import logging
 from vivace.commands import (
     bench_backend,
     bench_context,
+    bench_faults,
     bench_fleet,
     bench_load,
     bench_overhead,
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # In `vivace bench --help` order.
 BENCHES = (bench_backend, bench_sot, bench_overhead, bench_context, bench_quant, bench_load, bench_pipeline, bench_fleet,
-           bench_router, bench_safety, bench_tools)
+           bench_router, bench_safety, bench_tools, bench_faults)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:

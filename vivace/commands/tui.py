@@ -28,6 +28,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
     add_collection(p, rag_alias=True, help="starting RAG collection (F4 cycles)")
     add_compression(p, help="compression of retrieved context (F5 cycles)")
     p.add_argument("--compare", action="store_true", help="after each SoT run, measure normal decoding of the same question")
+    p.add_argument("--thread", metavar="ID", help="a conversation: earlier turns of thread ID reach the model, and each "
+                                                  "answer becomes its next turn")
     p.set_defaults(handler=cmd_tui)
 
 
@@ -53,7 +55,8 @@ async def cmd_tui(args: argparse.Namespace, config: Config) -> int:
         runtime = await open_runtime(config)
     try:
         _log_to_file(config)
-        app = VivaceTUI(runtime, agent=args.agent, mode=args.mode, rag=args.collection, compare=args.compare)
+        app = VivaceTUI(runtime, agent=args.agent, mode=args.mode, rag=args.collection, compare=args.compare,
+                        thread=args.thread)
         await app.run_async()
     finally:
         await runtime.aclose()
@@ -119,7 +122,8 @@ async def _plain(args: argparse.Namespace, config: Config) -> int:
             printer = PlainPrinter(sys.stdout, err)
             try:
                 trace = await interruptible(run_task(runtime, question, agent=args.agent, mode=args.mode or config.mode,
-                                                     rag=args.collection, compression=config.compression, on_event=printer),
+                                                     rag=args.collection, compression=config.compression, on_event=printer,
+                                                     thread=args.thread),
                                             runtime.backend)
             except VivaceError as exc:  # recorded by the run driver; say so in one line and go on
                 failed.append(exc.exit_code)

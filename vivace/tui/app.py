@@ -42,6 +42,22 @@ class HistoryItem:
     mode: str
 
 
+class ApprovalScreen(ModalScreen[bool]):
+    """A step or tool call that waits for a yes: y approves, n or Esc refuses (the run goes on either way)."""
+
+    BINDINGS = [Binding("y", "answer(True)", "approve"), Binding("n,escape", "answer(False)", "refuse")]
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"[b yellow]approve?[/]\n\n{self.what}\n\n[b]y[/b] approve · [b]n[/b] refuse", id="approval")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
 class AnswerScreen(ModalScreen[None]):
     """The whole answer of one run, scrollable; c copies it, Esc closes."""
 
@@ -85,8 +101,9 @@ class VivaceTUI(App[None]):
     ]
 
     def __init__(self, runtime: Any, agent: str = "answer", mode: str | None = None,
-                 rag: str | None = None, compare: bool = False) -> None:
+                 rag: str | None = None, compare: bool = False, thread: str | None = None) -> None:
         super().__init__()
+        self.thread = thread  # a conversation: each answer is its next turn, and earlier turns reach the model
         config: Config = runtime.config
         self.runtime = runtime
         self.config = config
@@ -179,7 +196,8 @@ class VivaceTUI(App[None]):
 
                 view.expect_steps(resolve(self.agent))
             trace = await run_task(self.runtime, question, agent=self.agent, mode=self.mode,
-                                   rag=self.rag, compression=self.compression, on_event=view, on_finish=finished.append)
+                                   rag=self.rag, compression=self.compression, on_event=view, on_finish=finished.append,
+                                   thread=self.thread, approve=self.approve)
             if self.compare and trace.mode == "sot" and self.agent == "answer":
                 view.status = "measuring normal decoding (compare)…"
                 baseline = await run_task(self.runtime, question, agent="answer", mode="normal",
@@ -199,6 +217,12 @@ class VivaceTUI(App[None]):
         self.history_index = len(self.history) - 1
         self._save(item, trace, view, baseline)
         self._show_status(running=False)  # called from inside the task, which is not done yet
+
+    async def approve(self, approval: Any) -> bool:
+        """A step or tool that requires approval: the prompt shows what it is, the run waits for y or n."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.push_screen(ApprovalScreen(approval.what), callback=lambda yes: answer.set_result(bool(yes)))
+        return await answer
 
     def _save(self, item: HistoryItem, trace: Any, view: RunView, baseline: Any) -> None:
         """The run's record (the same keys as ``ask --json`` and ``run --json``) plus what the UI adds."""

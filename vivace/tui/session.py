@@ -21,8 +21,10 @@ async def run_task(
     compression: str = "auto",
     on_event: Callable[[Any], None] | None = None,
     on_finish: Callable[[RunTrace], None] | None = None,
+    thread: str | None = None,
+    approve: Any = None,
 ) -> RunTrace:
     """The run's trace. ``answer`` is the SoT controller in ``mode``; any other name is a registered agent."""
     target = "sot" if agent == CONTROLLER else agent
     return await run(target, question, runtime, on_event=on_event, options={"mode": mode}, collection=rag,
-                     compression=compression, on_finish=on_finish)
+                     compression=compression, on_finish=on_finish, thread=thread, approve=approve)
