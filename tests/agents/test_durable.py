@@ -318,3 +318,32 @@ def test_a_tool_that_needs_approval_pauses_the_run_and_a_denial_is_the_models_an
     assert finished.status == "done" and sent == ["5120.0-2970.0"]
     assert denied.status == "done" and sent == ["5120.0-2970.0"]  # the denied call never ran
     assert {(t.name, t.error) for t in denied.tools if t.error} == {("subtract", "not approved")}  # (and its replan)
+
+
+def test_a_registered_agent_or_a_pipeline_file_resumes_without_being_named_again(tmp_path: Path) -> None:
+    from vivace.agents.driver import resolve
+
+    fail = {"write": True}
+    toml = tmp_path / "mine.toml"
+    toml.write_text('name = "mine"\nedges = [["plan", "research"], ["research", "write"]]\n'
+                    '[steps]\nplan = "planner"\nresearch = { agent = "researcher", fan_out = true }\n'
+                    'write = "writer"\n')
+
+    async def go() -> list[Any]:
+        rt = runtime(tmp_path / "home", FakeBackend(failing_writer(fail)))
+        out = []
+        try:
+            for target in (resolve("research"), resolve(str(toml))):  # as `vivace run` hands them over
+                fail["write"] = True
+                with pytest.raises(RunError) as err:
+                    await run(target, "How do bees fly?", rt)
+                fail["write"] = False
+                out.append(await resume(err.value.trace.run_id, rt))
+        finally:
+            await rt.aclose()
+        return out
+
+    research, mine = asyncio.run(go())
+    assert research.status == mine.status == "done"
+    assert research.meta["agent"] == "research" and mine.meta["agent"] == "mine"
+    assert "plan.0" in mine.meta["resumed_steps"]

@@ -44,11 +44,25 @@ def header(target: "str | Agent", pipe: "Pipeline", task: str, args: dict[str, A
     """What a resume needs to run the same thing again (``args``: the run's own keyword arguments)."""
     if isinstance(target, Agent):
         spec: dict[str, Any] = {"kind": "object", "name": target.name}
+        if getattr(target, "source_file", None):  # a pipeline read from a file: the file is what to run again
+            spec = {"kind": "file", "path": target.source_file}  # type: ignore[attr-defined]
+        elif _registered(target):
+            spec = {"kind": "name", "name": target.name}
     elif target.endswith(".toml"):
         spec = {"kind": "file", "path": str(Path(target).resolve())}
     else:
         spec = {"kind": "name", "name": target}
     return {"target": spec, "fingerprint": fingerprint(pipe), "task": task, **args}
+
+
+def _registered(item: Agent) -> bool:
+    """``item`` is what the registry gives for its name (``vivace run research`` resolves it before the run)."""
+    from vivace.agents.registry import REGISTRY
+
+    try:
+        return REGISTRY.get(item.name) is item
+    except Exception:  # noqa: BLE001 - not registered (an InputError), or a plug-in that fails to load
+        return False
 
 
 def target_of(stored: "StoredRun", given: "str | Agent | None") -> "str | Agent":

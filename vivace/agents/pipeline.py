@@ -108,6 +108,7 @@ class Pipeline(Agent):
         self.loops = list(loops)
         self.output = output
         self.needs_input = False
+        self.source_file: str | None = None  # the TOML file it was read from, if any
 
     # ---- definition -------------------------------------------------------------------------
 
@@ -116,7 +117,9 @@ class Pipeline(Agent):
         from vivace.agents.pipeline_file import read_toml
 
         file = Path(path)
-        return cls.from_dict(read_toml(file), origin=str(file), default_name=file.stem)
+        pipe = cls.from_dict(read_toml(file), origin=str(file), default_name=file.stem)
+        pipe.source_file = str(file.resolve())  # what a resumed run loads again
+        return pipe
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "pipeline", default_name: str = "pipeline") -> "Pipeline":

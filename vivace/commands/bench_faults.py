@@ -71,6 +71,6 @@ async def cmd_bench_faults(args: argparse.Namespace, config: Config) -> int:
         return 0
     resumed = sum(r["resumed"] for r in report["rows"])
     err.print(f"{report['resumed_ok']}/{resumed} resumed runs ended done ({report['killed']} of {report['trials']} "
-              f"killed mid-run); finished steps run again: {report['rerun_steps']} ({report['rerun_calls']} calls); "
+              f"killed mid-run, {report['finished_before_kill_point']} redrawn: done before the kill); finished steps run again: {report['rerun_steps']} ({report['rerun_calls']} calls); "
               f"complete final records: {report['complete_records']}/{resumed}; report: {out / 'report.json'}")
     return 0

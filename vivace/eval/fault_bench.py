@@ -108,12 +108,18 @@ async def run_trials(url: str, trials: int = 20, *, pipeline: str = "research", 
         duration = float(calib["latency_s"])
         store = RunStore.open(None, home, 10_000)
         rows: list[dict[str, Any]] = []
+        early: list[dict[str, Any]] = []  # runs that finished before their kill point (redrawn)
         try:
             for i in range(trials):
-                rows.append(await _trial(i, store, flags, pipeline, tasks[i % len(tasks)], duration, rng, steps,
-                                         timeout_s))
-                if progress is not None:
-                    progress(rows[-1])
+                for _ in range(3):  # a run that ended before its kill point is no trial: draw another point
+                    row = await _trial(i, store, flags, pipeline, tasks[i % len(tasks)], duration, rng, steps,
+                                       timeout_s)
+                    if progress is not None:
+                        progress(row)
+                    if row["resumed"] or row.get("error"):
+                        break
+                    early.append(row)
+                rows.append(row)
         finally:
             await store.aclose()
     resumed = [r for r in rows if r["resumed"]]
@@ -122,7 +128,8 @@ async def run_trials(url: str, trials: int = 20, *, pipeline: str = "research", 
         "trials": trials,
         "max_tokens": max_tokens,
         "calibrated_run_s": round(duration, 3),
-        "killed": sum(r["killed"] for r in rows),
+        "killed": sum(r["killed"] and r["resumed"] for r in rows),
+        "finished_before_kill_point": len(early),
         "resumed_ok": sum(r["status"] == "done" for r in resumed),
         "complete_records": sum(r["complete"] for r in resumed),
         "rerun_steps": sum(r["rerun_steps"] for r in resumed),
@@ -137,7 +144,7 @@ async def run_trials(url: str, trials: int = 20, *, pipeline: str = "research", 
 async def _trial(i: int, store: Any, flags: list[str], pipeline: str, task: str, duration: float,
                  rng: random.Random, steps: set[str], timeout_s: float) -> dict[str, Any]:
     known = {r["run_id"] for r in store.runs(50)}
-    kill_at = rng.uniform(0.02, 0.9) * duration
+    kill_at = rng.uniform(0.02, 0.8) * duration
     proc = subprocess.Popen(_cli("run", pipeline, task, "--json", *flags), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True, preexec_fn=_default_sigint)
     row: dict[str, Any] = {"trial": i, "kill_at_s": round(kill_at, 3), "killed": False, "resumed": False}
