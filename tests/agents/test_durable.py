@@ -46,12 +46,13 @@ def steps_of(calls: list[Any]) -> list[str]:
     return sorted({c.node for c in calls})
 
 
-def test_a_failed_pipeline_resumes_without_running_its_finished_steps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("execution", ["dataflow", "supersteps"])
+def test_a_failed_pipeline_resumes_without_running_its_finished_steps(tmp_path: Path, execution: str) -> None:
     fail = {"write": True}
     backend = FakeBackend(failing_writer(fail))
 
     async def go() -> tuple[Any, Any, Any]:
-        rt = runtime(tmp_path, backend)
+        rt = runtime(tmp_path, backend, execution=execution)
         try:
             with pytest.raises(RunError) as err:
                 await run(research_pipeline(), "How do bees fly?", rt)
