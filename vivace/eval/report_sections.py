@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-ORDER = ("backend", "overhead", "sot", "context", "quant", "load", "pipeline", "tools", "safety")
+ORDER = ("backend", "overhead", "sot", "context", "quant", "load", "pipeline", "tools", "safety", "faults")
 
 
 @dataclass
@@ -53,8 +53,22 @@ def backend(data: dict[str, Any]) -> list[Table]:
 
 def overhead(data: dict[str, Any]) -> list[Table]:
     summary = data.get("summary", {})
-    tables = [t for t in [_scalars("vivace's own cost (zero-latency backend)", summary)] if t]
+    tables = [t for t in [_scalars("vivace's own cost (zero-latency backend)", summary),
+                          _scalars("checkpoints: cost per step (SQLite)", data.get("checkpoints") or {})] if t]
+    if db := data.get("checkpoint_database"):
+        tables.append(Table(f"checkpoint database size (keep_runs {db.get('keep_runs')})", ["runs", "kept", "MB"],
+                            [[fmt(p["runs"]), fmt(p["kept"]), fmt(p["bytes"] / 1e6, ".1f")] for p in db.get("series", [])]))
     return tables + _targets(summary.get("targets"))
+
+
+def faults(data: dict[str, Any]) -> list[Table]:
+    keys = ("pipeline", "trials", "killed", "resumed_ok", "complete_records", "rerun_steps", "rerun_calls",
+            "finished_before_kill_point", "calibrated_run_s", "kill_at_s_median", "resume_s_median")
+    rows = [[r["trial"] + 1, fmt(r["kill_at_s"], ".1f"), fmt(r.get("status_after_kill")), fmt(r.get("finished_before_kill")),
+             fmt(r.get("resumed_steps")), fmt(r.get("rerun_steps")), fmt(r.get("status"))] for r in data.get("rows", [])]
+    return [t for t in [_scalars("SIGKILL at a random point, then resume", {k: data.get(k) for k in keys})] if t] + [
+        Table("trials", ["trial", "killed at s", "after kill", "steps done", "resumed", "run again", "resumed run"],
+              [[fmt(c) for c in row] for row in rows])]
 
 
 def sot(data: dict[str, Any]) -> list[Table]:
@@ -238,7 +252,7 @@ def _safety_by_category(configs: dict[str, Any]) -> list[Table]:
 
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[Table]]] = {
     "backend": backend, "overhead": overhead, "sot": sot, "context": context, "quant": quant, "load": load, "pipeline": pipeline,
-    "tools": tools, "safety": safety,
+    "tools": tools, "safety": safety, "faults": faults,
 }
 
 
