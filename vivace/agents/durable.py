@@ -119,6 +119,8 @@ def durable_meta(trace: "RunTrace", journal: "Journal", resumed: "StoredRun | No
     if journal.store is not None:
         trace.meta["checkpoint"] = {"steps_saved": journal.saved, "save_s": round(journal.save_s, 6),
                                     "store": journal.store.kind}
+    if journal.wait_s:
+        trace.meta["approval_wait_s"] = round(journal.wait_s, 3)  # inside the run's latency: a person answering
     if resumed is not None:
         trace.meta["resumed_from"] = resumed.run_id
         trace.meta["resumed_steps"] = [k for k in journal.resumed if not k.endswith("/approval")]

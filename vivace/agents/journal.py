@@ -66,6 +66,7 @@ class Journal:
     resumed: list[str] = field(default_factory=list)  # keys taken from ``restored``, in order
     saved: int = 0
     save_s: float = 0.0  # seconds spent saving steps: the checkpoint overhead of this run
+    wait_s: float = 0.0  # seconds spent waiting for a person's answer to an approval
 
     async def restore(self, key: str) -> Any | None:
         """The saved value of ``key`` if the run being resumed finished it, saved again as this run's own."""
@@ -100,8 +101,10 @@ class Journal:
         if self.approve in ("all", "none"):
             approved = self.approve == "all"
         else:
+            t0 = time.perf_counter()
             answer = self.approve(approval)  # type: ignore[operator]
             approved = bool(await answer) if asyncio.iscoroutine(answer) or isinstance(answer, asyncio.Future) else bool(answer)
+            self.wait_s += time.perf_counter() - t0  # a person's time, not the run's work
         log.info("run %s: %s %s", self.run_id, approval.what, "approved" if approved else "denied")
         await self.save(key, {"approved": approved, "what": approval.what})
         return approved

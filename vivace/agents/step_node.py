@@ -66,13 +66,13 @@ class StepNode:
         place = step_key(step.name, rnd, branch)
         journal = current_journal()
         saved = await journal.restore(place) if journal is not None else None
+        if saved is None and step.requires_approval and journal is not None:
+            await self._approve(journal, place, branch)  # before the step's clock: a person's time is not the step's
         run = ctx.tracer.start(self.scope, step.name, step.agent, branch, rnd, self._deps(inputs, branch), place)
         if saved is not None:  # finished before the run was stopped: its output, not a second run
             run.extra["resumed"] = {"seconds": saved.get("seconds"), "calls": saved.get("calls")}
             ctx.tracer.finish(run, saved.get("text", ""))
             return dict(saved["update"])
-        if step.requires_approval and journal is not None:
-            await self._approve(journal, run, place)
         run.downstream = self.downstream
         item = state.get("item") if each else None
         history = render_history(inputs, step.name)
@@ -125,16 +125,10 @@ class StepNode:
                                      "calls": run.calls, "output_tokens": run.output_tokens})
         return update
 
-    async def _approve(self, journal: Any, run: Any, key: str) -> None:
+    async def _approve(self, journal: Any, key: str, branch: int | None) -> None:
         step = self.step
-        what = f"run step {step.name!r} (agent {step.agent})" + (f" branch {run.branch}" if run.branch else "")
-        try:
-            approved = await journal.approval(Approval(key, "step", step.name, what))
-        except ApprovalPending:
-            self.ctx.tracer.fail(run, "paused for approval")
-            raise
-        if not approved:
-            self.ctx.tracer.fail(run, "not approved")
+        what = f"run step {step.name!r} (agent {step.agent})" + (f" branch {branch}" if branch else "")
+        if not await journal.approval(Approval(key, "step", step.name, what)):  # or ApprovalPending: the run pauses
             raise RunError(f"step {step.name!r} was not approved", step.agent, step.name)
 
 
