@@ -213,9 +213,9 @@ class ToolsAgent(Agent):
         try:
             try:
                 cap = ctx.token_cap(PLAN_TOKENS)
-                result = await ctx.call(messages, output=plan_schema(tools, max(1, cap // TOKENS_PER_ENTRY)),
-                                        max_tokens=cap, repetition_penalty=1.0, retrieve=False, on_text=on_text,
-                                        stage="plan", output_retries=0)
+                await ctx.call(messages, output=plan_schema(tools, max(1, cap // TOKENS_PER_ENTRY)),
+                               max_tokens=cap, repetition_penalty=1.0, retrieve=False, on_text=on_text,
+                               stage="plan", output_retries=0)  # the entries came in through on_text
             except OutputError:  # the token cap cut the plan: its complete entries still stand
                 capped = "the plan reached its token cap"
             plan_s = time.perf_counter() - t0
