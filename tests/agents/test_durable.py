@@ -194,15 +194,19 @@ def test_keep_runs_prunes_the_oldest_runs(tmp_path: Path) -> None:
         try:
             for i in range(5):
                 ids.append((await run("writer", f"Say hello number {i}", rt)).run_id)
+            for name in ("a", "b", "c", "d", "a"):  # conversation a is the oldest, and active again
+                ids.append((await run("writer", "Hello again", rt, thread=name)).run_id)
             rt.checkpoints().prune()
+            kept = {name: len(await rt.checkpoints().turns(name)) for name in "abcd"}
+            assert kept == {"a": 2, "b": 0, "c": 1, "d": 1}  # the least recently active conversation went
             return ids, rt.checkpoints().runs()
         finally:
             await rt.aclose()
 
     ids, listed = asyncio.run(go())
-    assert [r["run_id"] for r in listed] == ids[::-1][:3]
+    assert [r["run_id"] for r in listed] == ids[::-1][:3]  # the newest three of ten
     lines = (tmp_path / "runs" / "runs.jsonl").read_text().splitlines()
-    assert len(lines) == 5 and json.loads(lines[-1])["meta"]["checkpoint"]["steps_saved"] == 1
+    assert len(lines) == 10 and json.loads(lines[0])["meta"]["checkpoint"]["steps_saved"] == 1
 
 
 def test_a_thread_carries_earlier_turns_into_every_call_within_the_budget(tmp_path: Path) -> None:

@@ -280,16 +280,21 @@ class RunStore:
             out.append({"run_id": thread_id, **{k: v for k, v in meta.items() if k not in ("source", "step", "vivace")}})
         return out
 
-    def _latest_rows(self, limit: int | None, offset: int = 0) -> list[tuple[str, dict[str, Any]]]:
-        """(thread, metadata of its latest checkpoint), newest thread first; the savers list no threads."""
+    def _latest_rows(self, limit: int | None, offset: int = 0, threads: bool = False) -> list[tuple[str, dict[str, Any]]]:
+        """(run, metadata of its latest checkpoint), newest run first; the savers list no threads.
+
+        ``threads``: the conversations instead, the most recently active first.
+        """
         with self._cursor() as cur:
             ph = "%s" if self.kind == "postgres" else "?"
+            which, order = ("LIKE", "t.last") if threads else ("NOT LIKE", "t.first")
             cur.execute(
                 "SELECT c.thread_id, c.metadata FROM checkpoints c JOIN ("
                 " SELECT thread_id, MAX(checkpoint_id) AS last, MIN(checkpoint_id) AS first FROM checkpoints"
-                " WHERE checkpoint_ns = '' GROUP BY thread_id) t"
+                f" WHERE checkpoint_ns = '' AND thread_id {which} {ph} GROUP BY thread_id) t"
                 " ON c.thread_id = t.thread_id AND c.checkpoint_id = t.last AND c.checkpoint_ns = ''"
-                f" ORDER BY t.first DESC LIMIT {ph} OFFSET {ph}", (limit if limit is not None else -1 if self.kind == "sqlite" else None, offset))
+                f" ORDER BY {order} DESC LIMIT {ph} OFFSET {ph}",
+                (THREAD + "%", limit if limit is not None else -1 if self.kind == "sqlite" else None, offset))
             rows = cur.fetchall()
         out = []
         for row in rows:
@@ -305,11 +310,11 @@ class RunStore:
         return self.saver.cursor(transaction=False)
 
     def prune(self) -> int:
-        """Delete the oldest runs beyond ``keep_runs`` (never one that is running); how many went."""
+        """Delete the oldest runs beyond ``keep_runs`` (never one that is running), and as many idle conversations."""
         return self._guard(self._prune)
 
     def _prune(self) -> int:
-        old = self._latest_rows(None, offset=self.keep_runs)
+        old = self._latest_rows(None, offset=self.keep_runs) + self._latest_rows(None, self.keep_runs, threads=True)
         gone = 0
         for thread_id, meta in old:
             if meta.get("status") == "running" and not self._locks.free(thread_id):
