@@ -86,3 +86,24 @@ def test_a_pipeline_killed_with_sigkill_resumes_without_running_finished_steps(a
         assert row["rerun_steps"] == 0 and row["rerun_calls"] == 0, row
         assert row["resumed_steps"] >= row["finished_before_kill"], row
         assert row["complete"], row
+
+
+@pytest.mark.engine
+def test_a_thread_reaches_the_model_on_the_real_server(api_server: str, tmp_path: Path) -> None:
+    """The second turn's prompt carries the first turn: more prompt tokens than the same question alone."""
+    home = tmp_path / "home"
+    flags = ("--backend", "openai", "--base-url", api_server, "--max-tokens", "24", "--mode", "normal", "--json")
+
+    def ask(question: str, *extra: str) -> dict[str, object]:
+        out = cli("ask", question, *flags, *extra, home=home, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = ask("My name is Ada and I keep bees.", "--thread", "bees")
+    second = ask("What do I keep?", "--thread", "bees")
+    alone = ask("What do I keep?")
+    assert first["meta"]["thread"] == {"id": "bees", "turns": 0, "dropped": 0}
+    assert second["meta"]["thread"] == {"id": "bees", "turns": 1, "dropped": 0}
+    assert second["prompt_tokens"] > alone["prompt_tokens"] + 8  # the earlier turn went into the prompt
+    listed = json.loads(cli("runs", "list", "--json", home=home, cwd=tmp_path).stdout)["runs"]
+    assert [r["run_id"] for r in listed[:3]] == [alone["run_id"], second["run_id"], first["run_id"]]

@@ -144,11 +144,12 @@ def gated() -> Pipeline:
                     [("plan", "research"), ("research", "write")])
 
 
-def test_a_step_that_needs_approval_pauses_the_run_until_it_is_given(tmp_path: Path) -> None:
+@pytest.mark.parametrize("execution", ["dataflow", "supersteps"])
+def test_a_step_that_needs_approval_pauses_the_run_until_it_is_given(tmp_path: Path, execution: str) -> None:
     backend = FakeBackend(responder())
 
     async def go() -> tuple[Any, Any, Any, int]:
-        rt = runtime(tmp_path, backend)
+        rt = runtime(tmp_path, backend, execution=execution)
         try:
             paused = await run(gated(), "How do bees fly?", rt)
             stored = rt.checkpoints().load_now(paused.run_id)
