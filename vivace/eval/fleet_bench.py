@@ -10,7 +10,10 @@ Two measurements on one set of OpenAI-compatible servers:
   ``/reset_prefix_cache``). Per arm: latency, prompt and cached tokens (the
   servers' own counts), how many servers a run touched. The quality figure
   beside the ratio: how far the two arms' answers agree (greedy decoding, so
-  routing should change next to nothing).
+  routing should change next to nothing). Optional further arms send the same
+  runs through vLLM's own router (``vllm-router``, one arm per policy, named
+  ``vllm-router:POLICY``) in front of the same servers; they rotate with the
+  others, and each is compared with the affinity arm the same way.
 - **Failover.** Several runs at once; one server is killed (SIGKILL) while
   answers stream. Every run must still finish on the others: answers cut off
   mid-stream are resumed elsewhere (``vivace.runtime.openai_reply``). Counted:
@@ -28,9 +31,22 @@ from typing import Any, Awaitable, Callable
 import httpx
 
 from vivace.eval.backend_bench import machine_info
+from vivace.eval.load_bench import percentile
 from vivace.eval.stats import median as _median
 
-ARMS = ("affinity", "spread")
+ARMS = ("affinity", "spread")  # vivace's own fleet, with and without prefix affinity
+ROUTER_ARM = "vllm-router:"  # + the policy: the same runs through vLLM's router
+
+# The calls each server has taken so far under an arm (its backend's own count, or the router's).
+Served = Callable[[str, Any], Awaitable[dict[str, int]]]
+
+
+def router_arm(policy: str) -> str:
+    return ROUTER_ARM + policy
+
+
+async def _backend_served(arm: str, backend: Any) -> dict[str, int]:
+    return dict(backend.served)
 
 
 def similarity(a: str | None, b: str | None) -> float:
@@ -75,51 +91,77 @@ def _arm_summary(rows: list[dict[str, Any]], arm: str) -> dict[str, Any]:
     runs = [r[arm] for r in rows]
     prompt = sum(r["prompt_tokens"] for r in runs)
     cached = sum(r["cached_tokens"] for r in runs)
+    latencies = [r["latency_s"] for r in runs]
+    output = sum(r["output_tokens"] for r in runs)
     return {
         "runs": len(runs),
-        "latency_median_s": _median([r["latency_s"] for r in runs]),
+        "latency_median_s": _median(latencies),
+        "latency_p95_s": round(percentile(latencies, 95), 4) if latencies else None,
         "prompt_tokens": prompt,
         "cached_tokens": cached,
         "cached_share": round(cached / prompt, 4) if prompt else None,
+        "output_tokens": output,
+        # one run at a time: output tokens per second of run time
+        "output_tok_s": round(output / sum(latencies), 2) if sum(latencies) > 0 else None,
         "servers_used_median": _median([r["servers_used"] for r in runs]),
         "calls": sum(r["calls"] for r in runs),
     }
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _versus_affinity(rows: list[dict[str, Any]], arm: str) -> dict[str, Any]:
+    """``arm`` against the affinity arm, per question: latency ratio (above 1: affinity faster) and agreement."""
+    pairs = [(r[arm], r["affinity"]) for r in rows]
+    return {
+        "latency_ratio_median": _median([a["latency_s"] / b["latency_s"] for a, b in pairs if b["latency_s"] > 0]),
+        "same_answer_share": round(sum(a["answer"] == b["answer"] for a, b in pairs) / len(pairs), 4) if pairs else None,
+        "answer_similarity_median": _median([similarity(a["answer"], b["answer"]) for a, b in pairs]),
+    }
+
+
+def summarize(rows: list[dict[str, Any]], arms: tuple[str, ...] = ARMS) -> dict[str, Any]:
     ratios = [r["spread"]["latency_s"] / r["affinity"]["latency_s"] for r in rows if r["affinity"]["latency_s"] > 0]
     return {
-        **{arm: _arm_summary(rows, arm) for arm in ARMS},
+        **{arm: _arm_summary(rows, arm) for arm in arms},
         "speedup_affinity_median": _median(ratios),  # spread latency / affinity latency, per question
         "same_answer_share": round(sum(r["same_answer"] for r in rows) / len(rows), 4) if rows else None,
         "answer_similarity_median": _median([r["answer_similarity"] for r in rows]),
+        "versus_affinity": {arm: _versus_affinity(rows, arm) for arm in arms if arm != "affinity"},
     }
 
 
 async def measure_affinity(
-    connect: Callable[[bool], Awaitable[Any]],
+    connect: Callable[[str], Awaitable[Any]],
     urls: list[str],
     questions: list[dict[str, str]],
     opts: dict[str, Any],
     *,
+    arms: tuple[str, ...] = ARMS,
+    served: Served = _backend_served,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Each question in both arms, alternating which goes first; returns the rows and whether caches were reset."""
+    """Each question in every arm, rotating which goes first; returns the rows and whether caches were reset.
+
+    With the two vivace arms alone the rotation is the old alternation.
+    """
     from vivace.agents import ask
 
-    backends = {arm: await connect(arm == "affinity") for arm in ARMS}
+    backends: dict[str, Any] = {}
     reset = True
     rows: list[dict[str, Any]] = []
     try:
+        for arm in arms:
+            backends[arm] = await connect(arm)
         for i, q in enumerate(questions):
             row: dict[str, Any] = {"id": q["id"], "question": q["question"]}
-            for arm in ARMS if i % 2 == 0 else ARMS[::-1]:
+            order = arms[i % len(arms):] + arms[:i % len(arms)]
+            for arm in order:
                 reset = await reset_caches(urls) and reset
                 backend = backends[arm]
-                before = dict(backend.served)
+                before = await served(arm, backend)
                 trace = await ask(q["question"], backend, mode="sot", **opts)
-                row[arm] = run_record(trace, {u: backend.served[u] - before[u] for u in urls})
-            row["first"] = ARMS[i % 2]
+                after = await served(arm, backend)
+                row[arm] = run_record(trace, {u: after.get(u, 0) - before.get(u, 0) for u in urls})
+            row["first"] = order[0]
             row["same_answer"] = row["affinity"]["answer"] == row["spread"]["answer"]
             row["answer_similarity"] = similarity(row["affinity"]["answer"], row["spread"]["answer"])
             rows.append(row)
@@ -132,7 +174,7 @@ async def measure_affinity(
 
 
 async def measure_failover(
-    connect: Callable[[bool], Awaitable[Any]],
+    connect: Callable[[str], Awaitable[Any]],
     urls: list[str],
     questions: list[dict[str, str]],
     opts: dict[str, Any],
@@ -145,7 +187,7 @@ async def measure_failover(
     from vivace.agents import ask
     from vivace.errors import VivaceError
 
-    backend = await connect(True)
+    backend = await connect("affinity")
     streaming = asyncio.Event()
 
     def on_event(event: Any) -> None:
@@ -194,7 +236,7 @@ async def measure_failover(
 
 
 async def run_bench(
-    connect: Callable[[bool], Awaitable[Any]],
+    connect: Callable[[str], Awaitable[Any]],
     urls: list[str],
     questions: list[dict[str, str]],
     *,
@@ -203,32 +245,41 @@ async def run_bench(
     repetition_penalty: float,
     kill: Callable[[int], None] | None = None,
     failover_runs: int = 4,
+    router_policies: tuple[str, ...] = (),
+    served: Served = _backend_served,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """The report: both arms per question, then the failover (when ``kill`` can end a server)."""
+    """The report: every arm per question, then the failover (when ``kill`` can end a server).
+
+    ``connect(arm)`` opens an arm's backend: ``affinity`` and ``spread`` over
+    ``urls``, ``vllm-router:POLICY`` (one per ``router_policies``) through that
+    router; ``served(arm, backend)`` counts the calls per server so far.
+    """
     from vivace.agents import ask
 
     opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty,
             "max_points": max_points}
+    arms = ARMS + tuple(router_arm(p) for p in router_policies)
     report: dict[str, Any] = {
         "bench": "fleet",
         "servers": urls,
-        "config": {**opts, "mode": "sot", "order": "arms alternate which runs first per question",
+        "config": {**opts, "mode": "sot", "arms": list(arms),
+                   "order": "arms rotate which runs first per question (two arms: they alternate)",
                    "questions_planned": len(questions)},
         "machine": machine_info(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
-    warm = await connect(False)  # spread: every server runs the prompts once, so no arm pays a first-request cost
+    warm = await connect("spread")  # spread: every server runs the prompts once, so no arm pays a first-request cost
     try:
         for _ in urls:
             await ask(questions[0]["question"], warm, mode="sot", **{**opts, "max_tokens": 32})
     finally:
         await warm.aclose()
-    rows, reset = await measure_affinity(connect, urls, questions, opts, progress=progress)
+    rows, reset = await measure_affinity(connect, urls, questions, opts, arms=arms, served=served, progress=progress)
     report["questions"] = rows
     report["cache_reset_per_run"] = reset
-    report["summary"] = summarize(rows)
+    report["summary"] = summarize(rows, arms)
     if kill is not None and len(urls) > 1:
         # The same batch twice, from cold caches: first with every server up (batching and caching then
         # match), then with one killed mid-run; the answers are compared pairwise.
