@@ -113,3 +113,15 @@ def api_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, loop_r
         yield url
     finally:  # a fault test may have killed it already
         loop_runner.run(servers.aclose())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL (tests/postgres.py) for the whole session: its ``postgresql://`` URL, with a password."""
+    from tests.postgres import binaries, running
+
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl): apt-get install postgresql")
+    with running(bin_dir) as server:
+        yield server.url
