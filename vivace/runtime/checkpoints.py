@@ -60,6 +60,22 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def _checkpoint(values: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """A checkpoint holding ``values``, and the channel versions to pass to ``put`` with it.
+
+    Why versions: PostgresSaver keeps a value that is not a str/number/bool only
+    in its blobs table, under the version ``put`` names for it; with none, it
+    drops the value without a word (SQLite keeps the whole checkpoint either way).
+    """
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = dict(values)
+    versions = {key: checkpoint["id"] for key in values}  # unique per checkpoint: a thread's turns share a channel
+    checkpoint["channel_versions"] = dict(versions)
+    return checkpoint, versions
+
+
 class RunStore:
     """One saver, one worker thread for it, and the run locks; opened once per runtime, closed with it."""
 
@@ -147,14 +163,11 @@ class RunStore:
         await self._run(self._guard, self._begin, run_id, header, summary)
 
     def _begin(self, run_id: str, header: dict[str, Any], summary: dict[str, Any]) -> None:
-        from langgraph.checkpoint.base import empty_checkpoint
-
         if not self._locks.acquire(run_id):
             raise BusyError(f"run {run_id} is already running in another process")
-        checkpoint = empty_checkpoint()
-        checkpoint["channel_values"] = {"header": header}
+        checkpoint, versions = _checkpoint({"header": header})
         meta = {"source": "input", "step": -1, "vivace": "run", "status": "running", **summary}
-        self.saver.put(self._config(run_id), checkpoint, meta, {})
+        self.saver.put(self._config(run_id), checkpoint, meta, versions)
         self._headers[run_id] = checkpoint["id"]
 
     async def save_step(self, run_id: str, key: str, value: Any) -> None:
@@ -171,15 +184,12 @@ class RunStore:
         await self._run(self._guard, self._finish, run_id, status, record, summary or {})
 
     def _finish(self, run_id: str, status: str, record: dict[str, Any] | None, summary: dict[str, Any]) -> None:
-        from langgraph.checkpoint.base import empty_checkpoint
-
         try:
             header_id = self._headers.pop(run_id, None) or self._header_id(run_id)
-            checkpoint = empty_checkpoint()
-            checkpoint["channel_values"] = {"record": record} if record is not None else {}
+            checkpoint, versions = _checkpoint({"record": record} if record is not None else {})
             latest = self.saver.get_tuple(self._config(run_id))
             meta = {**(latest.metadata if latest else {}), "source": "update", "step": 0, "status": status, **summary}
-            self.saver.put(self._config(run_id, header_id), checkpoint, meta, {})
+            self.saver.put(self._config(run_id, header_id), checkpoint, meta, versions)
         finally:
             self._locks.release(run_id)
         self._finished += 1
@@ -228,17 +238,14 @@ class RunStore:
         await self._run(self._guard, self._mark, run_id, status, summary)
 
     def _mark(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        from langgraph.checkpoint.base import empty_checkpoint
-
         latest = self.saver.get_tuple(self._config(run_id))
         if latest is None:
             return
-        checkpoint = empty_checkpoint()
-        checkpoint["channel_values"] = dict(latest.checkpoint["channel_values"])
+        checkpoint, versions = _checkpoint(latest.checkpoint["channel_values"])
         meta = {**latest.metadata, "source": "update", "step": int(latest.metadata.get("step", 0)) + 1,
                 "status": status, **summary}
         parent = latest.parent_config["configurable"]["checkpoint_id"] if latest.parent_config else None
-        self.saver.put(self._config(run_id, parent), checkpoint, meta, {})
+        self.saver.put(self._config(run_id, parent), checkpoint, meta, versions)
 
     # ---- conversations ------------------------------------------------------------------------
 
@@ -255,15 +262,12 @@ class RunStore:
         await self._run(self._guard, self._add_turn, thread, turn)
 
     def _add_turn(self, thread: str, turn: dict[str, Any]) -> None:
-        from langgraph.checkpoint.base import empty_checkpoint
-
         latest = self.saver.get_tuple(self._config(THREAD + thread))
-        checkpoint = empty_checkpoint()
-        checkpoint["channel_values"] = {"turn": turn}
+        checkpoint, versions = _checkpoint({"turn": turn})
         step = int(latest.metadata.get("step", 0)) + 1 if latest else 0
         parent = latest.config["configurable"]["checkpoint_id"] if latest else None
         self.saver.put(self._config(THREAD + thread, parent), checkpoint,
-                       {"source": "input", "step": step, "vivace": "thread", "thread": thread}, {})
+                       {"source": "input", "step": step, "vivace": "thread", "thread": thread}, versions)
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest runs first, each its latest checkpoint's metadata with ``status`` (killed ones named)."""
