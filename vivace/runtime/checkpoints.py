@@ -241,10 +241,12 @@ class RunStore:
         latest = self.saver.get_tuple(self._config(run_id))
         if latest is None:
             return
-        checkpoint, versions = _checkpoint(latest.checkpoint["channel_values"])
+        killed = latest.metadata.get("step") == -1  # no last checkpoint: the new status is the header's child
+        checkpoint, versions = _checkpoint({} if killed else latest.checkpoint["channel_values"])
         meta = {**latest.metadata, "source": "update", "step": int(latest.metadata.get("step", 0)) + 1,
                 "status": status, **summary}
-        parent = latest.parent_config["configurable"]["checkpoint_id"] if latest.parent_config else None
+        parent_config = latest.config if killed else latest.parent_config
+        parent = parent_config["configurable"]["checkpoint_id"] if parent_config else None
         self.saver.put(self._config(run_id, parent), checkpoint, meta, versions)
 
     # ---- conversations ------------------------------------------------------------------------
