@@ -17,12 +17,13 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from vivace.runtime.local_server import free_port
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,6 @@ def binaries() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as(user: str | None, argv: list[str]) -> list[str]:
@@ -106,7 +101,7 @@ def start(bin_dir: Path) -> Postgres:
                      "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pw_file}"])
         server: Postgres | None = None
         for _ in range(3):  # a free port can be taken between the probe and the bind
-            candidate = Postgres(root, bin_dir, _free_port(), user)
+            candidate = Postgres(root, bin_dir, free_port(), user)
             options = (f"-p {candidate.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
                        "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=16MB")
             try:

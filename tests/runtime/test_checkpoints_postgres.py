@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from vivace.config import Config
 from vivace.errors import BackendError, BusyError, RunError
 from vivace.runtime.checkpoints import RunStore
 from vivace.runtime.fake import FakeBackend
+from vivace.runtime.local_server import free_port
 
 # A process that begins a run in the store and holds it until it is killed (as a replica mid-run).
 HOLDER = """
@@ -134,6 +134,10 @@ def test_a_held_run_is_running_to_others_and_killed_once_its_process_dies(postgr
         killed = wait_for("the run to show as killed", lambda: (s := store.load_now(run_id)) and s.status == "killed")
         assert killed
         assert [r["status"] for r in store.runs(1000) if r["run_id"] == run_id] == ["killed"]
+        asyncio.run(store.mark(run_id, "resumed", resumed_by="another-run"))  # as a resume on this replica ends
+        resumed = store.load_now(run_id)
+        assert resumed is not None and resumed.status == "resumed" and resumed.meta["resumed_by"] == "another-run"
+        assert resumed.header == {"task": "held"}  # a killed run has no last checkpoint: the mark is its header's child
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -141,18 +145,12 @@ def test_a_held_run_is_running_to_others_and_killed_once_its_process_dies(postgr
         asyncio.run(store.aclose())
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed when the with ends: nothing listens there
-
-
 @pytest.mark.parametrize("which", ["unreachable", "wrong password"])
 def test_an_unusable_postgresql_is_one_backend_error_line_without_the_password(
         postgres_url: str, tmp_path: Path, which: str) -> None:
     secret = "hunter2-not-this"
     if which == "unreachable":
-        url = f"postgresql://vivace:{secret}@127.0.0.1:{_closed_port()}/vivace"
+        url = f"postgresql://vivace:{secret}@127.0.0.1:{free_port()}/vivace"
     else:
         url = postgres_url.replace(postgres_url.split(":")[2].split("@")[0], secret)
     with pytest.raises(BackendError) as err:
