@@ -15,6 +15,11 @@ Every registered agent and pipeline (plug-ins too, and pipeline files given to
 ``vivace serve --pipeline``) is also a model by its name: its task is the last
 user message, the earlier turns are the run's ``options["messages"]``, and
 ``tools``/``response_format`` are refused with a 400 (they write their own prompts).
+
+Runs are checkpointed like any other: ``thread`` (through ``extra_body``) names a
+conversation whose earlier turns the run gets, and the run endpoints
+(``vivace.serve.runs``) read and resume runs from the checkpoint store, which
+replicas sharing one PostgreSQL share.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ log = logging.getLogger(__name__)
 
 MODES = {"vivace-auto": "auto", "vivace-sot": "sot", "vivace-normal": "normal"}
 RUN_HEADER = "x-vivace-run-id"
-KEEP_RUNS = 1000  # records kept for /v1/runs/{id}; every run is also in runs.jsonl
+KEEP_RUNS = 1000  # records kept in memory for /v1/runs/{id}; every run is also in runs.jsonl and the checkpoints
 
 
 class Message(BaseModel):
@@ -85,6 +90,7 @@ class ChatRequest(BaseModel):
     # vivace's own, through the SDK's extra_body
     collection: str | None = None
     compression: Literal["off", "auto", "always"] | None = None
+    thread: str | None = None  # a conversation kept in the checkpoint store: any replica continues it
 
     @model_validator(mode="after")
     def _tools_fit(self) -> "ChatRequest":
@@ -140,7 +146,7 @@ def error(status: int, message: str, kind: str, code: str | None = None, run_id:
                         status_code=status, headers=headers)
 
 
-def _failure(exc: BaseException) -> tuple[int, str, str]:
+def failure(exc: BaseException) -> tuple[int, str, str]:
     """(HTTP status, message, error type) for an exception a run raised."""
     code = exc.exit_code if isinstance(exc, VivaceError) else 1
     if code == 2:
@@ -150,6 +156,8 @@ def _failure(exc: BaseException) -> tuple[int, str, str]:
 
 def create_app(state: ServerState) -> FastAPI:
     """The FastAPI app around an open runtime (the caller opens and closes it)."""
+    from vivace.serve.runs import run_routes  # it builds on this module's state and error shape
+
     app = FastAPI(title="vivace", docs_url=None, redoc_url=None, openapi_url=None)
     state.metrics = state.metrics or ServerMetrics(state.runtime)
     metrics = state.metrics
@@ -183,14 +191,6 @@ def create_app(state: ServerState) -> FastAPI:
         now = int(time.time())
         return {"object": "list", "data": [{"id": m, "object": "model", "created": now, "owned_by": "vivace"}
                                            for m in state.models()]}
-
-    @app.get("/v1/runs/{run_id}")
-    async def run_trace(run_id: str) -> Response:
-        record = state.runs.get(run_id)
-        if record is None:
-            return error(404, f"no run {run_id!r} among the last {KEEP_RUNS} (all are in runs.jsonl)",
-                         "invalid_request_error", "run_not_found")
-        return JSONResponse(record)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request) -> Response:
@@ -234,12 +234,14 @@ def create_app(state: ServerState) -> FastAPI:
         job = asyncio.create_task(run(
             target, task, state.runtime, on_event=on_event, options=options, on_finish=on_finish,
             collection=body.collection or state.collection, compression=body.compression, run_id=run_id,
+            thread=body.thread,
         ))
         if body.stream:
             return StreamingResponse(_sse(body, run_id, job, stream, wake), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", RUN_HEADER: run_id})
         return await _complete(body, run_id, job, request, stream)
 
+    app.include_router(run_routes(state))
     return app
 
 
@@ -255,7 +257,7 @@ async def _complete(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace],
     try:
         trace = job.result()
     except Exception as exc:  # noqa: BLE001 - a failed run, or bad input before it started (a bad mode)
-        status, message, kind = _failure(exc)
+        status, message, kind = failure(exc)
         return error(status, message, kind, run_id=run_id)
     return JSONResponse(_completion(body, trace, stream), headers={RUN_HEADER: run_id})
 
@@ -297,7 +299,7 @@ async def _sse(body: ChatRequest, run_id: str, job: asyncio.Task[RunTrace], stre
         try:
             trace = job.result()
         except Exception as exc:  # noqa: BLE001 - the failure goes to the client as OpenAI's error event
-            status, message, kind = _failure(exc)
+            status, message, kind = failure(exc)
             yield f"data: {json.dumps({'error': {'message': message, 'type': kind, 'code': status}})}\n\n"
             yield "data: [DONE]\n\n"
             return
