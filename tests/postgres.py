@@ -68,7 +68,8 @@ def _as(user: str | None, argv: list[str]) -> list[str]:
 
 def _call(user: str | None, argv: list[str], timeout: float = START_TIMEOUT_S) -> None:
     """Run one server tool; its output goes into the error when it fails."""
-    proc = subprocess.run(_as(user, argv), capture_output=True, text=True, timeout=timeout, start_new_session=True)
+    proc = subprocess.run(_as(user, argv), capture_output=True, text=True, timeout=timeout, start_new_session=True,
+                          check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:2])} failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
 

@@ -31,6 +31,7 @@ from vivace.errors import BackendError, BusyError, RunError
 from vivace.runtime.checkpoints import RunStore
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.local_server import free_port
+from vivace.trace import RunTrace
 
 # A process that begins a run in the store and holds it until it is killed (as a replica mid-run).
 HOLDER = """
@@ -73,6 +74,7 @@ def test_a_run_failed_on_one_replica_resumes_on_another_without_its_finished_ste
             with pytest.raises(RunError) as err:
                 await run(resolve("research"), "How do bees fly?", a)  # as a server resolves a model name
             first = err.value.trace
+            assert isinstance(first, RunTrace)
             seen = b.checkpoints().load_now(first.run_id)  # the other replica reads the same run
             fail["write"] = False
             second = await resume(first.run_id, b)
@@ -104,9 +106,10 @@ def test_two_replicas_resume_one_run_and_one_wins(postgres_url: str, tmp_path: P
             with pytest.raises(RunError) as err:
                 await run(research_pipeline(), "What is rust?", a)
             fail["write"] = False
+            assert isinstance(err.value.trace, RunTrace)
             run_id = err.value.trace.run_id
-            return await asyncio.gather(resume(run_id, a, target=research_pipeline()),
-                                        resume(run_id, b, target=research_pipeline()), return_exceptions=True)
+            return list(await asyncio.gather(resume(run_id, a, target=research_pipeline()),
+                                             resume(run_id, b, target=research_pipeline()), return_exceptions=True))
         finally:
             await a.aclose()
             await b.aclose()
