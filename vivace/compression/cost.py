@@ -122,9 +122,9 @@ class CostModel:
     def from_json(cls, data: dict[str, Any]) -> "CostModel":
         return cls(
             data["key"],
-            tuple(data["prefill"]),  # type: ignore[arg-type]
-            tuple(data["coarse"]) if data.get("coarse") else None,  # type: ignore[arg-type]
-            tuple(data["fine"]) if data.get("fine") else None,  # type: ignore[arg-type]
+            tuple(data["prefill"]),
+            tuple(data["coarse"]) if data.get("coarse") else None,
+            tuple(data["fine"]) if data.get("fine") else None,
             data.get("measured_at", 0.0),
             data.get("samples", {}),
         )
@@ -184,7 +184,7 @@ def measure_stage(run: Callable[[str, str, int], Any], count: Callable[[str], in
     """(base s, s/token) of a compressor stage, from a short and a long run after a warm-up."""
     rng = random.Random(7)
     query = "Which lantern is near the harbor?"
-    sentences = lambda n: ". ".join(filler(12, rng) for _ in range(max(1, n // 14))) + "."  # noqa: E731
+    sentences: Callable[[int], str] = lambda n: ". ".join(filler(12, rng) for _ in range(max(1, n // 14))) + "."  # noqa: E731
     run(sentences(40), query, 10)  # loads the model
     samples = []
     for size in (max(60, tokens // 6), tokens):

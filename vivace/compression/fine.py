@@ -84,7 +84,7 @@ class FineCompressor:
             t0 = time.perf_counter()
             self._tokenizer = AutoTokenizer.from_pretrained(str(path))
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-            model.eval()
+            model.eval()  # type: ignore[no-untyped-call]  # transformers: PreTrainedModel.eval is unannotated
             self._model = model
             log.info("fine compressor loaded %s in %.1f s", path, time.perf_counter() - t0)
 
@@ -119,7 +119,7 @@ class FineCompressor:
                 targets = torch.tensor(seq[1:])
                 nll = -logp.gather(1, targets[:, None])[:, 0]
                 info.extend(nll[len(prefix) + len(ctx) - 1 :].tolist())
-        return offsets, info  # type: ignore[return-value]
+        return offsets, info
 
     def units(self, text: str, query: str, keep: list[tuple[int, int]]) -> list[Unit]:
         """Words and punctuation runs scored by the sum of their tokens' self-information."""
