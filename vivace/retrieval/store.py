@@ -13,6 +13,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import logging
 import os
@@ -205,8 +206,8 @@ class Store:
                  report.chunks, report.added, report.removed, report.pruned)
         return report
 
-    def _plan(self, files: list[Path], size: int, over: int, metadata: dict[str, Any],
-              report: IngestReport) -> list[tuple[str, dict[str, tuple[str, dict[str, Any]]]]]:
+    def _plan(self, files: builtins.list[Path], size: int, over: int, metadata: dict[str, Any],
+              report: IngestReport) -> builtins.list[tuple[str, dict[str, tuple[str, dict[str, Any]]]]]:
         """Per readable file: its source and its chunks by id (none for an empty file, so its old ones go)."""
         planned: list[tuple[str, dict[str, tuple[str, dict[str, Any]]]]] = []
         for path in files:
@@ -224,7 +225,7 @@ class Store:
             report.files += 1
         return planned
 
-    def _prune(self, col: Any, folders: list[Path], kept: set[str], report: IngestReport) -> None:
+    def _prune(self, col: Any, folders: builtins.list[Path], kept: set[str], report: IngestReport) -> None:
         """``--sync``: remove the chunks of files under ``folders`` that this ingest did not take."""
         scopes = tuple(str(f.resolve()).rstrip(os.sep) + os.sep for f in folders)
         if not scopes:
@@ -240,7 +241,7 @@ class Store:
         report.pruned, report.pruned_sources = len(gone), sorted(shown(s) for s in sources)
 
     # -- retrieve ----------------------------------------------------------
-    def retrieve(self, query: str, k: int, collection: str, where: dict[str, Any] | None = None) -> list[Chunk]:
+    def retrieve(self, query: str, k: int, collection: str, where: dict[str, Any] | None = None) -> builtins.list[Chunk]:
         """Top-k chunks by cosine similarity (score in [-1, 1], higher is closer)."""
         if not query.strip():
             raise InputError("empty query")
