@@ -81,7 +81,8 @@ def _check(stored: Any, record: dict[str, Any] | None, pipeline_steps: set[str])
         "rerun_steps": len(rerun),
         "rerun_calls": rerun_calls,
         "status": (record or {}).get("status"),
-        "complete": bool(record and record.get("status") == "done" and str(record.get("answer", "")).strip()
+        # every step of the pipeline in the record, and the run done (what the small model wrote is not judged)
+        "complete": bool(record and record.get("status") == "done" and isinstance(record.get("answer"), str)
                          and pipeline_steps <= top),
         "calls_after_resume": len((record or {}).get("calls") or []),
     }
