@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vivace.config import Config
 from vivace.errors import BackendError
@@ -50,7 +50,7 @@ def engine_options(config: Config) -> "EngineOptions":
     from vivace.runtime.priority import engine_policy
     from vivace.runtime.vllm_options import EngineOptions
 
-    engine = {"model": resolve(config.model, config.home), "dtype": config.dtype, "quantization": config.quantization,
+    engine: dict[str, Any] = {"model": resolve(config.model, config.home), "dtype": config.dtype, "quantization": config.quantization,
               "kv_cache_dtype": config.kv_cache_dtype, "label": None}
     if config.quantization and config.quantization.startswith("auto"):  # the per-machine choice
         from vivace.runtime.quant_choice import auto_engine

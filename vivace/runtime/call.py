@@ -17,10 +17,10 @@ import contextvars
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, AsyncGenerator, Callable, Protocol, Sequence, cast
 
 from vivace.errors import BackendError, OutputError
-from vivace.runtime.backend import Backend, GenerationRequest, GenerationResult, Message, Timer
+from vivace.runtime.backend import Backend, Event, GenerationRequest, GenerationResult, Message, Timer
 from vivace.runtime.output import DEFAULT_MAX_STRING, OutputInvalid, OutputSpec, output_spec
 from vivace.runtime.priority import priority
 from vivace.runtime.model_set import ModelSet
@@ -289,7 +289,8 @@ class CallPath:
                     if on_text is not None:
                         on_text(event.text)
         except StopGeneration:  # the listener has what it needs: the rest is not generated, the call still counts
-            await stream.aclose()  # the backend aborts the request (at the engine, or by closing the stream)
+            # the backend aborts the request (at the engine, or by closing the stream); every generate is an async generator
+            await cast(AsyncGenerator[Event, None], stream).aclose()
             elapsed = timer.elapsed
             return GenerationResult(
                 text="".join(parts), finish_reason="cut",

@@ -122,5 +122,5 @@ class LimitedBackend:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    def __getattr__(self, item: str):  # engine-specific extras (metrics, tokenizer)
+    def __getattr__(self, item: str) -> Any:  # engine-specific extras (metrics, tokenizer)
         return getattr(self.inner, item)

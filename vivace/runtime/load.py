@@ -172,6 +172,7 @@ def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
     caps = hard + ([knee] if knee else [])
     running = getattr(stats, "running", None)
     waiting = getattr(stats, "waiting", None)
+    usage = getattr(stats, "kv_cache_usage", None)
     return Load(
         in_flight=int(getattr(limiter, "in_flight", 0)),
         waiting=int(getattr(limiter, "waiting", 0)),
@@ -181,7 +182,7 @@ def read_load(limiter: Any, backend: Any, request_tokens: int = 0) -> Load:
         runs=max(1, ledger.runs) if ledger else 1,
         engine_running=running if isinstance(running, int) else None,
         engine_waiting=waiting if isinstance(waiting, int) else None,
-        kv_usage=float(stats.kv_cache_usage) if isinstance(getattr(stats, "kv_cache_usage", None), (int, float)) else None,
+        kv_usage=float(usage) if isinstance(usage, (int, float)) else None,
         kv_free_slots=kv_free_slots(stats, backend, request_tokens),
         knee=knee,
     )

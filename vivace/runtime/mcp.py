@@ -23,7 +23,7 @@ import os
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import anyio
 
@@ -48,6 +48,8 @@ class _Server:
         self._stop = asyncio.Event()
         self._ready: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
+        self._errlog: TextIO | None
+        self.log_path: Path | None
         self._errlog, self.log_path, self._log_start = _open_log(home, name) if "command" in table else (None, None, 0)
 
     def start(self) -> "asyncio.Future[list[Any]]":
@@ -97,7 +99,7 @@ class _Server:
         cwd = self.table.get("cwd")
         params = StdioServerParameters(command=self.table["command"], args=self.table.get("args", []),
                                        env=self.table.get("env"), cwd=os.path.expanduser(cwd) if cwd else None)
-        return stdio_client(params, errlog=self._errlog)
+        return stdio_client(params, errlog=cast(TextIO, self._errlog))  # opened in __init__ for a "command" server
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
         """The tool's result: structured content when the server gives it, else its text; ``isError`` raises."""
@@ -254,7 +256,8 @@ async def open_mcp(config: Config, box: ToolBox) -> None:
             server, exc = failed
             raise BackendError(f"mcp server {server.name!r} failed to start: {_reason(exc, server.table)}"
                                + server.stderr_hint())
-        made = [(s, _tools_for(s, listed, box)) for s, listed in zip(servers, results)]
+        # none failed: every result is a tool list
+        made = [(s, _tools_for(s, cast(list[Any], listed), box)) for s, listed in zip(servers, results)]
         for server, tools in made:
             added = []
             for item in tools:

@@ -144,7 +144,7 @@ def _convert_gguf(source: Path, out: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.bfloat16
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]  # unannotated in transformers
     result = fresh.load_state_dict(loaded.state_dict(), strict=False)
     if result.missing_keys:
         raise ModelError(f"GGUF conversion: weights missing for {result.missing_keys[:3]}")
@@ -177,8 +177,8 @@ def resolve(model: str, home: Path, prepare_missing: bool = True) -> str:
     looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
     if looks_like_hub_id:
         return model  # vLLM fetches it where the network allows
-    known = ", ".join([*KNOWN_MODELS, *DERIVED])
-    raise ModelError(f"unknown model {model!r}: not a folder, a hub id, or one of: {known}")
+    names = ", ".join([*KNOWN_MODELS, *DERIVED])
+    raise ModelError(f"unknown model {model!r}: not a folder, a hub id, or one of: {names}")
 
 
 def list_models(home: Path) -> list[dict[str, str]]:

@@ -26,11 +26,11 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import httpx
 import openai
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler  # the package's __init__ does not re-export it to a type checker
 
 from vivace.errors import BackendError, InputError
 from vivace.runtime.backend import Event, GenerationRequest, Message, Timer
@@ -38,6 +38,7 @@ from vivace.runtime.fleet import Fleet, prefix_blocks
 from vivace.runtime.openai_reply import Reply
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_CONTEXT = 8192
 DIALECTS = ("auto", "vllm", "strict")
@@ -88,7 +89,9 @@ class OpenAIBackend:
         key = os.environ.get(api_key_env) or "none"  # the SDK wants a key; local servers ignore it
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._endpoints = {
-            root: _Endpoint(root, openai.AsyncOpenAI(base_url=f"{root}/v1", api_key=key, max_retries=0, timeout=timeout),
+            root: _Endpoint(root, openai.AsyncOpenAI(base_url=f"{root}/v1", api_key=key, max_retries=0,
+                                                       # openai annotates httpx2.Timeout; it converts an httpx one at runtime
+                                                       timeout=timeout),  # type: ignore[arg-type]
                             # paced evenly: one request every 60/rpm seconds never breaks a per-minute meter
                             Throttler(rate_limit=1, period=60.0 / requests_per_minute) if requests_per_minute else None)
             for root in self.base_urls
@@ -157,7 +160,7 @@ class OpenAIBackend:
                 return False
         return False
 
-    async def _with_retries(self, attempt, blocks: list[bytes] | None = None):  # type: ignore[no-untyped-def]
+    async def _with_retries(self, attempt: Callable[[_Endpoint], Awaitable[T]], blocks: list[bytes] | None = None) -> T:
         """Run ``attempt(endpoint)`` on the fleet's pick, moving on (with backoff) on failures that generated nothing."""
         failed: set[str] = set()
         last = ""

@@ -12,13 +12,14 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from vivace.runtime.backend import Delta, GenerationRequest, GenerationResult, Timer
+from vivace.runtime.backend import Delta, Event, GenerationRequest, GenerationResult, Timer
 
 
 class Reply:
     """One streamed answer as it arrives: stop strings, the prefill's echo, usage."""
 
-    def __init__(self, request: GenerationRequest, echo: str | None, timer: Timer, queue: asyncio.Queue) -> None:
+    def __init__(self, request: GenerationRequest, echo: str | None, timer: Timer,
+                 queue: asyncio.Queue[Event | BaseException | None]) -> None:
         self.request, self.timer, self.queue = request, timer, queue
         self.echo = echo.strip() if echo and echo.strip() else None  # held back until it can be cut
         self.pending = ""

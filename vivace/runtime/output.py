@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -58,7 +58,8 @@ class OutputSpec:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise OutputInvalid(f"not JSON ({exc.msg} at character {exc.pos})") from None
+            err = cast(json.JSONDecodeError, exc)  # as before, a ValueError without .msg (too many digits) is not caught
+            raise OutputInvalid(f"not JSON ({err.msg} at character {err.pos})") from None
         try:
             if self.model is not None:
                 return self.model.model_validate(data)
@@ -165,4 +166,4 @@ def bound_strings(schema: dict[str, Any], max_len: int = DEFAULT_MAX_STRING) -> 
             out["minimum"], out["maximum"] = -MAX_NUMBER, MAX_NUMBER  # a grammar then has a last digit
         return out
 
-    return walk(schema)
+    return cast(dict[str, Any], walk(schema))  # a dict walks to a dict

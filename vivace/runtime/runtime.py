@@ -39,7 +39,7 @@ class Runtime:
     # The tools every run may name (code, plug-ins, MCP sets), and the one path their calls take.
     tools: ToolBox = field(default_factory=ToolBox)
     tool_path: ToolPath = field(init=False)
-    _store: Any = field(default=None, init=False, repr=False)
+    _store: RunStore | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tool_path = ToolPath(self.tools)

@@ -111,7 +111,7 @@ def reply_spec(tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool = T
                                                                                                  2 * max_tokens))}},
                    "required": ["content"],
                    "additionalProperties": False}
-        schema = {"anyOf": [calls, content]}
+        schema: dict[str, Any] = {"anyOf": [calls, content]}
     else:
         schema = calls
     return OutputSpec("json", bound_strings(schema, max_string), name="tool_reply", tool_reply=True)

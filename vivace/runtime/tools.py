@@ -19,7 +19,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Awaitable, Callable, Iterable, get_type_hints
+from typing import Any, Awaitable, Callable, Iterable, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -148,9 +148,17 @@ def make_tool(fn: Callable[..., Any], *, name: str | None = None, description: s
                 requires_approval)
 
 
+@overload
+def tool(fn: Callable[..., Any], *, name: str | None = None, description: str | None = None,
+         pure: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int | None = None,
+         requires_approval: bool = False) -> Tool: ...
+@overload
+def tool(fn: None = None, *, name: str | None = None, description: str | None = None,
+         pure: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int | None = None,
+         requires_approval: bool = False) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,
          pure: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int | None = None,
-         requires_approval: bool = False) -> Any:
+         requires_approval: bool = False) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """``@tool`` or ``@tool(pure=True, timeout_s=5)`` on a typed sync or async function: it becomes a ``Tool``."""
 
     def wrap(f: Callable[..., Any]) -> Tool:

@@ -99,7 +99,7 @@ class VLLMBackend:
         self.load_s = load_s
         self.stats = EngineStats()
         self.tokenizer = engine.renderer.tokenizer
-        self._context_length = engine.vllm_config.model_config.max_model_len
+        self._context_length: int = engine.vllm_config.model_config.max_model_len
         model_config = engine.vllm_config.model_config  # what "auto" became, and a checkpoint's own quantization
         self.dtype, self.quantization = str(model_config.dtype).removeprefix("torch."), model_config.quantization
         self._closed = False
