@@ -47,7 +47,7 @@ async def measure_level(backend: Any, concurrency: int, tokens: int) -> dict[str
 
 async def run_bench(backend: Any, levels: list[int], tokens: int, repeats: int, progress: Any = None) -> dict[str, Any]:
     await measure_level(backend, 1, 8)  # warm-up, not reported
-    rows = []
+    rows: list[dict[str, Any]] = []
     for level in levels:
         rounds = []
         for _ in range(repeats):

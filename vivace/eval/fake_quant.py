@@ -35,9 +35,9 @@ import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
-from vivace.eval.kv_calibrate import engine_fp8_cast, kv_transform
+from vivace.eval.kv_calibrate import KVCalibration, engine_fp8_cast, kv_transform
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def load_model(model_dir: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers: PreTrainedModel.eval is unannotated
     return model
 
 
@@ -252,7 +252,7 @@ class _Applied:
         if kind:
             if mode not in self.calibrations:
                 raise ValueError(f"study row {self.config.name} needs a calibration for {mode}")
-            return self.calibrations[mode].cast_fn()
+            return cast(KVCalibration, self.calibrations[mode]).cast_fn()  # a "-cal"/"-scales" entry
         return lambda layer, k, v: (engine_fp8_cast(k, fmt), engine_fp8_cast(v, fmt))
 
     def _quantize_input(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -172,7 +172,8 @@ def calibrate(
             out[f"{name}_corr"].append(c)
             out[f"{name}_scale"].append(c * base)  # the engine sees c*x; same codes as x at base
     log.info("calibrated %d layers on %d tokens (%s)", layers, len(token_ids), fmt)
-    return KVCalibration(fmt=fmt, tokens=len(token_ids), **out)
+    return KVCalibration(fmt=fmt, tokens=len(token_ids), k_scale=out["k_scale"], v_scale=out["v_scale"],
+                         k_corr=out["k_corr"], v_corr=out["v_corr"])
 
 
 def _source_key(model_dir: Path, fmt: str, correct: bool) -> str:

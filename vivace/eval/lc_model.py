@@ -27,7 +27,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
 from vivace.runtime.call import Call, current_scope
-from vivace.runtime.tool_path import ToolCall, ToolScope
+from vivace.runtime.tool_path import ToolCall, ToolOutcome, ToolScope
 from vivace.runtime.tools import Tool
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
@@ -112,7 +112,7 @@ def lc_tools(runtime: Any, tools: Sequence[Tool], agent: str = "react-langgraph"
     def wrap(t: Tool) -> StructuredTool:
         async def run(**arguments: Any) -> str:
             scope = current_scope()
-            outcome = await runtime.tool_path(
+            outcome: ToolOutcome = await runtime.tool_path(
                 ToolCall(t.name, arguments), [t.name],
                 ToolScope(agent=agent, node="tools", record=scope.record_tool if scope else None, cache=False))
             return outcome.content

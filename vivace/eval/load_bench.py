@@ -48,7 +48,7 @@ class KVSampler:
     """Samples the engine's KV-cache usage while a level runs; absent when the backend has no stats."""
 
     def __init__(self, backend: Any, every_s: float = 0.1) -> None:
-        self.stats = getattr(backend, "stats", None)
+        self.stats: Any = getattr(backend, "stats", None)
         self.every_s = every_s
         self.samples: list[float] = []
         self._task: asyncio.Task[None] | None = None

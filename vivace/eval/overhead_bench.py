@@ -79,7 +79,7 @@ class Received:
     def check(self, trace: Any, n: int) -> None:
         """Raise unless every point's and the skeleton's whole text reached the consumer."""
         got = {key: "".join(parts) for key, parts in self.text.items()}
-        want = {("skeleton_delta", None): trace.meta.get("skeleton", ""),
+        want: dict[tuple[str, Any], str] = {("skeleton_delta", None): trace.meta.get("skeleton", ""),
                 **{("branch_delta", i): EXPANSION for i in range(1, n + 1)}}
         if got != want:
             raise RuntimeError(f"the consumer did not receive every delta: {sorted(set(got) ^ set(want))} differ")

@@ -29,7 +29,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from vivace.errors import InputError
 from vivace.eval.stats import median
@@ -263,13 +263,13 @@ def compare(row: dict[str, Any], base: dict[str, Any], coverage_model: Any = Non
     mine = {r["index"]: r for r in row["results"]}
     pairs = [(mine[b["index"]], b) for b in base["results"] if b["index"] in mine]
     ratios = [b["latency_s"] / r["latency_s"] for r, b in pairs if r["latency_s"] > 0]
-    row["speedup_median"] = round(median(ratios), 3) if ratios else None
+    row["speedup_median"] = round(cast(float, median(ratios)), 3) if ratios else None
     row["p95_ratio"] = round(base["p95_s"] / row["p95_s"], 3) if row["p95_s"] else None
     row["throughput_ratio"] = round(row["tasks_per_min"] / base["tasks_per_min"], 3) if base["tasks_per_min"] else None
     row["identical"] = round(sum(r["answer"] == b["answer"] for r, b in pairs) / len(pairs), 3) if pairs else None
     row["similarity"] = median([similarity(r["answer"], b["answer"]) for r, b in pairs])
     lengths = [len(r["answer"].split()) / len(b["answer"].split()) for r, b in pairs if b["answer"].split()]
-    row["length_ratio"] = round(median(lengths), 3) if lengths else None
+    row["length_ratio"] = round(cast(float, median(lengths)), 3) if lengths else None
     if CONFIGS[row["config"]]["long_form"] != "off" and pairs:
         cov = [mutual(b["answer"], r["answer"], coverage_model)["normal_in_sot"] for r, b in pairs]
         row["coverage"] = median([c for c in cov if c is not None])
@@ -277,7 +277,7 @@ def compare(row: dict[str, Any], base: dict[str, Any], coverage_model: Any = Non
         row["coverage"] = None
     for workload in sorted({r["workload"] for r, _ in pairs}):
         wl = [b["latency_s"] / r["latency_s"] for r, b in pairs if r["workload"] == workload and r["latency_s"] > 0]
-        row.setdefault("speedup_by_workload", {})[workload] = round(median(wl), 3) if wl else None
+        row.setdefault("speedup_by_workload", {})[workload] = round(cast(float, median(wl)), 3) if wl else None
 
 
 def totals(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
@@ -293,7 +293,7 @@ def totals(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
 
 async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen: list[str], limit: int | None,
                     opts: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None,
-                    coverage_model: Any = None, rates: list[float] = (), arrivals: int = 24,
+                    coverage_model: Any = None, rates: Sequence[float] = (), arrivals: int = 24,
                     scheduling: str = "program", history_dir: Path | None = None, repeats: int = 1) -> dict[str, Any]:
     """Every level: the concurrency ``levels`` (1 = alone, N = N tasks at a time), then one open-arrival level per
     ``rates`` entry (tasks per minute, ``arrivals`` tasks each). ``scheduling`` is the policy of the configurations

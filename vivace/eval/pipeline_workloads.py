@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 from vivace.agents.builtin import research_pipeline
 from vivace.agents.pipeline import Loop, Pipeline, Step
@@ -38,7 +39,8 @@ class Workload:
         if model not in self._on_model:
             p = self.pipeline
             steps = [replace(s, model=None if s.agent in LONG_FORM_AGENTS else model) for s in p.step_list]
-            self._on_model[model] = Pipeline(p.name, steps, p.edges, p.loops, p.output, p.description)
+            edges = cast(list[tuple[str, str]], p.edges)  # Pipeline keeps its (from, to) pairs as tuple[str, ...]
+            self._on_model[model] = Pipeline(p.name, steps, edges, p.loops, p.output, p.description)
         return self._on_model[model]
 
 

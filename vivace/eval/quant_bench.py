@@ -15,11 +15,15 @@ import asyncio
 import logging
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from vivace.eval.long_context import measure_agents, tasks_that_fit
 from vivace.eval.quant_checkpoint import checkpoint_for
 from vivace.eval.quant_configs import BASELINE, QuantConfig, unsupported_reason
+
+if TYPE_CHECKING:
+    from vivace.eval.kv_calibrate import KVCalibration
+    from vivace.eval.smooth_quant import Smoothing
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +216,7 @@ def run_fake_quant(
     from vivace.eval.kv_calibrate import cached_calibration
 
     configs = tuple(c for c in fake_quant.STUDY if not names or c.name in names or c.tensor == "none")
-    calibrations = None
+    calibrations: dict[str, KVCalibration | Smoothing] | None = None
     if home is not None:
         modes = {c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))}
         calibrations = {m: cached_calibration(model_dir, m.split("-")[0], home / "models", correct=m.endswith("-cal")) for m in modes}

@@ -121,7 +121,7 @@ class Runner:
         from vivace.config import Config
 
         self.backend = backend
-        self.opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty}
+        self.opts: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty}
         config = Config().replace(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty)
         if home is not None:
             config = config.replace(home=home)  # where the guard's verdicts live
@@ -250,7 +250,7 @@ async def run_bench(
     from vivace.eval.safety_summary import summarize
 
     prompts = harmful + benign
-    runner_kw = {"max_tokens": max_tokens, "repetition_penalty": repetition_penalty}
+    runner_kw: dict[str, Any] = {"max_tokens": max_tokens, "repetition_penalty": repetition_penalty}
     report: dict[str, Any] = dict(base_report or {})
     report.update(bench="safety", scorer="rules-v1 (offline refusal rules, vivace.agents.guard)")
     report.setdefault("config", {}).update(

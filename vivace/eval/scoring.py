@@ -51,7 +51,7 @@ async def engine_perplexity(
     async def score(piece: list[int]) -> list[float]:
         nonlocal done
         async with gate:
-            logprobs = await backend.prompt_logprobs(piece)
+            logprobs: list[float] = await backend.prompt_logprobs(piece)
         done += 1
         if progress:
             progress(done, len(pieces))

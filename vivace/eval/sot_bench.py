@@ -324,7 +324,7 @@ async def run_bench(
     from vivace.agents import ask
     from vivace.eval.coverage import mutual as coverage_of
 
-    opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty, "max_points": max_points}
+    opts: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty, "max_points": max_points}
     report: dict[str, Any] = dict(base_report or {})
     report["bench"] = "sot"
     report.setdefault("config", {})

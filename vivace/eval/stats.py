@@ -60,14 +60,14 @@ def paired_bootstrap(a: Sequence[int], b: Sequence[int], reps: int = 2000, seed:
     return round(means[int(0.025 * reps)], 4), round(means[min(reps - 1, int(0.975 * reps))], 4)
 
 
-def rate(flags: Sequence[int | bool]) -> dict[str, float | int | None]:
+def rate(flags: Sequence[int | bool]) -> dict[str, float | int | list[float | None] | None]:
     """A rate with its sample size and Wilson interval."""
     k, n = sum(int(f) for f in flags), len(flags)
     lo, hi = wilson(k, n)
     return {"rate": round(k / n, 4) if n else None, "k": k, "n": n, "ci95": [lo, hi]}
 
 
-def difference(a: Sequence[int | bool], b: Sequence[int | bool]) -> dict[str, float | int | None | list]:
+def difference(a: Sequence[int | bool], b: Sequence[int | bool]) -> dict[str, float | int | None | list[float | None]]:
     """mean(a) - mean(b) of two 0/1 series over the same prompts, with paired-bootstrap and Newcombe intervals."""
     ai, bi = [int(x) for x in a], [int(x) for x in b]
     n = len(ai)

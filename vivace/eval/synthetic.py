@@ -12,6 +12,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 _SYL_A = "Quen Mar Vel Tor Bram Ost Hal Kel Dun Fen Lor Sab Wyn Ced Ral Gor Pel Tam Ysk Ner Orv Zan".split()
 _SYL_B = "low wick mere holt stead ford bury vale moor brook crest haven dale field gate shaw thorpe wood".split()
@@ -70,7 +71,7 @@ class Town:
         }[kind]
 
 
-def _names(rng: random.Random, n: int, make: "callable[[], str]") -> list[str]:  # type: ignore[valid-type]
+def _names(rng: random.Random, n: int, make: Callable[[], str]) -> list[str]:
     out: list[str] = []
     while len(out) < n:
         name = make()

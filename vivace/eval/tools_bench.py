@@ -30,12 +30,15 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from vivace.compression.base import merge_spans
 from vivace.eval.pipeline_bench import percentile
 from vivace.eval.stats import median, rate
 from vivace.eval.tools_workload import CALCULATE_S, LOOKUP_S, ToolTask, make_tools, score
+
+if TYPE_CHECKING:
+    from vivace.trace import RunTrace
 
 _OFF = {"stream_dispatch": False, "tool_cache": False}
 CONFIGS: dict[str, dict[str, Any] | None] = {
@@ -121,7 +124,7 @@ async def _run_vivace(s: Setup, task: str, options: dict[str, Any]) -> tuple[lis
     except RunError as exc:
         if isinstance(exc.__cause__, BackendError):
             raise
-        trace, error = exc.trace, str(exc)[:300]
+        trace, error = cast("RunTrace", exc.trace), str(exc)[:300]
     return trace.calls, trace.tools, trace.answer if error is None else "", trace.latency_s, error, \
         dict(trace.meta.get("tools_agent") or {})
 
@@ -212,7 +215,7 @@ def _speed(results: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[st
     ratios = [b["latency_s"] / mine[(b["id"], b["repeat"])] for b in base
               if mine.get((b["id"], b["repeat"])) not in (None, 0)]
     p50, base_p50 = median(list(mine.values())), median([b["latency_s"] for b in base])
-    return {"speedup_median": round(median(ratios), 3) if ratios else None,
+    return {"speedup_median": round(cast(float, median(ratios)), 3) if ratios else None,
             "speedup_of_medians": round(base_p50 / p50, 3) if p50 and base_p50 else None}
 
 

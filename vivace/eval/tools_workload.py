@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from vivace.errors import InputError
 from vivace.runtime.tools import Tool, tool
@@ -189,7 +189,8 @@ def load_user_tasks(path: Path, kinds: list[str] | None = None) -> list[ToolTask
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise InputError(f"--tasks {path}, line {n}: not JSON ({exc.msg})") from None
+            err = cast(json.JSONDecodeError, exc)  # as before, a ValueError without .msg (too many digits) is not caught
+            raise InputError(f"--tasks {path}, line {n}: not JSON ({err.msg})") from None
         if not isinstance(row, dict) or not isinstance(row.get("task"), str) or not row["task"].strip():
             raise InputError(f"--tasks {path}, line {n}: needs a non-empty \"task\" string")
         answer = row.get("answer")
