@@ -73,7 +73,7 @@ def test_exit_code_is_1_when_a_failure_is_not_bad_input(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(session, "run_task", flaky)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"server down\nStill answered?\n")))
-    args = argparse.Namespace(agent="answer", mode="normal", collection=None)
+    args = argparse.Namespace(agent="answer", mode="normal", collection=None, thread=None)
     code = asyncio.run(_plain(args, Config(home=tmp_path, backend="fake")))
     captured = capsys.readouterr()
     assert code == 1 and "Still answered?" in captured.out
