@@ -83,7 +83,8 @@ class RunStore:
         self.saver, self.kind, self.where, self.keep_runs = saver, kind, where, keep_runs
         self._locks = locks
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="vivace-checkpoints")
-        self._headers: dict[str, str] = {}  # run id -> its header checkpoint id (the runs this process writes)
+        # run id -> its header checkpoint id and metadata (the runs this process writes): a finish reads neither back
+        self._headers: dict[str, tuple[str | None, dict[str, Any]]] = {}
         self._finished = 0
         self._claimed: set[str] = set()  # runs this process took over to resume
 
@@ -168,14 +169,14 @@ class RunStore:
         checkpoint, versions = _checkpoint({"header": header})
         meta = {"source": "input", "step": -1, "vivace": "run", "status": "running", **summary}
         self.saver.put(self._config(run_id), checkpoint, meta, versions)
-        self._headers[run_id] = checkpoint["id"]
+        self._headers[run_id] = (checkpoint["id"], meta)
 
     async def save_step(self, run_id: str, key: str, value: Any) -> None:
         """One finished step's output, under its key: the whole of what a resume needs from it."""
         await self._run(self._guard, self._save_step, run_id, key, value)
 
     def _save_step(self, run_id: str, key: str, value: Any) -> None:
-        config = self._config(run_id, self._headers[run_id])
+        config = self._config(run_id, self._headers[run_id][0])
         self.saver.put_writes(config, [(STEP_CHANNEL, value)], task_id=key)
 
     async def finish(self, run_id: str, status: str, record: dict[str, Any] | None,
@@ -185,10 +186,9 @@ class RunStore:
 
     def _finish(self, run_id: str, status: str, record: dict[str, Any] | None, summary: dict[str, Any]) -> None:
         try:
-            header_id = self._headers.pop(run_id, None) or self._header_id(run_id)
+            header_id, begun = self._headers.pop(run_id) if run_id in self._headers else self._header(run_id)
             checkpoint, versions = _checkpoint({"record": record} if record is not None else {})
-            latest = self.saver.get_tuple(self._config(run_id))
-            meta = {**(latest.metadata if latest else {}), "source": "update", "step": 0, "status": status, **summary}
+            meta = {**begun, "source": "update", "step": 0, "status": status, **summary}
             self.saver.put(self._config(run_id, header_id), checkpoint, meta, versions)
         finally:
             self._locks.release(run_id)
@@ -196,9 +196,12 @@ class RunStore:
         if self._finished % 25 == 1:  # the first finish of a process, then every 25th: pruning reads every thread
             self._prune()
 
-    def _header_id(self, run_id: str) -> str | None:
+    def _header(self, run_id: str) -> tuple[str | None, dict[str, Any]]:
+        """A run's header checkpoint id and metadata, read back (a run another process began)."""
         tuples = list(self.saver.list(self._config(run_id), filter={"step": -1}, limit=1))
-        return tuples[0].config["configurable"]["checkpoint_id"] if tuples else None
+        if not tuples:
+            return None, {}
+        return tuples[0].config["configurable"]["checkpoint_id"], dict(tuples[0].metadata or {})
 
     # ---- reading runs -------------------------------------------------------------------------
 
