@@ -366,31 +366,27 @@ class AgentContext:
         """One tool call through the tool path, from the current step, allowed only among ``allowed`` (its tools).
 
         A tool that requires approval asks first (the run's ``approve``, else
-        the run pauses); a denied call answers the model with an error.
+        the run pauses); a refused call answers the model with an error.
         """
         run = current_step()
-        offered = self.step_tools() if allowed is None else allowed
-        names = [t.name for t in offered]
-        if any(t.name == call.name and t.requires_approval for t in offered):
-            from vivace.agents.journal import Approval, current_journal, digest
-
-            journal = current_journal()
-            args = json.dumps(call.arguments, ensure_ascii=False, default=str)[:200]
-            approval = Approval(f"{run.key if run else ''}/tool.{call.name}.{digest(call.arguments)}", "tool",
-                                run.step if run else "", f"call {call.name}({args})")
-            if journal is None or not await journal.approval(approval):
-                now = time.time()
-                trace = ToolTrace(call.name, call.id, call.arguments, now, now, 0.0, error="not approved",
-                                  agent=run.agent if run else "", node=run.step if run else "",
-                                  branch=run.branch if run else None)
-                if self.scope.record_tool is not None:
-                    self.scope.record_tool(trace)  # the record shows the call that was asked for and refused
-                return ToolOutcome(call.id, call.name, f"error: the call of {call.name} was not approved",
-                                   error="not approved", trace=trace)
+        names = [t.name for t in (self.step_tools() if allowed is None else allowed)]
         scope = ToolScope(agent=run.agent if run else "", node=run.step if run else "",
                           branch=run.branch if run else None, started=self.scope.tool_started,
-                          record=self.scope.record_tool, cache=self.options.get("tool_cache", True) is not False)
+                          record=self.scope.record_tool, cache=self.options.get("tool_cache", True) is not False,
+                          approve=_approve_tool)
         return await self.runtime.tool_path(call, names, scope)
+
+
+async def _approve_tool(tool: "Tool", call: ToolCall) -> bool:
+    """The run's journal decides (a saved answer, the run's ``approve``, or a pause); outside a run, no."""
+    from vivace.agents.journal import Approval, current_journal, digest
+
+    journal, run = current_journal(), current_step()
+    if journal is None:
+        return False
+    args = json.dumps(call.arguments, ensure_ascii=False, default=str)[:200]
+    return await journal.approval(Approval(f"{run.key if run else ''}/tool.{call.name}.{digest(call.arguments)}",
+                                           "tool", run.step if run else "", f"call {call.name}({args})"))
 
 
 def lineage(run: StepRun | None, runs: list[StepRun]) -> Iterator[StepRun]:

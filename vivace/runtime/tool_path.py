@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection
+from typing import Any, Awaitable, Callable, Collection
 
 from pydantic_core import to_jsonable_python
 
@@ -65,6 +65,8 @@ class ToolScope:
     started: Callable[[ToolCall], None] | None = None
     record: Callable[[ToolTrace], None] | None = None
     cache: bool = True  # False: pure tools run anyway (a bench's configuration without the cache)
+    # Asked before a tool that requires approval runs (the run's journal); None: nobody can approve, it is refused
+    approve: Callable[[Tool, ToolCall], Awaitable[bool]] | None = None
 
 
 class ToolPath:
@@ -93,6 +95,10 @@ class ToolPath:
             tool = self._allowed(call.name, allowed)
             arguments = _arguments(call.arguments)
             checked = tool.validate(arguments)
+            if tool.requires_approval:  # after validation: a person is asked only about a call that could run
+                if scope.approve is None or not await scope.approve(tool, call):
+                    raise _Refused("not approved")
+                started, t0 = time.time(), time.perf_counter()  # the person's time is not the tool's
             value, hit = await self._run(tool, checked, scope.cache)
         except asyncio.CancelledError:
             raise
