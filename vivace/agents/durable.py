@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vivace.agents.base import Agent
+from vivace.agents.pipeline import Pipeline
 from vivace.errors import BusyError, InputError, VivaceError
 
 if TYPE_CHECKING:
     from vivace.agents.journal import Journal
-    from vivace.agents.pipeline import Pipeline
     from vivace.runtime.checkpoints import RunStore, StoredRun
     from vivace.trace import RunTrace
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 RESUMABLE = ("failed", "interrupted", "killed", "paused")
 
 
-def fingerprint(pipe: "Pipeline") -> str:
+def fingerprint(pipe: Pipeline) -> str:
     """The pipeline's structure: what its step keys and saved outputs mean."""
     steps = [[s.name, s.agent, s.fan_out, s.per_item, s.max_branches, s.params, s.model, s.sampling, list(s.tools),
               s.requires_approval, type(s.impl).__name__ if s.impl is not None else None] for s in pipe.step_list]
@@ -40,12 +40,12 @@ def fingerprint(pipe: "Pipeline") -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def header(target: "str | Agent", pipe: "Pipeline", task: str, args: dict[str, Any]) -> dict[str, Any]:
+def header(target: "str | Agent", pipe: Pipeline, task: str, args: dict[str, Any]) -> dict[str, Any]:
     """What a resume needs to run the same thing again (``args``: the run's own keyword arguments)."""
     if isinstance(target, Agent):
         spec: dict[str, Any] = {"kind": "object", "name": target.name}
-        if getattr(target, "source_file", None):  # a pipeline read from a file: the file is what to run again
-            spec = {"kind": "file", "path": target.source_file}  # type: ignore[attr-defined]
+        if isinstance(target, Pipeline) and target.source_file:  # read from a file: the file is what to run again
+            spec = {"kind": "file", "path": target.source_file}
         elif _registered(target):
             spec = {"kind": "name", "name": target.name}
     elif target.endswith(".toml"):
@@ -94,7 +94,7 @@ def check_resumable(stored: "StoredRun | None", run_id: str) -> "StoredRun":
     return stored
 
 
-def check_same(stored: "StoredRun", pipe: "Pipeline") -> None:
+def check_same(stored: "StoredRun", pipe: Pipeline) -> None:
     """The pipeline to resume is the one the run started with."""
     if stored.header.get("fingerprint") != fingerprint(pipe):
         spec = stored.header.get("target") or {}
@@ -103,13 +103,13 @@ def check_same(stored: "StoredRun", pipe: "Pipeline") -> None:
                          "resuming would mix two pipelines (start a new run)")
 
 
-def gated_steps(pipe: "Pipeline") -> list[str]:
+def gated_steps(pipe: Pipeline) -> list[str]:
     """The steps of ``pipe`` (and of the pipelines inside it) that require approval."""
     out = []
     for step in pipe.step_list:
         if step.requires_approval:
             out.append(step.name)
-        if step.impl is not None and hasattr(step.impl, "step_list"):
+        if isinstance(step.impl, Pipeline):
             out += gated_steps(step.impl)
     return out
 
