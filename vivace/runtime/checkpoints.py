@@ -17,13 +17,9 @@ PostgreSQL. A run marked running whose lock is free was killed.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
-import os
 import sqlite3
-import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +27,7 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
 from vivace.errors import BackendError, BusyError, InputError
+from vivace.runtime.run_locks import AdvisoryLocks, FileLocks, RunLocks
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +76,7 @@ def _checkpoint(values: dict[str, Any]) -> tuple[Any, dict[str, str]]:
 class RunStore:
     """One saver, one worker thread for it, and the run locks; opened once per runtime, closed with it."""
 
-    def __init__(self, saver: Any, kind: str, where: str, keep_runs: int, locks: "_Locks") -> None:
+    def __init__(self, saver: Any, kind: str, where: str, keep_runs: int, locks: RunLocks) -> None:
         self.saver, self.kind, self.where, self.keep_runs = saver, kind, where, keep_runs
         self._locks = locks
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="vivace-checkpoints")
@@ -108,7 +105,7 @@ class RunStore:
             saver.setup()
         except sqlite3.Error as exc:
             raise BackendError(f"checkpoint database {path} cannot be used: {exc}") from exc
-        return cls(saver, "sqlite", str(path), keep_runs, _FileLocks(path.with_name(path.name + ".locks")))
+        return cls(saver, "sqlite", str(path), keep_runs, FileLocks(path.with_name(path.name + ".locks")))
 
     @classmethod
     def _postgres(cls, url: str, keep_runs: int) -> "RunStore":
@@ -127,7 +124,7 @@ class RunStore:
         except psycopg.Error as exc:
             raise BackendError(f"checkpoint database {redact(url)} cannot be used: "
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
-        return cls(saver, "postgres", redact(url), keep_runs, _AdvisoryLocks(lock_conn))
+        return cls(saver, "postgres", redact(url), keep_runs, AdvisoryLocks(lock_conn))
 
     async def aclose(self) -> None:
         await self._run(self._close)
@@ -218,12 +215,16 @@ class RunStore:
         if header_tuple is None:
             raise BackendError(f"checkpoint database {self.where}: run {run_id} has no header")
         steps = {task: value for task, channel, value in header_tuple.pending_writes or [] if channel == STEP_CHANNEL}
-        status = meta.get("status", "running")
-        if status == "running" and (run_id in self._claimed or self._locks.free(run_id)):
-            status = "killed"  # nobody holds it (or this process took it over to resume it)
+        status = self._status(run_id, meta.get("status", "running"))
         record = latest.checkpoint["channel_values"].get("record") if latest is not header_tuple else None
         return StoredRun(run_id, header_tuple.checkpoint["channel_values"].get("header", {}), steps, status, meta,
                          record)
+
+    def _status(self, run_id: str, status: str) -> str:
+        """``killed`` for a run marked running that nobody holds (or that this process took over to resume)."""
+        if status == "running" and (run_id in self._claimed or self._locks.free(run_id)):
+            return "killed"
+        return status
 
     async def claim(self, run_id: str) -> bool:
         """Take over a run that ended (to resume it): False when another process holds it."""
@@ -284,8 +285,7 @@ class RunStore:
         for thread_id, meta in rows:
             if meta.get("vivace") != "run":
                 continue
-            if meta.get("status") == "running" and self._locks.free(thread_id):
-                meta["status"] = "killed"
+            meta["status"] = self._status(thread_id, meta.get("status", "running"))
             out.append({"run_id": thread_id, **{k: v for k, v in meta.items() if k not in ("source", "step", "vivace")}})
         return out
 
@@ -344,101 +344,3 @@ class RunStore:
             cur.execute("SELECT pg_database_size(current_database()) AS n")
             row = cur.fetchone()
             return int(row["n"] if isinstance(row, dict) else row[0])
-
-
-class _Locks:
-    """Who owns a run: a lock that its holder's death lets go. Re-claiming in the same process fails too."""
-
-    def __init__(self) -> None:
-        self._mine: set[str] = set()
-        self._guard = threading.Lock()
-
-    def acquire(self, run_id: str) -> bool:
-        with self._guard:
-            if run_id in self._mine or not self._take(run_id):
-                return False
-            self._mine.add(run_id)
-            return True
-
-    def release(self, run_id: str) -> None:
-        with self._guard:
-            if run_id in self._mine:
-                self._mine.discard(run_id)
-                self._drop(run_id)
-
-    def free(self, run_id: str) -> bool:
-        """Whether nobody holds ``run_id`` (tested by taking and letting go)."""
-        with self._guard:
-            if run_id in self._mine:
-                return False
-            if not self._take(run_id):
-                return False
-            self._drop(run_id)
-            return True
-
-    def forget(self, run_id: str) -> None:
-        """A pruned run's lock leaves no trace."""
-
-    def close(self) -> None:
-        for run_id in list(self._mine):
-            self.release(run_id)
-
-    def _take(self, run_id: str) -> bool:
-        raise NotImplementedError
-
-    def _drop(self, run_id: str) -> None:
-        raise NotImplementedError
-
-
-class _FileLocks(_Locks):
-    """``flock`` on ``DIR/<run id>``: per open file, so two claims in one process exclude each other too."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__()
-        self.folder = folder
-        self._fds: dict[str, int] = {}
-
-    def _take(self, run_id: str) -> bool:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / run_id, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fds[run_id] = fd
-        return True
-
-    def _drop(self, run_id: str) -> None:
-        fd = self._fds.pop(run_id, None)
-        if fd is not None:
-            os.close(fd)
-
-    def forget(self, run_id: str) -> None:
-        try:
-            (self.folder / run_id).unlink()
-        except FileNotFoundError:
-            pass
-
-
-class _AdvisoryLocks(_Locks):
-    """A session advisory lock per run on a connection of its own: PostgreSQL lets go when the holder dies."""
-
-    def __init__(self, conn: Any) -> None:
-        super().__init__()
-        self.conn = conn
-
-    @staticmethod
-    def _key(run_id: str) -> int:
-        return zlib.crc32(run_id.encode()) - 2**31  # fits the bigint; a clash only makes two runs exclusive
-
-    def _take(self, run_id: str) -> bool:
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(run_id),)).fetchone()
-        return bool(row[0])
-
-    def _drop(self, run_id: str) -> None:
-        self.conn.execute("SELECT pg_advisory_unlock(%s)", (self._key(run_id),))
-
-    def close(self) -> None:
-        super().close()
-        self.conn.close()
