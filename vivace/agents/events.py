@@ -63,13 +63,16 @@ class SkeletonDelta(Event):
 
 @dataclass
 class SkeletonDone(Event):
-    """The parsed points; ``fallback`` says why the run goes to normal decoding instead."""
+    """The parsed points; ``fallback`` says why the run goes to normal decoding instead.
+
+    ``call`` is None when the skeleton was taken from a checkpoint (a resumed run did not call for it).
+    """
 
     kind: ClassVar[str] = "skeleton_done"
     points: list[str]
     text: str
     fallback: str | None
-    call: CallTrace
+    call: CallTrace | None
 
 
 @dataclass

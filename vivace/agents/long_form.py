@@ -26,7 +26,7 @@ from vivace.agents.sot_options import Options
 from vivace.errors import InputError
 
 if TYPE_CHECKING:
-    from vivace.agents.sot import Context
+    from vivace.agents.sot_state import Context
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
     costs its few tokens and the agent answers as it would have. The
     decision is recorded on the current step run either way.
     """
-    from vivace.agents.sot import Context
+    from vivace.agents.sot_state import Context
 
     sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, {**ctx.options, "mode": "sot"})
     decision, opts, held, plan = await decide(ctx, task, Options.for_run(sub))

@@ -16,7 +16,7 @@ import inspect
 import logging
 from dataclasses import dataclass
 from importlib import import_module, metadata
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, cast, overload
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput
 from vivace.errors import InputError
@@ -24,6 +24,7 @@ from vivace.errors import InputError
 log = logging.getLogger(__name__)
 
 GROUP = "vivace.agents"
+_Marked = TypeVar("_Marked", bound=Callable[..., Any])  # what @agent decorates (a class or a function), returned as is
 BUILTIN_MODULES = ("vivace.agents.builtin", "vivace.agents.chat")
 
 
@@ -143,12 +144,21 @@ def as_agent(obj: Any, name: str = "") -> Agent:
     if callable(obj) and hasattr(obj, "build") is False and inspect.iscoroutinefunction(obj):
         return FunctionAgent(obj, name or obj.__name__, _doc(obj))
     if callable(getattr(obj, "build", None)) and getattr(obj, "name", None):
-        return obj  # duck-typed agent
+        return cast(Agent, obj)  # duck-typed agent: it has build and a name, which is all a run uses
     raise TypeError(f"{obj!r} is not an agent (expected an Agent, an Agent class, or an async function)")
 
 
 def _doc(obj: Any) -> str:
     return (inspect.getdoc(obj) or "").strip().split("\n", 1)[0]
+
+
+@overload
+def agent(name: _Marked, *, description: str | None = None, needs_input: bool = False) -> _Marked: ...
+
+
+@overload
+def agent(name: str | None = None, *, description: str | None = None,
+          needs_input: bool = False) -> Callable[[_Marked], _Marked]: ...
 
 
 def agent(name: str | Callable[..., Any] | None = None, *, description: str | None = None,
@@ -168,7 +178,7 @@ def agent(name: str | Callable[..., Any] | None = None, *, description: str | No
             inst.description = description or inst.description or _doc(obj)
             inst.needs_input = needs_input or inst.needs_input
             REGISTRY.register(inst, source)
-            obj.__vivace_agent__ = inst
+            setattr(obj, "__vivace_agent__", inst)  # a mark on the class, not a declared attribute of Agent
             return obj
         item = FunctionAgent(obj, label or obj.__name__, description or _doc(obj), needs_input)
         REGISTRY.register(item, source)

@@ -238,7 +238,7 @@ async def normal_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     return {"answer": answer, "stages": {"normal": time.perf_counter() - t0}}
 
 
-def build_graph() -> StateGraph:
+def build_graph() -> StateGraph[State, Context, State, State]:
     """The uncompiled controller graph, for embedding as a subgraph or extending."""
     from vivace.agents.sot_points import points_node
 

@@ -34,7 +34,6 @@ from vivace.agents.events import AnswerDone, ErrorEvent, SkeletonDelta
 from vivace.agents.router import SOT
 from vivace.agents.skeleton import Skeleton, join_points, parse_skeleton
 from vivace.agents.sot import (
-    GUARD_REFUSAL,
     expand_point,
     guard_answer,
     normal_node,
@@ -42,6 +41,7 @@ from vivace.agents.sot import (
     skeleton_done,
     skeleton_listing,
 )
+from vivace.agents.sot_options import GUARD_REFUSAL
 from vivace.agents.sot_state import Context, Expansion, State
 from vivace.errors import RunError
 

@@ -39,7 +39,7 @@ def superstep_graph(pipe: "Pipeline", nodes: dict[str, "StepNode"], ctx: "AgentC
     for step in pipe.step_list:
         fn = _node_fn(nodes[step.name])
         if step.fan_out or step.per_item:
-            graph.add_node(step.name, fn, input_schema=BranchState)  # type: ignore[arg-type]
+            graph.add_node(step.name, fn, input_schema=BranchState)
         else:
             graph.add_node(step.name, fn)
     for step in pipe.step_list:
