@@ -17,7 +17,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, NoReturn, Sequence, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, NoReturn, Sequence, TextIO, TypeAlias, TypeVar
 
 from vivace.config import Config, load_config
 from vivace.errors import InputError, VivaceError
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Subparsers = argparse._SubParsersAction  # what `register(sub, parents)` adds its parsers to
+# What `register(sub, parents)` adds its parsers to (a string: argparse's class is generic only in typeshed).
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 MODES = ("auto", "sot", "normal")
 COMPRESSION = ("off", "auto", "always")

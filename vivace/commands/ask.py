@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from vivace.commands._io import (
     MODES,
@@ -23,6 +23,7 @@ from vivace.commands._io import (
 from vivace.config import Config
 
 if TYPE_CHECKING:
+    from vivace.agents.events import Event
     from vivace.trace import RunTrace
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,20 @@ async def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     view = RunView(question, backend_probe(backend), agent="answer") if live else None
     printer = view or PlainPrinter(None if args.json else sys.stdout, err)
     collection = args.collection
-    run: RunTrace | None = None
     baseline: RunTrace | None = None
     try:
-        def attempt(mode: str, on_event: object, trace_out: str | None, thread: str | None = None) -> object:
-            return ask(question, runtime, mode=mode, on_event=on_event, collection=collection,  # type: ignore[arg-type]
+        def attempt(mode: str, on_event: Callable[[Event], None] | None, trace_out: str | None,
+                    thread: str | None = None) -> Coroutine[Any, Any, RunTrace]:
+            return ask(question, runtime, mode=mode, on_event=on_event, collection=collection,
                        compression=config.compression, trace_out=trace_out, thread=thread)
 
-        work = attempt(config.mode, printer, args.trace_out, args.thread)
+        work: Awaitable[RunTrace] = attempt(config.mode, printer, args.trace_out, args.thread)
         if view is not None:
             work = run_live(work, view)
-        run = await interruptible(work, backend)  # type: ignore[arg-type]
+        run = await interruptible(work, backend)
         if getattr(args, "compare", False) and run.mode == "sot":
             with err.status("measuring normal decoding of the same question (--compare)..."):
-                baseline = await interruptible(attempt("normal", None, None), backend)  # type: ignore[arg-type]
+                baseline = await interruptible(attempt("normal", None, None), backend)
             if view is not None:
                 view.finish(run, baseline_s=baseline.latency_s)
     finally:

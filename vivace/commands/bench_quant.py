@@ -88,7 +88,9 @@ async def cmd_bench_quant(args: argparse.Namespace, config: Config) -> int:
     if not model_dir.is_dir():
         raise InputError(f"bench quant needs a local model folder; {config.model} is not one")
     err = Console(stderr=True)
-    say = lambda line: err.print(line, highlight=False)  # noqa: E731
+
+    def say(line: str) -> None:
+        err.print(line, highlight=False)
 
     from transformers import AutoTokenizer
 

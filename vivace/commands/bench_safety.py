@@ -75,7 +75,10 @@ async def cmd_bench_safety(args: argparse.Namespace, config: Config) -> int:
     model_dir = Path(resolve(config.model, config.home)) if config.backend == "vllm" else None
     out = Path(args.out)
     err = Console(stderr=True)
-    say = lambda line: err.print(line, highlight=False)  # noqa: E731
+
+    def say(line: str) -> None:
+        err.print(line, highlight=False)
+
     base = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
             "config": {"engine": {k: str(v) for k, v in vars(config).items()}}}
     say(f"bench safety: {len(harmful)} harmful + {len(benign)} benign prompts x {len(chosen)} configs, max {max_tokens} tokens")

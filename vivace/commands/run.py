@@ -148,7 +148,7 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         emit_json(run_record(trace))
         return 0
-    if live:
+    if view is not None:  # the live view (live)
         print_final(view)
         sys.stdout.write("\n")
     print_outcome(trace, printer, shown=live)

@@ -49,7 +49,7 @@ async def cmd_list(args: argparse.Namespace, config: Config) -> int:
     box.load_plugins()
     await open_mcp(config, box)  # a server that fails: one BackendError line, exit 1
     try:
-        rows = [{"name": t.name, "source": t.source, "description": t.description, "pure": t.pure,
+        rows: list[dict[str, Any]] = [{"name": t.name, "source": t.source, "description": t.description, "pure": t.pure,
                  "timeout_s": t.timeout_s, "summary": parameters_summary(t.parameters), "parameters": t.parameters}
                 for t in box.all()]
         sets, broken = box.sets(), list(box.broken)
