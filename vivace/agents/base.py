@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypedDict, Union
 
+from vivace.agents.options import RunOptions
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event, ToolDone, ToolStarted
 from vivace.agents.step_model import call_sampling, step_settings
 from vivace.runtime.backend import GenerationResult, Message
@@ -231,16 +232,16 @@ class Tracer:
 class AgentContext:
     """What every agent of one run shares: the runtime (call path, backend, config), the tracer, the run's scope.
 
-    ``options`` carries per-run knobs such as ``max_branches``, ``max_rounds``
-    and ``mode`` (they replace every fan-out's, loop's and SoT step's setting
-    for this run), and ``max_tokens`` and ``temperature`` (every call's cap and
-    default temperature, as a client of ``vivace serve`` asks).
+    ``options`` (``RunOptions``) carries per-run knobs such as ``max_branches``,
+    ``max_rounds`` and ``mode`` (they replace every fan-out's, loop's and SoT
+    step's setting for this run), and ``max_tokens`` and ``temperature`` (every
+    call's cap and default temperature, as a client of ``vivace serve`` asks).
     """
 
     runtime: "Runtime"
     tracer: Tracer
     scope: Scope = field(default_factory=Scope)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions.parse)
     tools: list["Tool"] = field(default_factory=list)  # the run's tools: what steps that name none may call
 
     @property
@@ -270,7 +271,7 @@ class AgentContext:
         if run is not None and run.downstream:
             call = replace(call, downstream=call.downstream + run.downstream)
         if call.model is None:
-            model = step_settings(run, self.tracer.runs)[0] or self.options.get("model")
+            model = step_settings(run, self.tracer.runs)[0] or self.options.model
             call = replace(call, model=model) if model else call
         return await self.runtime.call(call, on_text, self.scope)
 
@@ -317,7 +318,7 @@ class AgentContext:
             prefill=prefill,
             **call_sampling(sampling, self.options, self.config.max_tokens, max_tokens=max_tokens,
                             temperature=temperature, repetition_penalty=repetition_penalty),
-            model=model or step_model or self.options.get("model"),
+            model=model or step_model or self.options.model,
             stop=tuple(stop),
             node=step or "call",
             agent=name,
@@ -372,7 +373,7 @@ class AgentContext:
         names = [t.name for t in (self.step_tools() if allowed is None else allowed)]
         scope = ToolScope(agent=run.agent if run else "", node=run.step if run else "",
                           branch=run.branch if run else None, started=self.scope.tool_started,
-                          record=self.scope.record_tool, cache=self.options.get("tool_cache", True) is not False,
+                          record=self.scope.record_tool, cache=self.options.tool_cache,
                           approve=_approve_tool)
         return await self.runtime.tool_path(call, names, scope)
 

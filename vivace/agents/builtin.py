@@ -66,7 +66,7 @@ async def planner(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
     repeated, with a mild repetition penalty: under the grammar the penalty
     cannot collapse the list (it does in free text, see ENVIRONMENT.md).
     """
-    n = max(2, int(ctx.options.get("max_branches") or PLANNER_MAX_ITEMS))
+    n = max(2, int(ctx.options.max_branches or PLANNER_MAX_ITEMS))
     messages, _ = ctx.render("research_planner", task=task_text(inp), max_items=n)
     result = await ctx.call(messages, output=plan_schema(n), max_tokens=24 * n + 16, repetition_penalty=1.0)
     items = _aspects(result.parsed["aspects"], n)

@@ -67,10 +67,10 @@ class ChatAgent(Agent):
 
     def build(self, ctx: AgentContext) -> Node:
         async def node(inp: StepInput) -> str:
-            settings: dict[str, Any] = ctx.options.get("chat") or {}
+            settings: dict[str, Any] = ctx.options.chat or {}
             # Served as the model ``chat`` through the agent path: the earlier turns, then the task.
             messages = list(settings.get("messages")
-                            or [*ctx.options.get("messages", ()), {"role": "user", "content": inp.get("task", "")}])
+                            or [*ctx.options.messages, {"role": "user", "content": inp.get("task", "")}])
             tools = tuple(settings.get("tools") or ())
             output = response_output(settings.get("response_format"))
             schema_bound = structured(settings) or output is not None

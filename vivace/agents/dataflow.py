@@ -110,7 +110,7 @@ class _Flow:
             self._executed(name)
             return
         source = self.pipe.preds(name)[0]
-        cap = self.ctx.options.get("max_branches") or step.max_branches
+        cap = self.ctx.options.max_branches or step.max_branches
         items = ((self.state["items"] or {}).get(source) or [self.state["task"]])[:cap]
         for member in self._group(name):
             self.left[member] = len(items)

@@ -14,13 +14,14 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
 from vivace.agents.durable import check_same, checkpoint_end, durable_meta, gated_steps, header
 from vivace.agents.events import Event
 from vivace.agents.history import fit_turns
 from vivace.agents.journal import ApprovalPending, Approver, Journal, enter_journal, leave_journal
+from vivace.agents.options import RunOptions
 from vivace.agents.pipeline import Pipeline, single
 from vivace.agents.step_model import check_models, check_tools
 from vivace.errors import InputError, RunError, VivaceError, missing_extra
@@ -58,7 +59,7 @@ async def run(
     runtime: "Runtime",
     *,
     on_event: Callable[[Event], None] | None = None,
-    options: dict[str, Any] | None = None,
+    options: "RunOptions | Mapping[str, Any] | None" = None,
     collection: str | None = None,
     compression: str | None = None,
     history_budget_tokens: int = DEFAULT_HISTORY_BUDGET,
@@ -99,8 +100,9 @@ async def run(
         raise InputError(f"compression must be one of {', '.join(COMPRESSION_MODES)}, got {compression!r}")
     if history_budget_tokens < 0:
         raise InputError("the history budget must not be negative")
+    opts = RunOptions.parse(options)  # a misspelt or mistyped option fails here, in one line
     item = resolve(target)
-    check_models(item, runtime.models, (options or {}).get("model"))  # an unknown model fails before any call
+    check_models(item, runtime.models, opts.model)  # an unknown model fails before any call
     run_tools = runtime.tools.resolve(tools or ())  # an unknown tool, too
     check_tools(item, runtime.tools)
     pipeline = single(item)
@@ -125,12 +127,12 @@ async def run(
         turns, dropped = await fit_turns(await store.turns(thread), backend, history_budget_tokens)
         scope.conversation = tuple(turns)
         trace.meta["thread"] = {"id": thread, "turns": len(turns) // 2, "dropped": dropped}
-    ctx = AgentContext(runtime, tracer, scope, dict(options or {}), run_tools)
+    ctx = AgentContext(runtime, tracer, scope, opts, run_tools)
     graph = pipeline.compile(ctx)  # outside the clock: the first one imports LangGraph (~1.4 s here)
     journal = Journal(trace.run_id, store, dict(_resume.steps) if _resume else {}, approve)
     t0 = time.perf_counter()
     if store is not None:
-        args = {"options": dict(options or {}), "collection": collection, "compression": compression,
+        args = {"options": opts.as_dict(), "collection": collection, "compression": compression,
                 "history_budget_tokens": history_budget_tokens, "tools": [t.name for t in run_tools],
                 "thread": thread}
         await store.begin(trace.run_id, header(target, pipeline, trace.question, args),
@@ -364,6 +366,6 @@ async def ask(
         from vivace.config import Config
 
         runtime = runtime_for(Config(), runtime, save_runs=False)
-    options = {k: v for k, v in {"mode": mode, **sot_options}.items() if v is not None}
+    options = RunOptions.parse(sot_options, mode=mode)
     return await run("sot", question, runtime, on_event=on_event, options=options, collection=collection,
                      compression=compression, trace_out=trace_out, thread=thread)

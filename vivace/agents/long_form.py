@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from vivace.agents import guard
 from vivace.agents.base import AgentContext, current_step
-from vivace.agents.sot_options import Options
+from vivace.agents.sot_options import SotOptions
 from vivace.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,13 +34,13 @@ SETTINGS = ("off", "auto", "sot")
 
 
 def setting(ctx: AgentContext) -> str:
-    value = ctx.options.get("long_form") or getattr(ctx.config, "long_form", "off")
+    value = ctx.options.long_form or getattr(ctx.config, "long_form", "off")
     if value not in SETTINGS:
         raise InputError(f"long_form must be one of {', '.join(SETTINGS)}, got {value!r}")
     return str(value)
 
 
-async def decide(ctx: AgentContext, task: str, opts: "Options") -> tuple[dict[str, Any], "Options", Any, Any]:
+async def decide(ctx: AgentContext, task: str, opts: "SotOptions") -> tuple[dict[str, Any], "SotOptions", Any, Any]:
     """Whether this call is expanded by SoT, and why: the router on the task alone, the length plan
     (``vivace.agents.length_plan``: how many points, each point's budget; in ``auto`` a task whose like
     were answered short stays normal), then (in ``auto``) the engine's load (``vivace.agents.sot_load``),
@@ -109,8 +109,8 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
     """
     from vivace.agents.sot_state import Context
 
-    sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, {**ctx.options, "mode": "sot"})
-    decision, opts, held, plan = await decide(ctx, task, Options.for_run(sub))
+    sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, ctx.options.replace(mode="sot"))
+    decision, opts, held, plan = await decide(ctx, task, SotOptions.for_run(sub))
     run = current_step()
     if run is not None:
         run.extra["long_form"] = decision

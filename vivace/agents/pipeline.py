@@ -248,7 +248,7 @@ class Pipeline(Agent):
         graph runs (kept for comparison).
         """
         self.validate()
-        execution = ctx.options.get("execution") or getattr(ctx.config, "execution", None) or "dataflow"
+        execution = ctx.options.execution or getattr(ctx.config, "execution", None) or "dataflow"
         if execution not in EXECUTIONS:
             raise InputError(f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}")
         from vivace.agents.registry import REGISTRY
@@ -289,7 +289,7 @@ class Pipeline(Agent):
 
 
 def _bound(loop: Loop, ctx: AgentContext) -> int:
-    override = ctx.options.get("max_rounds")
+    override = ctx.options.max_rounds
     return int(override) if override is not None else (loop.max_rounds or 0)
 
 

@@ -43,7 +43,7 @@ from vivace.agents.length_plan import plan_for, record_normal
 from vivace.agents.router import NORMAL, SOT, aroute
 from vivace.agents.skeleton import MIN_POINTS, Skeleton, parse_skeleton, strip_echo, trim_partial_sentence
 from vivace.agents.sot_load import route_under_load
-from vivace.agents.sot_options import GUARD_REFUSAL, Options
+from vivace.agents.sot_options import GUARD_REFUSAL, SotOptions
 from vivace.agents.sot_state import AGENT, Context, Expansion, State
 from vivace.agents.journal import digest
 from vivace.errors import InputError, RunError
@@ -274,7 +274,7 @@ class SotAgent(Agent):
     description = "Skeleton-of-Thought controller: a skeleton, then its points expanded in parallel."
 
     def build(self, ctx: AgentContext) -> Node:
-        options = Options.for_run(ctx)  # bad options fail here, before any call
+        options = SotOptions.for_run(ctx)  # bad options fail here, before any call
 
         async def node(inp: StepInput) -> str:
             run = current_step()

@@ -8,7 +8,7 @@ controller, its points stage and the benches alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from vivace.agents import guard
 from vivace.agents.base import AgentContext
@@ -20,12 +20,16 @@ from vivace.errors import InputError
 # slowest branch does not erase the parallel gain.
 POINT_TOKENS_MIN, POINT_TOKENS_MAX = 40, 96
 SKELETON_TOKENS_PER_POINT = 12
+T = TypeVar("T")
 GUARD_REFUSAL = "guard: the skeleton is a refusal; its points are not expanded"
 
 
-@dataclass
-class Options:
-    """How one run decodes. ``None`` budgets are derived from ``max_tokens`` and the point count."""
+@dataclass(frozen=True)
+class SotOptions:
+    """How one SoT step decodes, resolved once: the run's ``RunOptions`` over the config.
+
+    ``None`` budgets are derived from ``max_tokens`` and the point count.
+    """
 
     mode: str = "auto"
     max_tokens: int = 512
@@ -52,31 +56,31 @@ class Options:
             raise InputError("max_points and max_tokens must be at least 1")
 
     @classmethod
-    def for_run(cls, ctx: AgentContext) -> "Options":
+    def for_run(cls, ctx: AgentContext) -> "SotOptions":
         """The config's settings, with the run's options (``mode``, budgets, timeouts) on top."""
         o, c = ctx.options, ctx.config
 
-        def pick(key: str, default: Any) -> Any:
-            return default if o.get(key) is None else o[key]
+        def pick(value: T | None, default: T) -> T:
+            return default if value is None else value
 
-        mode = str(pick("mode", c.mode))
-        on = bool(pick("safety_guard", mode == "auto"))
+        mode = pick(o.mode, c.mode)
+        on = pick(o.safety_guard, mode == "auto")
         return cls(
             mode=mode,
             safety_guard=on,
-            guarded=(tuple(o["guarded"]) if o.get("guarded") is not None else guard.guarded_techniques(c.home)) if on else (),
-            max_tokens=int(pick("max_tokens", c.max_tokens)),
-            temperature=float(pick("temperature", c.temperature)),
-            repetition_penalty=float(pick("repetition_penalty", c.repetition_penalty)),
-            max_points=int(pick("max_points", c.sot_max_points)),
-            min_points=int(pick("min_points", MIN_POINTS)),
-            point_max_tokens=o.get("point_max_tokens"),
-            skeleton_max_tokens=o.get("skeleton_max_tokens"),
-            branch_timeout_s=o.get("branch_timeout_s"),
-            fail_on_branch_error=bool(o.get("fail_on_branch_error", False)),
-            pipelined=bool(pick("pipelined", c.sot_pipelined)),
-            load_aware=bool(pick("load_aware", c.sot_load_aware)),
-            length_plan=bool(pick("length_plan", c.sot_length_plan)),
+            guarded=pick(o.guarded, guard.guarded_techniques(c.home) if on else ()) if on else (),
+            max_tokens=pick(o.max_tokens, c.max_tokens),
+            temperature=pick(o.temperature, c.temperature),
+            repetition_penalty=pick(o.repetition_penalty, c.repetition_penalty),
+            max_points=pick(o.max_points, c.sot_max_points),
+            min_points=pick(o.min_points, MIN_POINTS),
+            point_max_tokens=o.point_max_tokens,
+            skeleton_max_tokens=o.skeleton_max_tokens,
+            branch_timeout_s=o.branch_timeout_s,
+            fail_on_branch_error=o.fail_on_branch_error,
+            pipelined=pick(o.pipelined, c.sot_pipelined),
+            load_aware=pick(o.load_aware, c.sot_load_aware),
+            length_plan=pick(o.length_plan, c.sot_length_plan),
         )
 
     def point_tokens(self, n_points: int) -> int:

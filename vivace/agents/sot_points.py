@@ -9,7 +9,7 @@ falls back to normal decoding itself when the skeleton is unusable.
 SoT inside an agent's long-form call (``vivace.agents.long_form``) runs the
 same function.
 
-Pipelined (``Options.pipelined``): a point goes out the moment the skeleton
+Pipelined (``SotOptions.pipelined``): a point goes out the moment the skeleton
 line that names it ends, while the skeleton goes on; the skeleton's time that
 overlaps expansions is the stage ``skeleton_hidden``. An early point sees the
 skeleton so far (its own line and those before it), which keeps the prompts'
@@ -68,7 +68,7 @@ class Points:
 
 async def skeleton_and_points(ctx: Context, run_id: str, question: str, *, point_question: str | None = None,
                               stream_skeleton: bool = True) -> Points:
-    """Decode the skeleton, then expand every point at once (``Options.pipelined``: each as its line ends).
+    """Decode the skeleton, then expand every point at once (``SotOptions.pipelined``: each as its line ends).
 
     ``point_question`` is what the points expand (default ``question``): an
     agent plans its skeleton from the task alone and expands with its notes.

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable, TypedDict
 from vivace.agents.base import AgentContext
 from vivace.agents.events import Event
 from vivace.agents.length_plan import LengthPlan
-from vivace.agents.sot_options import Options
+from vivace.agents.sot_options import SotOptions
 from vivace.runtime.call import Call
 from vivace.runtime.load import Claim
 from vivace.trace import CallTrace
@@ -26,7 +26,7 @@ class Context:
     """What every node of one run needs and LangGraph should not checkpoint."""
 
     agent: AgentContext
-    options: Options
+    options: SotOptions
     emit: Callable[[Event], None]
     step: str = AGENT
     name: str = AGENT

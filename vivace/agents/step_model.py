@@ -28,6 +28,7 @@ from vivace.errors import InputError
 
 if TYPE_CHECKING:
     from vivace.agents.base import Agent, StepRun
+    from vivace.agents.options import RunOptions
     from vivace.runtime.model_set import ModelSet
 
 # key -> (int or float, lowest allowed, whether the lowest is excluded, highest allowed)
@@ -89,15 +90,15 @@ def step_settings(run: "StepRun | None", runs: list["StepRun"]) -> tuple[str | N
     return model, sampling
 
 
-def call_sampling(step: Mapping[str, Any], options: Mapping[str, Any], config_max_tokens: int, *,
+def call_sampling(step: Mapping[str, Any], options: "RunOptions", config_max_tokens: int, *,
                   max_tokens: int | None, temperature: float | None,
                   repetition_penalty: float | None) -> dict[str, Any]:
     """The sampling fields of one ``Call`` from the agent's arguments, the step's, the run's and the config's."""
-    caps = [int(c) for c in (options.get("max_tokens"), step.get("max_tokens")) if c]
+    caps = [int(c) for c in (options.max_tokens, step.get("max_tokens")) if c]
     cap = min(caps) if caps else int(config_max_tokens)
     return {
         "max_tokens": min(max_tokens, cap) if max_tokens else cap,
-        "temperature": temperature if temperature is not None else step.get("temperature", options.get("temperature")),
+        "temperature": temperature if temperature is not None else step.get("temperature", options.temperature),
         "repetition_penalty": repetition_penalty if repetition_penalty is not None else step.get("repetition_penalty"),
         "top_p": step.get("top_p"),
         "seed": step.get("seed"),

@@ -46,7 +46,7 @@ def superstep_graph(pipe: "Pipeline", nodes: dict[str, "StepNode"], ctx: "AgentC
         if not pipe.preds(step.name):
             graph.add_edge(START, step.name)
     joined: set[str] = set()
-    max_branches = ctx.options.get("max_branches")
+    max_branches = ctx.options.max_branches
 
     def fans_of(source: str, state: PipelineState, targets: list[str]) -> list[Any]:
         out: list[Any] = []

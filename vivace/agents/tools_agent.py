@@ -136,11 +136,11 @@ class ToolsAgent(Agent):
         if not tools:
             raise InputError("agent 'tools' has no tools: pass tools=..., name them in the step (tools = [...]), "
                              "or configure [mcp.NAME] servers")
-        mode = str(ctx.options.get("tool_mode") or "auto")
+        mode = str(ctx.options.tool_mode or "auto")
         if mode not in TOOL_MODES:
             raise InputError(f"tool_mode must be one of {', '.join(TOOL_MODES)}, got {mode!r}")
         record: dict[str, Any] = {"mode": mode, "why": "asked", "tools": [t.name for t in tools], "plans": [],
-                                  "replans": 0, "stream_dispatch": ctx.options.get("stream_dispatch", True) is not False}
+                                  "replans": 0, "stream_dispatch": ctx.options.stream_dispatch}
         ctx.tracer.meta["tools_agent"] = record
         if mode == "react":
             return await self._react(ctx, task, tools, record)
@@ -148,7 +148,7 @@ class ToolsAgent(Agent):
 
     async def _plan_and_join(self, ctx: AgentContext, task: str, tools: list[Tool], record: dict[str, Any],
                              fallback: bool) -> str:
-        max_replans = int(ctx.options.get("max_replans", 1))
+        max_replans = ctx.options.max_replans
         lines: list[str] = []
         for round_ in range(max_replans + 1):
             context = task if not lines else f"{task}\n\nResults so far:\n" + "\n".join(lines)
