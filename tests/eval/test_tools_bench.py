@@ -155,7 +155,8 @@ def test_user_tasks_load_and_a_bad_file_is_one_input_error(tmp_path: Path) -> No
                                            Expected(None, 42.0)]
     assert [t.kind for t in tasks] == ["custom", "parallel", "custom"]
     assert [t.id for t in load_user_tasks(good, ["parallel"])] == ["t3"]
-    for text, why in (("not json\n", "line 1: not JSON"), ('{"answer": 1}\n', '"task"'),
+    too_long = '{"task": "x", "answer": ' + "9" * 5000 + "}\n"  # json.loads: a ValueError, not a JSONDecodeError
+    for text, why in (("not json\n", "line 1: not JSON"), (too_long, "line 1: not JSON .*digits"), ('{"answer": 1}\n', '"task"'),
                       ('{"task": "x", "answer": ""}\n', '"answer"'), ("", "no tasks")):
         bad = tmp_path / "bad.jsonl"
         bad.write_text(text)

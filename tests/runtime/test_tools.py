@@ -196,6 +196,14 @@ def test_output_specs_bound_strings_and_validate() -> None:
         output_spec("(unclosed")
 
 
+def test_a_reply_with_a_number_too_long_for_int_is_invalid_not_a_crash() -> None:
+    # json.loads raises a plain ValueError (no .msg) for an integer beyond Python's digit limit.
+    with pytest.raises(OutputInvalid, match="not JSON.*digits"):
+        output_spec({"type": "object"}).validate('{"n": ' + "9" * 5000 + "}")
+    with pytest.raises(OutputInvalid, match="not JSON .* at character"):
+        output_spec({"type": "object"}).validate('{"n": ')
+
+
 def test_a_bad_reply_is_retried_once_with_the_error_then_fails_clearly() -> None:
     replies = iter(['{"verdict": "maybe", "reason": "x"}', '{"verdict": "revise", "reason": "fix it"}'])
     backend = FakeBackend(lambda r: next(replies), grammar=False)

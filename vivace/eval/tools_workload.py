@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from vivace.errors import InputError
 from vivace.runtime.tools import Tool, tool
@@ -188,9 +188,10 @@ def load_user_tasks(path: Path, kinds: list[str] | None = None) -> list[ToolTask
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
-            err = cast(json.JSONDecodeError, exc)  # as before, a ValueError without .msg (too many digits) is not caught
-            raise InputError(f"--tasks {path}, line {n}: not JSON ({err.msg})") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--tasks {path}, line {n}: not JSON ({exc.msg})") from None
+        except ValueError as exc:  # not a decode error: an integer of more digits than int() converts
+            raise InputError(f"--tasks {path}, line {n}: not JSON ({exc})") from None
         if not isinstance(row, dict) or not isinstance(row.get("task"), str) or not row["task"].strip():
             raise InputError(f"--tasks {path}, line {n}: needs a non-empty \"task\" string")
         answer = row.get("answer")

@@ -57,9 +57,10 @@ class OutputSpec:
             return text
         try:
             data = json.loads(text)
-        except ValueError as exc:
-            err = cast(json.JSONDecodeError, exc)  # as before, a ValueError without .msg (too many digits) is not caught
-            raise OutputInvalid(f"not JSON ({err.msg} at character {err.pos})") from None
+        except json.JSONDecodeError as exc:
+            raise OutputInvalid(f"not JSON ({exc.msg} at character {exc.pos})") from None
+        except ValueError as exc:  # not a decode error: an integer of more digits than int() converts
+            raise OutputInvalid(f"not JSON ({exc})") from None
         try:
             if self.model is not None:
                 return self.model.model_validate(data)
