@@ -43,7 +43,7 @@ def _runtime(home: Path, branches: int, checkpoints: bool, keep_runs: int | None
     from vivace.config import Config
     from vivace.runtime.fake import FakeBackend
 
-    extra = {"keep_runs": keep_runs} if keep_runs else {}
+    extra: dict[str, Any] = {"keep_runs": keep_runs} if keep_runs else {}
     config = Config(backend="fake", home=home, checkpoints=checkpoints, max_tokens=256, **extra)
     return runtime_for(config, FakeBackend(_responder(branches)))
 
@@ -56,7 +56,10 @@ async def checkpoint_overhead(branches: int = 4, repeats: int = 60, warmup: int 
     with tempfile.TemporaryDirectory(prefix="vivace-ckpt-") as tmp:
         on, off = _runtime(Path(tmp) / "on", branches, True), _runtime(Path(tmp) / "off", branches, False)
         pipe = research_pipeline(max_branches=branches)
-        with_s, without_s, save_s, steps = [], [], [], []
+        with_s: list[float] = []
+        without_s: list[float] = []
+        save_s: list[float] = []
+        steps: list[int] = []
         try:
             for i in range(warmup + repeats):
                 pair = []

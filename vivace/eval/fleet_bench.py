@@ -257,7 +257,7 @@ async def run_bench(
     """
     from vivace.agents import ask
 
-    opts = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty,
+    opts: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": repetition_penalty,
             "max_points": max_points}
     arms = ARMS + tuple(router_arm(p) for p in router_policies)
     report: dict[str, Any] = {

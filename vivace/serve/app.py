@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -170,7 +170,7 @@ def create_app(state: ServerState) -> FastAPI:
         return error(400, f"{where}: {message}" if where else message, "invalid_request_error")
 
     @app.middleware("http")
-    async def check_key(request: Request, call_next: Any) -> Response:
+    async def check_key(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if state.api_key and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {state.api_key}".encode()):

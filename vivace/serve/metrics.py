@@ -48,7 +48,7 @@ class ServerMetrics:
     """The counters of one server; ``observe`` takes every finished run, failed and interrupted ones too."""
 
     def __init__(self, runtime: Any) -> None:
-        disable_created_metrics()  # process-wide: the *_created series only double the page
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: the *_created series only double the page
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.runs = Counter("vivace_runs", "Runs by model and status (done, failed, interrupted)",
