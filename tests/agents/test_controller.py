@@ -89,13 +89,20 @@ def test_sot_fans_out_one_branch_per_point_and_joins_in_order() -> None:
 def test_event_order_and_payloads() -> None:
     trace, everything = ask(ScriptedBackend(), mode="sot")
     # One vocabulary: the run driver's step events wrap the controller's own, and its text is mirrored per step.
-    assert everything[0].kind == "agent_started" and everything[-1].kind == "agent_done"
+    # The driver opens and closes every run; its step events wrap the controller's, whose text is mirrored per step.
+    assert [e.kind for e in everything[:2]] == ["run_started", "agent_started"]
+    assert [e.kind for e in everything[-2:]] == ["agent_done", "run_finished"]
+    started, finished = everything[0], everything[-1]
+    assert (started.question, started.agent, started.resumed_from) == (trace.question, "sot", None)
+    assert (finished.status, finished.answer, finished.latency_s) == ("done", trace.answer, trace.latency_s)
     mirrored = [e for e in everything if e.kind == "agent_delta"]
     assert "".join(e.text for e in mirrored if e.branch == 1) == "".join(
         e.text for e in everything if e.kind == "branch_delta" and e.index == 1)
-    events = [e for e in everything if not e.kind.startswith("agent_")]
+    events = [e for e in everything[1:-1] if not e.kind.startswith("agent_")]
     kinds = [e.kind for e in events]
-    assert kinds[:3] == ["run_started", "routed", "skeleton_delta"]
+    assert kinds[:2] == ["routed", "skeleton_delta"]
+    assert events[0].requested_mode == "sot"
+    assert all(e.step == "sot" for e in events)  # SoT's stage events are its step's
     assert kinds[-1] == "answer_done"
     first_branch = kinds.index("branch_delta")
     assert kinds.index("skeleton_done") < first_branch
@@ -134,7 +141,7 @@ def test_normal_mode_is_one_plain_call() -> None:
     assert backend.requests[0].repetition_penalty == 1.15 and backend.requests[0].max_tokens == 64
     assert trace.mode == "normal" and trace.answer == "A plain answer."
     assert [c.node for c in trace.calls] == ["normal"]
-    assert [e.kind for e in events if not e.kind.startswith("agent_")][-1] == "answer_done"
+    assert [e.kind for e in events if not e.kind.startswith(("agent_", "run_"))][-1] == "answer_done"
     assert "answer_delta" in [e.kind for e in events]
     assert trace.meta["router"]["reason"].startswith("requested")
 
@@ -212,7 +219,7 @@ def test_skeleton_failure_surfaces_as_error_event_and_exception() -> None:
     events: list[Event] = []
     with pytest.raises(RunError, match="backend down") as info:
         asyncio.run(ask_question("How do I make good tea?", FakeBackend(reply), mode="sot", on_event=events.append))
-    assert [e.kind for e in events][-2:] == ["error", "agent_failed"] and info.value.trace.error
+    assert [e.kind for e in events][-3:] == ["error", "agent_failed", "run_finished"] and events[-1].status == "failed" and info.value.trace.error
     assert info.value.trace.status == "failed"
 
 

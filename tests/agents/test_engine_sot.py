@@ -41,9 +41,10 @@ def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
     for i, (line, point) in enumerate(zip(lines, points), 1):
         assert line.startswith(f"{i}. {point}")
     assert len(trace.answer) > sum(len(p) for p in points) + 40  # expansions added real text
-    kinds = [e.kind for e in events if not e.kind.startswith("agent_")]  # the controller's own stages
+    kinds = [e.kind for e in events if not e.kind.startswith(("agent_", "run_"))]  # the controller's own stages
     assert kinds.index("skeleton_done") < kinds.index("branch_delta") and kinds[-1] == "answer_done"
-    assert events[0].kind == "agent_started" and events[-1].kind == "agent_done"  # the driver's step around them
+    assert [e.kind for e in events[:2]] == ["run_started", "agent_started"]  # the driver around the step
+    assert [e.kind for e in events[-2:]] == ["agent_done", "run_finished"]
     assert trace.error is None and trace.latency_s > 0
 
 

@@ -24,7 +24,7 @@ def call(node: str, branch: int | None, tokens: int, ttft: float, e2e: float, st
 
 def sot_events(points: int = 3) -> list[Any]:
     names = ["Cardio health", "Mood and sleep", "Strength", "Longevity"][:points]
-    events: list[Any] = [RunStarted(RID, question="Why exercise?", requested_mode="auto"),
+    events: list[Any] = [RunStarted(RID, question="Why exercise?", agent="sot"),
                          Routed(RID, mode="sot", reason="list-like question (nearest examples: 5/5 sot)")]
     events += [SkeletonDelta(RID, text=f"{i}. {n}\n") for i, n in enumerate(names, 1)]
     events.append(SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 20, 0.2, 1.2)))
@@ -91,7 +91,7 @@ def test_compare_reports_a_measured_speedup() -> None:
 
 
 def test_normal_answer_streams_into_one_panel() -> None:
-    events = [RunStarted(RID, question="What is 2+2?", requested_mode="auto"), Routed(RID, mode="normal", reason="math cue"),
+    events = [RunStarted(RID, question="What is 2+2?", agent="sot"), Routed(RID, mode="normal", reason="math cue"),
               AnswerDelta(RID, text="2 + 2"), AnswerDelta(RID, text=" = 4.")]
     text = render(feed(RunView(), events))
     assert "route: normal" in text and "answer" in text and "2 + 2 = 4." in text
@@ -115,7 +115,7 @@ def test_cancelled_run_says_so() -> None:
 
 def test_eight_points_and_the_footer_fit_the_height_the_widget_gives() -> None:
     names = [f"Point {i}" for i in range(1, 9)]
-    events = [RunStarted(RID, question="Why exercise?", requested_mode="sot"), Routed(RID, mode="sot", reason="requested"),
+    events = [RunStarted(RID, question="Why exercise?", agent="sot"), Routed(RID, mode="sot", reason="requested"),
               SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 20, 0.2, 1.2))]
     events += [BranchDelta(RID, index=i, text="Some words about this point that go on for a while.") for i in range(1, 9)]
     view = feed(RunView(), events)
@@ -171,7 +171,7 @@ def test_research_pipeline_fits_80x24() -> None:
 
 def test_finished_eight_point_run_keeps_the_whole_footer_on_screen() -> None:
     names = [f"Point {i}" for i in range(1, 9)]
-    events = [RunStarted(RID, question="Why exercise?", requested_mode="sot"), Routed(RID, mode="sot", reason="requested"),
+    events = [RunStarted(RID, question="Why exercise?", agent="sot"), Routed(RID, mode="sot", reason="requested"),
               SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 21, 0.2, 1.2))]
     events += [BranchDone(RID, index=i, point=n, text="Words about it. " * 6, call=call("expand", i, 40, 0.1, 2.5))
                for i, n in enumerate(names, 1)]
@@ -191,7 +191,7 @@ def test_finished_eight_point_run_keeps_the_whole_footer_on_screen() -> None:
 def test_long_question_and_a_failed_point_still_fit() -> None:
     question = "Why should anyone exercise, " * 8  # wraps to three lines in the header
     names = [f"Point {i}" for i in range(1, 7)]
-    events = [RunStarted(RID, question=question, requested_mode="sot"), Routed(RID, mode="sot", reason="requested"),
+    events = [RunStarted(RID, question=question, agent="sot"), Routed(RID, mode="sot", reason="requested"),
               SkeletonDone(RID, points=names, text="", fallback=None, call=call("skeleton", None, 20, 0.2, 1.2)),
               ErrorEvent(RID, node="expand", message="the engine aborted the request", branch=3)]
     view = feed(RunView(), events)
@@ -276,7 +276,7 @@ def test_in_flight_and_kv_come_from_the_real_engine_while_it_generates(engine: A
 
 def test_pipelined_points_that_stream_before_the_skeleton_is_done_keep_their_text() -> None:
     names = ["Cardio health", "Mood and sleep"]
-    events: list[Any] = [RunStarted(RID, question="Why exercise?", requested_mode="sot"),
+    events: list[Any] = [RunStarted(RID, question="Why exercise?", agent="sot"),
                          Routed(RID, mode="sot", reason="requested"), SkeletonDelta(RID, text="1. Cardio health\n"),
                          BranchDelta(RID, index=1, text="Exercise strengthens the heart."),
                          SkeletonDelta(RID, text="2. Mood and sleep"),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from vivace.agents.base import Agent, AgentContext, StepRun, Tracer
 from vivace.agents.durable import check_same, checkpoint_end, durable_meta, gated_steps, header
-from vivace.agents.events import Event
+from vivace.agents.events import Event, RunFinished, RunStarted
 from vivace.agents.history import fit_turns
 from vivace.agents.journal import ApprovalPending, Approver, Journal, enter_journal, leave_journal
 from vivace.agents.options import RunOptions
@@ -138,6 +138,8 @@ async def run(
         await store.begin(trace.run_id, header(target, pipeline, trace.question, args),
                           {"agent": item.name, "task": trace.question[:200], "started_at": trace.started_at,
                            **({"resumed_from": _resume.run_id} if _resume else {})})
+    tracer.emit(RunStarted(trace.run_id, question=trace.question, agent=item.name,
+                           resumed_from=_resume.run_id if _resume else None))
     token, jtoken = enter_scope(scope), enter_journal(journal)
     try:
         with sharing(runtime):  # every run shares the batch, a pipeline's too: fan-out decisions divide it among them
@@ -169,6 +171,8 @@ async def run(
             _save(trace, runtime, trace_out)
         if store is not None:
             await checkpoint_end(store, trace, run_record(trace), _resume, thread)
+        tracer.emit(RunFinished(trace.run_id, status=trace.status, answer=trace.answer, latency_s=trace.latency_s,
+                                error=trace.error))
         if on_finish is not None:
             on_finish(trace)
     if not trace.answer.strip():

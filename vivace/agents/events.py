@@ -1,10 +1,13 @@
-"""The one event vocabulary of a run: agent steps, and the SoT controller's stages.
+"""The one event vocabulary of a run: its start and finish, its steps, and the SoT controller's stages.
 
-Every runnable (an agent, a pipeline, the SoT controller) streams these to the
-run driver's ``on_event``, so a plain terminal, the live view, the TUI and
-tests all watch any run the same way. Events that end an LLM call carry its
-``CallTrace``: a consumer that saw the events has every trace even when the
-run later fails.
+The run driver announces every run (``RunStarted``) and ends it
+(``RunFinished``), whatever runs inside. Every runnable (an agent, a pipeline,
+the SoT controller) streams its events to the driver's ``on_event``, so a plain
+terminal, the live view, the TUI and tests all watch any run the same way.
+SoT's stage events are step events: each carries the ``step`` it belongs to
+(``sot`` when the controller is the whole run). Events that end an LLM call
+carry its ``CallTrace``: a consumer that saw the events has every trace even
+when the run later fails.
 """
 
 from __future__ import annotations
@@ -37,23 +40,45 @@ class Event:
 
 @dataclass
 class RunStarted(Event):
+    """The driver began a run of ``agent`` (a registry name or a pipeline) on ``question``."""
+
     kind: ClassVar[str] = "run_started"
     question: str
-    requested_mode: str
+    agent: str
+    resumed_from: str | None = None
 
 
 @dataclass
-class Routed(Event):
-    """The mode the run takes and why (the router's decision, or the user's request)."""
+class RunFinished(Event):
+    """The run ended: ``status`` is done, failed, interrupted or paused; its record is saved by now."""
+
+    kind: ClassVar[str] = "run_finished"
+    status: str
+    answer: str
+    latency_s: float
+    error: str | None = None
+
+
+@dataclass
+class StepEvent(Event):
+    """A SoT stage event: ``step`` is the pipeline step whose controller sent it (its emitter sets it)."""
+
+    step: str = field(default="sot", kw_only=True)
+
+
+@dataclass
+class Routed(StepEvent):
+    """The mode the step takes and why (the router's decision, or the user's request)."""
 
     kind: ClassVar[str] = "routed"
     mode: str
     reason: str
     load: dict[str, Any] | None = None  # the load the decision saw, when auto is load-aware (vivace.agents.sot_load)
+    requested_mode: str = "auto"
 
 
 @dataclass
-class SkeletonDelta(Event):
+class SkeletonDelta(StepEvent):
     kind: ClassVar[str] = "skeleton_delta"
     text: str
 
@@ -62,7 +87,7 @@ class SkeletonDelta(Event):
 
 
 @dataclass
-class SkeletonDone(Event):
+class SkeletonDone(StepEvent):
     """The parsed points; ``fallback`` says why the run goes to normal decoding instead.
 
     ``call`` is None when the skeleton was taken from a checkpoint (a resumed run did not call for it).
@@ -76,7 +101,7 @@ class SkeletonDone(Event):
 
 
 @dataclass
-class BranchDelta(Event):
+class BranchDelta(StepEvent):
     """New text of point ``index`` (1-based, in skeleton order)."""
 
     kind: ClassVar[str] = "branch_delta"
@@ -88,7 +113,7 @@ class BranchDelta(Event):
 
 
 @dataclass
-class BranchDone(Event):
+class BranchDone(StepEvent):
     """A point's expansion, cleaned; ``error`` is set (and ``call`` may be None) when it failed."""
 
     kind: ClassVar[str] = "branch_done"
@@ -100,7 +125,7 @@ class BranchDone(Event):
 
 
 @dataclass
-class AnswerDelta(Event):
+class AnswerDelta(StepEvent):
     """New text of a normal-decoding answer."""
 
     kind: ClassVar[str] = "answer_delta"
@@ -111,7 +136,7 @@ class AnswerDelta(Event):
 
 
 @dataclass
-class AnswerDone(Event):
+class AnswerDone(StepEvent):
     """The final answer; ``call`` is the normal-decoding call when there was one."""
 
     kind: ClassVar[str] = "answer_done"
@@ -122,7 +147,7 @@ class AnswerDone(Event):
 
 
 @dataclass
-class ErrorEvent(Event):
+class ErrorEvent(StepEvent):
     """A failure in ``node`` (and ``branch`` for a point expansion)."""
 
     kind: ClassVar[str] = "error"
@@ -210,6 +235,7 @@ class ToolDone(Event):
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     RunStarted,
+    RunFinished,
     Routed,
     SkeletonDelta,
     SkeletonDone,

@@ -34,9 +34,8 @@ from vivace.agents.events import (
     BranchDelta,
     BranchDone,
     ErrorEvent,
-    Event,
+    StepEvent,
     Routed,
-    RunStarted,
     SkeletonDone,
 )
 from vivace.agents.length_plan import plan_for, record_normal
@@ -68,7 +67,7 @@ def skeleton_listing(points: list[str]) -> str:
 
 
 async def route_entry(state: State, runtime: Runtime[Context]) -> str:
-    """The graph's entry edge: announce the run and pick its first node, the user's mode or the router's.
+    """The graph's entry edge: pick the first node, the user's mode or the router's, and say which and why.
 
     An edge, not a node: a node is a superstep of its own (about 0.12 ms a run
     in LangGraph, ``vivace bench overhead``), and the decision writes nothing
@@ -77,7 +76,6 @@ async def route_entry(state: State, runtime: Runtime[Context]) -> str:
     ctx = runtime.context
     write, opts = ctx.emit, ctx.options
     t0 = time.perf_counter()
-    write(RunStarted(state["run_id"], question=state["question"], requested_mode=opts.mode))
     load = None
     if opts.mode in (SOT, NORMAL):
         mode, reason = opts.mode, f"requested with --mode {opts.mode}"
@@ -98,7 +96,7 @@ async def route_entry(state: State, runtime: Runtime[Context]) -> str:
         mode, reason, points, load, ctx.claim = route_under_load(
             ctx.agent.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
         ctx.options = replace(opts, max_points=points)
-    write(Routed(state["run_id"], mode=mode, reason=reason, load=load))
+    write(Routed(state["run_id"], mode=mode, reason=reason, load=load, requested_mode=opts.mode))
     log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
     ctx.stages["route"] = time.perf_counter() - t0
     return "points" if mode == SOT else "normal"
@@ -283,8 +281,9 @@ class SotAgent(Agent):
             meta.update(requested_mode=options.mode, router=None, points=[], fallback=None, failed_points={},
                         length_plan=None, stages={})
 
-            def emit(event: Event) -> None:
-                """Record the stages in the run's meta, pass the event on, mirror text as the step's text."""
+            def emit(event: StepEvent) -> None:
+                """Record the stages in the run's meta, pass the event on as this step's, mirror text as its text."""
+                event.step = step
                 if type(event) in _TEXT:  # per token: the hot path
                     ctx.tracer.emit(event)
                     ctx.tracer.forward(AgentDelta(ctx.tracer.run_id, step=step, agent=name, text=event.text,  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, TypedDict
 
 from vivace.agents.base import AgentContext
-from vivace.agents.events import Event
+from vivace.agents.events import StepEvent
 from vivace.agents.length_plan import LengthPlan
 from vivace.agents.sot_options import SotOptions
 from vivace.runtime.call import Call
@@ -27,7 +27,7 @@ class Context:
 
     agent: AgentContext
     options: SotOptions
-    emit: Callable[[Event], None]
+    emit: Callable[[StepEvent], None]
     step: str = AGENT
     name: str = AGENT
     claim: Claim | None = None  # batch slots claimed by a load-aware decision, released as calls start

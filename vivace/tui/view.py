@@ -113,10 +113,9 @@ class RunView:
 
     def _on_run_started(self, e: Any) -> None:
         self.question = e.question
-        self.requested_mode = e.requested_mode
 
     def _on_routed(self, e: Any) -> None:
-        self.mode, self.reason = e.mode, e.reason
+        self.mode, self.reason, self.requested_mode = e.mode, e.reason, e.requested_mode
 
     def _on_skeleton_delta(self, e: Any) -> None:
         self.skeleton += e.text
