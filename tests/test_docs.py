@@ -5,7 +5,7 @@ The site is built once per module (``mkdocs build --strict``, a few seconds, no 
 configuration pages are generated from the parser and the ``Config`` dataclass by ``docs/hooks.py``;
 the checks here walk the same parser and dataclass, so a new command, flag or key that the page
 lacks fails. Python examples (fenced ```python blocks) run on the fake backend
-(``VIVACE_BACKEND=fake``); the ones that talk to ``vivace serve`` at ``http://127.0.0.1:8000`` run
+(``VIVACE_BACKEND=fake``), a ``--8<--`` include with the file it includes; the ones that talk to ``vivace serve`` at ``http://127.0.0.1:8000`` run
 against a real ``vivace serve`` on the fake backend, on a free port substituted into the text. The
 engine examples under ``examples/`` run in ``tests/test_examples.py``.
 """
@@ -43,11 +43,15 @@ def doc_files() -> list[Path]:
     return [README, ROOT / "CHANGELOG.md", *sorted(DOCS.rglob("*.md"))]
 
 
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.M)  # pymdownx.snippets: a file shown as it is
+
+
 def python_examples() -> list[tuple[str, int, str]]:
     out = []
     for file in doc_files():
         for i, m in enumerate(PYTHON_BLOCK.finditer(file.read_text(encoding="utf-8"))):
-            out.append((str(file.relative_to(ROOT)), i, m.group(1)))
+            code = SNIPPET.sub(lambda s: (ROOT / s.group(1)).read_text(encoding="utf-8"), m.group(1))
+            out.append((str(file.relative_to(ROOT)), i, code))
     return out
 
 
