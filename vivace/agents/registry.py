@@ -178,7 +178,7 @@ def agent(name: str | Callable[..., Any] | None = None, *, description: str | No
             inst.description = description or inst.description or _doc(obj)
             inst.needs_input = needs_input or inst.needs_input
             REGISTRY.register(inst, source)
-            setattr(obj, "__vivace_agent__", inst)  # a mark on the class, not a declared attribute of Agent
+            setattr(obj, "__vivace_agent__", inst)  # noqa: B010 - the class's own mark, not an attribute Agent declares
             return obj
         item = FunctionAgent(obj, label or obj.__name__, description or _doc(obj), needs_input)
         REGISTRY.register(item, source)
