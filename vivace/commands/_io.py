@@ -15,9 +15,10 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, NoReturn, Sequence, TextIO, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeAlias, TypeVar
 
 from vivace.config import Config, load_config
 from vivace.errors import InputError, VivaceError
