@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import AsyncIterator
 
 import pytest
@@ -44,6 +43,7 @@ class ScriptedBackend(FakeBackend):
         self.fail = fail or set()
         self.active = 0
         self.peak = 0
+        self.abandoned: set[int] = set()  # the points whose generation was stopped before it ended
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[BackendEvent]:
         index = int(request.tag.rsplit("/", 1)[1]) if "/expand/" in request.tag else 0
@@ -55,6 +55,9 @@ class ScriptedBackend(FakeBackend):
                 raise RuntimeError(f"engine lost point {index}")
             async for event in super().generate(request):
                 yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            self.abandoned.add(index)
+            raise
         finally:
             self.active -= 1
 
@@ -191,9 +194,11 @@ def test_failing_branch_is_marked_and_others_return() -> None:
 
 
 def test_branch_timeout_marks_the_point() -> None:
-    trace, _ = ask(ScriptedBackend(delays={3: 5.0}), mode="sot", branch_timeout_s=0.2)
+    backend = ScriptedBackend(delays={3: 60.0})
+    trace, _ = ask(backend, mode="sot", branch_timeout_s=0.2)
     assert "timed out" in trace.meta["failed_points"][3]
-    assert trace.latency_s < 3
+    assert backend.abandoned == {3} and backend.active == 0  # stopped at its timeout, not waited for
+    assert sorted(c.branch for c in trace.calls if c.node == "expand") == [1, 2, 4]
 
 
 def test_strict_mode_raises_with_traces_kept() -> None:
@@ -226,18 +231,16 @@ def test_skeleton_failure_surfaces_as_error_event_and_exception() -> None:
 def test_cancellation_stops_every_branch_promptly() -> None:
     backend = ScriptedBackend(delays={i: 30.0 for i in range(1, 5)})
 
-    async def scenario() -> float:
+    async def scenario() -> None:
         task = asyncio.create_task(ask_question("How do I make good tea?", backend, mode="sot"))
         while backend.active < 4:
             await asyncio.sleep(0.01)
-        t0 = time.perf_counter()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        return time.perf_counter() - t0
 
-    assert asyncio.run(scenario()) < 1.0
-    assert backend.active == 0
+    asyncio.run(scenario())
+    assert backend.abandoned == {1, 2, 3, 4} and backend.active == 0  # every branch stopped, none waited for
 
 
 def test_an_interrupted_run_keeps_each_points_text_once() -> None:

@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.test_cli import cli_env
+from tests.helpers import cli_env, default_signals, read_until
 from vivace.agents import router
 from vivace.agents.router import NORMAL, SOT, cue, load_examples, parse_examples, route
 
@@ -166,6 +165,7 @@ def slow_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         state["calls"] += 1
         state["started"].set()
         state["release"].wait(30)
+        state["returned"] = True  # released, or 30 s passed: a run that waited for the load would see this
         if state.get("fail"):
             state["fail"] = False
             raise RuntimeError("the embedder failed to load")
@@ -181,23 +181,19 @@ QUESTION = "What are the benefits of drinking green tea?"  # no cue: the classif
 
 
 def test_cancelling_during_the_first_load_returns_at_once_and_the_load_runs_once(slow_load: dict[str, Any]) -> None:
-    async def main() -> float:
+    async def main() -> None:
         first = asyncio.create_task(router.aroute(QUESTION))
-        assert await asyncio.to_thread(slow_load["started"].wait, 5)
-        t0 = time.perf_counter()
+        assert await asyncio.to_thread(slow_load["started"].wait, 30)
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        return time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    cancelled_in = asyncio.run(main())  # returns while the load is still blocked: nothing joins its thread
-    assert cancelled_in < 1.0 and time.perf_counter() - t0 < 3.0
-    assert not router.loading().done()
+    asyncio.run(main())  # returns while the load is still blocked: nothing joins its thread
+    assert not slow_load.get("returned") and not router.loading().done()
 
     async def again() -> tuple[str, str]:
         second = asyncio.create_task(router.aroute(QUESTION))  # joins the load in progress
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop: the second task runs up to its wait on the load
         slow_load["release"].set()
         return await second
 
@@ -216,13 +212,12 @@ def test_a_failed_load_is_reported_and_retried(slow_load: dict[str, Any]) -> Non
     assert slow_load["calls"] == 2
 
 
-# The CLI in a fresh process whose router load takes 30 s more, as on a machine with a cold, busy disk:
-# the load itself now takes about a second, too short to send Ctrl-C into reliably.
+# The CLI in a fresh process whose router load never ends, as on a machine with a cold, busy disk, only more so:
+# the load itself takes about a second, too short to send Ctrl-C into reliably. A CLI that waited for it would hang.
 SLOW_LOAD_CLI = """
-import sys, time
+import sys, threading
 from vivace.agents import router
-real = router.load_embedder
-router.load_embedder = lambda: (time.sleep(30), real())[1]
+router.load_embedder = lambda: threading.Event().wait()
 from vivace.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -231,19 +226,17 @@ sys.exit(main(sys.argv[1:]))
 def test_ctrl_c_during_a_cold_router_load_exits_at_once(tmp_path: Path) -> None:
     """The real CLI in a fresh process: Ctrl-C during the router's load must not wait for it."""
     proc = subprocess.Popen([sys.executable, "-c", SLOW_LOAD_CLI, "ask", QUESTION, "--backend", "fake", "--mode", "auto"],
-                            env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
+                            env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=default_signals)  # Ctrl-C as a terminal delivers it
     assert proc.stderr is not None
-    for line in proc.stderr:  # the router logs when its load starts
-        seen.append(line)
-        if "loading the router's embedding classifier" in line:
-            break
-    t0 = time.perf_counter()
+    seen = read_until(proc.stderr, lambda line: "loading the router's embedding classifier" in line)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    exited_in = time.perf_counter() - t0
+    try:
+        _, err = proc.communicate(timeout=120)  # only a guard: the load never ends, so waiting for it would hang
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("Ctrl-C waited for the router's load")
     assert proc.returncode == 130, "".join(seen) + err
-    assert exited_in < 3.0, exited_in  # the load has 30 s to go
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     record = json.loads((tmp_path / "runs" / "runs.jsonl").read_text().splitlines()[-1])
     assert record["status"] == "interrupted" and record["question"] == QUESTION
