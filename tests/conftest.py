@@ -3,6 +3,9 @@
 vLLM's AsyncLLM binds its output handler to the loop it first runs on, so the
 engine and every test that uses it share a loop that lives in a background
 thread for the whole session; tests hand it coroutines through ``run``.
+
+Plain helpers the test modules share (the CLI as a user runs it, signal dispositions,
+waiting for an event) are in tests/helpers.py: test modules never import one another.
 """
 
 from __future__ import annotations
@@ -80,12 +83,6 @@ def engine(loop_runner: LoopRunner, model_dir: Path) -> Iterator[Any]:
     backend = loop_runner.run(VLLMBackend.start(options))
     yield backend
     loop_runner.run(backend.aclose())
-
-
-def free_port() -> int:
-    from vivace.runtime.local_server import free_port
-
-    return free_port()
 
 
 _API_SERVER_FAILURE: list[str] = []

@@ -18,7 +18,7 @@ from vivace.runtime import GenerationRequest, complete
 from vivace.runtime.openai_http import OpenAIBackend
 from vivace.runtime.vllm_router import VLLMRouter, renders
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 async def _refused(url: str) -> bool:
