@@ -225,11 +225,11 @@ def config_fields() -> list[dict[str, Any]]:
 
 
 def config_reference() -> str:
-    lines = ["| key | type | default | allowed | environment | flag | note |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| key | type | default | allowed | environment, flag | note |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in config_fields():
-        lines.append(f"| `{r['name']}` | `{_cell(r['type'])}` | {r['default']} | {r['allowed']} | {r['env']} | "
-                     f"{r['flags']} | {_cell(r['note'])} |")
+        where = "<br>".join(x for x in (r["env"], r["flags"]) if x)
+        lines.append(f"| `{r['name']}` | `{r['type']}` | {r['default']} | {r['allowed']} | {where} | {_cell(r['note'])} |")
     return "\n".join(lines) + "\n"
 
 
