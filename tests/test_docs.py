@@ -93,17 +93,24 @@ def test_site_builds_strictly_with_every_page(site: Path) -> None:
 
 def test_cli_page_has_every_command_and_option(site: Path) -> None:
     text = page(site, "cli")
-    for path, parser in commands(build_parser()):
-        anchor = "vivace-" + "-".join(path)
-        assert f'id="{anchor}"' in text, f"vivace {' '.join(path)} is missing from the CLI page"
+    found = list(commands(build_parser()))
+    starts = {}
+    for path, _ in found:
+        anchor = f'id="vivace-{"-".join(path)}"'
+        assert anchor in text, f"vivace {' '.join(path)} is missing from the CLI page"
+        starts[path] = text.index(anchor)
+    bounds = sorted(starts.values()) + [len(text)]
+    for path, parser in found:
+        section = text[starts[path]:bounds[bounds.index(starts[path]) + 1]]  # this command's own section
         for action in parser._actions:
             for option in action.option_strings:
                 if option.startswith("--") and option != "--help":
-                    assert f"<code>{option}</code>" in text, f"vivace {' '.join(path)} {option} is missing"
+                    assert f"<code>{option}</code>" in section, f"vivace {' '.join(path)} {option} is missing"
 
 
 def test_config_page_has_every_key_with_its_variable(site: Path) -> None:
     text = page(site, "configuration")
+    text = text[text.index('id="every-key"'):]  # the generated table, not the examples above it
     for field in dataclasses.fields(Config):
         assert f"<code>{field.name}</code>" in text, f"config key {field.name} is missing from the configuration page"
         if field.name not in ("models", "mcp"):
