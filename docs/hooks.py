@@ -230,6 +230,10 @@ def config_reference() -> str:
     for r in config_fields():
         where = "<br>".join(x for x in (r["env"], r["flags"]) if x)
         lines.append(f"| `{r['name']}` | `{r['type']}` | {r['default']} | {r['allowed']} | {where} | {_cell(r['note'])} |")
+    from vivace.config import MCP_KEYS, MODEL_KEYS
+
+    lines += ["", "A `[models.NAME]` table may set " + ", ".join(f"`{k}`" for k in MODEL_KEYS) + "; the other keys stay "
+              "process-wide.", "", "An `[mcp.NAME]` table may set " + ", ".join(f"`{k}`" for k in MCP_KEYS) + "."]
     return "\n".join(lines) + "\n"
 
 
