@@ -11,14 +11,14 @@ import json
 import os
 import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env, read_until
 from vivace.agents.driver import ask
 from vivace.assembly import runtime_for
 from vivace.config import Config
@@ -95,20 +95,48 @@ def _count(home: Path, name: str) -> int:
     return Store(Config(home=home)).collection(name).count()
 
 
+# `vivace ingest`, with a line on stderr after each batch it stored before the last: a pipe shows no progress bar.
+INGEST_PROGRESS_CLI = """
+import sys
+from vivace.retrieval.store import Store
+ingest = Store.ingest
+
+def reporting(self, *args, **kw):
+    shown = kw["progress"] if "progress" in kw else args[5]
+
+    def progress(done, total):
+        shown(done, total)
+        if 0 < done < total:
+            print(f"test: embedded {done} of {total}", file=sys.stderr, flush=True)
+
+    if "progress" in kw:
+        kw["progress"] = progress
+    else:
+        args = (*args[:5], progress, *args[6:])
+    return ingest(self, *args, **kw)
+
+Store.ingest = reporting
+from vivace.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_sigkill_during_ingest_then_a_rerun_completes_it(tmp_path: Path) -> None:
     corpus = _corpus(tmp_path / "corpus")
     clean_home, home = tmp_path / "clean", tmp_path / "killed"
     ok = subprocess.run([VIVACE, "ingest", str(corpus), "--collection", "ledger"], capture_output=True, text=True,
                         env=cli_env(clean_home), timeout=600)
     assert ok.returncode == 0, ok.stderr
-    proc = subprocess.Popen([VIVACE, "ingest", str(corpus), "--collection", "ledger"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=cli_env(home), start_new_session=True)
-    deadline = time.time() + 120  # kill it once the store exists, mid-embedding
-    while time.time() < deadline and not (home / "chroma" / "chroma.sqlite3").exists():
-        time.sleep(0.1)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc = subprocess.Popen([sys.executable, "-c", INGEST_PROGRESS_CLI, "ingest", str(corpus), "--collection", "ledger"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home),
+                            start_new_session=True)
+    assert proc.stderr is not None
+    try:  # killed mid-embedding: some batches are in the store, not all
+        read_until(proc.stderr, lambda line: line.startswith("test: embedded "))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert 0 < _count(home, "ledger") < _count(clean_home, "ledger")
     again = subprocess.run([VIVACE, "ingest", str(corpus), "--collection", "ledger"], capture_output=True, text=True,
                            env=cli_env(home), timeout=600)
     assert again.returncode == 0, again.stderr
