@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 
 
 def run(args: list[str], home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 
 pytestmark = [pytest.mark.engine, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (make test installs it)")]
 
@@ -106,11 +106,14 @@ def test_tui_in_tmux(tmp_path: Path, vivace_home: Path, model_dir: Path) -> None
             assert re.search(rf"done: latency \d+\.\d\d s{speedup}", footer), footer
 
         # A pipeline, chosen with F3: one row per agent, from waiting through running to done.
+        agent_line = re.compile(r"^(\S+) · mode", re.M)  # the status line names the chosen agent
         for _ in range(12):
-            if re.search(r"^research · mode", tmux("capture-pane", "-p", "-t", session), re.M):
+            before = agent_line.search(tmux("capture-pane", "-p", "-t", session))
+            if before and before.group(1) == "research":
                 break
             tmux("send-keys", "-t", session, "F3")
-            time.sleep(0.5)
+            wait_for(session, lambda s: (m := agent_line.search(s)) is not None and m.group(0) != (before and before.group(0)),
+                     60, "F3 to choose the next agent", poll_s=0.1)
         tmux("send-keys", "-t", session, "Compare electric cars and petrol cars.", "Enter")
         wait_for(session, lambda s: "pipeline: 4 step(s)" in s, 120, "the pipeline to start")
         ended = re.compile(r"^│ (done: latency|failed)", re.M)  # the footer's last line, not a row's status
