@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from tests.test_cli import VIVACE, cli_env, session_leftovers
+from tests.helpers import VIVACE, cli_env, default_signals, session_leftovers
 
 PIPELINE = """
 name = "tidy"
@@ -64,7 +64,8 @@ class Server:
 
 def start_server(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Server:
     proc = subprocess.Popen([VIVACE, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**cli_env(home), **(env or {})}, start_new_session=True)
+                            text=True, env={**cli_env(home), **(env or {})}, start_new_session=True,
+                            preexec_fn=default_signals)  # Ctrl-C as a terminal gives it, however the suite started
     assert proc.stderr is not None
     lines: list[str] = []
     deadline = time.time() + timeout

@@ -25,9 +25,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.runtime.test_checkpoints_postgres import wait_for
 from tests.serve.conftest import Server, stop
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env, default_signals, wait_for
 from vivace.runtime.checkpoints import RunStore
 from vivace.serve import RUN_HEADER
 
@@ -51,10 +50,6 @@ publish = { agent = "writer", requires_approval = true }
 START_TIMEOUT_S = 120
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a test run in the background must not pass SIGINT ignored on
-
-
 def replica(home: Path, model_url: str, checkpoint_url: str, pipelines: list[Path]) -> Server:
     """A `vivace serve` process on the shared model server and database; returns once it listens."""
     args = [VIVACE, "serve", "--port", "0", "--backend", "openai", "--base-url", model_url, "--max-tokens", "64"]
@@ -62,7 +57,7 @@ def replica(home: Path, model_url: str, checkpoint_url: str, pipelines: list[Pat
         args += ["--pipeline", str(path)]
     env = {**cli_env(home), "VIVACE_CHECKPOINT_URL": checkpoint_url, "VIVACE_SERVE_API_KEY": ""}
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True, preexec_fn=_default_sigint)  # noqa: PLW1509 - no threads yet
+                            start_new_session=True, preexec_fn=default_signals)  # noqa: PLW1509 - no threads yet
     watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)  # a server that never says it listens is not waited on
     watchdog.start()
     lines: list[str] = []
