@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
+from tests.helpers import VIVACE, cli_env, default_signals
 from vivace.assembly import open_runtime
 from vivace.config import Config
 from vivace.errors import BackendError, ConfigError
@@ -38,11 +38,6 @@ def facts(**extra: Any) -> dict[str, Any]:
 
 def config(home: Path, **servers: dict[str, Any]) -> Config:
     return Config(home=home, backend="fake", mcp=servers)
-
-
-def default_signals() -> None:
-    """A child's SIGINT as a terminal gives it, also when the suite runs as a background job (SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stdio_servers() -> list[psutil.Process]:
@@ -189,8 +184,6 @@ def test_bad_mcp_tables_are_one_line_naming_the_key(table: dict[str, Any], key: 
 
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    from tests.test_cli import VIVACE, cli_env
-
     return subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(home), timeout=300,
                           start_new_session=True, preexec_fn=default_signals)
 
