@@ -16,7 +16,7 @@ from typing import get_type_hints
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 from vivace.config import Config, load_config
 from vivace.errors import ConfigError
 

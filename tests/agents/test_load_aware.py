@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 from vivace.agents import ask
 from vivace.agents.sot_load import decide
 from vivace.assembly import runtime_for

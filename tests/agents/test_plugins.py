@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 from vivace.agents.base import Agent
 from vivace.agents.registry import REGISTRY, FunctionAgent, Registry, agent, as_agent
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 from vivace.agents.base import Agent, AgentContext, Node, StepInput
 from vivace.agents.driver import run, run_record
 from vivace.agents.pipeline import Pipeline, Step

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 from vivace.assembly import runtime_for
 from vivace.config import Config
 from vivace.errors import InputError

@@ -81,7 +81,7 @@ def test_console_tables_fit_80_columns_with_full_numbers():
 
 
 def _vivace(*args: str, home: Path) -> subprocess.CompletedProcess:
-    from tests.test_cli import VIVACE, cli_env
+    from tests.helpers import VIVACE, cli_env
 
     return subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(home), timeout=300)
 

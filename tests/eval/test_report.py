@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 
 MACHINE = {"platform": "Linux-x86_64", "python": "3.11.7", "cpus": 2, "cpu": "test cpu"}
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.runtime import servers
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 
 
 def vivace(home: Path, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.serve.conftest import Server, start_server, stop
-from tests.test_cli import VIVACE, cli_env
+from tests.helpers import VIVACE, cli_env
 
 def test_models_are_the_modes_agents_and_served_pipelines(fake: Server) -> None:
     ids = [m.id for m in fake.client().models.list()]
