@@ -31,6 +31,25 @@ def vivace(*args: str, home: Path, timeout: float = 600) -> subprocess.Completed
     return subprocess.run([VIVACE, *args], capture_output=True, text=True, env=cli_env(home), timeout=timeout)
 
 
+FAKE = ("--backend", "fake")
+
+
+def cli(*args: str | bytes, home: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {**cli_env(home), **(env or {})}
+    return subprocess.run([VIVACE, *args], capture_output=True, text=True, errors="replace", env=environ, cwd=cwd,
+                          timeout=300)
+
+
+def one_line(out: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
+    """The command failed with ``code`` and exactly one line on stderr holding every fragment."""
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == code, out.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+    assert all(f in lines[0] for f in fragments), lines[0]
+    assert "Traceback" not in out.stderr + out.stdout
+    return lines[0]
+
+
 def free_port() -> int:
     from vivace.runtime.local_server import free_port
 

@@ -10,34 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
 from pathlib import Path
 from typing import get_type_hints
 
 import pytest
 
-from tests.helpers import VIVACE, cli_env
+from tests.helpers import FAKE, cli, one_line
 from vivace.config import Config, load_config
 from vivace.errors import ConfigError
 
-FAKE = ("--backend", "fake")
 LONG_TASK = "tell me " * 5000  # 10k words: over the fake backend's 8192-token context
-
-
-def cli(*args: str | bytes, home: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {**cli_env(home), **(env or {})}
-    return subprocess.run([VIVACE, *args], capture_output=True, text=True, errors="replace", env=environ, cwd=cwd,
-                          timeout=300)
-
-
-def one_line(out: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
-    """The command failed with ``code`` and exactly one line on stderr holding every fragment."""
-    lines = out.stderr.strip().splitlines()
-    assert out.returncode == code, out.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
-    assert all(f in lines[0] for f in fragments), lines[0]
-    assert "Traceback" not in out.stderr + out.stdout
-    return lines[0]
 
 
 @pytest.fixture

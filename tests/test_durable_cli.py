@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_bad_input import FAKE, cli, one_line
+from tests.helpers import FAKE, cli, one_line
 
 
 def test_runs_list_and_resume_from_the_cli(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import AsyncIterator
 
 import pytest
 
+from tests.agents.fakes import SKELETON, sot_responder as responder
 from vivace.agents import (
     AnswerDone,
     BranchDone,
@@ -20,18 +21,6 @@ from vivace.errors import InputError
 from vivace.runtime.backend import Event as BackendEvent
 from vivace.runtime.backend import GenerationRequest
 from vivace.runtime.fake import FakeBackend
-
-SKELETON = " Brew fresh tea\n2. Choose good leaves\n3. Mind the water\n4. Steep briefly\n5. Brew fresh tea"
-
-
-def responder(request: GenerationRequest) -> str:
-    tag = request.tag
-    if tag.endswith("/skeleton"):
-        return SKELETON
-    if "/expand/" in tag:
-        i = int(tag.rsplit("/", 1)[1])
-        return f": Detail number {i} is explained here.\n{i + 1}. An echoed point"
-    return "A plain answer."
 
 
 class ScriptedBackend(FakeBackend):

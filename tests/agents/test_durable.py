@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.agents.test_pipeline import responder
+from tests.agents.fakes import CHAIN, failing_writer, gated, height, sot_responder, steps_of, tools_responder
+from tests.agents.fakes import research_responder as responder
 from vivace.agents.builtin import research_pipeline
 from vivace.agents.driver import run
 from vivace.agents.resume import resume
-from vivace.agents.pipeline import Pipeline, Step
 from vivace.assembly import runtime_for
 from vivace.config import Config
 from vivace.errors import BusyError, InputError, RunError
@@ -28,22 +28,6 @@ from vivace.runtime.fake import FakeBackend
 
 def runtime(home: Path, backend: Any, **config: Any) -> Any:
     return runtime_for(Config(backend="fake", max_tokens=64, home=home, **config), backend)
-
-
-def failing_writer(fail: dict[str, bool]) -> Any:
-    """The research responder, whose writer fails while ``fail["write"]`` is set."""
-    base = responder()
-
-    def respond(request: GenerationRequest) -> str:
-        if "/write" in request.tag and fail["write"]:
-            raise RuntimeError("the writer's server went away")
-        return base(request)
-
-    return respond
-
-
-def steps_of(calls: list[Any]) -> list[str]:
-    return sorted({c.node for c in calls})
 
 
 @pytest.mark.parametrize("execution", ["dataflow", "supersteps"])
@@ -136,12 +120,6 @@ def test_two_resumes_of_one_run_one_wins(tmp_path: Path) -> None:
     results = asyncio.run(go())
     assert sum(isinstance(r, BusyError) for r in results) == 1
     assert sum(getattr(r, "status", None) == "done" for r in results) == 1
-
-
-def gated() -> Pipeline:
-    return Pipeline("gated", [Step("plan", "planner"), Step("research", "researcher", fan_out=True),
-                              Step("write", "writer", requires_approval=True)],
-                    [("plan", "research"), ("research", "write")])
 
 
 @pytest.mark.parametrize("execution", ["dataflow", "supersteps"])
@@ -254,7 +232,6 @@ def test_a_bad_thread_id_is_input_and_a_thread_needs_checkpoints(tmp_path: Path)
 
 def test_a_sot_run_resumes_from_its_skeleton_and_finished_points(tmp_path: Path) -> None:
     """Interrupted once point 1 is expanded and point 2 is still decoding: the resume decodes point 2 alone."""
-    from tests.agents.test_controller import responder as sot_responder
     from vivace.agents.driver import ask
 
     def respond(request: GenerationRequest) -> str:
@@ -294,7 +271,6 @@ def test_a_sot_run_resumes_from_its_skeleton_and_finished_points(tmp_path: Path)
 
 
 def test_a_tool_that_needs_approval_pauses_the_run_and_a_denial_is_the_models_answer(tmp_path: Path) -> None:
-    from tests.agents.test_tools_agent import CHAIN, _responder, height
     from vivace import tool
 
     sent: list[str] = []
@@ -306,7 +282,7 @@ def test_a_tool_that_needs_approval_pauses_the_run_and_a_denial_is_the_models_an
         return a - b
 
     async def go() -> tuple[Any, Any, Any]:
-        rt = runtime(tmp_path, FakeBackend(_responder(CHAIN)))
+        rt = runtime(tmp_path, FakeBackend(tools_responder(CHAIN)))
         try:
             kw: dict[str, Any] = {"tools": [height, subtract], "options": {"tool_mode": "plan"}}
             paused = await run("tools", "How much taller is Ambrosa than Tessik?", rt, **kw)

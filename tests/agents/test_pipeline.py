@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.agents.fakes import research_responder as responder
 from vivace.agents.base import AgentContext, StepInput
 from vivace.agents.builtin import research_pipeline
 from vivace.agents.driver import run as run_target
@@ -26,24 +27,6 @@ from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
 
 CONFIG = Config(backend="fake", max_tokens=64)
-
-
-def responder(plan: tuple[str, ...] = ("Alpha part", "Beta part", "Gamma part"), review: str = "approve",
-              fix: str = "") -> Any:
-    """The planner and the critic answer in the JSON their schemas ask for; the rest in text."""
-    def respond(request: GenerationRequest) -> str:
-        tag = request.tag
-        if "/plan" in tag:
-            return json.dumps({"aspects": list(plan)})
-        if "/research/" in tag:
-            return "Notes on " + request.messages[-1]["content"].rsplit("Sub-question:", 1)[-1].strip()
-        if "/write" in tag:
-            return "A draft answer."
-        if "/review" in tag:
-            return json.dumps({"verdict": review, "fix": fix})
-        return "plain"
-
-    return respond
 
 
 def run(coro: Any) -> Any:

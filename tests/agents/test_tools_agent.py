@@ -8,58 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from vivace import Config, FakeBackend, run, runtime_for, tool
+from tests.agents.fakes import CHAIN, LOG, height, subtract, tools_responder as _responder
+from vivace import Config, FakeBackend, run, runtime_for
 from vivace.errors import InputError, RunError
-from vivace.runtime.backend import GenerationRequest
-
-LOG: list[tuple[str, str]] = []
-
-
-@tool(pure=True)
-async def height(mountain: str) -> int:
-    """Height of a mountain in metres."""
-    await asyncio.sleep(0.15)
-    return {"zorvik": 4210, "ambrosa": 5120, "tessik": 2970}[mountain.lower()]
-
-
-@tool
-async def subtract(a: float, b: float) -> float:
-    """a minus b."""
-    await asyncio.sleep(0.05)
-    return a - b
-
-
-def _responder(plan: dict[str, Any] | list[dict[str, Any]], answer: str = "Ambrosa is 2150 m taller.",
-               react: list[str] | None = None):
-    plans = plan if isinstance(plan, list) else [plan]
-    react_replies = iter(react or [])
-
-    def respond(request: GenerationRequest) -> str:
-        system = request.messages[0]["content"]
-        if system.startswith("You plan tool calls"):
-            LOG.append(("plan", ""))
-            return json.dumps(plans[min(len([x for x in LOG if x[0] == "plan"]) - 1, len(plans) - 1)])
-        if system.startswith("You solve the task step by step"):
-            if request.output is not None and request.output.tool_reply:
-                return next(react_replies)
-        return json.dumps({"answer": answer})
-
-    return respond
 
 
 def _runtime(responder, per_token_s: float = 0.0):
     LOG.clear()
     backend = FakeBackend(responder, per_token_s=per_token_s)
     return runtime_for(Config(backend="fake"), backend, save_runs=False), backend
-
-
-CHAIN = {"calls": [{"tool": "height", "args": {"mountain": "Ambrosa"}},
-                   {"tool": "height", "args": {"mountain": "Tessik"}},
-                   {"tool": "subtract", "args": {"a": "$1", "b": "$2"}}]}
 
 
 def test_a_plan_runs_independent_calls_at_once_and_fills_references() -> None:

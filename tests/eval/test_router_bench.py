@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_bad_input import cli, one_line
+from tests.helpers import cli, one_line
 from vivace.agents.router import NORMAL, SOT, Example, load_examples
 from vivace.errors import InputError
 from vivace.eval import router_bench

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_bad_input import cli, one_line
+from tests.helpers import cli, one_line
 from vivace.agents import guard
 from vivace.eval import refusal, safety_data, stats
 from vivace.eval.safety_bench import Runner, run_bench, setups

@@ -14,14 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.agents.test_durable import failing_writer, steps_of
-from tests.test_bad_input import cli, one_line
+from tests.agents.fakes import failing_writer, steps_of
+from tests.helpers import cli, one_line, wait_for
 from vivace.agents.builtin import research_pipeline
 from vivace.agents.driver import resolve, run
 from vivace.agents.resume import resume
@@ -51,16 +50,6 @@ asyncio.run(main())
 
 def runtime(home: Path, url: str, backend: Any) -> Any:
     return runtime_for(Config(backend="fake", max_tokens=64, home=home, checkpoint_url=url), backend)
-
-
-def wait_for(what: str, check: Any, timeout_s: float = 30) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_run_failed_on_one_replica_resumes_on_another_without_its_finished_steps(

@@ -10,8 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.agents.test_durable import gated
-from tests.agents.test_pipeline import responder
+from tests.agents.fakes import gated, research_responder as responder
 from vivace.agents.registry import REGISTRY
 from vivace.assembly import runtime_for
 from vivace.config import Config
