@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import default_signals, signal_disposition
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the guard reads /proc")
 
 PARENT = textwrap.dedent("""
@@ -49,7 +51,6 @@ PARENT = textwrap.dedent("""
             time.sleep(300)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
-            time.sleep(1)  # the child had time to die of the SIGINT, had it heard it
             os._exit(130)  # no cleanup: what is left is the watchdog's
 """)
 
@@ -59,8 +60,7 @@ def start_parent(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], int,
     script.write_text(PARENT)
     # SIGINT as a terminal's foreground process has it, also when the suite runs as a background job (ignored there).
     proc = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=tmp_path,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True, cwd=tmp_path, preexec_fn=default_signals)
     assert proc.stdout is not None
     watchdog, child = (int(x) for x in proc.stdout.readline().split())
     return proc, watchdog, child
@@ -85,9 +85,14 @@ def reap(*pids: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def blocked_signals(pid: int) -> int:
-    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigBlk:"))
+def signal_mask(pid: int, field: str) -> int:
+    """A signal set of process ``pid`` from /proc: ``SigBlk`` (blocked), ``ShdPnd`` (sent to it, not yet handled)."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(f"{field}:"))
     return int(line.split()[1], 16)
+
+
+def blocked_signals(pid: int) -> int:
+    return signal_mask(pid, "SigBlk")
 
 
 def test_a_killed_parent_takes_its_engine_with_it(tmp_path: Path) -> None:
@@ -108,7 +113,10 @@ def test_the_engine_does_not_hear_the_terminals_ctrl_c(tmp_path: Path) -> None:
         assert blocked_signals(child) & (1 << (signal.SIGINT - 1)), "SIGINT is not blocked in the spawned engine"
         assert not blocked_signals(proc.pid) & (1 << (signal.SIGINT - 1)), "the parent's main thread must hear Ctrl-C"
         assert os.getsid(watchdog) == watchdog != os.getsid(proc.pid)  # out of the terminal's process group
+        assert signal_disposition(proc.pid, signal.SIGINT) == "caught"  # Python's Ctrl-C, as in a terminal
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        # kill() queues the signal on every process of the group before it returns: the stand-in has it, blocked.
+        assert signal_mask(child, "ShdPnd") & (1 << (signal.SIGINT - 1)), "the engine stand-in was not sent SIGINT"
         assert proc.stdout is not None and proc.stdout.readline().strip() == "interrupted"
         assert proc.wait(timeout=10) == 130
         assert not gone(child, 0), "the engine stand-in died of the terminal's SIGINT"
