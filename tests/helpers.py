@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import psutil
 
@@ -132,12 +132,3 @@ def survivors(procs: list[psutil.Process], wait_s: float = 30) -> list[str]:
             return alive
         time.sleep(0.5)
 
-
-def kill_group(proc: "subprocess.Popen[Any]") -> None:
-    """A failed test must not leave a process group it started running."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
