@@ -132,3 +132,16 @@ def survivors(procs: list[psutil.Process], wait_s: float = 30) -> list[str]:
             return alive
         time.sleep(0.5)
 
+
+
+def continued_prompt_tokens(model_dir: Path, messages: list[dict[str, str]], prefill: str) -> int:
+    """Tokens of the prompt a vLLM server decodes from when it continues ``prefill`` as the open assistant turn.
+
+    Model-independent evidence that a prefill was continued, not answered in a new turn (that prompt is longer).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    text = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": prefill}], tokenize=False,
+                                         add_generation_prompt=False, continue_final_message=True)
+    return len(tokenizer.encode(text, add_special_tokens=False))

@@ -18,7 +18,7 @@ from vivace.runtime import GenerationRequest, complete
 from vivace.runtime.openai_http import OpenAIBackend
 from vivace.runtime.vllm_router import VLLMRouter, renders
 
-from tests.helpers import free_port
+from tests.helpers import continued_prompt_tokens, free_port
 
 
 async def _refused(url: str) -> bool:
@@ -31,7 +31,8 @@ async def _refused(url: str) -> bool:
 
 
 @pytest.mark.engine
-def test_a_request_through_the_router_is_answered_and_the_router_stops(api_server: str, run: Callable[..., Any]) -> None:
+def test_a_request_through_the_router_is_answered_and_the_router_stops(api_server: str, model_dir: Path,
+                                                                       run: Callable[..., Any]) -> None:
     async def go() -> tuple[Any, ...]:
         router = VLLMRouter([api_server + "/v1"], "cache_aware")  # a base URL with /v1 names the same server
         async with router:
@@ -53,7 +54,9 @@ def test_a_request_through_the_router_is_answered_and_the_router_stops(api_serve
     backend, result, counted, code, router, log_file, refused, rendered = run(go())
     # The router passes vLLM's model list on, so the backend speaks the vLLM dialect: the prefill is continued.
     assert (backend.model, backend.dialect, backend.context_length) == ("smollm2-135m", "vllm", 2048)
-    assert result.text.strip() and not result.text.lstrip().startswith("1.")
+    assert result.text.strip()  # its words are the model's; the prompt it decoded from ends in the open assistant turn:
+    asked = [{"role": "user", "content": "List three fruits, numbered."}]
+    assert result.prompt_tokens == continued_prompt_tokens(model_dir, asked, "1. Apple\n2.")
     assert result.finish_reason in ("stop", "length") and 0 < result.output_tokens <= 24
     assert result.prompt_tokens > 10 and result.cached_tokens is not None  # usage passes through the router
     assert counted["per_worker"] == {api_server: 1.0}  # the router's own count of where it sent the request
