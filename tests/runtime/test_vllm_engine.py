@@ -48,15 +48,22 @@ def test_fixed_length_with_ignore_eos(engine, run) -> None:
 
 
 def test_min_tokens_holds_off_stop_strings_and_eos(engine, run) -> None:
-    """SoT's point floor: no stop string (nor EOS) ends the answer before ``min_tokens``."""
-    def request(min_tokens: int) -> GenerationRequest:
-        return _ask("Count from 1 to 20, one number per line.", max_tokens=48, stop=["\n"], repetition_penalty=1.0,
-                    min_tokens=min_tokens)
+    """SoT's point floor: no stop string (nor EOS) ends the answer before ``min_tokens``.
 
-    free = run(complete(engine, request(0)))
-    assert free.finish_reason == "stop" and "\n" not in free.text and free.output_tokens < 24, free
-    held = run(complete(engine, request(24)))
-    assert held.output_tokens >= 24 and "\n" in held.text  # newlines before the floor did not end it
+    The stop string is not guessed (what the model writes is its own): a free greedy run shows the text, and a
+    string from its first quarter becomes the stop, as in ``test_stop_strings_cut_the_text``.
+    """
+    def request(stop: list[str], min_tokens: int, ignore_eos: bool = False) -> GenerationRequest:
+        return _ask("Count from 1 to 20, one number per line.", max_tokens=48, stop=stop, repetition_penalty=1.0,
+                    min_tokens=min_tokens, ignore_eos=ignore_eos, seed=0)
+
+    text = run(complete(engine, request([], 0, ignore_eos=True))).text
+    early = next((w for i in range(1, len(text) // 4) if (w := text[i:i + 2]).strip() and text.index(w) == i), None)
+    assert early is not None, text
+    free = run(complete(engine, request([early], 0)))
+    assert free.finish_reason == "stop" and free.text == text[:text.index(early)] and free.output_tokens < 24, free
+    held = run(complete(engine, request([early], 24)))
+    assert held.output_tokens >= 24 and early in held.text  # the stop string before the floor did not end it
     assert held.text.startswith(free.text)
 
 
