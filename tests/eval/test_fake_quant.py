@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from vivace.eval.fake_quant import STUDY, StudyConfig, load_model, ordering, pick_threads, quantize_groups, run_study, study_threads, torch_perplexity
+from vivace.eval.fake_quant import STUDY, StudyConfig, ordering, quantize_groups, run_study
+from vivace.eval.quant_torch import load_model, pick_threads, study_threads, torch_perplexity
 from vivace.eval.scoring import bundled_text
 
 
@@ -103,7 +104,8 @@ def test_engine_replay_rows_cost_more_than_the_old_emulation_and_calibration_pay
     emulation, and the calibrated replay against scale 1; the attention implementation is restored."""
     from transformers import AutoTokenizer
 
-    from vivace.eval.kv_calibrate import calibrate, calibration_text
+    from vivace.eval.kv_calibrate import calibrate
+    from vivace.eval.quant_torch import calibration_text
 
     pick = ("fp32", "KV-fp8-e4m3-rne", "KV-fp8-e4m3", "KV-fp8-e4m3-cal")
     configs = tuple(c for c in STUDY if c.name in pick) + (StudyConfig("fp32-again", "none"),)

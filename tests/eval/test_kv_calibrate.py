@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from vivace.eval.kv_calibrate import KVCalibration, calibrate, calibration_text, engine_fp8_cast, fmt_of
+from vivace.eval.kv_calibrate import KVCalibration, calibrate, engine_fp8_cast, fmt_of
+from vivace.eval.quant_torch import calibration_text
 from vivace.eval.quant_checkpoint import quantization_config, write_checkpoint
 from vivace.eval.scoring import bundled_text
 
@@ -78,7 +79,7 @@ def test_truncation_shrinks_and_the_correction_undoes_the_mean():
 def calibration(model_dir):
     from transformers import AutoTokenizer
 
-    from vivace.eval.fake_quant import load_model
+    from vivace.eval.quant_torch import load_model
 
     ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)
     return calibrate(load_model(model_dir), ids[:1024], "e4m3", window=512)

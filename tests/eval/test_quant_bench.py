@@ -24,7 +24,7 @@ def test_engine_perplexity_matches_torch(engine, run, model_dir):
     assert len(ids) > 300
     result = run(engine_perplexity(engine, ids, window=256))
     assert result.tokens_scored == sum(len(p) - 1 for p in windows(ids, 256))
-    from vivace.eval.fake_quant import load_model, torch_perplexity
+    from vivace.eval.quant_torch import load_model, torch_perplexity
 
     reference = torch_perplexity(load_model(model_dir), ids, 256)  # a plain transformers forward in float32
     assert abs(result.perplexity / reference - 1) < 0.01, (result.perplexity, reference)
@@ -58,7 +58,7 @@ def _gap(scores, i):
 def test_mc_accuracy_picks_the_highest_log_likelihood(engine, run, model_dir):
     """The labels are set from hand-computed (torch) log-likelihoods: items 1 and 3 labelled with the
     most likely choice, item 2 with the least likely, so a correct scorer gives exactly 2/3."""
-    from vivace.eval.fake_quant import load_model
+    from vivace.eval.quant_torch import load_model
 
     items = [
         {"question": "What colour is fresh snow?", "choices": ["white", "green", "purple", "orange"]},

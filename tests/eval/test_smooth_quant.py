@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vivace.eval.smooth_quant import Smoothing, activation_maxima, choose_alpha, smooth, smoothing_scales
+from vivace.eval.fake_quant import choose_alpha
+from vivace.eval.smooth_quant import Smoothing, activation_maxima, smooth, smoothing_scales
 
 
 def _tokens(model_dir: Path, n: int) -> list[int]:
     from transformers import AutoTokenizer
 
-    from vivace.eval.kv_calibrate import calibration_text
+    from vivace.eval.quant_torch import calibration_text
 
     return AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)[:n]
 
@@ -26,7 +27,7 @@ def test_smoothing_keeps_the_model_and_shrinks_the_outliers(model_dir: Path) -> 
     import torch
     from safetensors.torch import load_file
 
-    from vivace.eval.fake_quant import load_model
+    from vivace.eval.quant_torch import load_model
 
     model = load_model(model_dir)
     ids = _tokens(model_dir, 256)
@@ -55,7 +56,7 @@ def test_the_w8a8_checkpoint_carries_the_folds(model_dir: Path, tmp_path: Path) 
     import torch
     from safetensors.torch import load_file
 
-    from vivace.eval.fake_quant import load_model
+    from vivace.eval.quant_torch import load_model
     from vivace.eval.quant_checkpoint import write_checkpoint
 
     maxima = activation_maxima(load_model(model_dir), _tokens(model_dir, 128), window=128)
@@ -78,8 +79,9 @@ def test_the_w8a8_checkpoint_carries_the_folds(model_dir: Path, tmp_path: Path) 
 def test_the_study_replays_smoothquant_and_leaves_the_model_as_it_found_it(model_dir: Path) -> None:
     import torch
 
-    from vivace.eval.fake_quant import SMOOTHING, STUDY, load_model, run_study
-    from vivace.eval.kv_calibrate import calibration_text
+    from vivace.eval.fake_quant import SMOOTHING, STUDY, run_study
+    from vivace.eval.quant_torch import load_model
+    from vivace.eval.quant_torch import calibration_text
 
     model = load_model(model_dir)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -94,7 +96,8 @@ def test_the_study_replays_smoothquant_and_leaves_the_model_as_it_found_it(model
 
 
 def test_the_exponent_is_the_one_whose_emulated_w8a8_scores_best_on_the_calibration_text(model_dir: Path) -> None:
-    from vivace.eval.fake_quant import SMOOTHING, STUDY, emulated_perplexity, load_model
+    from vivace.eval.fake_quant import SMOOTHING, STUDY, emulated_perplexity
+    from vivace.eval.quant_torch import load_model
 
     model = load_model(model_dir)
     ids = _tokens(model_dir, 256)

@@ -21,23 +21,25 @@ can show what each modelling choice accounts for. ``W8A8`` rows replay the
 checkpoint vivace writes (per-channel int8 weights, dynamic per-token int8
 activations), alone and with the FP8 KV cache.
 
-Threads: two OpenMP threads on a 2-core machine that other processes also
-load run 3-4x *slower* than one (every small op waits on a descheduled
-thread; measured 11 s vs 3.1 s per 512-token forward at load ~3.7). The
-study therefore picks its thread count from the load average unless told.
+The study picks its torch thread count from the load average unless told
+(``vivace.eval.quant_torch.pick_threads``, which says why). SmoothQuant's
+exponent is chosen by this emulation (``choose_alpha``), so its search lives
+here, above ``smooth_quant``'s folds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import math
-import os
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, cast
 
-from vivace.eval.kv_calibrate import KVCalibration, engine_fp8_cast, kv_transform
+from vivace.eval.kv_calibrate import KVCalibration, calibrate, engine_fp8_cast, kv_transform
+from vivace.eval.quant_torch import calibration_text, load_model, study_threads, torch_perplexity
+from vivace.eval.smooth_quant import ALPHA, ALPHAS, Smoothing, activation_maxima, smooth
 
 log = logging.getLogger(__name__)
 
@@ -132,70 +134,6 @@ def _decoder_linears(model: Any) -> Iterator[tuple[str, Any]]:
             yield name, module
 
 
-def pick_threads(threads: int | str = "auto") -> int:
-    """Torch intra-op threads for the study: ``"auto"`` leaves only the cores the load average leaves free.
-
-    At least one; never more than torch's current setting. See the module
-    docstring for why oversubscribing is so costly here.
-    """
-    import torch
-
-    current = torch.get_num_threads()
-    if threads != "auto":
-        return max(1, int(threads))
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return current
-    free = (os.cpu_count() or current) - round(busy)
-    return max(1, min(current, free))
-
-
-@contextmanager
-def study_threads(threads: int | str = "auto") -> Iterator[int]:
-    """Run the block with ``pick_threads(threads)`` torch threads; restore the previous count after."""
-    import torch
-
-    previous, chosen = torch.get_num_threads(), pick_threads(threads)
-    torch.set_num_threads(chosen)
-    try:
-        yield chosen
-    finally:
-        torch.set_num_threads(previous)
-
-
-def load_model(model_dir: Path) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model.eval()  # type: ignore[no-untyped-call]  # transformers: PreTrainedModel.eval is unannotated
-    return model
-
-
-def torch_perplexity(model: Any, token_ids: list[int], window: int = 1024) -> float:
-    """exp(mean NLL) over non-overlapping windows, every token after each window's first.
-
-    The same windows and tokens as ``scoring.engine_perplexity`` (a trailing
-    piece of one token is dropped), so the two are directly comparable.
-    """
-    import torch
-
-    nll, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(token_ids), window):
-            piece = token_ids[start : start + window]
-            if len(piece) < 2:
-                continue
-            x = torch.tensor([piece])
-            logp = torch.log_softmax(model(x).logits[0, :-1].float(), dim=-1)
-            nll -= float(logp.gather(1, x[0, 1:].unsqueeze(1)).sum())
-            count += len(piece) - 1
-    if not count:
-        raise ValueError("no tokens to score")
-    return math.exp(nll / count)
-
-
 def emulated_perplexity(model: Any, config: StudyConfig, token_ids: list[int], window: int = 1024,
                         calibrations: dict[str, Any] | None = None) -> float:
     """``torch_perplexity`` with one study config applied, the model left as it was found."""
@@ -236,8 +174,6 @@ class _Applied:
         return self
 
     def _smooth(self) -> None:
-        from vivace.eval.smooth_quant import smooth
-
         if SMOOTHING not in self.calibrations:
             raise ValueError(f"study row {self.config.name} needs SmoothQuant's calibration")
         params = dict(self.model.named_parameters())
@@ -282,9 +218,6 @@ def study_calibrations(model: Any, model_dir: Path, configs: tuple[StudyConfig, 
     """The KV calibrations the configs' ``-cal`` / ``-scales`` rows need, from the calibration text."""
     from transformers import AutoTokenizer
 
-    from vivace.eval.kv_calibrate import calibrate, calibration_text
-    from vivace.eval.smooth_quant import calibrate as calibrate_smoothing
-
     modes = sorted({c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))})
     smooth = any(c.smooth for c in configs)
     if not modes and not smooth:
@@ -294,6 +227,51 @@ def study_calibrations(model: Any, model_dir: Path, configs: tuple[StudyConfig, 
     if smooth:
         out[SMOOTHING] = calibrate_smoothing(model, ids, window)
     return out
+
+
+def choose_alpha(model: Any, token_ids: list[int], maxima: dict[str, list[list[float]]], window: int = 1024,
+                 alphas: tuple[float, ...] = ALPHAS) -> Smoothing:
+    """SmoothQuant's exponent: the one whose emulated W8A8 scores the lowest perplexity on ``token_ids`` (the calibration text)."""
+    row = next(c for c in STUDY if c.name == "W8A8-SQ")
+    search = {f"{a:g}": emulated_perplexity(model, row, token_ids, window, {SMOOTHING: Smoothing(maxima, a)})
+              for a in alphas}
+    best = min(alphas, key=lambda a: (round(search[f"{a:g}"], 3), abs(a - ALPHA)))
+    log.info("SmoothQuant: exponent %g (calibration perplexity %s)", best,
+             ", ".join(f"{a}: {p:.3f}" for a, p in search.items()))
+    return Smoothing(maxima, best, search)
+
+
+def calibrate_smoothing(model: Any, token_ids: list[int], window: int = 1024) -> Smoothing:
+    """SmoothQuant's activation maxima on ``token_ids``, and the exponent chosen on them."""
+    return choose_alpha(model, token_ids, activation_maxima(model, token_ids, window), window)
+
+
+def _smoothing_key(model_dir: Path) -> str:
+    weights = sorted(model_dir.glob("*.safetensors"))
+    text = hashlib.sha256(calibration_text().encode()).hexdigest()[:12]
+    return ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights) + f";text={text}"
+
+
+def cached_smoothing(model_dir: Path, cache_dir: Path, window: int = 1024) -> Smoothing:
+    """SmoothQuant's calibration of ``model_dir``: read from ``cache_dir`` or measured once."""
+    key = f"{_smoothing_key(model_dir)};alphas={','.join(f'{a:g}' for a in ALPHAS)}"
+    path = cache_dir / f".{model_dir.name}-smoothquant.json"
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") == key:
+            return Smoothing(data["maxima"], float(data["alpha"]), dict(data["search"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)
+    with study_threads():
+        found = calibrate_smoothing(load_model(model_dir), ids, window)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "tokens": len(ids), "alpha": found.alpha, "search": found.search,
+                                "maxima": found.maxima}))
+    log.info("SmoothQuant: activation maxima of %d layers on %d calibration tokens", len(found.maxima["attn"]), len(ids))
+    return found
 
 
 def run_study(

@@ -30,9 +30,10 @@ import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from vivace.eval.quant_torch import calibration_text, load_model, study_threads, torch_perplexity
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,6 @@ def engine_fp8_cast(x: Any, fmt: str, scale: float = 1.0, rounding: str = "trunc
         over = q.float().abs() > y.abs()
         q = torch.where(over, bits - 1, bits).view(dtype)
     return (q.float() * scale).to(x.dtype)
-
-
-def calibration_text() -> str:
-    """The bundled calibration text (not the evaluation text; source in data/SOURCES.md)."""
-    return resources.files("vivace.eval").joinpath("data/calib_text.txt").read_text(encoding="utf-8")
 
 
 @contextmanager
@@ -146,8 +142,6 @@ def calibrate(
     """Per-layer K/V absmax (post-RoPE) over ``token_ids`` -> scales and truncation corrections."""
     import torch
 
-    from vivace.eval.fake_quant import torch_perplexity
-
     layers = model.config.num_hidden_layers
     amax = {"k": [0.0] * layers, "v": [0.0] * layers}
     samples: dict[str, list[list[Any]]] = {"k": [[] for _ in range(layers)], "v": [[] for _ in range(layers)]}
@@ -184,8 +178,6 @@ def _source_key(model_dir: Path, fmt: str, correct: bool) -> str:
 
 def cached_calibration(model_dir: Path, fmt: str, cache_dir: Path, correct: bool = True, window: int = 1024) -> KVCalibration:
     """The calibration of ``model_dir`` for ``fmt``: read from ``cache_dir`` or computed once (torch, fp32)."""
-    from vivace.eval.fake_quant import load_model, study_threads
-
     key = _source_key(model_dir, fmt, correct)
     path = cache_dir / f".{model_dir.name}-kvcal-{fmt}{'' if correct else '-nofold'}.json"
     try:

@@ -221,7 +221,7 @@ def run_fake_quant(
         modes = {c.fp8 for c in configs if c.fp8 and c.fp8.endswith(("-cal", "-scales"))}
         calibrations = {m: cached_calibration(model_dir, m.split("-")[0], home / "models", correct=m.endswith("-cal")) for m in modes}
         if any(c.smooth for c in configs):
-            from vivace.eval.smooth_quant import cached_smoothing
+            from vivace.eval.fake_quant import cached_smoothing
 
             calibrations[fake_quant.SMOOTHING] = cached_smoothing(model_dir, home / "models")
     rows = fake_quant.run_study(model_dir, text, max_tokens=max_tokens, window=window, configs=configs, calibrations=calibrations)

@@ -156,7 +156,7 @@ def checkpoint_for(kind: str, kv_cache_dtype: str, model_dir: Path, home: Path) 
     w8a8 = kind.startswith("w8a8")
     smooth = None
     if kind.startswith("w8a8-sq"):
-        from vivace.eval.smooth_quant import cached_smoothing
+        from vivace.eval.fake_quant import cached_smoothing
 
         smooth = cached_smoothing(model_dir, root)
     if kind in ("w8a8", "w8a8-sq"):

@@ -15,23 +15,22 @@ in full precision computes the same function (``tests/eval/test_smooth_quant.py`
 the heads grouped-query attention shares, which one fold cannot separate.
 The activation maxima come from the bundled calibration text (not the
 evaluation text), as the KV scales do. The exponent ``a`` is chosen on that
-text too (``choose_alpha``): of ``ALPHAS``, the one whose emulated W8A8
-(``vivace.eval.fake_quant``) has the lowest perplexity, as SmoothQuant picks
-it per model; how much to move into the weights depends on the model's
-outliers, so no one value fits every model. Both are cached beside the
-checkpoints (``cached_smoothing``).
+text too (``vivace.eval.fake_quant.choose_alpha``): of ``ALPHAS``, the one
+whose emulated W8A8 has the lowest perplexity, as SmoothQuant picks it per
+model; how much to move into the weights depends on the model's outliers, so
+no one value fits every model. Both are cached beside the checkpoints
+(``fake_quant.cached_smoothing``). This module holds the folds only and
+imports no study, so the emulation can use them without an import cycle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from vivace.eval.quant_torch import torch_perplexity
 
 ALPHA = 0.5  # SmoothQuant's default: the choice when the calibration cannot tell the exponents apart
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the exponents the calibration tries
@@ -47,8 +46,6 @@ _FOLD = {"attn": "input_layernorm.weight", "mlp": "post_attention_layernorm.weig
 def activation_maxima(model: Any, token_ids: list[int], window: int = 1024) -> dict[str, list[list[float]]]:
     """Per layer and group, each input channel's absolute maximum over ``token_ids`` (torch, the model's dtype)."""
     import torch
-
-    from vivace.eval.fake_quant import torch_perplexity
 
     layers = model.model.layers
     maxima: dict[str, list[Any]] = {g: [None] * len(layers) for g in _GROUPS}
@@ -123,55 +120,3 @@ class Smoothing:
     def fingerprint(self) -> str:
         """A short hash of what the folds depend on, for the checkpoint's reuse signature."""
         return hashlib.sha256(json.dumps({"alpha": self.alpha, "maxima": self.maxima}).encode()).hexdigest()[:16]
-
-
-def choose_alpha(model: Any, token_ids: list[int], maxima: dict[str, list[list[float]]], window: int = 1024,
-                 alphas: tuple[float, ...] = ALPHAS) -> Smoothing:
-    """The exponent whose emulated W8A8 scores the lowest perplexity on ``token_ids`` (the calibration text)."""
-    from vivace.eval.fake_quant import SMOOTHING, STUDY, emulated_perplexity
-
-    row = next(c for c in STUDY if c.name == "W8A8-SQ")
-    search = {f"{a:g}": emulated_perplexity(model, row, token_ids, window, {SMOOTHING: Smoothing(maxima, a)})
-              for a in alphas}
-    best = min(alphas, key=lambda a: (round(search[f"{a:g}"], 3), abs(a - ALPHA)))
-    log.info("SmoothQuant: exponent %g (calibration perplexity %s)", best,
-             ", ".join(f"{a}: {p:.3f}" for a, p in search.items()))
-    return Smoothing(maxima, best, search)
-
-
-def calibrate(model: Any, token_ids: list[int], window: int = 1024) -> Smoothing:
-    """The activation maxima on ``token_ids``, and the exponent chosen on them."""
-    return choose_alpha(model, token_ids, activation_maxima(model, token_ids, window), window)
-
-
-def _key(model_dir: Path) -> str:
-    from vivace.eval.kv_calibrate import calibration_text
-
-    weights = sorted(model_dir.glob("*.safetensors"))
-    text = hashlib.sha256(calibration_text().encode()).hexdigest()[:12]
-    return ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in weights) + f";text={text}"
-
-
-def cached_smoothing(model_dir: Path, cache_dir: Path, window: int = 1024) -> Smoothing:
-    """SmoothQuant's calibration of ``model_dir``: read from ``cache_dir`` or measured once."""
-    from vivace.eval.fake_quant import load_model, study_threads
-    from vivace.eval.kv_calibrate import calibration_text
-
-    key = f"{_key(model_dir)};alphas={','.join(f'{a:g}' for a in ALPHAS)}"
-    path = cache_dir / f".{model_dir.name}-smoothquant.json"
-    try:
-        data = json.loads(path.read_text())
-        if data.get("key") == key:
-            return Smoothing(data["maxima"], float(data["alpha"]), dict(data["search"]))
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    from transformers import AutoTokenizer
-
-    ids = AutoTokenizer.from_pretrained(str(model_dir)).encode(calibration_text(), add_special_tokens=False)
-    with study_threads():
-        found = calibrate(load_model(model_dir), ids, window)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "tokens": len(ids), "alpha": found.alpha, "search": found.search,
-                                "maxima": found.maxima}))
-    log.info("SmoothQuant: activation maxima of %d layers on %d calibration tokens", len(found.maxima["attn"]), len(ids))
-    return found
