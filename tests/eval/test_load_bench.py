@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import VIVACE, cli_env
-from vivace.eval.load_bench import add_ratios, compare_auto, percentile, questions, run_bench
+from vivace.eval.load_bench import add_ratios, compare_auto, questions, run_bench
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
 from vivace.runtime.load import ledger_of
@@ -22,12 +22,6 @@ def responder(request) -> str:
 
 # The skeleton's own three points: a 32-token budget would plan two (vivace.agents.length_plan).
 OPTS = {"max_tokens": 32, "temperature": 0.0, "repetition_penalty": 1.0, "max_points": 4, "length_plan": False}
-
-
-def test_percentile_interpolates() -> None:
-    assert percentile([4.0], 95) == 4.0
-    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
-    assert percentile([10.0, 0.0], 95) == pytest.approx(9.5)
 
 
 def test_questions_cycle_through_the_bundled_set() -> None:

@@ -31,8 +31,8 @@ from typing import Any, Awaitable, Callable
 import httpx
 
 from vivace.eval.backend_bench import machine_info
-from vivace.eval.load_bench import percentile
 from vivace.eval.stats import median as _median
+from vivace.eval.stats import percentile
 
 ARMS = ("affinity", "spread")  # vivace's own fleet, with and without prefix affinity
 ROUTER_ARM = "vllm-router:"  # + the policy: the same runs through vLLM's router
@@ -96,7 +96,7 @@ def _arm_summary(rows: list[dict[str, Any]], arm: str) -> dict[str, Any]:
     return {
         "runs": len(runs),
         "latency_median_s": _median(latencies),
-        "latency_p95_s": round(percentile(latencies, 95), 4) if latencies else None,
+        "latency_p95_s": round(p95, 4) if (p95 := percentile(latencies, 0.95)) is not None else None,
         "prompt_tokens": prompt,
         "cached_tokens": cached,
         "cached_share": round(cached / prompt, 4) if prompt else None,

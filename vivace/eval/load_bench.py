@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from vivace.eval.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,6 @@ def questions(n: int) -> list[str]:
 
     pool = [q["question"] for q in load_questions(None)]
     return [pool[i % len(pool)] for i in range(n)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 class KVSampler:
@@ -100,8 +92,8 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "tasks": len(traces),
         "wall_s": wall,
         "tasks_per_min": 60.0 * len(traces) / wall if wall > 0 else None,
-        "p50_s": percentile(latencies, 50),
-        "p95_s": percentile(latencies, 95),
+        "p50_s": percentile(latencies, 0.5),
+        "p95_s": percentile(latencies, 0.95),
         "output_tok_s": sum(t.output_tokens for t in traces) / wall if wall > 0 else None,
         "mean_output_tokens": statistics.fmean(t.output_tokens for t in traces),
         "llm_calls": sum(len(t.calls) for t in traces),
@@ -126,7 +118,7 @@ def load_seen(traces: list[Any]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for key in ("capacity", "knee", "share", "free", "runs"):
         values = [load[key] for load in loads if load.get(key) is not None]
-        out[key] = statistics.median(values) if values else None
+        out[key] = percentile(values, 0.5)
     return out
 
 
@@ -164,7 +156,7 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(rows[0])
     for key in MEDIAN_KEYS:
         values = [r[key] for r in rows if r.get(key) is not None]
-        out[key] = statistics.median(values) if values else None
+        out[key] = percentile(values, 0.5)
     out["failed_runs"] = sum(r["failed_runs"] for r in rows)
     out["repeats"] = [{k: r[k] for k in ("tasks_per_min", "p50_s", "p95_s", "sot_runs")} for r in rows]
     return out

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from vivace.errors import InputError
-from vivace.eval.stats import median
+from vivace.eval.stats import median, percentile
 
 if TYPE_CHECKING:  # the workloads import the agents (LangGraph): `vivace --help` must not
     from vivace.eval.pipeline_workloads import Workload
@@ -59,13 +59,6 @@ def check_step_model(configs: list[str], step_model: str | None) -> None:
     if "models" in configs and not step_model:
         raise InputError("--configs models needs --step-model NAME: the second model (a [models.NAME] of the "
                          "config) that every step but the writers runs on")
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 async def run_task(runtime: Any, work: Workload, task: str, config: str, opts: dict[str, Any],

@@ -15,16 +15,16 @@ from __future__ import annotations
 import logging
 import os
 import re
-import statistics
 import time
 import unicodedata
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from vivace.agents.router import NORMAL, SOT, Example, load_examples, parse_examples
 from vivace.errors import InputError
 from vivace.eval.backend_bench import machine_info
+from vivace.eval.stats import median, percentile
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,6 @@ def score(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _percentile(values: list[float], q: float) -> float:
-    """The nearest-rank percentile (q in 0..1) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
-
-
 def run_bench(items: list[Example], source: str, *, repeats: int = 3, router: Router | None = None,
               warm: Callable[[], None] | None = None) -> dict[str, Any]:
     """Route every question ``repeats`` times after one warm-up load; score the first pass, time them all.
@@ -139,8 +133,8 @@ def run_bench(items: list[Example], source: str, *, repeats: int = 3, router: Ro
         "in_examples": sum(normalise(i.question) in examples for i in items),
         "decided_by_cue": sum(r["reason"].startswith("cue:") for r in rows),
         "decision_ms": {
-            "median": round(statistics.median(times_ms), 4),
-            "p95": round(_percentile(times_ms, 0.95), 4),
+            "median": median(times_ms),
+            "p95": round(cast(float, percentile(times_ms, 0.95)), 4),
             "max": round(max(times_ms), 4),
             "n": len(times_ms),
             "target": TARGET_DECISION_MS,

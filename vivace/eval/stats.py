@@ -1,4 +1,9 @@
-"""Confidence intervals for small-sample rates and their differences.
+"""The statistics every bench reports: quantiles, and confidence intervals for small-sample rates.
+
+Quantiles have one convention here, used by every figure: ``percentile(xs, q)``
+with q in 0..1 interpolates linearly between the closest ranks (numpy's
+default, Hyndman-Fan type 7), and ``median`` is its q = 0.5.
+
 
 Why these: the safety sets hold a few hundred prompts, split into six
 categories of about fifty, so a rate's normal-approximation interval goes
@@ -13,15 +18,33 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 from typing import Sequence
 
 Z95 = 1.959963984540054
 
 
+def percentile(xs: Sequence[float], q: float) -> float | None:
+    """The ``q``-quantile (q in 0..1) of ``xs``, linear between the closest ranks; None for no values.
+
+    Position ``q * (n - 1)`` in the sorted values, interpolated between its two
+    neighbours: numpy's default (``method="linear"``), so p50 is the median and
+    p95 of ``[0, 10]`` is 9.5.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in 0..1, got {q!r}")
+    if not xs:
+        return None
+    ordered = sorted(xs)
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
 def median(xs: Sequence[float]) -> float | None:
-    """The median, rounded to 4 places as every report writes it; None for no values."""
-    return round(statistics.median(xs), 4) if xs else None
+    """The median (``percentile`` at 0.5), rounded to 4 places as every report writes it; None for no values."""
+    mid = percentile(xs, 0.5)
+    return None if mid is None else round(mid, 4)
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
@@ -56,8 +79,9 @@ def paired_bootstrap(a: Sequence[int], b: Sequence[int], reps: int = 2000, seed:
         return None, None
     rng = random.Random(seed)
     diffs = [ai - bi for ai, bi in zip(a, b)]
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return round(means[int(0.025 * reps)], 4), round(means[min(reps - 1, int(0.975 * reps))], 4)
+    means = [sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps)]
+    lo, hi = percentile(means, 0.025), percentile(means, 0.975)
+    return (None, None) if lo is None or hi is None else (round(lo, 4), round(hi, 4))
 
 
 def rate(flags: Sequence[int | bool]) -> dict[str, float | int | list[float | None] | None]:

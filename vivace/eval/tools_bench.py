@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from vivace.compression.base import merge_spans
-from vivace.eval.pipeline_bench import percentile
-from vivace.eval.stats import median, rate
+from vivace.eval.stats import median, percentile, rate
 from vivace.eval.tools_workload import CALCULATE_S, LOOKUP_S, ToolTask, make_tools, score
 
 if TYPE_CHECKING:
