@@ -13,17 +13,20 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from vivace.choices import Backend, Compression, Dialect, Dtype, Execution, KVCacheDtype, LongForm, Mode, Scheduling, values
 from vivace.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "vivace.toml"
 
 
-def _choices(*values: str) -> dict[str, Any]:
-    return {"choices": values}
+def _choices(kind: type[StrEnum]) -> dict[str, Any]:
+    """A key whose value is one of ``kind``'s spellings (``vivace.choices``)."""
+    return {"choices": values(kind)}
 
 
 def _bounds(*, min: float | None = None, above: float | None = None, max: float | None = None) -> dict[str, Any]:
@@ -58,17 +61,15 @@ class Config:
     """
 
     home: Path = field(default_factory=lambda: Path("~/.cache/vivace").expanduser())
-    backend: str = field(default="vllm", metadata=_choices("vllm", "openai", "fake"))
+    backend: str = field(default="vllm", metadata=_choices(Backend))
     model: str = "smollm2-135m"
     served_model_name: str | None = None
 
     # vLLM engine
-    dtype: str = field(default="auto", metadata=_choices("auto", "bfloat16", "float16", "float32"))
+    dtype: str = field(default="auto", metadata=_choices(Dtype))
     max_model_len: int | None = field(default=None, metadata=_bounds(min=1))
     quantization: str | None = None
-    kv_cache_dtype: str = field(
-        default="auto", metadata=_choices("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
-    )
+    kv_cache_dtype: str = field(default="auto", metadata=_choices(KVCacheDtype))
     enable_prefix_caching: bool = True
     max_num_seqs: int = field(default=64, metadata=_bounds(min=1))
     kv_cache_space_gib: float = field(default=1.0, metadata=_bounds(above=0))
@@ -82,7 +83,7 @@ class Config:
     request_timeout_s: float = field(default=120.0, metadata=_bounds(above=0))
     connect_retries: int = field(default=3, metadata=_bounds(min=0))
     # what the servers accept: vLLM-style vendor fields, or the standard fields only (hosted APIs); auto probes
-    openai_dialect: str = field(default="auto", metadata=_choices("auto", "vllm", "strict"))
+    openai_dialect: str = field(default="auto", metadata=_choices(Dialect))
     requests_per_minute: float | None = field(default=None, metadata=_bounds(above=0))  # per server, as APIs meter
     prefix_affinity: bool = True  # a fleet sends calls that share a prompt prefix to the same server
 
@@ -94,13 +95,13 @@ class Config:
     repetition_penalty: float = field(default=1.15, metadata=_bounds(above=0))
 
     # Orchestration
-    mode: str = field(default="auto", metadata=_choices("auto", "sot", "normal"))
+    mode: str = field(default="auto", metadata=_choices(Mode))
     sot_max_points: int = field(default=8, metadata=_bounds(min=1))
     sot_pipelined: bool = False  # expand each point as soon as its skeleton line is complete
     sot_length_plan: bool = True  # plan the points' count and budgets from the expected normal length
-    execution: str = field(default="dataflow", metadata=_choices("dataflow", "supersteps"))  # pipelines
-    long_form: str = field(default="off", metadata=_choices("off", "auto", "sot"))  # SoT inside agents (the writer)
-    scheduling: str = field(default="program", metadata=_choices("fcfs", "critical", "fair", "program", "age"))
+    execution: str = field(default="dataflow", metadata=_choices(Execution))  # pipelines
+    long_form: str = field(default="off", metadata=_choices(LongForm))  # SoT inside agents (the writer)
+    scheduling: str = field(default="program", metadata=_choices(Scheduling))
 
     # Durable runs: every run is checkpointed after each finished step (vivace.runtime.checkpoints)
     checkpoints: bool = True
@@ -114,7 +115,7 @@ class Config:
     retrieval_k: int = field(default=4, metadata=_bounds(min=1))
     chunk_tokens: int = field(default=200, metadata=_bounds(min=1))
     chunk_overlap: int = field(default=40, metadata=_bounds(min=0))
-    compression: str = field(default="auto", metadata=_choices("off", "auto", "always"))
+    compression: str = field(default="auto", metadata=_choices(Compression))
     compression_margin_s: float = field(default=0.05, metadata=_bounds(min=0))
     compression_ratio: float = field(default=2.0, metadata=_bounds(min=1))  # target original/compressed
 

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Union
 
+from vivace.choices import Approve
+
 if TYPE_CHECKING:
     from vivace.runtime.checkpoints import RunStore
 
@@ -98,7 +100,7 @@ class Journal:
                 raise InputError(f"{approval.what} needs approval, and this run is not checkpointed: "
                                  "pass approve='all'/'none' or turn checkpoints on")
             raise ApprovalPending(approval)
-        if self.approve in ("all", "none"):
+        if self.approve in (Approve.ALL, Approve.NONE):
             approved = self.approve == "all"
         else:
             t0 = time.perf_counter()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from vivace.agents import guard
 from vivace.agents.base import AgentContext, current_step
 from vivace.agents.sot_options import SotOptions
+from vivace.choices import LongForm, values
 from vivace.errors import InputError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("off", "auto", "sot")
+SETTINGS = values(LongForm)
 
 
 def setting(ctx: AgentContext) -> str:

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable, TypedDict
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
+from vivace.choices import Execution, values
 from vivace.errors import InputError
 
 
 DEFAULT_MAX_BRANCHES = 8
-EXECUTIONS = ("dataflow", "supersteps")
+EXECUTIONS = values(Execution)
 
 
 @dataclass

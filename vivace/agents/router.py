@@ -28,12 +28,13 @@ from importlib import resources
 from typing import Any, Callable, TypeVar
 
 from vivace.agents.router_cues import cue
+from vivace.choices import Mode, values
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SOT, NORMAL = "sot", "normal"
-MODES = (SOT, NORMAL, "auto")
+SOT, NORMAL = Mode.SOT.value, Mode.NORMAL.value
+MODES = values(Mode)
 TOP_K = 3
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
+from vivace.choices import ToolMode, values
 from vivace.errors import InputError, OutputError
 from vivace.runtime.call import StopGeneration
 from vivace.runtime.json_stream import ListEntries
@@ -35,7 +36,7 @@ from vivace.runtime.tool_calls import openai_tool_calls
 from vivace.runtime.tool_path import ToolCall, ToolOutcome
 from vivace.runtime.tools import Tool
 
-TOOL_MODES = ("auto", "plan", "react")
+TOOL_MODES = values(ToolMode)
 PLAN_TOKENS = 384
 TOKENS_PER_ENTRY = 48  # a plan holds no more calls than its token cap has room for
 MAX_PLAN_CALLS = PLAN_TOKENS // TOKENS_PER_ENTRY

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeAlias, TypeVar
 
+from vivace.choices import Compression, Mode, values
 from vivace.config import Config, load_config
 from vivace.errors import InputError, VivaceError
 
@@ -34,8 +35,8 @@ T = TypeVar("T")
 # What `register(sub, parents)` adds its parsers to (a string: argparse's class is generic only in typeshed).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-MODES = ("auto", "sot", "normal")
-COMPRESSION = ("off", "auto", "always")
+MODES = values(Mode)
+COMPRESSION = values(Compression)
 
 # CLI flag (argparse dest) -> config key. Flags a command lacks, or left unset (None), do not override lower layers.
 CONFIG_FLAGS = {

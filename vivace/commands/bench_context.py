@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from vivace.choices import Compression
 from vivace.commands._io import Parents, Subparsers
 from vivace.config import Config
 from vivace.eval.context_bench import METHODS, run_bench
@@ -27,7 +28,7 @@ def register(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--limit", type=int, default=12, help="questions to run (default 12)")
     p.add_argument("--answer-tokens", type=int, default=48, help="output cap per answer (default 48)")
     p.add_argument("--k", type=int, default=None, help="chunks retrieved (config retrieval_k)")
-    p.add_argument("--compression", choices=("auto", "always"), default="auto", help="mode of the *_compress methods")
+    p.add_argument("--compression", choices=(Compression.AUTO.value, Compression.ALWAYS.value), default="auto", help="mode of the *_compress methods")
     p.add_argument("--no-probe", action="store_true", help="skip the fine/coarse 2x gold-retention probe")
     p.add_argument("--repetition-penalty", type=float, default=None, help="for every method (config repetition_penalty)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="subset to run")

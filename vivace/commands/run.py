@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+from vivace.choices import ToolMode, values
 from vivace.commands._io import (
     MODES,
     Parents,
@@ -53,7 +54,7 @@ def register(sub: Subparsers, parents: Parents) -> None:
     run.add_argument("--tools", nargs="+", metavar="NAME",
                      help="the tools the run's steps may call when they name none (default: every tool the config "
                           "and plug-ins give; see `vivace tools list`)")
-    run.add_argument("--tool-mode", choices=("auto", "plan", "react"),
+    run.add_argument("--tool-mode", choices=values(ToolMode),
                      help="the tools agent: plan every call at once (default auto) or a ReAct loop")
     run.add_argument("--live", action="store_true", help="live view: one row per agent, SoT points as panels (on a terminal)")
     run.add_argument("--thread", metavar="ID", help="a conversation: earlier turns of thread ID reach every call, "

@@ -15,12 +15,13 @@ import logging
 import sys
 from typing import Any
 
+from vivace.choices import Approve, values
 from vivace.commands._io import Parents, Subparsers, emit_json, interruptible
 from vivace.config import Config
 
 log = logging.getLogger(__name__)
 
-APPROVE = ("ask", "all", "none")
+APPROVE = values(Approve)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
@@ -46,7 +47,7 @@ def add_approve(parser: argparse.ArgumentParser) -> None:
 
 def approver(choice: str | None, prompt: bool = True) -> Any:
     """The run's ``approve``: "all", "none", a terminal prompt, or None (pause) when nobody can be asked."""
-    if choice in ("all", "none"):
+    if choice in (Approve.ALL, Approve.NONE):
         return choice
     if not prompt or (choice is None and not sys.stdin.isatty()):  # (the live view owns the terminal)
         return None

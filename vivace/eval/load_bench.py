@@ -19,12 +19,13 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from vivace.choices import Mode
 from vivace.eval.stats import percentile
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEVELS = (1, 8, 16, 32)
-SERIES = ("normal", "sot", "auto")
+SERIES = (Mode.NORMAL.value, Mode.SOT.value, Mode.AUTO.value)
 TARGET_NORMAL_C16_MIN = 5.0
 
 

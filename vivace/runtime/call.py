@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncGenerator, Callable, Protocol, Sequence, cast
 
+from vivace.choices import Compression, values
 from vivace.errors import BackendError, OutputError
 from vivace.runtime.backend import Backend, Event, GenerationRequest, GenerationResult, Message, Timer
 from vivace.runtime.output import DEFAULT_MAX_STRING, OutputInvalid, OutputSpec, output_spec
@@ -38,7 +39,7 @@ from vivace.trace import CallTrace, ToolTrace
 
 log = logging.getLogger(__name__)
 
-COMPRESSION_MODES = ("off", "auto", "always")
+COMPRESSION_MODES = values(Compression)
 
 
 class StopGeneration(Exception):

@@ -32,6 +32,7 @@ import httpx
 import openai
 from asyncio_throttle.throttler import Throttler  # the package's __init__ does not re-export it to a type checker
 
+from vivace.choices import Dialect, values
 from vivace.errors import BackendError, InputError
 from vivace.runtime.backend import Event, GenerationRequest, Message, Timer
 from vivace.runtime.fleet import Fleet, prefix_blocks
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_CONTEXT = 8192
-DIALECTS = ("auto", "vllm", "strict")
+DIALECTS = values(Dialect)
 
 
 class _Retryable(Exception):

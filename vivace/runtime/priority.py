@@ -19,7 +19,9 @@ limiter and in vLLM's priority scheduler alike.
 
 from __future__ import annotations
 
-SCHEDULING = ("fcfs", "critical", "fair", "program", "age")
+from vivace.choices import Scheduling, values
+
+SCHEDULING = values(Scheduling)
 
 #: Attained service is counted in blocks of this many tokens, so near-equal runs keep arrival order.
 SERVICE_BLOCK = 256

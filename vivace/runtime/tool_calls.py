@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from vivace.choices import ToolChoiceMode, values
 from vivace.errors import InputError
 from vivace.runtime.backend import Message
 from vivace.runtime.output import DEFAULT_MAX_STRING, OutputSpec, bound_strings
@@ -26,7 +27,8 @@ from vivace.runtime.tool_path import ToolCall
 MAX_CALLS = 8  # calls in one reply when parallel calls are allowed
 TOKENS_PER_CALL = 64  # room one call takes at most: a reply holds no more calls than its token cap fits
 MAX_ARGUMENT_STRING = 160  # characters in one string argument: a small model must not loop inside one
-TOOL_CHOICES = ("auto", "none", "required")
+TOOL_CHOICES = values(ToolChoiceMode)
+TOOL_CHOICE_FORMS = ", ".join(f'"{word}"' for word in TOOL_CHOICES) + ' or {"type": "function", "function": {"name": ...}}'
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class ToolChoice:
             name = (value.get("function") or {}).get("name") if isinstance(value.get("function"), dict) else None
             if value.get("type") == "function" and isinstance(name, str) and name:
                 return cls("function", name)
-        raise InputError('tool_choice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
+        raise InputError(f"tool_choice must be {TOOL_CHOICE_FORMS}")
 
 
 @dataclass

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Literal
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +43,7 @@ from vivace.agents.base import Agent
 from vivace.agents.chat import NAME as CHAT
 from vivace.agents.driver import resolve, run, run_record
 from vivace.agents.registry import REGISTRY
+from vivace.choices import Compression, Mode
 from vivace.errors import VivaceError
 from vivace.runtime.tool_calls import content_text
 from vivace.serve.metrics import CONTENT_TYPE, ServerMetrics
@@ -52,7 +53,7 @@ from vivace.trace import RunTrace
 
 log = logging.getLogger(__name__)
 
-MODES = {"vivace-auto": "auto", "vivace-sot": "sot", "vivace-normal": "normal"}
+MODES = {f"vivace-{mode}": mode.value for mode in Mode}
 RUN_HEADER = "x-vivace-run-id"
 KEEP_RUNS = 1000  # records kept in memory for /v1/runs/{id}; every run is also in runs.jsonl and the checkpoints
 
@@ -89,7 +90,7 @@ class ChatRequest(BaseModel):
     response_format: ResponseFormat | None = None
     # vivace's own, through the SDK's extra_body
     collection: str | None = None
-    compression: Literal["off", "auto", "always"] | None = None
+    compression: Compression | None = None
     thread: str | None = None  # a conversation kept in the checkpoint store: any replica continues it
 
     @model_validator(mode="after")

@@ -25,7 +25,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from vivace.agents.chat import call_id, structured
 from vivace.agents.events import AgentDelta, AnswerDelta, Event
+from vivace.choices import ToolChoiceMode
 from vivace.runtime.json_stream import ListEntries
+from vivace.runtime.tool_calls import TOOL_CHOICE_FORMS, TOOL_CHOICES
 from vivace.serve.stream import AnswerStream
 from vivace.trace import RunTrace
 
@@ -67,12 +69,12 @@ class NamedToolChoice(BaseModel):
 def _choice_shape(value: Any) -> Any:
     """One message for any malformed ``tool_choice`` (a union's own errors name its members, not the field)."""
     named = isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("function"), dict)
-    if value in ("auto", "none", "required") or named:
+    if value in TOOL_CHOICES or named:
         return value
-    raise ValueError('must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
+    raise ValueError(f"must be {TOOL_CHOICE_FORMS}")
 
 
-ToolChoiceField = Annotated[Union[Literal["auto", "none", "required"], NamedToolChoice], BeforeValidator(_choice_shape)]
+ToolChoiceField = Annotated[Union[ToolChoiceMode, NamedToolChoice], BeforeValidator(_choice_shape)]
 
 
 class JsonSchema(BaseModel):

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from vivace.agents.driver import run_record
 from vivace.agents.resume import resume
+from vivace.choices import Approve
 from vivace.errors import BusyError, RunError, VivaceError
 from vivace.serve.app import KEEP_RUNS, RUN_HEADER, ServerState, error, failure
 from vivace.trace import RunTrace
@@ -44,7 +45,14 @@ class ResumeRequest(BaseModel):
     """What a person decided about the approval a paused run waits for (none: it pauses there again)."""
 
     model_config = ConfigDict(extra="forbid")
-    approve: Literal["all", "none"] | None = None
+    approve: Approve | None = None
+
+    @field_validator("approve")
+    @classmethod
+    def _not_ask(cls, value: Approve | None) -> Approve | None:
+        if value == Approve.ASK:  # there is no terminal to ask on: a person answers through this request
+            raise ValueError(f"Input should be {Approve.ALL.value!r} or {Approve.NONE.value!r}")
+        return value
 
 
 def _store(state: ServerState) -> RunStore | None:

@@ -23,14 +23,15 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from vivace.choices import Compression, Mode, values
 from vivace.config import Config
 from vivace.trace import append_jsonl
 from vivace.tui.view import RunView, backend_probe
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "sot", "normal")
-COMPRESSION = ("off", "auto", "always")
+MODES = values(Mode)
+COMPRESSION = values(Compression)
 
 
 @dataclass
