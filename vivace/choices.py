@@ -39,6 +39,15 @@ class Compression(StrEnum):
     ALWAYS = "always"
 
 
+class CompressionMethod(StrEnum):
+    """How context is compressed: chosen by the cost model, coarse (sentences kept), fine (tokens dropped), or both."""
+
+    AUTO = "auto"
+    COARSE = "coarse"
+    FINE = "fine"
+    COARSE_FINE = "coarse+fine"
+
+
 class Scheduling(StrEnum):
     """The order calls take the engine's slots in (``vivace.runtime.priority``)."""
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vivace.choices import CompressionMethod, values
 from vivace.compression.base import CompressionStats, Counting, Embedder, TokenCounter, estimate_tokens, strip_marks
 from vivace.compression.coarse import CoarseCompressor
 from vivace.compression.fine import FineCompressor
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 0.10
 FINE_MAX_RATIO = 2.0
-METHODS = ("auto", "coarse", "fine", "coarse+fine")
+METHODS = values(CompressionMethod)
 
 
 def hf_counter(path: str | Path) -> Counting:

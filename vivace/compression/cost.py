@@ -24,13 +24,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vivace.choices import CompressionMethod, values
 from vivace.runtime.backend import Backend
 from vivace.runtime.call import Call, complete
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "cost_models.json"
-PLANS = ("coarse", "fine", "coarse+fine")
+PLANS = tuple(m for m in values(CompressionMethod) if m != CompressionMethod.AUTO)  # what auto chooses among
 _WORDS = (
     "river stone lantern market harbor meadow copper violet engine orchard signal winter garden "
     "ledger candle quarry beacon willow thunder canvas mirror saddle pepper falcon timber velvet"
