@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-import httpx
+import json
 import openai
 from asyncio_throttle.throttler import Throttler  # the package's __init__ does not re-export it to a type checker
 
@@ -88,11 +88,11 @@ class OpenAIBackend:
         self.timeout_s = timeout_s
         self.dialect = dialect
         key = os.environ.get(api_key_env) or "none"  # the SDK wants a key; local servers ignore it
-        timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        # The SDK's own Timeout: the SDK moved from httpx to httpx2 (openai 3.x), and takes only its own kind.
+        timeout = openai.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._endpoints = {
             root: _Endpoint(root, openai.AsyncOpenAI(base_url=f"{root}/v1", api_key=key, max_retries=0,
-                                                       # openai annotates httpx2.Timeout; it converts an httpx one at runtime
-                                                       timeout=timeout),  # type: ignore[arg-type]
+                                                       timeout=timeout),
                             # paced evenly: one request every 60/rpm seconds never breaks a per-minute meter
                             Throttler(rate_limit=1, period=60.0 / requests_per_minute) if requests_per_minute else None)
             for root in self.base_urls
@@ -153,7 +153,7 @@ class OpenAIBackend:
         client = self._endpoints[url].client.with_options(timeout=2.0)
         for path in ("/health", "/v1/models"):
             try:
-                await client.get(f"{url}{path}", cast_to=httpx.Response)
+                await client.get(f"{url}{path}", cast_to=str)
                 return True
             except openai.NotFoundError:
                 continue
@@ -189,18 +189,19 @@ class OpenAIBackend:
         """A JSON object from ``path`` at the server's root, through the SDK's client."""
         async def attempt(ep: _Endpoint) -> dict[str, Any]:
             try:
+                # The body as text (cast_to=str), read here: the SDK's response class is its HTTP library's.
                 if method == "GET":
-                    resp = await ep.client.get(f"{ep.root}{path}", cast_to=httpx.Response)
+                    text = await ep.client.get(f"{ep.root}{path}", cast_to=str)
                 else:
-                    resp = await ep.client.post(f"{ep.root}{path}", cast_to=httpx.Response, body=body)
+                    text = await ep.client.post(f"{ep.root}{path}", cast_to=str, body=body)
             except openai.APIStatusError as exc:
                 _raise_status(exc)
             except openai.APIConnectionError as exc:
                 raise _Retryable(_why(exc)) from None
             try:
-                data = resp.json()
+                data = json.loads(text)
             except ValueError:
-                raise BackendError(f"{ep.root}{path} answered with something that is not JSON: {resp.text[:80]!r}") from None
+                raise BackendError(f"{ep.root}{path} answered with something that is not JSON: {text[:80]!r}") from None
             if not isinstance(data, dict):
                 raise BackendError(f"{ep.root}{path} answered with a JSON {type(data).__name__}, not an object")
             return data
@@ -343,7 +344,8 @@ def _why(exc: BaseException) -> str:
 def _read_timeout(exc: openai.APIConnectionError) -> bool:
     """A timeout after the request went out: the server may be generating, so it is not sent again."""
     cause = exc.__cause__ or exc.__context__
-    return isinstance(exc, openai.APITimeoutError) and not isinstance(cause, httpx.ConnectTimeout)
+    # By name: the cause is the SDK's HTTP library's (httpx or httpx2, by the SDK's version).
+    return isinstance(exc, openai.APITimeoutError) and type(cause).__name__ != "ConnectTimeout"
 
 
 def _raise_status(exc: openai.APIStatusError) -> None:
