@@ -107,7 +107,7 @@ def test_guard_does_not_expand_a_refused_skeleton(run: Any, tmp_path: Path, on: 
 
 
 def test_auto_guard_keeps_sensitive_requests_off_sot(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vivace.agents.sot as sot
+    import vivace.agents.sot_route as sot
     from vivace.agents import ask
     from vivace.assembly import runtime_for
     from vivace.config import Config

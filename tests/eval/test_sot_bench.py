@@ -36,12 +36,12 @@ def responder(request: GenerationRequest) -> str:
 
 @pytest.fixture()
 def stub_router(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vivace.agents.sot as sot
+    import vivace.agents.sot_route as sot
 
     async def stub(q: str) -> tuple[str, str]:
         return ("normal", "stub: code") if "Python" in q else ("sot", "stub")
 
-    monkeypatch.setattr(sot, "aroute", stub)  # the controller awaits the router (it no longer calls ``route``)
+    monkeypatch.setattr(sot, "aroute", stub)  # the one route decision (vivace.agents.sot_route) awaits the router
 
 
 def run(questions: list[dict[str, str]], max_tokens: int = 128, out: Path | None = None) -> dict[str, Any]:

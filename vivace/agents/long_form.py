@@ -16,13 +16,11 @@ was handed go into every point's question, in the prefix the points share.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from vivace.agents import guard
 from vivace.agents.base import AgentContext, current_step
 from vivace.agents.sot_options import SotOptions
+from vivace.agents.sot_route import decide
 from vivace.choices import LongForm, values
 from vivace.errors import InputError
 
@@ -39,45 +37,6 @@ def setting(ctx: AgentContext) -> str:
     if value not in SETTINGS:
         raise InputError(f"long_form must be one of {', '.join(SETTINGS)}, got {value!r}")
     return str(value)
-
-
-async def decide(ctx: AgentContext, task: str, opts: "SotOptions") -> tuple[dict[str, Any], "SotOptions", Any, Any]:
-    """Whether this call is expanded by SoT, and why: the router on the task alone, the length plan
-    (``vivace.agents.length_plan``: how many points, each point's budget; in ``auto`` a task whose like
-    were answered short stays normal), then (in ``auto``) the engine's load (``vivace.agents.sot_load``),
-    which may cap the points or keep the call normal.
-
-    Returns the decision record, the SoT options (points capped), the batch slots claimed and the plan.
-    """
-    from vivace.agents.length_plan import plan_for
-    from vivace.agents.router import aroute
-    from vivace.agents.sot_load import route_under_load
-
-    chosen = setting(ctx)
-    t0 = time.perf_counter()
-    held = plan = None
-    record: dict[str, Any] = {}
-    if chosen == "off":
-        mode, reason = "normal", "long_form is off"
-    else:
-        mode, reason = ("sot", "long_form = sot") if chosen == "sot" else await aroute(task)
-        if chosen == "auto" and mode == "sot" and (topic := guard.sensitive(task)):
-            mode, reason = "normal", f"guard: sensitive request ({topic!r}) (was: {reason})"
-        if mode == "sot" and opts.length_plan:
-            plan = await plan_for(ctx, task, opts.max_tokens, opts.min_points, opts.max_points, kind=_kind())
-            opts = replace(opts, max_points=min(opts.max_points, plan.points),
-                           min_points=min(opts.min_points, plan.points))
-            record["length_plan"] = plan.as_dict()
-            if chosen == "auto" and plan.too_short():
-                mode, reason = "normal", f"length plan: {plan.why_short()} (was: {reason})"
-        if chosen == "auto" and mode == "sot" and opts.load_aware:
-            mode, reason, points, load, held = route_under_load(
-                ctx.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
-            opts = replace(opts, max_points=points)
-            if load is not None:
-                record["load"] = load
-    record.update(mode=mode, reason=reason, seconds=round(time.perf_counter() - t0, 6))
-    return record, opts, held, plan
 
 
 def _kind() -> str:
@@ -110,17 +69,23 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
     """
     from vivace.agents.sot_state import Context
 
-    sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, ctx.options.replace(mode="sot"))
-    decision, opts, held, plan = await decide(ctx, task, SotOptions.for_run(sub))
+    chosen = setting(ctx)
+    sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, ctx.options.replace(mode="normal" if chosen == "off" else chosen))
+    if chosen == "off":
+        decision: dict[str, Any] = {"mode": "normal", "reason": "long_form is off", "seconds": 0.0}
+        held = route = None
+    else:
+        route = await decide(sub, task, SotOptions.for_run(sub), plan_kind=_kind())
+        decision, held = route.record(), route.claim
     run = current_step()
     if run is not None:
         run.extra["long_form"] = decision
-    if decision["mode"] != "sot":
+    if route is None or route.mode != "sot":
         if held is not None:
             held.close()  # the agent's own call follows at once
         return None
     step, name = (run.step, run.agent) if run else ("long_form", "long_form")
-    sot = Context(sub, opts, ctx.tracer.emit, step, name, claim=held, plan=plan)
+    sot = Context(sub, route.options, ctx.tracer.emit, step, name, claim=held, plan=route.plan)
     try:
         return await _expand(sot, ctx.tracer.run_id, task, notes, decision)
     finally:

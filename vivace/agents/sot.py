@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -38,11 +37,11 @@ from vivace.agents.events import (
     Routed,
     SkeletonDone,
 )
-from vivace.agents.length_plan import plan_for, record_normal
-from vivace.agents.router import NORMAL, SOT, aroute
+from vivace.agents.length_plan import record_normal
+from vivace.agents.router import NORMAL, SOT
 from vivace.agents.skeleton import MIN_POINTS, Skeleton, parse_skeleton, strip_echo, trim_partial_sentence
-from vivace.agents.sot_load import route_under_load
 from vivace.agents.sot_options import GUARD_REFUSAL, SotOptions
+from vivace.agents.sot_route import decide
 from vivace.agents.sot_state import AGENT, Context, Expansion, State
 from vivace.agents.journal import digest
 from vivace.errors import InputError, RunError
@@ -74,32 +73,13 @@ async def route_entry(state: State, runtime: Runtime[Context]) -> str:
     the graph's state needs. Its time is the run's ``route`` stage.
     """
     ctx = runtime.context
-    write, opts = ctx.emit, ctx.options
-    t0 = time.perf_counter()
-    load = None
-    if opts.mode in (SOT, NORMAL):
-        mode, reason = opts.mode, f"requested with --mode {opts.mode}"
-    else:
-        # A cue decides inline; embedding (and, the first time, loading the embedder) runs in
-        # daemon threads, off the event loop that also serves the engine's output handler,
-        # and a cancelled run does not wait for them.
-        mode, reason = await aroute(state["question"])
-        if mode == SOT and opts.safety_guard and SOT in opts.guarded and (topic := guard.sensitive(state["question"])):
-            mode, reason = NORMAL, f"guard: sensitive request ({topic!r}) and SoT is guarded (was: {reason})"
-    if mode == SOT and opts.length_plan:
-        plan = ctx.plan = await plan_for(ctx.agent, state["question"], opts.max_tokens, opts.min_points, opts.max_points)
-        ctx.options = opts = replace(opts, max_points=min(opts.max_points, plan.points),
-                                     min_points=min(opts.min_points, plan.points))
-        if opts.mode != SOT and plan.too_short():
-            mode, reason = NORMAL, f"length plan: {plan.why_short()} (was: {reason})"
-    if opts.mode not in (SOT, NORMAL) and opts.load_aware:
-        mode, reason, points, load, ctx.claim = route_under_load(
-            ctx.agent.runtime, mode, reason, opts.max_points, opts.min_points, opts.point_tokens(opts.max_points))
-        ctx.options = replace(opts, max_points=points)
-    write(Routed(state["run_id"], mode=mode, reason=reason, load=load, requested_mode=opts.mode))
-    log.debug("run %s routed to %s: %s", state["run_id"], mode, reason)
-    ctx.stages["route"] = time.perf_counter() - t0
-    return "points" if mode == SOT else "normal"
+    requested = ctx.options.mode
+    route = await decide(ctx.agent, state["question"], ctx.options)
+    ctx.options, ctx.plan, ctx.claim = route.options, route.plan, route.claim
+    ctx.emit(Routed(state["run_id"], mode=route.mode, reason=route.reason, load=route.load, requested_mode=requested))
+    log.debug("run %s routed to %s: %s", state["run_id"], route.mode, route.reason)
+    ctx.stages["route"] = route.seconds
+    return "points" if route.mode == SOT else "normal"
 
 
 def skeleton_call(ctx: Context, question: str) -> tuple[Call, str | None]:
