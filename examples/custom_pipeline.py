@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from vivace import AgentContext, Loop, Pipeline, Step, StepInput, agent, load_config, open_runtime, run
+from vivace import AgentContext, Loop, NodeResult, Pipeline, Step, StepInput, agent, load_config, open_runtime, run
 
 
 @agent("drafter", description="Writes a short first answer.")
@@ -26,7 +26,7 @@ async def checker(inp: StepInput, ctx: AgentContext) -> dict[str, str]:
     prompt = f"Task: {inp['task']}\n\nDraft:\n{inp['history']}\n\nReply OK if the draft is right, else FIX: and what to fix."
     result = await ctx.call([{"role": "user", "content": prompt}], max_tokens=48)
     text = result.text.strip()
-    return {"output": text, "decision": "ok" if text.upper().startswith("OK") else "fix"}
+    return NodeResult(text, decision="ok" if text.upper().startswith("OK") else "fix")
 
 
 PIPELINE = Pipeline(

@@ -44,6 +44,7 @@ _EXPORTS = {
     "Agent": "vivace.agents.base",
     "AgentContext": "vivace.agents.base",
     "StepInput": "vivace.agents.base",
+    "NodeResult": "vivace.agents.base",
     "Node": "vivace.agents.base",
     "task_text": "vivace.agents.base",
     "agent": "vivace.agents.registry",
@@ -87,7 +88,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from vivace.agents import events
-    from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
+    from vivace.agents.base import Agent, AgentContext, Node, NodeResult, StepInput, task_text
     from vivace.agents.driver import ask, run, run_record
     from vivace.agents.resume import resume
     from vivace.agents.journal import Approval

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.agents.fakes import research_responder as responder
-from vivace.agents.base import AgentContext, StepInput
+from vivace.agents.base import AgentContext, NodeResult, StepInput
 from vivace.agents.builtin import research_pipeline
 from vivace.agents.driver import run as run_target
 from vivace.agents.driver import run_record
@@ -341,8 +341,8 @@ def _map_reduce(slow: float = 0.3) -> Pipeline:
     """split -> map (fan-out) -> refine (per item) -> reduce; item "a" maps slowly, "b" and "c" quickly."""
 
     @agent("df_split")
-    async def split(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
-        return {"output": "a b c", "items": ["a", "b", "c"]}
+    async def split(inp: StepInput, ctx: AgentContext) -> NodeResult:
+        return NodeResult("a b c", items=("a", "b", "c"))
 
     @agent("df_map")
     async def mapper(inp: StepInput, ctx: AgentContext) -> str:
@@ -561,3 +561,13 @@ def test_the_mapreduce_example_file_runs_as_dataflow(tmp_path: Path) -> None:
     empty.write_text('[steps]\na = { agent = "documents", params = { folder = "nowhere" } }\n')
     with pytest.raises(AgentError, match="documents folder not found"):
         run(run_agent(str(empty), "x", backend=FakeBackend()))
+
+
+def test_a_node_that_returns_the_old_dict_is_told_to_return_a_node_result(scratch_agents: list[str]) -> None:
+    @agent("t_dict")
+    async def old(inp: StepInput, ctx: AgentContext) -> Any:
+        return {"output": "x", "items": ["a"]}
+
+    scratch_agents.append("t_dict")
+    with pytest.raises(AgentError, match="not a dict .*return NodeResult"):
+        run(run_agent(Pipeline("p", [Step("s", "t_dict")]), "hello", backend=FakeBackend()))

@@ -7,7 +7,7 @@ LangGraph is imported on first use, so the CLI and the router stay quick to impo
 
 from __future__ import annotations
 
-from vivace.agents.base import Agent, AgentContext, Node, StepInput, StepRun, Tracer, current_step, task_text
+from vivace.agents.base import Agent, AgentContext, Node, NodeResult, StepInput, StepRun, Tracer, current_step, task_text
 from vivace.agents.driver import agent_summary, ask, critical_path, parallelism, resolve, run, run_record
 from vivace.agents.events import (
     AgentDelta,
@@ -32,7 +32,7 @@ from vivace.agents.router import MODES, route
 __all__ = [
     "Agent", "AgentContext", "AgentDelta", "AgentDone", "AgentFailed", "AgentStarted", "AnswerDelta", "AnswerDone",
     "BranchDelta", "BranchDone", "ErrorEvent", "Event", "Loop", "MODES", "Node", "Pipeline", "REGISTRY", "Routed",
-    "RunStarted", "SkeletonDelta", "SkeletonDone", "Step", "StepInput", "StepRun", "Tracer", "agent",
+    "RunStarted", "SkeletonDelta", "SkeletonDone", "Step", "StepInput", "NodeResult", "StepRun", "Tracer", "agent",
     "agent_summary", "ask", "critical_path", "current_step", "get_agent", "list_agents", "parallelism", "resolve",
     "route", "run", "run_record", "task_text",
 ]

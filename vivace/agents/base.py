@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Agent", "AgentContext", "Node", "StepInput", "StepRun", "Tracer", "current_step", "task_text"]
+__all__ = ["Agent", "AgentContext", "Node", "NodeResult", "StepInput", "StepRun", "Tracer", "current_step", "task_text"]
 
 
-class StepInput(TypedDict, total=False):
+class StepInput(TypedDict):
     """What a node receives: the task, its upstream outputs, and the history handed to it.
 
     ``history`` is the upstream outputs as one text; the call path may compress
@@ -64,8 +64,23 @@ class StepInput(TypedDict, total=False):
     params: dict[str, Any]
 
 
-NodeResult = Union[str, dict[str, Any]]
-Node = Callable[[StepInput], Awaitable[NodeResult]]
+@dataclass(frozen=True)
+class NodeResult:
+    """What a node gives back beyond its text: the ``items`` a fan-out after it splits over, the ``decision`` a
+    loop or route reads (``approve``/``revise``, a route's label). A node may also return plain text."""
+
+    output: str
+    items: tuple[str, ...] | None = None
+    decision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.items is not None:
+            object.__setattr__(self, "items", tuple(str(i) for i in self.items))
+        if self.decision is not None:
+            object.__setattr__(self, "decision", str(self.decision).strip().lower())
+
+
+Node = Callable[[StepInput], Awaitable[Union[str, NodeResult]]]
 
 
 class Agent:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from vivace.agents.base import AgentContext, StepInput, task_text
+from vivace.agents.base import AgentContext, NodeResult, StepInput, task_text
 from vivace.agents.pipeline import Loop, Pipeline, Step
 from vivace.agents.registry import REGISTRY, agent
 from vivace.agents.sot import SotAgent
@@ -58,7 +58,7 @@ def plan_schema(n: int) -> dict[str, Any]:
 
 
 @agent("planner", description="Splits the task into sub-questions: the list a fan-out step runs over.")
-async def planner(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
+async def planner(inp: StepInput, ctx: AgentContext) -> NodeResult:
     """The plan is decoded under a schema (2 to n aspects), so it always parses; repeats are dropped after.
 
     A small model still repeats one aspect ("Transportation" twice), which
@@ -76,7 +76,7 @@ async def planner(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
         more = await ctx.call(again, output=plan_schema(n), max_tokens=24 * n + 16, repetition_penalty=1.15)
         items = _aspects([*items, *more.parsed["aspects"]], n)
     items = items or [inp.get("item") or inp.get("task", "")]
-    return {"output": "\n".join(f"{i}. {q}" for i, q in enumerate(items, 1)), "items": items}
+    return NodeResult("\n".join(f"{i}. {q}" for i, q in enumerate(items, 1)), items=tuple(items))
 
 
 def _aspects(aspects: list[str], n: int) -> list[str]:
@@ -116,21 +116,21 @@ CRITIC_SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["approve"
 
 @agent("critic", description="Reviews the answer it is handed: APPROVE, or REVISE with what to fix.",
        needs_input=True)
-async def critic(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
+async def critic(inp: StepInput, ctx: AgentContext) -> NodeResult:
     """The verdict is decoded under a schema: the loop reads a field, not a keyword in free text."""
     messages, _ = ctx.render("research_critic", task=inp.get("task", ""), history=inp.get("history") or task_text(inp))
     result = await ctx.call(messages, output=CRITIC_SCHEMA, max_tokens=CRITIC_TOKENS, repetition_penalty=1.0)
     decision, fix = result.parsed["verdict"], " ".join(str(result.parsed["fix"]).split())
-    return {"output": "APPROVE" if decision == "approve" else f"REVISE: {fix}".rstrip(": "), "decision": decision}
+    return NodeResult("APPROVE" if decision == "approve" else f"REVISE: {fix}".rstrip(": "), decision=decision)
 
 
 @agent("documents", description="Lists the documents in its folder (params = { folder = \"...\" }) as the items a "
        "fan-out step runs over; no model call.")
-async def documents(inp: StepInput, ctx: AgentContext) -> dict[str, Any]:
+async def documents(inp: StepInput, ctx: AgentContext) -> NodeResult:
     from vivace.agents.documents import read_documents
 
     docs = read_documents(inp.get("params") or {})
-    return {"output": "\n".join(name for name, _ in docs), "items": [text for _, text in docs]}
+    return NodeResult("\n".join(name for name, _ in docs), items=tuple(text for _, text in docs))
 
 
 @agent("summarizer", description="Summarizes the one document it is handed, for the task (a map step).")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vivace.agents.base import AgentContext, StepInput, current_step, enter_step, leave_step
+from vivace.agents.base import AgentContext, NodeResult, StepInput, current_step, enter_step, leave_step
 from vivace.agents.history import render_history
 from vivace.agents.journal import Approval, ApprovalPending, current_journal
 from vivace.agents.pipeline import BranchState, PipelineState, _as_text, _bound, parse_items
@@ -140,15 +140,12 @@ def step_key(name: str, rnd: int, branch: int | None) -> str:
 
 
 def _normalize(raw: Any) -> tuple[str, list[str] | None, str | None]:
-    """A node's return value as (text, items, decision)."""
-    if isinstance(raw, str):
-        return raw, None, None
-    if isinstance(raw, dict):
-        text = raw.get("output", raw.get("result", raw.get("answer", "")))
-        items = raw.get("items")
-        decision = raw.get("decision")
-        decision = str(decision).strip().lower() if decision is not None else None
-        return _as_text(text), [str(i) for i in items] if items is not None else None, decision
+    """A node's return value (text or a ``NodeResult``) as (text, items, decision)."""
+    if isinstance(raw, NodeResult):
+        return raw.output, list(raw.items) if raw.items is not None else None, raw.decision
+    if isinstance(raw, dict):  # the old spelling of a NodeResult
+        raise TypeError(f"a node returns text or a NodeResult, not a dict (keys: {', '.join(map(str, raw))}); "
+                        "return NodeResult(output=..., items=..., decision=...)")
     if raw is None:
         return "", None, None
     return str(raw), None, None
