@@ -42,9 +42,9 @@ async def main(task: str) -> None:
     async with await open_runtime(load_config()) as runtime:
         trace = await run(PIPELINE, task, runtime)
     print(trace.answer)
-    for summary in trace.meta["agents"]:
+    for summary in trace.agents:
         print(f"  {summary['name']:<8} {summary['calls']} call(s) {summary['output_tokens']:4d} tokens out")
-    print(f"latency {trace.latency_s:.2f} s · parallelism {trace.meta['parallelism']:.2f}x · status {trace.status}")
+    print(f"latency {trace.latency_s:.2f} s · parallelism {trace.parallelism:.2f}x · status {trace.status}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 
 class CallResult(Protocol):
@@ -109,9 +109,22 @@ class ToolTrace:
         return asdict(self)
 
 
+class RouterDecision(TypedDict, total=False):
+    """The SoT route a run took: ``mode`` and ``reason`` always; ``load`` when auto weighed the engine's load."""
+
+    mode: str
+    reason: str
+    load: dict[str, Any]
+
+
 @dataclass
 class RunTrace:
-    """One run of a question or task through vivace."""
+    """One run of a question or task through vivace: what the run driver measured, typed.
+
+    ``meta`` holds what is particular to one agent (SoT's stages and skeleton,
+    the tools agent's plans, a plug-in's own data); everything every run has is
+    a field.
+    """
 
     question: str
     mode: str
@@ -125,6 +138,15 @@ class RunTrace:
     status: str = "done"  # or "failed", "interrupted": a record is written whatever happened
     calls: list[CallTrace] = field(default_factory=list)
     tools: list[ToolTrace] = field(default_factory=list)
+    agent: str = ""  # what ran: a registry name or a pipeline's name
+    steps: list[dict[str, Any]] = field(default_factory=list)  # every step run (``StepRun.to_dict``), in start order
+    agents: list[dict[str, Any]] = field(default_factory=list)  # per agent: runs, wall time, calls, tokens, models
+    models: list[dict[str, Any]] = field(default_factory=list)  # per model: what it is, calls, tokens, agents
+    critical_path_s: float = 0.0  # the longest dependent chain of steps
+    critical_path: list[int] = field(default_factory=list)  # the ids of ``steps`` on it, first to last
+    parallelism: float = 0.0  # seconds in calls over wall seconds: calls in flight on average
+    router: RouterDecision | None = None  # the SoT route decision, when the run had one
+    points: list[str] = field(default_factory=list)  # the SoT skeleton's points, when it had them
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -62,7 +62,7 @@ def test_sot_fans_out_one_branch_per_point_and_joins_in_order() -> None:
     backend = ScriptedBackend(delays={1: 0.08, 2: 0.06, 3: 0.04, 4: 0.0})  # finish in reverse order
     trace, events = ask(backend, mode="sot")
     assert trace.mode == "sot"
-    assert trace.meta["points"] == ["Brew fresh tea", "Choose good leaves", "Mind the water", "Steep briefly"]
+    assert trace.points == ["Brew fresh tea", "Choose good leaves", "Mind the water", "Steep briefly"]
     expands = [c for c in trace.calls if c.node == "expand"]
     assert sorted(c.branch for c in expands) == [1, 2, 3, 4]  # the duplicate 5th point was dropped
     assert backend.peak >= 4  # all branches in flight at once
@@ -135,13 +135,13 @@ def test_normal_mode_is_one_plain_call() -> None:
     assert [c.node for c in trace.calls] == ["normal"]
     assert [e.kind for e in events if not e.kind.startswith(("agent_", "run_"))][-1] == "answer_done"
     assert "answer_delta" in [e.kind for e in events]
-    assert trace.meta["router"]["reason"].startswith("requested")
+    assert trace.router["reason"].startswith("requested")
 
 
 def test_auto_routes_math_to_normal_and_records_reason() -> None:
     trace, _ = ask(ScriptedBackend(), "What is 17 * 23?", mode="auto")
     assert trace.mode == "normal"
-    assert trace.meta["router"] == {"mode": "normal", "reason": "cue: math"}
+    assert trace.router == {"mode": "normal", "reason": "cue: math"}
 
 
 @pytest.mark.parametrize("skeleton", ["Tea is nice. Enjoy it.", " Just one point", ""])
@@ -165,7 +165,7 @@ def test_min_points_option_raises_the_fallback_bar() -> None:
 def test_point_cap_limits_branches() -> None:
     backend = ScriptedBackend()
     trace, _ = ask(backend, mode="sot", max_points=2)
-    assert len(trace.meta["points"]) == 2
+    assert len(trace.points) == 2
     assert len([r for r in backend.requests if "/expand/" in r.tag]) == 2
 
 
@@ -202,7 +202,7 @@ def test_all_branches_failing_raises() -> None:
     events: list[Event] = []
     with pytest.raises(RunError, match="all 4 point expansions failed") as info:
         asyncio.run(ask_question("How do I make good tea?", ScriptedBackend(fail={1, 2, 3, 4}), mode="sot", on_event=events.append))
-    assert info.value.trace.meta["points"]
+    assert info.value.trace.points
     assert [e.kind for e in events].count("error") == 5  # one per branch, one for the run
 
 
@@ -277,8 +277,8 @@ def test_pipelined_sot_gives_the_plain_answer_and_falls_back_the_same_way() -> N
     """The fake streams no newlines, so every point goes out when the skeleton ends: the same run as plain SoT."""
     plain, _ = ask(ScriptedBackend(), mode="sot")
     piped, events = ask(ScriptedBackend(), mode="sot", pipelined=True)
-    assert piped.answer == plain.answer and piped.meta["points"] == plain.meta["points"]
-    assert [c.node for c in piped.calls].count("expand") == len(piped.meta["points"])
+    assert piped.answer == plain.answer and piped.points == plain.points
+    assert [c.node for c in piped.calls].count("expand") == len(piped.points)
     assert piped.meta["stages"]["skeleton_hidden"] == 0.0  # nothing overlapped the skeleton here
 
     def reply(request: GenerationRequest) -> str:

@@ -57,7 +57,7 @@ def test_a_failed_pipeline_resumes_without_running_its_finished_steps(tmp_path: 
     assert steps_of(second.calls) == ["review", "write"]
     assert second.meta["resumed_from"] == first.run_id
     assert sorted(second.meta["resumed_steps"]) == ["plan.0", "research.0.1", "research.0.2", "research.0.3"]
-    resumed = [s for s in second.meta["steps"] if s["extra"].get("resumed")]
+    resumed = [s for s in second.steps if s["extra"].get("resumed")]
     assert len(resumed) == 4 and all(s["calls"] == 0 for s in resumed)
 
 
@@ -327,5 +327,5 @@ def test_a_registered_agent_or_a_pipeline_file_resumes_without_being_named_again
 
     research, mine = asyncio.run(go())
     assert research.status == mine.status == "done"
-    assert research.meta["agent"] == "research" and mine.meta["agent"] == "mine"
+    assert research.agent == "research" and mine.agent == "mine"
     assert "plan.0" in mine.meta["resumed_steps"]

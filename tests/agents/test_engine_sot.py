@@ -22,7 +22,7 @@ def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
             on_event=events.append,
         )
     )
-    points = trace.meta["points"]
+    points = trace.points
     assert trace.mode == "sot" and trace.meta["fallback"] is None, trace.meta
     assert 2 <= len(points) <= 4
     expands = [c for c in trace.calls if c.node == "expand"]
@@ -50,7 +50,7 @@ def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
 
 def test_auto_sends_arithmetic_to_one_normal_call(engine, run) -> None:
     trace = run(ask("What is 12 * 7?", engine, mode="auto", max_tokens=32))
-    assert trace.mode == "normal" and trace.meta["router"]["reason"] == "cue: math"
+    assert trace.mode == "normal" and trace.router["reason"] == "cue: math"
     assert [c.node for c in trace.calls] == ["normal"]
     assert trace.answer and trace.calls[0].output_tokens <= 32
 
@@ -59,7 +59,7 @@ def test_pipelined_sot_expands_points_while_the_skeleton_is_decoded(engine, run)
     events: list[Event] = []
     trace = run(ask("What are the benefits of regular exercise?", engine, mode="sot", max_tokens=160, max_points=4,
                     pipelined=True, on_event=events.append))
-    points = trace.meta["points"]
+    points = trace.points
     assert trace.mode == "sot" and trace.meta["fallback"] is None and len(points) >= 2, trace.meta
     skeleton = next(c for c in trace.calls if c.node == "skeleton")
     expands = sorted((c for c in trace.calls if c.node == "expand"), key=lambda c: c.branch)

@@ -119,7 +119,7 @@ def test_the_controller_asks_for_the_planned_points_and_gives_them_equal_floors(
     assert "a numbered list of 4 different points" in skeleton.messages[0]["content"]
     assert "\n5." in skeleton.stop  # the skeleton ends at the planned count
     expands = [r for r in backend.requests if "/expand/" in r.tag]
-    assert len(expands) == 4 == len(trace.meta["points"])
+    assert len(expands) == 4 == len(trace.points)
     budget, floor = LengthPlan(**plan).point_budget(4)
     assert {(r.max_tokens, r.min_tokens) for r in expands} == {(budget, floor)}
     assert budget == max(POINT_BUDGET_MIN, min(POINT_BUDGET_MAX, -(-plan["expected_tokens"] // 4))) and floor > 0
@@ -151,7 +151,7 @@ def test_auto_decodes_normally_what_similar_questions_answered_briefly(tmp_path:
         hist.record(f"Why is the sky blue, part {i}?", 40)
     trace = asyncio.run(ask("How do I plan a vegetable garden for a family of four?", runtime, mode="auto",
                             max_tokens=512, load_aware=False))
-    assert trace.mode == "normal" and trace.meta["router"]["reason"].startswith("length plan:")
+    assert trace.mode == "normal" and trace.router["reason"].startswith("length plan:")
     forced = asyncio.run(ask("How do I plan a vegetable garden for a family of four?", runtime, mode="sot",
                              max_tokens=512))
     assert forced.mode == "sot"  # a requested mode is kept; the plan only sizes it

@@ -95,7 +95,7 @@ def test_decide_keeps_sot_caps_points_or_goes_normal() -> None:
 
 def test_a_full_batch_sends_a_sot_question_to_normal_and_the_trace_says_why(run) -> None:
     trace, inner, backend = run(under_load(cap=4, held=3))
-    router = trace.meta["router"]
+    router = trace.router
     assert trace.mode == "normal" and router["mode"] == "normal"
     assert router["reason"].startswith("load: 3 of 4 batch slots busy, 1 free, 1 run(s)") and "(router: classifier: sot" in router["reason"]
     load = router["load"]
@@ -107,27 +107,27 @@ def test_a_full_batch_sends_a_sot_question_to_normal_and_the_trace_says_why(run)
 
 def test_free_slots_cap_the_points(run) -> None:
     trace, inner, backend = run(under_load(cap=8, held=4))  # 4 free of 8: SoT with at most 4 points
-    router = trace.meta["router"]
+    router = trace.router
     assert trace.mode == "sot" and router["load"]["max_points"] == 4 and router["load"]["changed"] is True
     assert "4 free, 1 run(s) sharing them; points capped at 4" in router["reason"]
     skeleton = next(r for r in inner.requests if r.tag.endswith("/skeleton"))
     assert "\n5." in skeleton.stop  # the skeleton itself stops after point 4
-    assert trace.meta["points"] == ["Aspect alpha alpha", "Aspect bravo alpha", "Aspect charlie alpha", "Aspect delta alpha"]
+    assert trace.points == ["Aspect alpha alpha", "Aspect bravo alpha", "Aspect charlie alpha", "Aspect delta alpha"]
     assert nodes(inner).count("expand") == 4
     assert ledger_of(backend.limiter).claimed == 0
 
 
 def test_an_idle_batch_changes_nothing(run) -> None:
     trace, inner, _ = run(under_load(cap=32, held=0))
-    load = trace.meta["router"]["load"]
+    load = trace.router["load"]
     assert trace.mode == "sot" and load["changed"] is False and load["free"] == 32 and load["max_points"] == 8
-    assert trace.meta["router"]["reason"].startswith("classifier: sot")
+    assert trace.router["reason"].startswith("classifier: sot")
     assert nodes(inner).count("expand") == POINTS
 
 
 def test_load_aware_off_keeps_the_routers_decision(run) -> None:
     trace, inner, _ = run(under_load(cap=4, held=3, load_aware=False))
-    assert trace.mode == "sot" and "load" not in trace.meta["router"] and nodes(inner).count("expand") == POINTS
+    assert trace.mode == "sot" and "load" not in trace.router and nodes(inner).count("expand") == POINTS
 
 
 def test_other_runs_sharing_the_batch_shrink_the_share(run) -> None:
@@ -144,7 +144,7 @@ def test_other_runs_sharing_the_batch_shrink_the_share(run) -> None:
         return trace, inner
 
     trace, inner = run(one())
-    load = trace.meta["router"]["load"]
+    load = trace.router["load"]
     assert (load["runs"], load["share"], load["free"], load["max_points"]) == (4, 2, 8, 2) and trace.mode == "sot"
     assert nodes(inner).count("expand") == 2
 
@@ -160,7 +160,7 @@ def test_runs_deciding_together_see_each_others_claims(run) -> None:
         return list(traces), backend
 
     traces, backend = run(two())
-    loads = sorted((t.meta["router"]["load"] for t in traces), key=lambda load: load["busy"])
+    loads = sorted((t.router["load"] for t in traces), key=lambda load: load["busy"])
     # the first's claim, counted (less the one slot its skeleton hands over to the limiter a moment later)
     assert loads[0]["busy"] == 0 and loads[1]["busy"] >= loads[0]["max_points"] - 1
     assert loads[0]["max_points"] + loads[1]["max_points"] <= 9
@@ -273,7 +273,7 @@ def test_the_writers_sot_also_gives_way_to_load() -> None:
         finally:
             inner.let_go.set()
             await asyncio.gather(*tasks)
-        return next(s for s in trace.meta["steps"] if s["step"] == "write")["extra"]["long_form"]
+        return next(s for s in trace.steps if s["step"] == "write")["extra"]["long_form"]
 
     idle, busy = asyncio.run(main(0)), asyncio.run(main(3))
     assert idle["mode"] == "sot" and idle["points"] >= 2

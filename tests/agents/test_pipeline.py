@@ -48,7 +48,7 @@ def scratch_agents() -> Iterator[list[str]]:
 
 
 def steps_of(trace: Any, step: str) -> list[dict[str, Any]]:
-    return [s for s in trace.meta["steps"] if s["step"] == step]
+    return [s for s in trace.steps if s["step"] == step]
 
 
 def test_research_runs_every_stage_in_order_and_fans_out() -> None:
@@ -63,7 +63,7 @@ def test_research_runs_every_stage_in_order_and_fans_out() -> None:
     # The researchers were in flight together, and the critical path follows plan -> research -> write -> review.
     calls = [c for c in trace.calls if c.agent == "researcher"]
     assert max(c.started_at for c in calls) < min(c.ended_at for c in calls)
-    assert trace.meta["critical_path_s"] < sum(s["seconds"] for s in trace.meta["steps"])
+    assert trace.critical_path_s < sum(s["seconds"] for s in trace.steps)
     # Each researcher saw its own sub-question, last in a prompt whose start all of them share.
     requests = [r for r in backend.requests if "/research/" in r.tag]
     assert {r.messages[-1]["content"].rsplit("Sub-question: ", 1)[1] for r in requests} == {"Alpha part", "Beta part", "Gamma part"}
@@ -77,7 +77,7 @@ def test_research_runs_every_stage_in_order_and_fans_out() -> None:
     assert next(a for a in record["agents"] if a["name"] == "researcher")["calls"] == 3
     assert record["parallelism"] > 0 and record["critical_path_s"] > 0
     by_id = {s["id"]: s for s in record["steps"]}
-    chain = [by_id[i] for i in record["meta"]["critical_path"]]
+    chain = [by_id[i] for i in record["critical_path"]]
     assert [s["step"] for s in chain] == ["plan", "research", "write", "review"]
     assert sum(s["seconds"] for s in chain) == pytest.approx(record["critical_path_s"], abs=1e-5)  # that one is rounded
     assert [m["step"] for m in trace.meta["messages"]][:1] == ["plan"]
@@ -178,7 +178,7 @@ def test_independent_agents_run_concurrently_through_the_in_flight_cap(scratch_a
     pipe = Pipeline("wide", [Step(n, "t_echo") for n in ("a", "b", "c", "d")] + [Step("join", "writer")],
                     edges=[(n, "join") for n in "abcd"])
     trace = run(run_agent(pipe, "hello", backend=backend, config=CONFIG))
-    entry = [s for s in trace.meta["steps"] if s["step"] in "abcd"]
+    entry = [s for s in trace.steps if s["step"] in "abcd"]
     assert max(s["started_at"] for s in entry) < min(s["ended_at"] for s in entry)  # all started together
     assert limiter.peak == 2  # ...but the process-wide cap held the model calls to 2 at a time
     join = steps_of(trace, "join")
@@ -262,9 +262,9 @@ def test_pipeline_from_toml_with_a_nested_pipeline(tmp_path: Path) -> None:
         '[steps]\nfirst = "answer"\nfinal = { agent = "research" }\n'
     )
     trace = run(run_agent(str(file), "Explain tea.", backend=FakeBackend(responder()), config=CONFIG))
-    assert trace.meta["agent"] == "brief" and trace.answer == "A draft answer."
+    assert trace.agent == "brief" and trace.answer == "A draft answer."
     assert {c.agent for c in trace.calls} == {"answer", "planner", "researcher", "writer", "critic"}
-    top = [s for s in trace.meta["steps"] if s["parent"] is None]
+    top = [s for s in trace.steps if s["parent"] is None]
     assert [s["step"] for s in top] == ["first", "final"]
 
 
@@ -312,10 +312,10 @@ def test_tracer_events_carry_every_call() -> None:
     trace = run(run_agent("research", "Explain tea.", backend=FakeBackend(responder()), config=CONFIG,
                           on_event=seen.append))
     kinds = [e.kind for e in seen]
-    assert kinds.count("agent_started") == kinds.count("agent_done") == len(trace.meta["steps"])
+    assert kinds.count("agent_started") == kinds.count("agent_done") == len(trace.steps)
     assert "agent_delta" in kinds
     done = {(e.step, e.branch, e.round): e for e in seen if e.kind == "agent_done"}
-    for step in trace.meta["steps"]:  # each step's event carries the calls the trace gives it
+    for step in trace.steps:  # each step's event carries the calls the trace gives it
         assert done[(step["step"], step["branch"], step["round"])].calls == step["calls"] >= 1
 
 
@@ -371,7 +371,7 @@ def test_dataflow_lets_each_branch_flow_on_and_supersteps_do_not(scratch_agents:
     for ex, trace in traces.items():
         assert trace.answer == "r(m(a),a)+r(m(b),b)+r(m(c),c)", ex  # same result, branch order kept
     for ex, trace in traces.items():
-        runs = {(s["step"], s["branch"]): s for s in trace.meta["steps"]}
+        runs = {(s["step"], s["branch"]): s for s in trace.steps}
         slow_map_end = runs[("map", 1)]["ended_at"]
         fast_refine_start = runs[("refine", 2)]["started_at"]
         assert (fast_refine_start < slow_map_end) == (ex == "dataflow"), ex
@@ -394,7 +394,7 @@ def test_a_step_after_a_slow_sibling_waits_only_for_its_own_input(scratch_agents
                     edges=[("start", "slow"), ("start", "fast"), ("fast", "after")], output="after")
     for ex in ("dataflow", "supersteps"):
         trace = run(run_agent(pipe, "go", backend=FakeBackend(), options={"execution": ex}))
-        runs = {s["step"]: s for s in trace.meta["steps"]}
+        runs = {s["step"]: s for s in trace.steps}
         assert (runs["after"]["started_at"] < runs["slow"]["ended_at"]) == (ex == "dataflow"), ex
 
 
@@ -402,7 +402,7 @@ def test_a_step_after_a_slow_sibling_waits_only_for_its_own_input(scratch_agents
 def test_revision_loop_under_both_executions(execution: str) -> None:
     trace = run(run_agent(research_pipeline(max_rounds=2), "Explain tea.", backend=FakeBackend(responder(review="revise", fix="more")),
                           options={"execution": execution}))
-    steps = [(s["step"], s["round"]) for s in trace.meta["steps"] if s["branch"] is None]
+    steps = [(s["step"], s["round"]) for s in trace.steps if s["branch"] is None]
     assert steps == [("plan", 0), ("write", 0), ("review", 0), ("write", 1), ("review", 1), ("write", 2),
                      ("review", 2)]
 
@@ -459,7 +459,7 @@ def test_the_writer_expands_its_answer_by_sot_when_the_decision_says_so() -> Non
         return responder()(request) if "expand" not in request.tag else ": Detail."
 
     def write_step(trace: Any) -> dict[str, Any]:
-        return next(s for s in trace.meta["steps"] if s["step"] == "write")
+        return next(s for s in trace.steps if s["step"] == "write")
 
     sot = run(run_agent(research_pipeline(), "Compare trains and buses.", backend=FakeBackend(respond),
                         options={"long_form": "sot"}))
@@ -510,7 +510,7 @@ def test_the_writers_own_answers_size_its_sot_expansions(tmp_path: Path) -> None
     assert len(lengths) == 1 and 0 < min(lengths) < 16  # "A draft answer." each time: a short, whole answer
 
     def write_step(trace: Any) -> dict[str, Any]:
-        return next(s for s in trace.meta["steps"] if s["step"] == "write")
+        return next(s for s in trace.steps if s["step"] == "write")
 
     auto = run(run_target(research_pipeline(), tasks[3], runtime, options={"long_form": "auto"}))
     decision = write_step(auto)["extra"]["long_form"]
@@ -539,7 +539,7 @@ def test_every_run_shares_the_batch_a_pipelines_too() -> None:
                                            for t in tasks)))
 
     traces = run(both())
-    loads = [next(s for s in t.meta["steps"] if s["step"] == "write")["extra"]["long_form"]["load"] for t in traces]
+    loads = [next(s for s in t.steps if s["step"] == "write")["extra"]["long_form"]["load"] for t in traces]
     assert [load["runs"] for load in loads] == [2, 2]  # both pipelines were running when each writer decided
     assert ledger_of(runtime.limiter).runs == 0  # and neither counts once it ended
 
@@ -551,7 +551,7 @@ def test_the_mapreduce_example_file_runs_as_dataflow(tmp_path: Path) -> None:
     folder = Path(__file__).resolve().parents[2] / "vivace" / "eval" / "data" / "pipeline_docs"
     pipe.steps["split"].params["folder"] = str(folder)  # the file names it relative to the repo
     trace = run(run_agent(pipe, "How should Harwick improve commuting?", backend=FakeBackend()))
-    runs = [(s["step"], s["branch"]) for s in trace.meta["steps"]]
+    runs = [(s["step"], s["branch"]) for s in trace.steps]
     assert sorted(b for s, b in runs if s == "facts") == [1, 2, 3, 4, 5]
     bad = tmp_path / "bad.toml"
     bad.write_text('[steps]\na = "documents"\nb = { agent = "summarizer", per_item = "yes" }\n')

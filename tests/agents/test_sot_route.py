@@ -39,9 +39,9 @@ def respond(request: GenerationRequest) -> str:
 def decisions(home: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The controller's route and the writer's long-form decision, for TASK in auto, on one runtime."""
     runtime = runtime_for(Config(backend="fake", home=home, max_tokens=128), FakeBackend(respond), save_runs=False)
-    controller = asyncio.run(ask(TASK, runtime, mode="auto")).meta["router"]
+    controller = asyncio.run(ask(TASK, runtime, mode="auto")).router
     trace = asyncio.run(run(research_pipeline(), TASK, runtime, options={"long_form": "auto", "load_aware": False}))
-    writer = next(s for s in trace.meta["steps"] if s["step"] == "write")["extra"]["long_form"]
+    writer = next(s for s in trace.steps if s["step"] == "write")["extra"]["long_form"]
     return controller, writer
 
 

@@ -78,7 +78,7 @@ def test_each_step_runs_on_its_model_with_its_sampling() -> None:
     assert send.max_tokens == 8  # a fully built Call keeps its sampling, and goes to the step's model
     assert [(c.node, c.model, c.served_by) for c in trace.calls] == [
         ("plan", "small", "fake:tiny"), ("write", "default", "fake:main"), ("send", "small", "fake:tiny")]
-    steps = {s["step"]: s for s in trace.meta["steps"]}
+    steps = {s["step"]: s for s in trace.steps}
     assert steps["plan"]["model"] == "small" and steps["write"]["model"] is None
 
 

@@ -35,7 +35,7 @@ def test_a_plan_runs_independent_calls_at_once_and_fills_references() -> None:
     assert record["mode"] == "plan" and record["plans"][0]["calls"][2]["deps"] == [1, 2]
     assert trace.answer == "Ambrosa is 2150 m taller."
     assert [c.extra["stage"] for c in trace.calls] == ["plan", "join"]
-    assert trace.meta["critical_path_s"] >= diff.ended_at - first.started_at  # tools are on the critical path
+    assert trace.critical_path_s >= diff.ended_at - first.started_at  # tools are on the critical path
 
 
 def test_calls_start_while_the_plan_is_still_streaming_and_only_with_streaming_dispatch() -> None:
@@ -127,4 +127,4 @@ def test_a_pipeline_step_gets_only_the_tools_it_names(tmp_path: Path) -> None:
     trace = asyncio.run(run(str(pipe), "How tall is Zorvik?", runtime, options={"tool_mode": "plan"}))
     assert trace.meta["tools_agent"]["tools"] == ["height"]
     assert "subtract" not in backend.requests[0].messages[0]["content"]
-    assert trace.tools[0].node == "act" and trace.meta["steps"][0]["tool_calls"] == 1
+    assert trace.tools[0].node == "act" and trace.steps[0]["tool_calls"] == 1

@@ -21,7 +21,7 @@ def test_skeleton_has_n_distinct_points(n: int) -> None:
 def test_vivace_run_fans_out_to_n_branches(n: int) -> None:
     backend = overhead_bench.fake_backend(n)
     trace = asyncio.run(overhead_bench.vivace_run(backend, n))  # more points than the length plan's prior holds too
-    assert len(trace.meta["points"]) == n
+    assert len(trace.points) == n
     assert sorted(c.branch for c in trace.calls if c.node == "expand") == list(range(1, n + 1))
     assert len(backend.requests) == n + 1 and backend.requests[0].tag.endswith("/skeleton")
 

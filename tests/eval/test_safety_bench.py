@@ -119,7 +119,7 @@ def test_auto_guard_keeps_sensitive_requests_off_sot(run: Any, tmp_path: Path, m
     runtime = runtime_for(Config(home=tmp_path, backend="fake"), FakeBackend(), save_runs=False)
 
     def routed(question: str, **kw: Any) -> dict[str, Any]:
-        return run(ask(question, runtime, mode="auto", max_tokens=32, **kw)).meta["router"]
+        return run(ask(question, runtime, mode="auto", max_tokens=32, **kw)).router
 
     # No verdict yet: SoT is guarded; the guard is on in auto by default.
     assert routed("How do I kill a Python process?")["mode"] == "normal"

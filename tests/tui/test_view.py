@@ -205,15 +205,14 @@ def test_finished_pipeline_reports_its_parallelism_from_the_trace() -> None:
     view = feed(RunView(agent="research"), [AgentStarted(RID, step="plan", agent="planner"),
                                             AgentDone(RID, step="plan", agent="planner", output="x", seconds=1.0, calls=1, output_tokens=9)])
     trace = RunTrace(question="q", mode="agent:research", model="m", backend="vllm", latency_s=9.2)
-    trace.meta["parallelism"] = 1.63
+    trace.parallelism = 1.63
     view.finish(trace)
     text = render(view, width=100)
     assert "done: latency 9.20 s" in text and "parallelism 1.63×" in text and "normal decoding" not in text
     assert "critical path" not in text  # a run whose record names no path of two steps or more
-    trace.meta.update(steps=[{"id": 0, "step": "plan", "seconds": 1.05}, {"id": 1, "step": "research", "branch": 2,
-                                                                          "seconds": 2.5},
-                             {"id": 2, "step": "research", "branch": 1, "seconds": 1.0},
-                             {"id": 3, "step": "write", "seconds": 5.5}], critical_path=[0, 1, 3])
+    trace.steps = [{"id": 0, "step": "plan", "seconds": 1.05}, {"id": 1, "step": "research", "branch": 2, "seconds": 2.5},
+                   {"id": 2, "step": "research", "branch": 1, "seconds": 1.0}, {"id": 3, "step": "write", "seconds": 5.5}]
+    trace.critical_path = [0, 1, 3]
     view.finish(trace)
     assert "critical path: plan 1.05 s → research #2 2.50 s → write 5.50 s" in render(view, width=100)
 

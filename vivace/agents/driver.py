@@ -165,7 +165,7 @@ async def run(
         leave_journal(jtoken)
         leave_scope(token)
         _finish(trace, tracer, item, t0, solo=len(pipeline.steps) == 1)
-        trace.meta["models"] = model_summary(trace.calls, runtime.models.describe)
+        trace.models = model_summary(trace.calls, runtime.models.describe)
         durable_meta(trace, journal, _resume)
         if runtime.save_runs:
             _save(trace, runtime, trace_out)
@@ -199,15 +199,13 @@ def _finish(trace: RunTrace, tracer: Tracer, item: Agent, t0: float, solo: bool)
     failed = meta.get("failed_points") or {}
     if trace.error is None and failed:
         trace.error = "; ".join(f"point {i} failed: {msg}" for i, msg in sorted(failed.items()))
-    trace.meta.update({k: v for k, v in meta.items() if k != "mode"})
-    trace.meta.update(
-        agent=item.name,
-        steps=[r.to_dict() for r in tracer.runs],
-        agents=agent_summary(trace.calls, tracer.runs),
-        critical_path_s=(chain := critical_chain(tracer.runs))[0],
-        critical_path=chain[1],
-        parallelism=parallelism(trace.calls, trace.latency_s),
-    )
+    trace.router, trace.points = meta.get("router"), list(meta.get("points") or [])
+    trace.meta.update({k: v for k, v in meta.items() if k not in ("mode", "router", "points")})
+    trace.agent = item.name
+    trace.steps = [r.to_dict() for r in tracer.runs]
+    trace.agents = agent_summary(trace.calls, tracer.runs)
+    trace.critical_path_s, trace.critical_path = critical_chain(tracer.runs)
+    trace.parallelism = parallelism(trace.calls, trace.latency_s)
 
 
 def parallelism(calls: list[CallTrace], wall_s: float) -> float:
@@ -294,15 +292,15 @@ def critical_chain(runs: list[StepRun]) -> tuple[float, list[int]]:
     return round(total, 6), chain[::-1]
 
 
-def critical_steps(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """The step records (``meta["steps"]``) on the run's critical path, first to last."""
-    by_id = {s["id"]: s for s in meta.get("steps") or []}
-    return [by_id[i] for i in meta.get("critical_path") or [] if i in by_id]
+def critical_steps(trace: RunTrace) -> list[dict[str, Any]]:
+    """The step records (``trace.steps``) on the run's critical path, first to last."""
+    by_id = {s["id"]: s for s in trace.steps}
+    return [by_id[i] for i in trace.critical_path if i in by_id]
 
 
-def critical_path_text(meta: dict[str, Any]) -> str | None:
+def critical_path_text(trace: RunTrace) -> str | None:
     """``plan 1.05 s → research #1 1.59 s → write 15.09 s``: the path `vivace run` and the TUI print (None: one step)."""
-    chain = critical_steps(meta)
+    chain = critical_steps(trace)
     if len(chain) < 2:
         return None
     return " → ".join(f"{r['step']}{'' if r.get('branch') is None else ' #' + str(r['branch'])} {r['seconds']:.2f} s"
@@ -311,33 +309,33 @@ def critical_path_text(meta: dict[str, Any]) -> str | None:
 
 def run_record(trace: RunTrace) -> dict[str, Any]:
     """The one record of a run: ``--json`` of ask and run, runs.jsonl, ``--trace-out``, the TUI transcript."""
-    meta = trace.meta
     return {
         "run_id": trace.run_id,
         "status": trace.status,
         "error": trace.error,
-        "agent": meta.get("agent"),
+        "agent": trace.agent,
         "mode": trace.mode,
         "question": trace.question,
         "answer": trace.answer,
         "started_at": trace.started_at,
         "latency_s": trace.latency_s,
         "ttft_s": trace.ttft_s,
-        "critical_path_s": meta.get("critical_path_s"),
-        "parallelism": meta.get("parallelism"),
+        "critical_path_s": trace.critical_path_s,
+        "critical_path": trace.critical_path,
+        "parallelism": trace.parallelism,
         "prompt_tokens": trace.prompt_tokens,
         "output_tokens": trace.output_tokens,
         "tok_s": trace.output_tokens / trace.latency_s if trace.latency_s > 0 else 0.0,
         "model": trace.model,
         "backend": trace.backend,
-        "router": meta.get("router"),
-        "points": meta.get("points", []),
+        "router": trace.router,
+        "points": trace.points,
         "calls": [c.to_dict() for c in trace.calls],
         "tools": [t.to_dict() for t in trace.tools],
-        "agents": meta.get("agents", []),
-        "models": meta.get("models", []),
-        "steps": meta.get("steps", []),
-        "meta": {k: v for k, v in meta.items() if k not in ("agents", "models", "steps")},
+        "agents": trace.agents,
+        "models": trace.models,
+        "steps": trace.steps,
+        "meta": trace.meta,
     }
 
 

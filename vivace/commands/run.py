@@ -185,15 +185,14 @@ def print_summary(trace: Any) -> None:
 
     from vivace.agents.driver import critical_path_text
 
-    meta = trace.meta
-    models = meta.get("models", [])
+    models = trace.models
     several = len(models) > 1  # then each agent's row names its models, and a table per model follows
-    table = Table(title=f"{meta.get('agent')} · {trace.backend}:{trace.model}")
+    table = Table(title=f"{trace.agent} · {trace.backend}:{trace.model}")
     for col in ("agent", *(["models"] if several else ["runs"]), "latency s", "calls", "call s", "queue s",
                 "tok in", "tok out"):
         table.add_column(col, justify="left" if col in ("agent", "models") else "right", no_wrap=col != "models",
                          min_width=7 if col == "models" else None)
-    for a in meta.get("agents", []):
+    for a in trace.agents:
         table.add_row(a["name"], ", ".join(a.get("models", [])) if several else str(a["runs"]), f"{a['latency_s']:.2f}",
                       str(a["calls"]), f"{a['call_s']:.2f}", f"{a.get('queue_s', 0):.2f}", str(a["prompt_tokens"]),
                       str(a["output_tokens"]))
@@ -201,11 +200,11 @@ def print_summary(trace: Any) -> None:
     console.print(table)
     if several:
         console.print(model_table(models))
-    if chain := critical_path_text(meta):  # the step names as the progress lines give them
+    if chain := critical_path_text(trace):  # the step names as the progress lines give them
         console.print(f"critical path: {chain}", style="dim")
     console.print(
-        f"latency {trace.latency_s:.2f} s · critical path {meta.get('critical_path_s', 0):.2f} s · "
-        f"parallelism {meta.get('parallelism', 0):.2f}x (sum of call times / wall) · {len(trace.calls)} call(s), "
+        f"latency {trace.latency_s:.2f} s · critical path {trace.critical_path_s:.2f} s · "
+        f"parallelism {trace.parallelism:.2f}x (sum of call times / wall) · {len(trace.calls)} call(s), "
         f"{trace.prompt_tokens} tokens in, {trace.output_tokens} out" + tools_text(trace),
         style="dim",
     )

@@ -99,9 +99,9 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
         "mean_output_tokens": statistics.fmean(t.output_tokens for t in traces),
         "llm_calls": sum(len(t.calls) for t in traces),
         "sot_runs": sum(1 for t in traces if t.mode == "sot"),
-        "mean_points": statistics.fmean(len(t.meta.get("points") or []) for t in sot_runs) if (sot_runs := [t for t in traces if t.mode == "sot"]) else None,
+        "mean_points": statistics.fmean(len(t.points) for t in sot_runs) if (sot_runs := [t for t in traces if t.mode == "sot"]) else None,
         "load_seen": load_seen(traces),
-        "load_changed_runs": sum(1 for t in traces if ((t.meta.get("router") or {}).get("load") or {}).get("changed")),
+        "load_changed_runs": sum(1 for t in traces if ((t.router or {}).get("load") or {}).get("changed")),
         "failed_runs": sum(1 for t in traces if t.error),
         "peak_in_flight": limiter.peak if limiter is not None else None,
         "in_flight_cap": limiter.max_in_flight if limiter is not None else None,
@@ -113,7 +113,7 @@ async def run_level(backend: Any, series: str, tasks: list[str], concurrency: in
 
 def load_seen(traces: list[Any]) -> dict[str, Any] | None:
     """What auto's decisions saw (median over the level's runs): capacity, the engine's knee, a run's share, free slots."""
-    loads = [load for t in traces if (load := (t.meta.get("router") or {}).get("load"))]
+    loads = [load for t in traces if (load := (t.router or {}).get("load"))]
     if not loads:
         return None
     out: dict[str, Any] = {}

@@ -91,7 +91,7 @@ async def vivace_run(runtime: Any, n: int) -> Any:
 
     received = Received()
     trace = await ask(QUESTION.format(n=n), runtime, mode="sot", max_points=n, min_points=1, max_tokens=512, on_event=received)
-    if len(trace.meta["points"]) != n or trace.meta.get("fallback"):
+    if len(trace.points) != n or trace.meta.get("fallback"):
         raise RuntimeError(f"expected {n} points, got {len(trace.meta['points'])} ({trace.meta.get('fallback')})")
     received.check(trace, n)
     return trace

@@ -74,13 +74,13 @@ async def run_task(runtime: Any, work: Workload, task: str, config: str, opts: d
     return {
         "workload": work.name, "task": task, "config": config, "index": index,
         "latency_s": round(trace.latency_s, 4),
-        "critical_path_s": trace.meta.get("critical_path_s"),
+        "critical_path_s": trace.critical_path_s,
         "calls": len(trace.calls),
         "output_tokens": trace.output_tokens,
         "answer": trace.answer,
-        "by_agent": breakdown(trace, lambda c: c.agent or "-", critical=critical_by_agent(trace.meta)),
+        "by_agent": breakdown(trace, lambda c: c.agent or "-", critical=critical_by_agent(trace)),
         "by_model": breakdown(trace, lambda c: c.model or "default"),
-        "long_form": [s["extra"]["long_form"] for s in trace.meta.get("steps") or []
+        "long_form": [s["extra"]["long_form"] for s in trace.steps
                       if (s.get("extra") or {}).get("long_form")],
     }
 
@@ -106,12 +106,12 @@ def breakdown(trace: Any, key: Callable[[Any], str],
     return out
 
 
-def critical_by_agent(meta: dict[str, Any]) -> dict[str, float]:
+def critical_by_agent(trace: Any) -> dict[str, float]:
     """Seconds each agent spent on the run's critical path: which agent the latency waits on."""
     from vivace.agents.driver import critical_steps
 
     out: dict[str, float] = {}
-    for s in critical_steps(meta):
+    for s in critical_steps(trace):
         out[s["agent"]] = round(out.get(s["agent"], 0.0) + s["seconds"], 4)
     return out
 

@@ -100,8 +100,8 @@ def sot_record(trace: Any, events: list[Any]) -> dict[str, Any]:
     branches = sorted((e for e in events if isinstance(e, BranchDone)), key=lambda e: e.index)
     points = [{"index": b.index, "point": b.point, "text": b.text[:ANSWER_CHARS], **_score(b.text)} for b in branches]
     out: dict[str, Any] = {
-        "routed": (trace.meta.get("router") or {}).get("mode"),
-        "route_reason": (trace.meta.get("router") or {}).get("reason"),
+        "routed": (trace.router or {}).get("mode"),
+        "route_reason": (trace.router or {}).get("reason"),
         "fallback": trace.meta.get("fallback"),
         "skeleton": skeleton.text[:ANSWER_CHARS] if skeleton else None,
         "points": points,

@@ -39,7 +39,7 @@ def sot_record(trace: Any) -> dict[str, Any]:
     return {
         "latency_s": round(trace.latency_s, 4),
         "output_tokens": trace.output_tokens,
-        "points": len(trace.meta.get("points") or []),
+        "points": len(trace.points),
         # Any call of the answer that hit its cap: a point expansion, or the fallback's normal decoding.
         "truncated": any(c.finish_reason == "length" for c in expand + normal),
         "truncated_points": sum(1 for c in expand if c.finish_reason == "length"),
@@ -58,7 +58,7 @@ def sot_record(trace: Any) -> dict[str, Any]:
 
 
 def auto_record(trace: Any) -> dict[str, Any]:
-    router = trace.meta.get("router") or {}
+    router = trace.router or {}
     stages = trace.meta.get("stages") or {}
     return {
         "latency_s": round(trace.latency_s, 4),

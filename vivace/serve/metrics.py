@@ -90,7 +90,7 @@ class ServerMetrics:
             if context.get("retrieved"):
                 self.context.labels("retrieved").inc()
             self.context.labels("compressed" if context.get("compressed") else "not_compressed").inc()
-        if trace.mode in ("sot", "normal") and trace.meta.get("agent") == "sot":
+        if trace.mode in ("sot", "normal") and trace.agent == "sot":
             self.routes.labels(trace.mode).inc()
         if trace.mode == "sot" and trace.status == "done" and trace.latency_s > 0:
             normal_s, _ = estimate_normal_s(trace)

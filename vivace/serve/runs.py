@@ -131,7 +131,7 @@ def run_routes(state: ServerState) -> APIRouter:
         def on_finish(trace: RunTrace) -> None:
             state.keep(run_record(trace))
             if state.metrics is not None:
-                state.metrics.observe(str(trace.meta.get("agent") or "resume"), trace)
+                state.metrics.observe(trace.agent or "resume", trace)
 
         try:
             trace = await resume(run_id, state.runtime, approve=body.approve if body else None, on_finish=on_finish)

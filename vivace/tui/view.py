@@ -228,7 +228,7 @@ class RunView:
         elif self.mode == "sot" and self.points and not self.fallback:
             estimate, how = estimate_normal_s(trace)
             self.outcome = Outcome(trace.latency_s, estimate, estimated=True, how=how)
-        elif (parallelism := getattr(trace, "meta", {}).get("parallelism")) is not None and self.agents:
+        elif (parallelism := getattr(trace, "parallelism", None)) is not None and self.agents:
             self.outcome = Outcome(trace.latency_s, None, how=f"parallelism {parallelism:.2f}× (sum of call times / wall time)")
         else:
             self.outcome = Outcome(trace.latency_s, None, how="normal decoding: nothing to compare")
@@ -285,7 +285,7 @@ class RunView:
                 text.append(f"\n{o.how}", style="dim")
             from vivace.agents.driver import critical_path_text  # the driver (LangGraph) is loaded by then
 
-            if detail and trace is not None and (chain := critical_path_text(getattr(trace, "meta", {}))):
+            if detail and trace is not None and (chain := critical_path_text(trace)):
                 text.append(f"\ncritical path: {chain}", style="dim")  # what the latency waited on, step by step
         elif self.finished is not None:
             text.append(f"\n{self.status}", style="bold red")
