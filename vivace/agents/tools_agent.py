@@ -157,6 +157,8 @@ class ToolsAgent(Agent):
             if not planned and round_ == 0 and fallback:
                 record.update(mode="react", why="the plan held no call")
                 return await self._react(ctx, task, tools, record)
+            if record["mode"] == "auto":  # decided here, so a run that fails later still says which way it went
+                record["mode"], record["why"] = "plan", "the plan held calls"
             lines += [line for line in _result_lines(planned, outcomes) if line not in lines]
             failed = [o for o in outcomes.values() if not o.ok]
             if round_ < max_replans and (failed or not planned):  # another plan, told what failed
@@ -166,8 +168,6 @@ class ToolsAgent(Agent):
             joined = await ctx.call(messages, output=JOIN_SCHEMA, max_tokens=JOIN_TOKENS, repetition_penalty=1.0,
                                     retrieve=False, stage="join")
             verdict = joined.parsed or {}
-            if record["mode"] == "auto":
-                record["mode"], record["why"] = "plan", "the plan held calls"
             return str(verdict.get("answer", "")).strip()
         raise AssertionError("unreachable")
 
