@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypedDict,
 
 from vivace.agents.options import RunOptions
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event, ToolDone, ToolStarted
-from vivace.agents.step_model import call_sampling, step_settings
+from vivace.agents.sampling import call_sampling, step_settings
 from vivace.runtime.backend import GenerationResult, Message
 from vivace.runtime.call import Call, Scope
 from vivace.runtime.prompts import render

@@ -24,7 +24,7 @@ from typing import Any
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, current_step
 from vivace.agents.events import AgentDelta
 from vivace.agents.registry import REGISTRY
-from vivace.agents.step_model import call_sampling
+from vivace.agents.sampling import call_sampling
 from vivace.errors import InputError
 from vivace.runtime.call import Call
 from vivace.runtime.tool_calls import ToolChoice, openai_tool_calls

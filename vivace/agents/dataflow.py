@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Awaitable, Iterable
 
-from vivace.agents.pipeline import PipelineState, _merge
+from vivace.agents.pipeline_state import PipelineState, _merge
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext

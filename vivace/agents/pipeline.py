@@ -24,13 +24,15 @@ Agent, so pipelines nest. Defined in code or in a small TOML file::
 
 from __future__ import annotations
 
-import operator
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterable, TypedDict
+from typing import Any, Iterable
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
+from vivace.agents.pipeline_state import BranchState as BranchState
+from vivace.agents.pipeline_state import PipelineState as PipelineState
+from vivace.agents.pipeline_state import _as_text, _bound
+from vivace.agents.pipeline_state import parse_items as parse_items
 from vivace.choices import Execution, values
 from vivace.errors import InputError
 
@@ -51,7 +53,7 @@ class Step:
     per_item: bool = False  # run once per branch of the fan-out before it, as soon as that branch is done
     params: dict[str, Any] = field(default_factory=dict)  # handed to the agent as ``StepInput["params"]``
     model: str | None = None  # one of the runtime's models ("default", a [models.NAME]); None: the run's default
-    sampling: dict[str, Any] = field(default_factory=dict)  # defaults of the step's calls (vivace.agents.step_model)
+    sampling: dict[str, Any] = field(default_factory=dict)  # defaults of the step's calls (vivace.agents.sampling)
     tools: tuple[str, ...] = ()  # the runtime's tools this step may call (none named: the run's tools)
     requires_approval: bool = False  # the run pauses before this step until someone approves it
 
@@ -64,30 +66,6 @@ class Loop:
     target: str
     when: str = "revise"
     max_rounds: int | None = None
-
-
-def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
-    """Dict union; nested dicts (fan-out branches of one step) merge instead of replacing."""
-    out = dict(left or {})
-    for key, value in (right or {}).items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-class PipelineState(TypedDict, total=False):
-    task: str
-    outputs: Annotated[dict[str, Any], _merge]  # step -> text, or {branch: text} for a fan-out step
-    items: Annotated[dict[str, list[str]], _merge]  # step -> the list a fan-out successor runs over
-    decisions: Annotated[dict[str, str | None], _merge]
-    counts: Annotated[dict[str, int], _merge]  # step -> runs so far (a fan-out counts once)
-    loops: Annotated[dict[str, int], _merge]  # "a->b" -> times taken
-    routes: Annotated[dict[str, str | None], _merge]  # step -> loop target it chose, if any
-    messages: Annotated[list[dict[str, Any]], operator.add]  # the transcript every agent adds to
-
-
-class BranchState(PipelineState, total=False):
-    item: str
-    branch: int
 
 
 class Pipeline(Agent):
@@ -287,24 +265,6 @@ class Pipeline(Agent):
             return text
 
         return node
-
-
-def _bound(loop: Loop, ctx: AgentContext) -> int:
-    override = ctx.options.max_rounds
-    return int(override) if override is not None else (loop.max_rounds or 0)
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return "\n\n".join(str(value[k]) for k in sorted(value))
-    return "" if value is None else str(value)
-
-
-def parse_items(text: str) -> list[str]:
-    """A numbered or bulleted list in ``text``, else its non-empty lines."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    listed = [m.group(1).strip() for ln in lines if (m := re.match(r"^(?:\d{1,2}[.)]|[-*•])\s+(.+)$", ln))]
-    return listed or lines
 
 
 def single(agent: Agent) -> Pipeline:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from vivace.agents.step_model import check_model, check_sampling
+from vivace.agents.sampling import check_model, check_sampling
 from vivace.errors import InputError
 
 KEYS = ("name", "description", "output", "edges", "steps", "loops")

@@ -33,7 +33,7 @@ from langgraph.runtime import Runtime
 from vivace.agents.events import AnswerDone, ErrorEvent, SkeletonDelta
 from vivace.agents.router import SOT
 from vivace.agents.skeleton import Skeleton, join_points, parse_skeleton
-from vivace.agents.sot import (
+from vivace.agents.sot_calls import (
     expand_point,
     guard_answer,
     normal_node,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vivace.agents.base import AgentContext, NodeResult, StepInput, current_step, enter_step, leave_step
 from vivace.agents.history import render_history
 from vivace.agents.journal import Approval, ApprovalPending, current_journal
-from vivace.agents.pipeline import BranchState, PipelineState, _as_text, _bound, parse_items
+from vivace.agents.pipeline_state import BranchState, PipelineState, _bound, parse_items
 from vivace.errors import RunError, VivaceError, missing_extra
 
 if TYPE_CHECKING:

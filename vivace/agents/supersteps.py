@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vivace.agents.pipeline import BranchState, PipelineState
+from vivace.agents.pipeline_state import BranchState, PipelineState
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext
