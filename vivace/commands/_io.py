@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeAlias, TypeVar
 
-from vivace.choices import Compression, Mode, values
+from vivace.choices import Approve, Compression, Mode, values
 from vivace.config import Config, load_config
 from vivace.errors import InputError, VivaceError
 
@@ -37,6 +37,7 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 MODES = values(Mode)
 COMPRESSION = values(Compression)
+APPROVE = values(Approve)
 
 # CLI flag (argparse dest) -> config key. Flags a command lacks, or left unset (None), do not override lower layers.
 CONFIG_FLAGS = {
@@ -143,6 +144,27 @@ def add_collection(p: argparse.ArgumentParser, *, rag_alias: bool, help: str) ->
 def add_compression(p: argparse.ArgumentParser, help: str = "compress the retrieved context: off, auto (when it pays), always") -> None:
     """``--compression`` wherever a model is called; it sets the config key ``compression``."""
     p.add_argument("--compression", choices=COMPRESSION, help=help)
+
+
+def add_approve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--approve", choices=APPROVE,
+                        help="steps and tools that require approval: ask on the terminal (default when there is "
+                             "one), approve all, or none; without a terminal the run pauses there")
+
+
+def approver(choice: str | None, prompt: bool = True) -> Any:
+    """The run's ``approve``: "all", "none", a terminal prompt, or None (pause) when nobody can be asked."""
+    if choice in (Approve.ALL, Approve.NONE):
+        return choice
+    if not prompt or (choice is None and not sys.stdin.isatty()):  # (the live view owns the terminal)
+        return None
+
+    async def ask(approval: Any) -> bool:
+        from rich.prompt import Confirm
+
+        return await asyncio.to_thread(Confirm.ask, f"[yellow]approve?[/] {approval.what}", default=False)
+
+    return ask
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

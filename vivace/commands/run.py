@@ -19,14 +19,15 @@ from vivace.commands._io import (
     MODES,
     Parents,
     Subparsers,
+    add_approve,
     add_collection,
     add_compression,
+    approver,
     check_run_outputs,
     emit_json,
     interruptible,
     require_question,
 )
-from vivace.commands.runs import add_approve, approver
 from vivace.config import Config
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,12 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
-import sys
 from typing import Any
 
-from vivace.choices import Approve, values
-from vivace.commands._io import Parents, Subparsers, emit_json, interruptible
+from vivace.commands._io import Parents, Subparsers, add_approve, approver, emit_json, interruptible
 from vivace.config import Config
 
 log = logging.getLogger(__name__)
-
-APPROVE = values(Approve)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
@@ -37,27 +33,6 @@ def register(sub: Subparsers, parents: Parents) -> None:
     add_approve(res)
     res.add_argument("--trace-out", metavar="FILE", help="also append the resumed run's trace to this JSONL file")
     res.set_defaults(handler=cmd_resume)
-
-
-def add_approve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--approve", choices=APPROVE,
-                        help="steps and tools that require approval: ask on the terminal (default when there is "
-                             "one), approve all, or none; without a terminal the run pauses there")
-
-
-def approver(choice: str | None, prompt: bool = True) -> Any:
-    """The run's ``approve``: "all", "none", a terminal prompt, or None (pause) when nobody can be asked."""
-    if choice in (Approve.ALL, Approve.NONE):
-        return choice
-    if not prompt or (choice is None and not sys.stdin.isatty()):  # (the live view owns the terminal)
-        return None
-
-    async def ask(approval: Any) -> bool:
-        from rich.prompt import Confirm
-
-        return await asyncio.to_thread(Confirm.ask, f"[yellow]approve?[/] {approval.what}", default=False)
-
-    return ask
 
 
 def _when(ts: Any) -> str:
