@@ -30,8 +30,6 @@ import json
 import logging
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
@@ -39,23 +37,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vivace.agents.base import Agent
 from vivace.agents.chat import NAME as CHAT
-from vivace.agents.driver import resolve, run, run_record
-from vivace.agents.registry import REGISTRY
-from vivace.choices import Compression, Mode
+from vivace.agents.driver import run, run_record
+from vivace.choices import Compression
 from vivace.errors import VivaceError
 from vivace.runtime.tool_calls import content_text
 from vivace.serve.metrics import CONTENT_TYPE, ServerMetrics
+from vivace.serve.runs import run_routes
+from vivace.serve.state import KEEP_RUNS as KEEP_RUNS
+from vivace.serve.state import MODES as MODES
+from vivace.serve.state import RUN_HEADER as RUN_HEADER
+from vivace.serve.state import ServerState as ServerState
+from vivace.serve.state import error, failure
 from vivace.serve.chat import (ResponseFormat, ReplyStream, ToolChoiceField, ToolDef, chat_settings, check_tools,
                                message_dict, needs_chat)
 from vivace.trace import RunTrace
 
 log = logging.getLogger(__name__)
-
-MODES = {f"vivace-{mode}": mode.value for mode in Mode}
-RUN_HEADER = "x-vivace-run-id"
-KEEP_RUNS = 1000  # records kept in memory for /v1/runs/{id}; every run is also in runs.jsonl and the checkpoints
 
 
 class Message(BaseModel):
@@ -113,52 +111,8 @@ class ChatRequest(BaseModel):
         return [message_dict(m) for m in self.messages[:last]]
 
 
-@dataclass
-class ServerState:
-    runtime: Any
-    api_key: str | None = None
-    pipelines: dict[str, Agent] = field(default_factory=dict)  # served from files, by name
-    collection: str | None = None  # the default for requests that name none
-    runs: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
-    metrics: ServerMetrics | None = None
-
-    def models(self) -> list[str]:
-        return [*MODES, *sorted(set(REGISTRY.names()) | set(self.pipelines))]
-
-    def target(self, model: str) -> tuple[Agent | str, dict[str, Any]]:
-        if model in MODES:
-            return "sot", {"mode": MODES[model]}
-        if model in self.pipelines:
-            return self.pipelines[model], {}
-        if model in REGISTRY.names():
-            return resolve(model), {}
-        raise LookupError(model)
-
-    def keep(self, record: dict[str, Any]) -> None:
-        self.runs[record["run_id"]] = record
-        while len(self.runs) > KEEP_RUNS:
-            self.runs.popitem(last=False)
-
-
-def error(status: int, message: str, kind: str, code: str | None = None, run_id: str | None = None) -> JSONResponse:
-    """OpenAI's error shape, which SDKs turn into their own exception types."""
-    headers = {RUN_HEADER: run_id} if run_id else None
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}},
-                        status_code=status, headers=headers)
-
-
-def failure(exc: BaseException) -> tuple[int, str, str]:
-    """(HTTP status, message, error type) for an exception a run raised."""
-    code = exc.exit_code if isinstance(exc, VivaceError) else 1
-    if code == 2:
-        return 400, str(exc), "invalid_request_error"
-    return 500, str(exc) or type(exc).__name__, "server_error"
-
-
 def create_app(state: ServerState) -> FastAPI:
     """The FastAPI app around an open runtime (the caller opens and closes it)."""
-    from vivace.serve.runs import run_routes  # it builds on this module's state and error shape
-
     app = FastAPI(title="vivace", docs_url=None, redoc_url=None, openapi_url=None)
     state.metrics = state.metrics or ServerMetrics(state.runtime)
     metrics = state.metrics

@@ -30,7 +30,7 @@ from vivace.agents.driver import run_record
 from vivace.agents.resume import resume
 from vivace.choices import Approve
 from vivace.errors import BusyError, RunError, VivaceError
-from vivace.serve.app import KEEP_RUNS, RUN_HEADER, ServerState, error, failure
+from vivace.serve.state import KEEP_RUNS, RUN_HEADER, ServerState, error, failure
 from vivace.trace import RunTrace
 
 if TYPE_CHECKING:
