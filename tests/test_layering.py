@@ -8,7 +8,9 @@ sits: module level, inside a function, or under ``if TYPE_CHECKING:``.
 
 A unit is a top-level module or subpackage of ``vivace``. ``LAYERS`` runs top
 to bottom; a unit may import units on lower lines, and units on its own line
-only as ``SAME_LINE_ALLOWED`` says. ``vivace/__init__.py`` (the package face,
+only as ``SAME_LINE_ALLOWED`` says. Inside a unit, modules import one
+another without a cycle either (``test_no_import_cycles_between_modules``): a
+cycle of modules is one tangle nobody can read, test or move alone. ``vivace/__init__.py`` (the package face,
 which re-exports the public API) is exempt as an importer; importing the face
 from inside the package is allowed only from the top line, since it pulls in
 everything it re-exports.
@@ -74,17 +76,21 @@ def units_in(root: Path) -> set[str]:
     return found | {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
 
 
+def from_source(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute module a ``from ... import`` reads from (a relative one resolved against ``module``)."""
+    if not node.level:
+        return node.module or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imported_names(node: ast.AST, module: str, is_package: bool) -> list[str]:
     """Absolute module names one node imports (``from X import a`` also yields ``X.a``)."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     if isinstance(node, ast.ImportFrom):
-        if node.level:
-            base = module.split(".") if is_package else module.split(".")[:-1]
-            base = base[: len(base) - (node.level - 1)]
-            source = ".".join(base + ([node.module] if node.module else []))
-        else:
-            source = node.module or ""
+        source = from_source(node, module, is_package)
         # ``from vivace import runtime`` imports a unit; ``from vivace.x import y`` stays in unit x.
         return [f"{source}.{alias.name}" for alias in node.names] if "." not in source else [source]
     if (
@@ -138,11 +144,16 @@ def violations(imports: list[Import]) -> list[Import]:
 
 
 def cycles(imports: list[Import], root: Path) -> list[list[str]]:
-    """Strongly connected components (Tarjan) of more than one unit."""
+    """The import cycles between units: components of more than one unit."""
     edges: dict[str, set[str]] = {}
     for imp in imports:
         if imp.unit != FACE:
             edges.setdefault(unit_of(imp.module, root), set()).add(imp.unit)
+    return components(edges)
+
+
+def components(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components (Tarjan) of more than one node."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -205,6 +216,76 @@ def test_no_import_cycles_between_units() -> None:
         pytest.fail("import cycles between units:\n" + "\n".join(detail), pytrace=False)
 
 
+# -- the same between modules ------------------------------------------------------------
+
+
+def type_checking_only(tree: ast.AST) -> set[int]:
+    """The ids of the nodes under ``if TYPE_CHECKING:``: imports for annotations, never run."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
+    return skipped
+
+
+def module_imports(root: Path) -> list[Import]:
+    """Every import of one of the package's modules by another, wherever it sits (a function too),
+    except under ``if TYPE_CHECKING:``. ``from a.b import c`` imports ``a.b``, and ``a.b.c`` if that is
+    a module; ``Import.unit`` holds the imported module here."""
+    paths = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    found: list[Import] = []
+    for module, path in paths.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        skipped = type_checking_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            names = imported_names(node, module, path.name == "__init__.py")
+            if isinstance(node, ast.ImportFrom):
+                source = from_source(node, module, path.name == "__init__.py")
+                names = [source, *(f"{source}.{alias.name}" for alias in node.names)]
+            found += [Import(module, node.lineno, name, name) for name in names if name in paths and name != module]
+    return sorted(set(found), key=lambda i: (i.module, i.line, i.unit))
+
+
+def module_cycles(imports: list[Import]) -> list[list[str]]:
+    edges: dict[str, set[str]] = {}
+    for imp in imports:
+        edges.setdefault(imp.module, set()).add(imp.unit)
+    return components(edges)
+
+
+def one_cycle(comp: list[str], imports: list[Import]) -> list[Import]:
+    """A shortest way round a component, from its first module back to it: the imports to untie."""
+    inside = [i for i in imports if i.module in comp and i.unit in comp]
+    start = comp[0]
+    came: dict[str, Import] = {}
+    todo = [start]
+    while todo:
+        here = todo.pop(0)
+        for imp in inside:
+            if imp.module == here and imp.unit not in came:
+                came[imp.unit] = imp
+                todo.append(imp.unit)
+        if start in came:
+            break
+    path = [came[start]]
+    while path[0].module != start:
+        path.insert(0, came[path[0].module])
+    return path
+
+
+def test_no_import_cycles_between_modules() -> None:
+    imports = module_imports(ROOT)
+    found = module_cycles(imports)
+    detail = [f"{len(comp)} modules: {', '.join(comp)}\n  for one, "
+              + " ; ".join(f"{i.module}:{i.line} imports {i.unit}" for i in one_cycle(comp, imports))
+              for comp in found]
+    if found:
+        pytest.fail("import cycles between modules (move what both sides need to a lower module):\n"
+                    + "\n".join(detail), pytrace=False)
+
+
 # -- the scanner itself, on a made-up package --------------------------------------------
 
 
@@ -259,3 +340,24 @@ def test_violations_and_cycles_on_the_toy(toy: Path) -> None:
         "vivace.tui -> vivace (package face) (1)",
     ]  # runtime -> trace points down; trace -> runtime closes the cycle
     assert cycles(imports, toy) == [["runtime", "trace"]]
+
+
+def test_module_cycles_on_a_toy(tmp_path: Path) -> None:
+    root = tmp_path / "vivace"
+    files = {
+        "__init__.py": "",
+        "a.py": "from vivace import b\n",
+        "b.py": ("from typing import TYPE_CHECKING\n"
+                 "if TYPE_CHECKING:\n"
+                 "    from vivace.a import A\n"
+                 "def f():\n"
+                 "    from .c import C\n"),
+        "c.py": "from vivace.b import f\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    imports = module_imports(root)
+    assert module_cycles(imports) == [["vivace.b", "vivace.c"]]  # b -> a is for annotations only
+    assert [str(i) for i in one_cycle(["vivace.b", "vivace.c"], imports)] == [
+        "vivace.b -> vivace.c (5)", "vivace.c -> vivace.b (1)"]
