@@ -45,6 +45,7 @@ _EXPORTS = {
     "AgentContext": "vivace.agents.base",
     "StepInput": "vivace.agents.base",
     "NodeResult": "vivace.agents.base",
+    "RunOptions": "vivace.agents.options",
     "Node": "vivace.agents.base",
     "task_text": "vivace.agents.base",
     "agent": "vivace.agents.registry",
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
     from vivace.agents import events
     from vivace.agents.base import Agent, AgentContext, Node, NodeResult, StepInput, task_text
     from vivace.agents.driver import ask, run, run_record
+    from vivace.agents.options import RunOptions
     from vivace.agents.resume import resume
     from vivace.agents.journal import Approval
     from vivace.agents.pipeline import Loop, Pipeline, Step
