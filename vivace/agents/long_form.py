@@ -21,22 +21,16 @@ from typing import TYPE_CHECKING, Any
 from vivace.agents.base import AgentContext, current_step
 from vivace.agents.sot_options import SotOptions
 from vivace.agents.sot_route import decide
-from vivace.choices import LongForm, values
-from vivace.errors import InputError
 
 if TYPE_CHECKING:
     from vivace.agents.sot_state import Context
 
 log = logging.getLogger(__name__)
 
-SETTINGS = values(LongForm)
-
 
 def setting(ctx: AgentContext) -> str:
-    value = ctx.options.long_form or getattr(ctx.config, "long_form", "off")
-    if value not in SETTINGS:
-        raise InputError(f"long_form must be one of {', '.join(SETTINGS)}, got {value!r}")
-    return str(value)
+    """The run's long_form, else the config's (both checked where they are read: ``RunOptions``, ``Config``)."""
+    return str(ctx.options.long_form or ctx.config.long_form)
 
 
 def _kind() -> str:

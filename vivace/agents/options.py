@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from enum import Enum
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vivace.choices import Execution, LongForm, Mode, ToolMode, values
 from vivace.errors import InputError
 
 
@@ -30,10 +32,10 @@ class RunOptions(BaseModel):
     # Pipelines: every fan-out's and loop's bound, how the graph runs, SoT inside the writer.
     max_branches: int | None = Field(None, ge=1)
     max_rounds: int | None = Field(None, ge=0)
-    execution: str | None = None
-    long_form: str | None = None
+    execution: Execution | None = None
+    long_form: LongForm | None = None
     # The SoT controller (vivace.agents.sot_options.SotOptions reads these beside the config).
-    mode: str | None = None
+    mode: Mode | None = None
     max_points: int | None = Field(None, ge=1)
     min_points: int | None = Field(None, ge=1)
     point_max_tokens: int | None = Field(None, ge=1)
@@ -46,7 +48,7 @@ class RunOptions(BaseModel):
     safety_guard: bool | None = None
     guarded: tuple[str, ...] | None = None
     # The tools agent (vivace.agents.tools_agent).
-    tool_mode: str | None = None
+    tool_mode: ToolMode | None = None
     tool_cache: bool = True
     stream_dispatch: bool = True
     max_replans: int = Field(1, ge=0)
@@ -75,6 +77,9 @@ class RunOptions(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "enum":  # a choice: the same line the config and the CLI give for one
+                choices = next(a for a in get_args(cls.model_fields[where].annotation) if issubclass(a, Enum))
+                raise InputError(f"{where} must be one of {', '.join(values(choices))}, got {err.get('input')!r}") from None
             raise InputError(f"run option {where}: {err['msg']}, got {err.get('input')!r}") from None
 
     def replace(self, **changes: Any) -> "RunOptions":

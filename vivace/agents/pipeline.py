@@ -33,12 +33,10 @@ from vivace.agents.pipeline_state import BranchState as BranchState
 from vivace.agents.pipeline_state import PipelineState as PipelineState
 from vivace.agents.pipeline_state import _as_text, _bound
 from vivace.agents.pipeline_state import parse_items as parse_items
-from vivace.choices import Execution, values
 from vivace.errors import InputError
 
 
 DEFAULT_MAX_BRANCHES = 8
-EXECUTIONS = values(Execution)
 
 
 @dataclass
@@ -227,9 +225,7 @@ class Pipeline(Agent):
         graph runs (kept for comparison).
         """
         self.validate()
-        execution = ctx.options.execution or getattr(ctx.config, "execution", None) or "dataflow"
-        if execution not in EXECUTIONS:
-            raise InputError(f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}")
+        execution = ctx.options.execution or ctx.config.execution  # both checked: RunOptions, Config
         from vivace.agents.registry import REGISTRY
         from vivace.agents.step_node import StepNode
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
-from vivace.choices import ToolMode, values
+from vivace.choices import ToolMode
 from vivace.errors import InputError, OutputError
 from vivace.runtime.call import StopGeneration
 from vivace.runtime.json_stream import ListEntries
@@ -36,7 +36,6 @@ from vivace.runtime.tool_calls import openai_tool_calls
 from vivace.runtime.tool_path import ToolCall, ToolOutcome
 from vivace.runtime.tools import Tool
 
-TOOL_MODES = values(ToolMode)
 PLAN_TOKENS = 384
 TOKENS_PER_ENTRY = 48  # a plan holds no more calls than its token cap has room for
 MAX_PLAN_CALLS = PLAN_TOKENS // TOKENS_PER_ENTRY
@@ -137,9 +136,7 @@ class ToolsAgent(Agent):
         if not tools:
             raise InputError("agent 'tools' has no tools: pass tools=..., name them in the step (tools = [...]), "
                              "or configure [mcp.NAME] servers")
-        mode = str(ctx.options.tool_mode or "auto")
-        if mode not in TOOL_MODES:
-            raise InputError(f"tool_mode must be one of {', '.join(TOOL_MODES)}, got {mode!r}")
+        mode = str(ctx.options.tool_mode or ToolMode.AUTO)  # checked by RunOptions
         record: dict[str, Any] = {"mode": mode, "why": "asked", "tools": [t.name for t in tools], "plans": [],
                                   "replans": 0, "stream_dispatch": ctx.options.stream_dispatch}
         ctx.tracer.meta["tools_agent"] = record
