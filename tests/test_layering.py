@@ -10,7 +10,9 @@ A unit is a top-level module or subpackage of ``vivace``. ``LAYERS`` runs top
 to bottom; a unit may import units on lower lines, and units on its own line
 only as ``SAME_LINE_ALLOWED`` says. Inside a unit, modules import one
 another without a cycle either (``test_no_import_cycles_between_modules``): a
-cycle of modules is one tangle nobody can read, test or move alone. ``vivace/__init__.py`` (the package face,
+cycle of modules is one tangle nobody can read, test or move alone. The parts of a package (its
+modules and sub-packages, such as ``agents.sot``) import one another without a cycle as well
+(``test_no_import_cycles_between_the_parts_of_a_package``). ``vivace/__init__.py`` (the package face,
 which re-exports the public API) is exempt as an importer; importing the face
 from inside the package is allowed only from the top line, since it pulls in
 everything it re-exports.
@@ -286,7 +288,46 @@ def test_no_import_cycles_between_modules() -> None:
                     + "\n".join(detail), pytrace=False)
 
 
+def package_cycles(imports: list[Import], root: Path) -> dict[str, list[list[str]]]:
+    """Per package (``vivace.agents``, ``vivace.agents.sot``...), the cycles between its children: its
+    modules and sub-packages, each one node (``sot`` stands for every module under ``agents/sot/``)."""
+    packages = sorted(module_name(p, root) for p in root.rglob("__init__.py"))
+    found: dict[str, list[list[str]]] = {}
+    for package in packages:
+        edges: dict[str, set[str]] = {}
+        for imp in imports:
+            if imp.module.startswith(package + ".") and imp.unit.startswith(package + "."):
+                child, target = (name[len(package) + 1 :].split(".")[0] for name in (imp.module, imp.unit))
+                if child != target:
+                    edges.setdefault(child, set()).add(target)
+        if comps := components(edges):
+            found[package] = comps
+    return found
+
+
+def test_no_import_cycles_between_the_parts_of_a_package() -> None:
+    """A sub-package is one part of its parent: ``agents.sot`` and ``agents.pipeline`` may use the agents'
+    core (``base``, ``events``, ``journal``...), but the core may not reach back into them."""
+    imports = module_imports(ROOT)
+    found = package_cycles(imports, ROOT)
+    detail = []
+    for package, comps in found.items():
+        for comp in comps:
+            inside = [i for i in imports if i.module.startswith(package + ".") and i.unit.startswith(package + ".")
+                      and i.module[len(package) + 1 :].split(".")[0] in comp
+                      and i.unit[len(package) + 1 :].split(".")[0] in comp]
+            detail.append(report(f"{package}: " + " <-> ".join(comp), inside))
+    if found:
+        pytest.fail("import cycles between the parts of a package:\n" + "\n".join(detail), pytrace=False)
+
+
 # -- the scanner itself, on a made-up package --------------------------------------------
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
 
 
 @pytest.fixture
@@ -311,9 +352,7 @@ def toy(tmp_path: Path) -> Path:
         "agents/__init__.py": "",
         "tui/__init__.py": "from vivace import __version__\n",
     }
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
+    write_tree(root, files)
     return root
 
 
@@ -354,10 +393,26 @@ def test_module_cycles_on_a_toy(tmp_path: Path) -> None:
                  "    from .c import C\n"),
         "c.py": "from vivace.b import f\n",
     }
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
+    write_tree(root, files)
     imports = module_imports(root)
     assert module_cycles(imports) == [["vivace.b", "vivace.c"]]  # b -> a is for annotations only
     assert [str(i) for i in one_cycle(["vivace.b", "vivace.c"], imports)] == [
         "vivace.b -> vivace.c (5)", "vivace.c -> vivace.b (1)"]
+
+
+def test_package_cycles_on_a_toy(tmp_path: Path) -> None:
+    root = tmp_path / "vivace"
+    files = {
+        "__init__.py": "",
+        "agents/__init__.py": "",
+        "agents/base.py": "def f():\n    from vivace.agents.sot.points import P\n",
+        "agents/sot/__init__.py": "",
+        "agents/sot/points.py": "from vivace.agents.sot.calls import C\n",
+        "agents/sot/calls.py": "from vivace.agents.base import f\n",
+        "agents/pipeline/__init__.py": "",
+        "agents/pipeline/spec.py": "from vivace.agents.base import f\n",
+    }
+    write_tree(root, files)
+    imports = module_imports(root)
+    assert module_cycles(imports) == [["vivace.agents.base", "vivace.agents.sot.calls", "vivace.agents.sot.points"]]
+    assert package_cycles(imports, root) == {"vivace.agents": [["base", "sot"]]}  # inside sot: no cycle

@@ -49,9 +49,9 @@ _EXPORTS = {
     "Node": "vivace.agents.base",
     "task_text": "vivace.agents.base",
     "agent": "vivace.agents.registry",
-    "Pipeline": "vivace.agents.pipeline",
-    "Step": "vivace.agents.pipeline",
-    "Loop": "vivace.agents.pipeline",
+    "Pipeline": "vivace.agents.pipeline.spec",
+    "Step": "vivace.agents.pipeline.spec",
+    "Loop": "vivace.agents.pipeline.spec",
     "run": "vivace.agents.driver",
     "ask": "vivace.agents.driver",
     "run_record": "vivace.agents.driver",
@@ -94,7 +94,7 @@ if TYPE_CHECKING:
     from vivace.agents.options import RunOptions
     from vivace.agents.resume import resume
     from vivace.agents.journal import Approval
-    from vivace.agents.pipeline import Loop, Pipeline, Step
+    from vivace.agents.pipeline.spec import Loop, Pipeline, Step
     from vivace.agents.registry import agent
     from vivace.assembly import open_runtime, runtime_for
     from vivace.config import Config, load_config

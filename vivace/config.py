@@ -89,7 +89,7 @@ class Config:
 
     # Process-wide limits and generation defaults
     max_in_flight: int = field(default=32, metadata=_bounds(min=1))
-    sot_load_aware: bool = True  # auto mode: SoT fans out only into the batch slots free (vivace.agents.sot_load)
+    sot_load_aware: bool = True  # auto mode: SoT fans out only into the batch slots free (vivace.agents.sot.load)
     max_tokens: int = field(default=512, metadata=_bounds(min=1))
     temperature: float = field(default=0.0, metadata=_bounds(min=0))
     repetition_penalty: float = field(default=1.15, metadata=_bounds(above=0))

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from vivace import tool
-from vivace.agents.pipeline import Pipeline, Step
+from vivace.agents.pipeline.spec import Pipeline, Step
 from vivace.runtime.backend import GenerationRequest
 
 # --- the research pipeline ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vivace.agents import Event, ask
-from vivace.agents.length_plan import LengthPlan
+from vivace.agents.sot.length_plan import LengthPlan
 
 pytestmark = pytest.mark.engine
 

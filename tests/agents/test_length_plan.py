@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vivace.agents import ask
-from vivace.agents.length_plan import (
+from vivace.agents.sot.length_plan import (
     FLOOR_SHARE,
     POINT_BUDGET_MAX,
     POINT_BUDGET_MIN,

@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import VIVACE, cli_env
 from vivace.agents import ask
-from vivace.agents.sot_load import decide
+from vivace.agents.sot.load import decide
 from vivace.assembly import runtime_for
 from vivace.config import Config
 from vivace.eval.overhead_bench import fake_backend

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from vivace.agents.driver import ask, run
 from vivace.agents.options import RunOptions
-from vivace.agents.sot_options import SotOptions
+from vivace.agents.sot.options import SotOptions
 from vivace.assembly import runtime_for
 from vivace.config import Config
 from vivace.errors import InputError

@@ -17,7 +17,7 @@ from vivace.agents.base import AgentContext, NodeResult, StepInput
 from vivace.agents.builtin import research_pipeline
 from vivace.agents.driver import run as run_target
 from vivace.agents.driver import run_record
-from vivace.agents.pipeline import Loop, Pipeline, Step
+from vivace.agents.pipeline.spec import Loop, Pipeline, Step
 from vivace.agents.registry import REGISTRY, agent
 from vivace.assembly import runtime_for
 from vivace.config import Config
@@ -490,7 +490,7 @@ def test_the_writer_expands_its_answer_by_sot_when_the_decision_says_so() -> Non
 def test_the_writers_own_answers_size_its_sot_expansions(tmp_path: Path) -> None:
     """A writer's normal answers go to its own length history; the next task's plan reads them (not the
     question's own), and in auto a writer whose answers run short stays normal, with the plan as the reason."""
-    from vivace.agents.length_plan import LengthHistory
+    from vivace.agents.sot.length_plan import LengthHistory
 
     def respond(request: GenerationRequest) -> str:
         if request.tag.endswith("/skeleton"):

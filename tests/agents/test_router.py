@@ -17,8 +17,8 @@ from typing import Any, Iterator
 import pytest
 
 from tests.helpers import cli_env, default_signals, read_until
-from vivace.agents import router
-from vivace.agents.router import NORMAL, SOT, cue, load_examples, parse_examples, route
+from vivace.agents.sot import router
+from vivace.agents.sot.router import NORMAL, SOT, cue, load_examples, parse_examples, route
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,7 @@ def test_a_failed_load_is_reported_and_retried(slow_load: dict[str, Any]) -> Non
 # the load itself takes about a second, too short to send Ctrl-C into reliably. A CLI that waited for it would hang.
 SLOW_LOAD_CLI = """
 import sys, threading
-from vivace.agents import router
+from vivace.agents.sot import router
 router.load_embedder = lambda: threading.Event().wait()
 from vivace.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vivace.agents.skeleton import join_points, parse_skeleton, strip_echo
+from vivace.agents.sot.skeleton import join_points, parse_skeleton, strip_echo
 
 PARSE_CASES = [
     ("numbered with dots", "1. Plan meals\n2. Write a list\n3. Compare prices", ["Plan meals", "Write a list", "Compare prices"]),

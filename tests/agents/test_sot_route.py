@@ -22,7 +22,7 @@ TASK = "How do I kill a stuck Python process?"  # a sensitive word, innocent her
 
 @pytest.fixture()
 def router_says_sot(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vivace.agents.sot_route as sot_route
+    import vivace.agents.sot.route as sot_route
 
     async def always_sot(question: str) -> tuple[str, str]:
         return "sot", "stub: the router would split it"

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import VIVACE, cli_env
 from vivace.agents.base import Agent, AgentContext, Node, StepInput
 from vivace.agents.driver import run, run_record
-from vivace.agents.pipeline import Pipeline, Step
+from vivace.agents.pipeline.spec import Pipeline, Step
 from vivace.assembly import runtime_for
 from vivace.config import Config
 from vivace.errors import InputError

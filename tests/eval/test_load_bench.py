@@ -20,7 +20,7 @@ def responder(request) -> str:
     return "A short answer of a few words."
 
 
-# The skeleton's own three points: a 32-token budget would plan two (vivace.agents.length_plan).
+# The skeleton's own three points: a 32-token budget would plan two (vivace.agents.sot.length_plan).
 OPTS = {"max_tokens": 32, "temperature": 0.0, "repetition_penalty": 1.0, "max_points": 4, "length_plan": False}
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from vivace.agents.skeleton import parse_skeleton
+from vivace.agents.sot.skeleton import parse_skeleton
 from vivace.errors import InputError
 from vivace.eval import overhead_bench
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli, one_line
-from vivace.agents.router import NORMAL, SOT, Example, load_examples
+from vivace.agents.sot.router import NORMAL, SOT, Example, load_examples
 from vivace.errors import InputError
 from vivace.eval import router_bench
 from vivace.eval.router_bench import load_labelled, normalise, run_bench, score

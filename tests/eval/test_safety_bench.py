@@ -92,7 +92,7 @@ def _skeleton_refuses(request: GenerationRequest) -> str:
 @pytest.mark.parametrize("on", [True, False])
 def test_guard_does_not_expand_a_refused_skeleton(run: Any, tmp_path: Path, on: bool, pipelined: bool) -> None:
     from vivace.agents import ask
-    from vivace.agents.sot import GUARD_REFUSAL
+    from vivace.agents.sot.controller import GUARD_REFUSAL
     from vivace.assembly import runtime_for
     from vivace.config import Config
 
@@ -107,7 +107,7 @@ def test_guard_does_not_expand_a_refused_skeleton(run: Any, tmp_path: Path, on: 
 
 
 def test_auto_guard_keeps_sensitive_requests_off_sot(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vivace.agents.sot_route as sot
+    import vivace.agents.sot.route as sot
     from vivace.agents import ask
     from vivace.assembly import runtime_for
     from vivace.config import Config

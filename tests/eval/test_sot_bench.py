@@ -36,12 +36,12 @@ def responder(request: GenerationRequest) -> str:
 
 @pytest.fixture()
 def stub_router(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vivace.agents.sot_route as sot
+    import vivace.agents.sot.route as sot
 
     async def stub(q: str) -> tuple[str, str]:
         return ("normal", "stub: code") if "Python" in q else ("sot", "stub")
 
-    monkeypatch.setattr(sot, "aroute", stub)  # the one route decision (vivace.agents.sot_route) awaits the router
+    monkeypatch.setattr(sot, "aroute", stub)  # the one route decision (vivace.agents.sot.route) awaits the router
 
 
 def run(questions: list[dict[str, str]], max_tokens: int = 128, out: Path | None = None) -> dict[str, Any]:

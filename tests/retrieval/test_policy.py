@@ -16,7 +16,7 @@ import pytest
 
 from vivace.agents.base import AgentContext, StepInput
 from vivace.agents.driver import run
-from vivace.agents.pipeline import Pipeline, Step
+from vivace.agents.pipeline.spec import Pipeline, Step
 from vivace.assembly import runtime_for
 from vivace.config import Config
 from vivace.retrieval.store import Store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from vivace.agents.sot import POINT_PROMPT, skeleton_listing
+from vivace.agents.sot.controller import POINT_PROMPT, skeleton_listing
 from vivace.runtime.fleet import Fleet, prefix_blocks
 from vivace.runtime.prompts import render
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from vivace.agents.chat import attempt_id, call_id
 from vivace.agents.events import AgentDelta, AnswerDone, BranchDone, SkeletonDone
-from vivace.agents.skeleton import join_points
+from vivace.agents.sot.skeleton import join_points
 from vivace.serve.chat import ReplyStream
 from vivace.serve.stream import AnswerStream
 from vivace.trace import RunTrace

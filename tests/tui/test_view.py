@@ -222,7 +222,7 @@ def test_a_real_event_stream_shows_each_text_once() -> None:
     import asyncio
 
     from vivace.agents.driver import ask
-    from vivace.agents.pipeline import single
+    from vivace.agents.pipeline.spec import single
     from vivace.agents.registry import REGISTRY
     from vivace.runtime.fake import FakeBackend
 

@@ -25,9 +25,9 @@ from vivace.agents.events import (
     SkeletonDelta,
     SkeletonDone,
 )
-from vivace.agents.pipeline import Loop, Pipeline, Step
+from vivace.agents.pipeline.spec import Loop, Pipeline, Step
 from vivace.agents.registry import REGISTRY, agent, get_agent, list_agents
-from vivace.agents.router import MODES, route
+from vivace.agents.sot.router import MODES, route
 
 __all__ = [
     "Agent", "AgentContext", "AgentDelta", "AgentDone", "AgentFailed", "AgentStarted", "AnswerDelta", "AnswerDone",

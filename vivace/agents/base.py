@@ -318,7 +318,7 @@ class AgentContext:
         the step's item or task) when the run has a collection, and may compress
         the step's history and the retrieved context. ``extra`` goes into the
         CallTrace. ``model`` and the sampling arguments win over the step's
-        ``model``/``sampling`` (precedence: ``vivace.agents.step_model``).
+        ``model``/``sampling`` (precedence: ``vivace.agents.pipeline.step_model``).
         ``output`` constrains the reply (``result.parsed``); ``tools`` (default
         none: pass ``ctx.step_tools()`` to offer the step's) lets the model ask for
         calls (``result.tool_calls``), which ``call_tools`` runs. ``on_text`` also

@@ -16,9 +16,9 @@ import logging
 from typing import Any
 
 from vivace.agents.base import AgentContext, NodeResult, StepInput, task_text
-from vivace.agents.pipeline import Loop, Pipeline, Step
+from vivace.agents.pipeline.spec import Loop, Pipeline, Step
 from vivace.agents.registry import REGISTRY, agent
-from vivace.agents.sot import SotAgent
+from vivace.agents.sot.controller import SotAgent
 from vivace.agents.tools_agent import ToolsAgent
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ FACT_TOKENS = 80
 
 @agent("answer", description="One model call (the call path retrieves and compresses first with --collection).")
 async def answer(inp: StepInput, ctx: AgentContext) -> str:
-    from vivace.agents.long_form import record_answer, sot_answer
+    from vivace.agents.sot.long_form import record_answer, sot_answer
 
     task = inp.get("item") or inp.get("task", "")
     if expanded := await sot_answer(ctx, task, inp.get("history") or ""):
@@ -81,7 +81,7 @@ async def planner(inp: StepInput, ctx: AgentContext) -> NodeResult:
 
 def _aspects(aspects: list[str], n: int) -> list[str]:
     """The plan's aspects, cleaned, each once (case and punctuation aside), at most ``n``."""
-    from vivace.agents.skeleton import parse_skeleton
+    from vivace.agents.sot.skeleton import parse_skeleton
 
     listed = "\n".join(f"{i}. {a}" for i, a in enumerate(aspects, 1))
     return parse_skeleton(listed, max_points=n, min_points=1).points
@@ -98,7 +98,7 @@ async def researcher(inp: StepInput, ctx: AgentContext) -> str:
 @agent("writer", description="Writes the answer from the notes it is handed (and fixes what a critique says).",
        needs_input=True)
 async def writer(inp: StepInput, ctx: AgentContext) -> str:
-    from vivace.agents.long_form import record_answer, sot_answer
+    from vivace.agents.sot.long_form import record_answer, sot_answer
 
     if expanded := await sot_answer(ctx, inp.get("task", ""), inp.get("history") or ""):
         return expanded  # the router said SoT pays for this answer (recorded on the step run)

@@ -22,8 +22,8 @@ from vivace.agents.events import Event, RunFinished, RunStarted
 from vivace.agents.history import fit_turns
 from vivace.agents.journal import ApprovalPending, Approver, Journal, enter_journal, leave_journal
 from vivace.agents.options import RunOptions
-from vivace.agents.pipeline import Pipeline, single
-from vivace.agents.step_model import check_models, check_tools
+from vivace.agents.pipeline.spec import Pipeline, single
+from vivace.agents.pipeline.step_model import check_models, check_tools
 from vivace.errors import InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
 from vivace.runtime.load import sharing

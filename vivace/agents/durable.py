@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vivace.agents.base import Agent
-from vivace.agents.pipeline import Pipeline
+from vivace.agents.pipeline.spec import Pipeline
 from vivace.errors import BusyError, InputError, VivaceError
 
 if TYPE_CHECKING:

@@ -73,7 +73,7 @@ class Routed(StepEvent):
     kind: ClassVar[str] = "routed"
     mode: str
     reason: str
-    load: dict[str, Any] | None = None  # the load the decision saw, when auto is load-aware (vivace.agents.sot_load)
+    load: dict[str, Any] | None = None  # the load the decision saw, when auto is load-aware (vivace.agents.sot.load)
     requested_mode: str = "auto"
 
 

@@ -34,7 +34,7 @@ class RunOptions(BaseModel):
     max_rounds: int | None = Field(None, ge=0)
     execution: Execution | None = None
     long_form: LongForm | None = None
-    # The SoT controller (vivace.agents.sot_options.SotOptions reads these beside the config).
+    # The SoT controller (vivace.agents.sot.options.SotOptions reads these beside the config).
     mode: Mode | None = None
     max_points: int | None = Field(None, ge=1)
     min_points: int | None = Field(None, ge=1)

@@ -3,7 +3,7 @@
 Why its own module, below the agents' core: ``AgentContext.call`` resolves
 every call's sampling here, and the pipeline file's parser checks a step's
 ``model`` and ``sampling`` here, so neither needs the pipeline; the checks of
-a whole pipeline before a run (``vivace.agents.step_model``) build on it. The
+a whole pipeline before a run (``vivace.agents.pipeline.step_model``) build on it. The
 precedence, highest first:
 
 1. the agent's own argument to ``ctx.call`` (``temperature=``, ``model=``...);

@@ -107,8 +107,8 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from rich.console import Console
 
     from vivace.agents.driver import resolve, run, run_record
-    from vivace.agents.pipeline import Pipeline
-    from vivace.agents.step_model import check_models, models_named
+    from vivace.agents.pipeline.spec import Pipeline
+    from vivace.agents.pipeline.step_model import check_models, models_named
     from vivace.assembly import open_runtime
     from vivace.errors import InputError
 

@@ -95,7 +95,7 @@ async def cmd_resume(args: argparse.Namespace, config: Config) -> int:
     finally:
         await store.aclose()
     from vivace.agents.durable import check_same
-    from vivace.agents.pipeline import single
+    from vivace.agents.pipeline.spec import single
 
     item = resolve(target_of(stored, None))
     check_same(stored, single(item))

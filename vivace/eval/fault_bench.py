@@ -93,7 +93,7 @@ async def run_trials(url: str, trials: int = 20, *, pipeline: str = "research", 
                      progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``trials`` kill-and-resume trials of ``pipeline`` against the vLLM server at ``url``."""
     from vivace.agents.driver import resolve
-    from vivace.agents.pipeline import single
+    from vivace.agents.pipeline.spec import single
     from vivace.runtime.checkpoints import RunStore
 
     rng = random.Random(seed)

@@ -5,7 +5,7 @@ would write by hand with LangGraph, and that cost differs per machine. The
 graph is what a competent LangGraph user would write: a skeleton node, a
 ``Send`` per point, a join; async nodes, no checkpointer, a list reducer
 collecting the expansions. (vivace's own controller runs the points inside
-one stage, ``vivace.agents.sot_points``, so it is not bound by this shape.)
+one stage, ``vivace.agents.sot.points``, so it is not bound by this shape.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`vivace bench load`: many agent tasks at once, through the process-wide in-flight cap.
 
 Three series, normal answers, SoT answers and ``auto`` (the router, with the
-load-aware fan-out of ``vivace.agents.sot_load``), each at every concurrency
+load-aware fan-out of ``vivace.agents.sot.load``), each at every concurrency
 level, on one engine with one token budget; ``compare_auto`` says per level
 whether auto is at least as fast as the better of the other two. Latencies and wall time come from the
 runs' traces; peak in-flight requests from the process limiter; KV-cache use

@@ -33,9 +33,9 @@ from typing import Any
 from vivace.errors import InputError
 
 # One branch is not a SoT run: the skeleton parser falls back to normal decoding below 2 points
-# (vivace.agents.skeleton.MIN_POINTS), whatever ask's min_points says.
+# (vivace.agents.sot.skeleton.MIN_POINTS), whatever ask's min_points says.
 DEFAULT_BRANCHES = (2, 4, 8, 16, 32)
-# The question names its count: the SoT length plan (vivace.agents.length_plan) then asks for n points
+# The question names its count: the SoT length plan (vivace.agents.sot.length_plan) then asks for n points
 # instead of the ~7 its prior length holds, and the plan stays in the measured path.
 QUESTION = "What are {n} benefits of a daily walk?"
 EXPANSION = "This point is explained in one short sentence with a few words."

@@ -292,7 +292,7 @@ async def run_bench(runtime: Any, configs: list[str], levels: list[int], chosen:
     ``rates`` entry (tasks per minute, ``arrivals`` tasks each). ``scheduling`` is the policy of the configurations
     that schedule (``vivace.runtime.priority``); the run's length history goes to ``history_dir``. Each open-arrival
     level runs ``repeats`` times with other arrivals (``run_open_repeats``)."""
-    from vivace.agents.length_plan import LengthHistory
+    from vivace.agents.sot.length_plan import LengthHistory
     from vivace.eval.pipeline_workloads import workloads
 
     if BASELINE not in configs:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from vivace.agents.builtin import research_pipeline
-from vivace.agents.pipeline import Loop, Pipeline, Step
+from vivace.agents.pipeline.spec import Loop, Pipeline, Step
 
 DOCS = "data/pipeline_docs"
 # The agents whose answer is the long-form text SoT may expand; under a step model they stay on the default model,

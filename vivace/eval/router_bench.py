@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, cast
 
-from vivace.agents.router import NORMAL, SOT, Example, load_examples, parse_examples
+from vivace.agents.sot.router import NORMAL, SOT, Example, load_examples, parse_examples
 from vivace.errors import InputError
 from vivace.eval.backend_bench import machine_info
 from vivace.eval.stats import median, percentile
@@ -106,7 +106,7 @@ def run_bench(items: list[Example], source: str, *, repeats: int = 3, router: Ro
     decision alone (cue, embedding, vote), after the first load, which is
     reported separately as ``load_s``.
     """
-    from vivace.agents import router as real
+    from vivace.agents.sot import router as real
 
     if repeats < 1:
         raise InputError("--repeats must be >= 1")

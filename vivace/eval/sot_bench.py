@@ -234,7 +234,7 @@ async def warm_up(backend: Any, opts: dict[str, Any]) -> None:
     import asyncio
 
     from vivace.agents import ask
-    from vivace.agents.router import route, warm
+    from vivace.agents.sot.router import route, warm
 
     await asyncio.to_thread(warm)
     # The controller routes on the default executor's worker threads, and the embedder's first call on
@@ -280,11 +280,11 @@ def _bench_runtime(backend: Any, out_dir: Path | None) -> Any:
 
     The history starts empty (``out_dir/length-history.jsonl``), the way it does
     on a fresh install, and fills with this run's normal answers; a question's
-    own answer never plans its own SoT run (``vivace.agents.length_plan``).
+    own answer never plans its own SoT run (``vivace.agents.sot.length_plan``).
     """
     import tempfile
 
-    from vivace.agents.length_plan import LengthHistory
+    from vivace.agents.sot.length_plan import LengthHistory
     from vivace.assembly import runtime_for
     from vivace.config import Config
 
@@ -314,8 +314,8 @@ async def run_bench(
     """Run every question in three modes and return the report; rewrite ``out_dir/report.json`` as it goes.
 
     ``score`` adds the content coverage of each SoT answer (``vivace.eval.coverage``, MiniLM);
-    ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot_points``);
-    ``unplanned`` one more, SoT without its length plan (``vivace.agents.length_plan``), the ablation;
+    ``pipelined`` a fourth run per question, pipelined SoT (``vivace.agents.sot.points``);
+    ``unplanned`` one more, SoT without its length plan (``vivace.agents.sot.length_plan``), the ablation;
     ``reference`` a second normal answer under another neutral instruction (``reference_record``);
     ``judge`` (a backend) a pairwise verdict on SoT's answer against normal's (``vivace.eval.sot_judge``).
     """

@@ -52,7 +52,7 @@ def sot_record(trace: Any) -> dict[str, Any]:
         "expand_s": round(stages["expand"], 4) if "expand" in stages else None,
         "ttft_s": round(trace.ttft_s, 4) if trace.ttft_s is not None else None,
         "cached_tokens": _cached(trace),
-        "length_plan": trace.meta.get("length_plan"),  # vivace.agents.length_plan: expected length, points asked
+        "length_plan": trace.meta.get("length_plan"),  # vivace.agents.sot.length_plan: expected length, points asked
         "answer": trace.answer,
     }
 

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from vivace.agents.events import AnswerDelta, AnswerDone, BranchDone, Event
-from vivace.agents.skeleton import format_point
+from vivace.agents.sot.skeleton import format_point
 
 log = logging.getLogger(__name__)
 

@@ -155,7 +155,7 @@ class RunView:
 
     def expect_steps(self, target: Any) -> None:
         """A row per pipeline step before anything runs, so steps not yet started show as waiting."""
-        from vivace.agents.pipeline import single
+        from vivace.agents.pipeline.spec import single
 
         for step in single(target).step_list:
             self._steps.setdefault(step.name, len(self._steps))

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Awaitable, Iterable
 
-from vivace.agents.pipeline_state import PipelineState, _merge
+from vivace.agents.pipeline.state import PipelineState, _merge
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext
-    from vivace.agents.pipeline import Loop, Pipeline
-    from vivace.agents.step_node import StepNode
+    from vivace.agents.pipeline.spec import Loop, Pipeline
+    from vivace.agents.pipeline.step_node import StepNode
 
 
 async def gather_all(awaitables: Iterable[Awaitable[Any]]) -> None:

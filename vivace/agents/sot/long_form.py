@@ -19,11 +19,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from vivace.agents.base import AgentContext, current_step
-from vivace.agents.sot_options import SotOptions
-from vivace.agents.sot_route import decide
+from vivace.agents.sot.options import SotOptions
+from vivace.agents.sot.route import decide
 
 if TYPE_CHECKING:
-    from vivace.agents.sot_state import Context
+    from vivace.agents.sot.state import Context
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def setting(ctx: AgentContext) -> str:
 
 
 def _kind() -> str:
-    """The length history this call's answers go to: its agent's (``vivace.agents.length_plan.LengthHistory.of``)."""
+    """The length history this call's answers go to: its agent's (``vivace.agents.sot.length_plan.LengthHistory.of``)."""
     run = current_step()
     return f"agent-{run.agent}" if run is not None and run.agent else "agent"
 
@@ -46,7 +46,7 @@ def record_answer(ctx: AgentContext, task: str, result: Any) -> None:
     answer to the same words; without its own history the plan falls back to
     its prior and can expand a short answer into a long one.
     """
-    from vivace.agents.length_plan import record_normal
+    from vivace.agents.sot.length_plan import record_normal
 
     if getattr(result, "finish_reason", None) == "stop":
         record_normal(ctx, task, int(getattr(result, "output_tokens", 0) or 0), kind=_kind())
@@ -61,7 +61,7 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
     costs its few tokens and the agent answers as it would have. The
     decision is recorded on the current step run either way.
     """
-    from vivace.agents.sot_state import Context
+    from vivace.agents.sot.state import Context
 
     chosen = setting(ctx)
     sub = AgentContext(ctx.runtime, ctx.tracer, ctx.scope, ctx.options.replace(mode="normal" if chosen == "off" else chosen))
@@ -88,7 +88,7 @@ async def sot_answer(ctx: AgentContext, task: str, notes: str) -> str | None:
 
 
 async def _expand(sot: "Context", run_id: str, task: str, notes: str, decision: dict[str, Any]) -> str | None:
-    from vivace.agents.sot_points import skeleton_and_points
+    from vivace.agents.sot.points import skeleton_and_points
 
     question = f"{task}\n\nUse these notes:\n{notes}" if notes.strip() else task
     out = await skeleton_and_points(sot, run_id, task, point_question=question, stream_skeleton=False)

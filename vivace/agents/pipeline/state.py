@@ -1,8 +1,8 @@
 """A pipeline run's LangGraph state, and what its steps make of their outputs.
 
-Why its own module, below ``vivace.agents.pipeline``: the pipeline compiles
-its steps (``vivace.agents.step_node``) into one of two executions
-(``vivace.agents.dataflow``, ``vivace.agents.supersteps``), and all three read
+Why its own module, below ``vivace.agents.pipeline.spec``: the pipeline compiles
+its steps (``vivace.agents.pipeline.step_node``) into one of two executions
+(``vivace.agents.pipeline.dataflow``, ``vivace.agents.pipeline.supersteps``), and all three read
 and write this state; here they share it without importing the pipeline that
 builds them.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext
-    from vivace.agents.pipeline import Loop
+    from vivace.agents.pipeline.spec import Loop
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:

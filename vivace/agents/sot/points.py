@@ -6,7 +6,7 @@ bench overhead``), and they bought nothing: the points are concurrent asyncio
 tasks either way, which the backend batches. The controller graph keeps the
 decision (the route on its entry edge); this stage is the fan-out, and it
 falls back to normal decoding itself when the skeleton is unusable.
-SoT inside an agent's long-form call (``vivace.agents.long_form``) runs the
+SoT inside an agent's long-form call (``vivace.agents.sot.long_form``) runs the
 same function.
 
 Pipelined (``SotOptions.pipelined``): a point goes out the moment the skeleton
@@ -31,9 +31,9 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from vivace.agents.events import AnswerDone, ErrorEvent, SkeletonDelta
-from vivace.agents.router import SOT
-from vivace.agents.skeleton import Skeleton, join_points, parse_skeleton
-from vivace.agents.sot_calls import (
+from vivace.agents.sot.router import SOT
+from vivace.agents.sot.skeleton import Skeleton, join_points, parse_skeleton
+from vivace.agents.sot.calls import (
     expand_point,
     guard_answer,
     normal_node,
@@ -41,8 +41,8 @@ from vivace.agents.sot_calls import (
     skeleton_done,
     skeleton_listing,
 )
-from vivace.agents.sot_options import GUARD_REFUSAL
-from vivace.agents.sot_state import Context, Expansion, State
+from vivace.agents.sot.options import GUARD_REFUSAL
+from vivace.agents.sot.state import Context, Expansion, State
 from vivace.errors import RunError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The SoT controller's model calls: the skeleton, one point's expansion, and plain (normal) decoding.
 
-Why its own module, below the controller (``vivace.agents.sot``) and its
-points stage (``vivace.agents.sot_points``): both stages make these calls (the
+Why its own module, below the controller (``vivace.agents.sot.controller``) and its
+points stage (``vivace.agents.sot.points``): both stages make these calls (the
 points stage falls back to normal decoding itself when the skeleton is
 unusable), and an agent's long-form answer runs the same points stage, so the
 calls sit where every one of them can import them without importing the
@@ -21,11 +21,11 @@ from langgraph.runtime import Runtime
 from vivace.agents import guard
 from vivace.agents.events import AnswerDelta, AnswerDone, BranchDelta, BranchDone, ErrorEvent, SkeletonDone
 from vivace.agents.journal import digest
-from vivace.agents.length_plan import record_normal
-from vivace.agents.router import NORMAL, SOT
-from vivace.agents.skeleton import MIN_POINTS, Skeleton, parse_skeleton, strip_echo, trim_partial_sentence
-from vivace.agents.sot_options import GUARD_REFUSAL
-from vivace.agents.sot_state import Context, Expansion, State
+from vivace.agents.sot.length_plan import record_normal
+from vivace.agents.sot.router import NORMAL, SOT
+from vivace.agents.sot.skeleton import MIN_POINTS, Skeleton, parse_skeleton, strip_echo, trim_partial_sentence
+from vivace.agents.sot.options import GUARD_REFUSAL
+from vivace.agents.sot.state import Context, Expansion, State
 from vivace.errors import RunError
 from vivace.runtime.call import Call
 from vivace.runtime.prompts import render

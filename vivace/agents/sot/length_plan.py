@@ -226,7 +226,7 @@ def _history_of(agent: Any, kind: str = "") -> LengthHistory | None:
 async def plan_for(agent: Any, question: str, max_tokens: int, min_points: int, max_points: int,
                    kind: str = "") -> LengthPlan:
     """The plan for a run of ``agent`` (an ``AgentContext``), from its model's history (of ``kind``)."""
-    from vivace.agents.router import aembedder
+    from vivace.agents.sot.router import aembedder
 
     hist = _history_of(agent, kind)
     embed = None

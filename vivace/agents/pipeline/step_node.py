@@ -1,7 +1,7 @@
 """One pipeline step around its agent's node: inputs and history in; timing, attribution, errors, routing out.
 
-Why its own module: both ways of running a pipeline (``vivace.agents.dataflow``
-and ``vivace.agents.supersteps``) call a step the same way, with the run's
+Why its own module: both ways of running a pipeline (``vivace.agents.pipeline.dataflow``
+and ``vivace.agents.pipeline.supersteps``) call a step the same way, with the run's
 state, and get back the same update; what a step reads, which runs it depends
 on (the critical path's edges), how its failure is named and whether its
 loop is taken are decided here once.
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from vivace.agents.base import AgentContext, NodeResult, StepInput, current_step, enter_step, leave_step
 from vivace.agents.history import render_history
 from vivace.agents.journal import Approval, ApprovalPending, current_journal
-from vivace.agents.pipeline_state import BranchState, PipelineState, _bound, parse_items
+from vivace.agents.pipeline.state import BranchState, PipelineState, _bound, parse_items
 from vivace.errors import RunError, VivaceError, missing_extra
 
 if TYPE_CHECKING:
-    from vivace.agents.pipeline import Pipeline, Step
+    from vivace.agents.pipeline.spec import Pipeline, Step
 
 log = logging.getLogger(__name__)
 

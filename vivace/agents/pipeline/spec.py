@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput, task_text
-from vivace.agents.pipeline_state import BranchState as BranchState
-from vivace.agents.pipeline_state import PipelineState as PipelineState
-from vivace.agents.pipeline_state import _as_text, _bound
-from vivace.agents.pipeline_state import parse_items as parse_items
+from vivace.agents.pipeline.state import BranchState as BranchState
+from vivace.agents.pipeline.state import PipelineState as PipelineState
+from vivace.agents.pipeline.state import _as_text, _bound
+from vivace.agents.pipeline.state import parse_items as parse_items
 from vivace.errors import InputError
 
 
@@ -91,7 +91,7 @@ class Pipeline(Agent):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Pipeline":
-        from vivace.agents.pipeline_file import read_toml
+        from vivace.agents.pipeline.file import read_toml
 
         file = Path(path)
         pipe = cls.from_dict(read_toml(file), origin=str(file), default_name=file.stem)
@@ -101,7 +101,7 @@ class Pipeline(Agent):
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "pipeline", default_name: str = "pipeline") -> "Pipeline":
         """A pipeline from its TOML table; a value of the wrong shape is an ``InputError`` naming it."""
-        from vivace.agents.pipeline_file import parse
+        from vivace.agents.pipeline.file import parse
 
         spec = parse(data, origin, DEFAULT_MAX_BRANCHES)
         return cls(spec["name"] or default_name, [Step(**s) for s in spec["steps"]], spec["edges"],
@@ -227,16 +227,16 @@ class Pipeline(Agent):
         self.validate()
         execution = ctx.options.execution or ctx.config.execution  # both checked: RunOptions, Config
         from vivace.agents.registry import REGISTRY
-        from vivace.agents.step_node import StepNode
+        from vivace.agents.pipeline.step_node import StepNode
 
         scope = ctx.tracer.scope()
         nodes = {s.name: StepNode(self, s, (s.impl or REGISTRY.get(s.agent)).build(ctx), ctx, scope)
                  for s in self.step_list}
         if execution == "supersteps":
-            from vivace.agents.supersteps import superstep_graph
+            from vivace.agents.pipeline.supersteps import superstep_graph
 
             return superstep_graph(self, nodes, ctx)
-        from vivace.agents.dataflow import dataflow_graph
+        from vivace.agents.pipeline.dataflow import dataflow_graph
 
         return dataflow_graph(self, nodes, ctx)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
-from vivace.agents.pipeline import Pipeline
+from vivace.agents.pipeline.spec import Pipeline
 from vivace.agents.registry import REGISTRY
 from vivace.agents.sampling import SAMPLING_KEYS as SAMPLING_KEYS
 from vivace.agents.sampling import call_sampling as call_sampling

@@ -32,19 +32,19 @@ from vivace.agents.events import (
     Routed,
     SkeletonDone,
 )
-from vivace.agents.router import NORMAL, SOT
-from vivace.agents.sot_calls import POINT_PROMPT as POINT_PROMPT
-from vivace.agents.sot_calls import SKELETON_PROMPT as SKELETON_PROMPT
-from vivace.agents.sot_calls import expand_point as expand_point
-from vivace.agents.sot_calls import guard_answer as guard_answer
-from vivace.agents.sot_calls import normal_node
-from vivace.agents.sot_calls import skeleton_call as skeleton_call
-from vivace.agents.sot_calls import skeleton_done as skeleton_done
-from vivace.agents.sot_calls import skeleton_listing as skeleton_listing
-from vivace.agents.sot_options import GUARD_REFUSAL, SotOptions
-from vivace.agents.sot_points import points_node
-from vivace.agents.sot_route import decide
-from vivace.agents.sot_state import AGENT, Context, State
+from vivace.agents.sot.router import NORMAL, SOT
+from vivace.agents.sot.calls import POINT_PROMPT as POINT_PROMPT
+from vivace.agents.sot.calls import SKELETON_PROMPT as SKELETON_PROMPT
+from vivace.agents.sot.calls import expand_point as expand_point
+from vivace.agents.sot.calls import guard_answer as guard_answer
+from vivace.agents.sot.calls import normal_node
+from vivace.agents.sot.calls import skeleton_call as skeleton_call
+from vivace.agents.sot.calls import skeleton_done as skeleton_done
+from vivace.agents.sot.calls import skeleton_listing as skeleton_listing
+from vivace.agents.sot.options import GUARD_REFUSAL, SotOptions
+from vivace.agents.sot.points import points_node
+from vivace.agents.sot.route import decide
+from vivace.agents.sot.state import AGENT, Context, State
 from vivace.errors import InputError
 
 log = logging.getLogger(__name__)

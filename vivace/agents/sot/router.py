@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, TypeVar
 
-from vivace.agents.router_cues import cue
+from vivace.agents.sot.router_cues import cue
 from vivace.choices import Mode, values
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def parse_examples(text: str, source: str = "router_examples.tsv") -> list[Examp
 
 def load_examples() -> list[Example]:
     """The packaged labelled questions the classifier votes with."""
-    return parse_examples(resources.files("vivace.agents").joinpath("router_examples.tsv").read_text(encoding="utf-8"))
+    return parse_examples(resources.files("vivace.agents.sot").joinpath("router_examples.tsv").read_text(encoding="utf-8"))
 
 
 class EmbeddingClassifier:
@@ -240,7 +240,7 @@ async def aroute(question: str) -> tuple[str, str]:
 
 
 async def aembedder() -> Callable[[list[str]], Any]:
-    """The router's embedding, for other per-question decisions (``vivace.agents.length_plan``): loaded once."""
+    """The router's embedding, for other per-question decisions (``vivace.agents.sot.length_plan``): loaded once."""
     return (await _wait(loading()))._embed
 
 

@@ -1,7 +1,7 @@
 """One SoT run's state and context: what its graph checkpoints, and what its nodes share but must not.
 
-Why its own module: the controller (``vivace.agents.sot``), its points
-stage (``vivace.agents.sot_points``) and SoT inside agents (``vivace.agents.long_form``) all build or read
+Why its own module: the controller (``vivace.agents.sot.controller``), its points
+stage (``vivace.agents.sot.points``) and SoT inside agents (``vivace.agents.sot.long_form``) all build or read
 them; the controller module stays its nodes and graph.
 """
 
@@ -12,8 +12,8 @@ from typing import Annotated, Any, Callable, TypedDict
 
 from vivace.agents.base import AgentContext
 from vivace.agents.events import StepEvent
-from vivace.agents.length_plan import LengthPlan
-from vivace.agents.sot_options import SotOptions
+from vivace.agents.sot.length_plan import LengthPlan
+from vivace.agents.sot.options import SotOptions
 from vivace.runtime.call import Call
 from vivace.runtime.load import Claim
 from vivace.trace import CallTrace
@@ -31,7 +31,7 @@ class Context:
     step: str = AGENT
     name: str = AGENT
     claim: Claim | None = None  # batch slots claimed by a load-aware decision, released as calls start
-    plan: LengthPlan | None = None  # the run's length plan (vivace.agents.length_plan), set when it routes to SoT
+    plan: LengthPlan | None = None  # the run's length plan (vivace.agents.sot.length_plan), set when it routes to SoT
     stages: dict[str, float] = field(default_factory=dict)  # stage times outside the state (the route, an edge)
 
     def release(self, keep: int | None = None) -> None:

@@ -1,12 +1,12 @@
 """The one route decision: whether a question is expanded by SoT, and why.
 
-Why one function: the SoT controller's entry (``vivace.agents.sot``) and a
-writer's long-form answer (``vivace.agents.long_form``) used to decide each on
+Why one function: the SoT controller's entry (``vivace.agents.sot.controller``) and a
+writer's long-form answer (``vivace.agents.sot.long_form``) used to decide each on
 their own, and drifted (the safety guard was checked in one only). Both now
 ask here: the user's mode, else the router on the question alone; the safety
-guard; the length plan (``vivace.agents.length_plan``: how many points, and in
+guard; the length plan (``vivace.agents.sot.length_plan``: how many points, and in
 ``auto`` a question whose like were answered short stays normal); then, in
-``auto``, the engine's load (``vivace.agents.sot_load``), which may cap the
+``auto``, the engine's load (``vivace.agents.sot.load``), which may cap the
 points or keep the call normal.
 """
 
@@ -17,12 +17,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from vivace.agents import guard
-from vivace.agents.router import NORMAL, SOT, aroute
-from vivace.agents.sot_options import SotOptions
+from vivace.agents.sot.router import NORMAL, SOT, aroute
+from vivace.agents.sot.options import SotOptions
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext
-    from vivace.agents.length_plan import LengthPlan
+    from vivace.agents.sot.length_plan import LengthPlan
     from vivace.runtime.load import Claim
 
 
@@ -50,8 +50,8 @@ class Route:
 
 async def decide(agent: "AgentContext", question: str, opts: SotOptions, *, plan_kind: str = "") -> Route:
     """Route ``question`` as ``opts.mode`` asks (sot, normal, or auto); ``plan_kind`` names its length history."""
-    from vivace.agents.length_plan import plan_for
-    from vivace.agents.sot_load import route_under_load
+    from vivace.agents.sot.length_plan import plan_for
+    from vivace.agents.sot.load import route_under_load
 
     t0 = time.perf_counter()
     auto = opts.mode not in (SOT, NORMAL)

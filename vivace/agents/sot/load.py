@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from vivace.agents.router import NORMAL, SOT
+from vivace.agents.sot.router import NORMAL, SOT
 from vivace.runtime.load import Claim, Load, ledger_of, read_load
 
 log = logging.getLogger(__name__)

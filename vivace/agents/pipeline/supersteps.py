@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vivace.agents.pipeline_state import BranchState, PipelineState
+from vivace.agents.pipeline.state import BranchState, PipelineState
 
 if TYPE_CHECKING:
     from vivace.agents.base import AgentContext
-    from vivace.agents.pipeline import Pipeline
-    from vivace.agents.step_node import StepNode
+    from vivace.agents.pipeline.spec import Pipeline
+    from vivace.agents.pipeline.step_node import StepNode
 
 
 def _node_fn(step_node: "StepNode") -> Any:

@@ -1,6 +1,6 @@
 """How one SoT run decodes: its options, from the config with the run's options on top.
 
-Why its own module: the controller (``vivace.agents.sot``) is its graph and
+Why its own module: the controller (``vivace.agents.sot.controller``) is its graph and
 nodes; what a run may set, and the budgets derived from it, is read by the
 controller, its points stage and the benches alike.
 """
@@ -12,8 +12,8 @@ from typing import TypeVar
 
 from vivace.agents import guard
 from vivace.agents.base import AgentContext
-from vivace.agents.router import MODES
-from vivace.agents.skeleton import MIN_POINTS
+from vivace.agents.sot.router import MODES
+from vivace.agents.sot.skeleton import MIN_POINTS
 from vivace.errors import InputError
 
 # Per-point token bounds: long enough for 2-4 sentences, short enough that the
@@ -41,9 +41,9 @@ class SotOptions:
     skeleton_max_tokens: int | None = None
     branch_timeout_s: float | None = None
     fail_on_branch_error: bool = False
-    pipelined: bool = False  # vivace.agents.sot_points: points start while the skeleton is decoded
-    length_plan: bool = True  # vivace.agents.length_plan: points and their budgets from the expected normal length
-    load_aware: bool = True  # auto only: vivace.agents.sot_load caps the fan-out at the free batch slots
+    pipelined: bool = False  # vivace.agents.sot.points: points start while the skeleton is decoded
+    length_plan: bool = True  # vivace.agents.sot.length_plan: points and their budgets from the expected normal length
+    load_aware: bool = True  # auto only: vivace.agents.sot.load caps the fan-out at the free batch slots
     # The safety guard (on by default in auto): techniques ``auto`` must not pick for a sensitive request,
     # and a refused skeleton is answered as the refusal it is instead of being expanded.
     safety_guard: bool = False
