@@ -39,6 +39,26 @@ def test_bench_help_lists_every_bench(vivace_home: Path) -> None:
         assert f"    {name} " in out.stdout, name
 
 
+def test_a_command_plug_in_is_added_and_a_broken_one_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The ``vivace.commands`` entry points, after the built-in commands: one that fails is logged and skipped."""
+    from importlib.metadata import EntryPoint
+
+    from vivace import cli
+
+    eps = [EntryPoint("hello", "tests.command_plugin:register", cli.COMMAND_GROUP),
+           EntryPoint("broken", "tests.command_plugin:broken", cli.COMMAND_GROUP),
+           EntryPoint("gone", "tests.no_such_module:register", cli.COMMAND_GROUP)]
+    monkeypatch.setattr(cli.metadata, "entry_points", lambda group: eps if group == cli.COMMAND_GROUP else [])
+    parser = cli.build_parser()
+    args = parser.parse_args(["hello", "--name", "x"])
+    assert args.command == "hello" and args.name == "x" and args.handler(args, None) == 0
+    assert "skipped command plug-in 'broken'" in caplog.text and "registration fails on purpose" in caplog.text
+    assert "skipped command plug-in 'gone'" in caplog.text
+    with pytest.raises(SystemExit):  # no command of that name
+        parser.parse_args(["broken"])
+
+
 def test_help_imports_no_heavy_library(vivace_home: Path) -> None:
     """`vivace --help` builds every command's parser; torch, vLLM and friends wait for a handler."""
     heavy = ("torch", "vllm", "langgraph", "chromadb", "textual", "transformers", "sentence_transformers", "rich",
@@ -289,7 +309,7 @@ def test_interrupted_pipeline_keeps_its_finished_calls(vivace_home: Path, model_
 @pytest.mark.engine
 def test_every_call_gets_a_context_decision_from_the_cli(vivace_home: Path, model_dir: Path, tmp_path: Path) -> None:
     """`ask --collection --mode sot` and `run research --collection`: a decision in every call's trace."""
-    from vivace.eval.synthetic import make_corpus
+    from vivace_bench.synthetic import make_corpus
 
     files, questions = make_corpus(docs=4, seed=3)
     corpus = tmp_path / "corpus"

@@ -75,7 +75,7 @@ def test_a_corrupt_or_locked_checkpoint_database_is_one_line_and_exit_1(tmp_path
 
 @pytest.mark.engine
 def test_a_pipeline_killed_with_sigkill_resumes_without_running_finished_steps(api_server: str, tmp_path: Path) -> None:
-    from vivace.eval.fault_bench import run_trials
+    from vivace_bench.fault_bench import run_trials
 
     report = asyncio.run(run_trials(api_server, 2, max_tokens=48, seed=3, home=tmp_path / "home"))
     rows = [r for r in report["rows"] if r["resumed"]]

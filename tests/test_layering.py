@@ -27,18 +27,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "vivace"
+BENCH = ROOT.parent / "vivace_bench"  # the benchmarks: above all of vivace, which never imports them
 FACE = "vivace"  # the unit name for ``vivace/__init__.py``
 
 LAYERS: list[set[str]] = [
     {"cli", "__main__"},
     {"commands"},
-    {"tui", "eval", "serve"},
+    {"tui", "serve"},
     {"agents"},
     {"assembly"},
     {"retrieval"},
     {"compression"},  # takes an embedder protocol; never imports retrieval
     {"runtime"},
-    {"trace", "config", "errors", "choices"},  # choices: every closed set of spellings, imports nothing
+    {"trace", "config", "errors", "choices", "plugins"},  # choices: every closed set of spellings; plugins: the
+    # entry-point loader. Both import nothing of vivace.
 ]
 SAME_LINE_ALLOWED = {
     ("__main__", "cli"),  # ``python -m vivace`` is the CLI's entry point
@@ -277,8 +279,21 @@ def one_cycle(comp: list[str], imports: list[Import]) -> list[Import]:
     return path
 
 
-def test_no_import_cycles_between_modules() -> None:
-    imports = module_imports(ROOT)
+def test_the_library_never_imports_the_benchmarks() -> None:
+    """``vivace_bench`` plugs its commands in through an entry point; the library has no import of it."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        module = module_name(path, ROOT)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            for name in imported_names(node, module, path.name == "__init__.py"):
+                if name.split(".")[0] == BENCH.name:
+                    found.append(f"{module}:{node.lineno} imports {name}")
+    assert not found, "the library imports the benchmarks:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("root", [ROOT, BENCH], ids=["vivace", "vivace_bench"])
+def test_no_import_cycles_between_modules(root: Path) -> None:
+    imports = module_imports(root)
     found = module_cycles(imports)
     detail = [f"{len(comp)} modules: {', '.join(comp)}\n  for one, "
               + " ; ".join(f"{i.module}:{i.line} imports {i.unit}" for i in one_cycle(comp, imports))
@@ -305,11 +320,12 @@ def package_cycles(imports: list[Import], root: Path) -> dict[str, list[list[str
     return found
 
 
-def test_no_import_cycles_between_the_parts_of_a_package() -> None:
+@pytest.mark.parametrize("root", [ROOT, BENCH], ids=["vivace", "vivace_bench"])
+def test_no_import_cycles_between_the_parts_of_a_package(root: Path) -> None:
     """A sub-package is one part of its parent: ``agents.sot`` and ``agents.pipeline`` may use the agents'
     core (``base``, ``events``, ``journal``...), but the core may not reach back into them."""
-    imports = module_imports(ROOT)
-    found = package_cycles(imports, ROOT)
+    imports = module_imports(root)
+    found = package_cycles(imports, root)
     detail = []
     for package, comps in found.items():
         for comp in comps:

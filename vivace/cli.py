@@ -2,7 +2,9 @@
 
 The commands live in ``vivace.commands``, one module each, registered here in
 a fixed order; a module that fails to import is an error, not a missing
-command. Errors caused by input or environment (``VivaceError``) print as one
+command. Commands from other packages come through the ``vivace.commands``
+entry points, after the built-in ones: ``vivace bench`` and ``vivace report``
+are ``vivace_bench``'s; a broken one is logged and skipped. Errors caused by input or environment (``VivaceError``) print as one
 line and exit non-zero; ``--debug`` adds the traceback.
 """
 
@@ -16,12 +18,14 @@ import os
 import signal
 import sys
 import warnings
+from importlib import metadata
 from typing import Any, Sequence
 
 from vivace import __version__
-from vivace.commands import agents, ask, bench, collections, ingest, models, report, run, runs, serve, tools, tui
+from vivace.commands import agents, ask, collections, ingest, models, run, runs, serve, tools, tui
 from vivace.commands._io import Parents, Parser, config_from_args
 from vivace.errors import VivaceError, missing_extra
+from vivace.plugins import load_group
 
 log = logging.getLogger("vivace")
 
@@ -33,8 +37,9 @@ log = logging.getLogger("vivace")
 if (_VLLM_LEVEL := os.environ.get("VLLM_LOGGING_LEVEL")) in ("ERROR", "CRITICAL"):
     logging.getLogger("vllm").setLevel(_VLLM_LEVEL)
 
-# In `vivace --help` order.
-COMMANDS = (ask, run, runs, serve, agents, tools, tui, ingest, collections, models, bench, report)
+# In `vivace --help` order; the plug-in commands follow.
+COMMANDS = (ask, run, runs, serve, agents, tools, tui, ingest, collections, models)
+COMMAND_GROUP = "vivace.commands"  # entry points: a function ``register(sub, parents)``, like a command module's
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parents = Parents.build()
     for command in COMMANDS:
         command.register(sub, parents)
+    # Each plug-in registers inside the loader's guard: one that raises is logged and skipped.
+    plugins = sorted(metadata.entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name)
+    load_group(COMMAND_GROUP, "command", lambda ep, _source: ep.load()(sub, parents), [], plugins)
     return parser
 
 

@@ -21,7 +21,7 @@ from vivace.agents import ask
 from vivace.agents.sot.load import decide
 from vivace.assembly import runtime_for
 from vivace.config import Config
-from vivace.eval.overhead_bench import fake_backend
+from vivace_bench.overhead_bench import fake_backend
 from vivace.runtime.backend import Event, GenerationRequest, GenerationResult
 from vivace.runtime.fake import FakeBackend
 from vivace.runtime.limits import InFlightLimiter, LimitedBackend
@@ -29,7 +29,7 @@ from vivace.runtime.load import Load, StepModel, ledger_of, read_load
 
 # The router sends this to SoT (a generic advice question; tests/agents/test_router.py covers the router).
 QUESTION = "What are good habits for keeping a tidy home with little effort?"
-POINTS = 6  # the fake's skeletons have six points (vivace.eval.overhead_bench.fake_backend)
+POINTS = 6  # the fake's skeletons have six points (vivace_bench.overhead_bench.fake_backend)
 
 
 class HeldBackend(FakeBackend):
@@ -260,7 +260,7 @@ def test_ask_json_shows_the_load_the_decision_saw(tmp_path: Path) -> None:
 def test_the_writers_sot_also_gives_way_to_load() -> None:
     """SoT inside an agent (long_form auto) reads the same load: a full batch keeps the writer's call normal."""
     from vivace.agents.driver import run as run_target
-    from vivace.eval.pipeline_workloads import revision_pipeline
+    from vivace_bench.pipeline_workloads import revision_pipeline
 
     async def main(held: int) -> dict[str, Any]:
         inner = HeldBackend()

@@ -25,7 +25,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "two_models"
 
 def test_two_configurations_of_the_same_weights(engine: Any, model_dir: Path, vivace_home: Path,
                                                 run: Callable[..., Any]) -> None:
-    from vivace.eval.quant_checkpoint import checkpoint_for
+    from vivace_bench.quant_checkpoint import checkpoint_for
 
     int8_dir = checkpoint_for("w8a8", "auto", model_dir, vivace_home)  # what `bench quant` writes; reused when there
     config = load_config(EXAMPLE / "vivace.toml", {"home": str(vivace_home)}, environ={})

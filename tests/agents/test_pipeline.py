@@ -490,7 +490,7 @@ def test_the_writer_expands_its_answer_by_sot_when_the_decision_says_so() -> Non
 def test_the_writers_own_answers_size_its_sot_expansions(tmp_path: Path) -> None:
     """A writer's normal answers go to its own length history; the next task's plan reads them (not the
     question's own), and in auto a writer whose answers run short stays normal, with the plan as the reason."""
-    from vivace.agents.sot.length_plan import LengthHistory
+    from vivace.agents.sot.length_plan import LengthHistory, own_history
 
     def respond(request: GenerationRequest) -> str:
         if request.tag.endswith("/skeleton"):
@@ -498,28 +498,28 @@ def test_the_writers_own_answers_size_its_sot_expansions(tmp_path: Path) -> None
         return responder()(request) if "expand" not in request.tag else ": Detail."
 
     runtime = runtime_for(Config(backend="fake", max_tokens=256), FakeBackend(respond), save_runs=False)
-    runtime.lengths = LengthHistory(tmp_path, "lengths")
-    tasks = ["What are the main benefits of regular exercise?", "What are the advantages of learning a second language?",
-             "Explain the main ways households can cut their heating costs.",
-             "What should a small bakery consider before opening a second shop?"]  # the router sends each to SoT
-    for task in tasks[:3]:
-        run(run_target(research_pipeline(), task, runtime, options={"long_form": "off"}))
-    writer = runtime.lengths.of("agent-writer")
-    assert sorted(q for q, _ in writer.rows()) == sorted(tasks[:3]) and runtime.lengths.rows() == []
-    lengths = {t for _, t in writer.rows()}
-    assert len(lengths) == 1 and 0 < min(lengths) < 16  # "A draft answer." each time: a short, whole answer
+    with own_history(LengthHistory(tmp_path, "lengths")) as lengths:  # the runs learn here, not in a home
+        tasks = ["What are the main benefits of regular exercise?", "What are the advantages of learning a second language?",
+                 "Explain the main ways households can cut their heating costs.",
+                 "What should a small bakery consider before opening a second shop?"]  # the router sends each to SoT
+        for task in tasks[:3]:
+            run(run_target(research_pipeline(), task, runtime, options={"long_form": "off"}))
+        writer = lengths.of("agent-writer")
+        assert sorted(q for q, _ in writer.rows()) == sorted(tasks[:3]) and lengths.rows() == []
+        lengths = {t for _, t in writer.rows()}
+        assert len(lengths) == 1 and 0 < min(lengths) < 16  # "A draft answer." each time: a short, whole answer
 
-    def write_step(trace: Any) -> dict[str, Any]:
-        return next(s for s in trace.steps if s["step"] == "write")
+        def write_step(trace: Any) -> dict[str, Any]:
+            return next(s for s in trace.steps if s["step"] == "write")
 
-    auto = run(run_target(research_pipeline(), tasks[3], runtime, options={"long_form": "auto"}))
-    decision = write_step(auto)["extra"]["long_form"]
-    assert decision["mode"] == "normal" and decision["reason"].startswith("length plan: normal answers")
-    assert "(was: classifier: sot" in decision["reason"] and decision["length_plan"]["source"] == "history"
-    forced = run(run_target(research_pipeline(), tasks[0], runtime, options={"long_form": "sot"}))
-    plan = write_step(forced)["extra"]["long_form"]["length_plan"]
-    assert plan["source"] == "history" and plan["expected_tokens"] <= 64  # the plan's floor, not the prior's 256
-    assert plan["points"] == 2  # the fewest points: a short answer gets a short expansion
+        auto = run(run_target(research_pipeline(), tasks[3], runtime, options={"long_form": "auto"}))
+        decision = write_step(auto)["extra"]["long_form"]
+        assert decision["mode"] == "normal" and decision["reason"].startswith("length plan: normal answers")
+        assert "(was: classifier: sot" in decision["reason"] and decision["length_plan"]["source"] == "history"
+        forced = run(run_target(research_pipeline(), tasks[0], runtime, options={"long_form": "sot"}))
+        plan = write_step(forced)["extra"]["long_form"]["length_plan"]
+        assert plan["source"] == "history" and plan["expected_tokens"] <= 64  # the plan's floor, not the prior's 256
+        assert plan["points"] == 2  # the fewest points: a short answer gets a short expansion
 
 
 def test_every_run_shares_the_batch_a_pipelines_too() -> None:
@@ -548,7 +548,7 @@ def test_the_mapreduce_example_file_runs_as_dataflow(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "mapreduce.toml"
     pipe = Pipeline.from_toml(example)
     assert pipe.steps["facts"].per_item and pipe.steps["summarize"].fan_out
-    folder = Path(__file__).resolve().parents[2] / "vivace" / "eval" / "data" / "pipeline_docs"
+    folder = Path(__file__).resolve().parents[2] / "vivace_bench" / "data" / "pipeline_docs"
     pipe.steps["split"].params["folder"] = str(folder)  # the file names it relative to the repo
     trace = run(run_agent(pipe, "How should Harwick improve commuting?", backend=FakeBackend()))
     runs = [(s["step"], s["branch"]) for s in trace.steps]

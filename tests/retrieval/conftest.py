@@ -31,7 +31,7 @@ def write(folder: Path, files: dict[str, str | bytes]) -> Path:
 
 def ingest_corpus(config: Config, factory: pytest.TempPathFactory, prefix: str, docs: int, seed: int) -> tuple[str, list[dict[str, str]]]:
     """A synthetic corpus (planted facts the model cannot know) in a fresh collection: its name and questions."""
-    from vivace.eval.synthetic import make_corpus
+    from vivace_bench.synthetic import make_corpus
     from vivace.retrieval.store import Store
 
     files, questions = make_corpus(docs=docs, seed=seed)

@@ -10,7 +10,7 @@ import pytest
 
 from vivace.config import Config
 from vivace.errors import InputError
-from vivace.eval.synthetic import make_corpus
+from vivace_bench.synthetic import make_corpus
 from vivace.retrieval.store import Store
 
 from .conftest import write

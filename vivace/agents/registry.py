@@ -15,11 +15,12 @@ import contextvars
 import inspect
 import logging
 from dataclasses import dataclass
-from importlib import import_module, metadata
+from importlib import import_module
 from typing import Any, Callable, TypeVar, cast, overload
 
 from vivace.agents.base import Agent, AgentContext, Node, StepInput
 from vivace.errors import InputError
+from vivace.plugins import load_group
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +93,15 @@ class Registry:
 
     def load_plugins(self, entry_points: Any = None) -> None:
         """Load every ``vivace.agents`` entry point; skip (and remember) the ones that fail."""
-        eps = metadata.entry_points(group=GROUP) if entry_points is None else entry_points
-        for ep in eps:
-            dist = getattr(ep, "dist", None)
-            source = f"plug-in {dist.name} {dist.version}" if dist is not None else f"plug-in {ep.value}"
+
+        def make(ep: Any, source: str) -> tuple[Agent, str]:
             token = _loading.set(source)
             try:
-                obj = ep.load()
-                item = as_agent(obj, ep.name)
-            except KeyboardInterrupt:
-                raise  # the user's Ctrl-C, not the plug-in's fault
-            except BaseException as exc:  # noqa: BLE001 - SystemExit & co. from third-party import code: a broken plug-in
-                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self.broken.append((ep.name, why))
-                log.warning("skipped agent plug-in %r (%s): %s", ep.name, ep.value, why)
-                continue
+                return as_agent(ep.load(), ep.name), source
             finally:
                 _loading.reset(token)
+
+        for _, (item, source) in load_group(GROUP, "agent", make, self.broken, entry_points):
             self.register(item, source)
 
     def get(self, name: str) -> Agent:

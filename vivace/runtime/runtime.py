@@ -33,9 +33,6 @@ class Runtime:
     call: CallPath
     limiter: InFlightLimiter
     save_runs: bool = True  # benchmarks turn this off: their runs are not the user's history
-    # What SoT's length plans learn from (vivace.agents.sot.length_plan.LengthHistory). None: the home's history
-    # when runs are saved, none (the plan's prior) when they are not; a bench sets its own.
-    lengths: Any = None
     # The tools every run may name (code, plug-ins, MCP sets), and the one path their calls take.
     tools: ToolBox = field(default_factory=ToolBox)
     tool_path: ToolPath = field(init=False)

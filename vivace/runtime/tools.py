@@ -18,12 +18,12 @@ import inspect
 import logging
 import re
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any, Awaitable, Callable, Iterable, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from vivace.errors import InputError
+from vivace.plugins import load_group
 
 log = logging.getLogger(__name__)
 
@@ -248,22 +248,15 @@ class ToolBox:
         if self._plugins_loaded and entry_points is None:
             return
         self._plugins_loaded = True
-        eps = metadata.entry_points(group=GROUP) if entry_points is None else entry_points
-        for ep in eps:
-            dist = getattr(ep, "dist", None)
-            source = f"plug-in {dist.name} {dist.version}" if dist is not None else f"plug-in {ep.value}"
-            try:
-                obj = ep.load()
-                items = [as_tool(o) for o in obj] if isinstance(obj, (list, tuple)) else [as_tool(obj, ep.name)]
-                for item in items:
-                    item.source = source
-                    self.add(item)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # noqa: BLE001 - third-party import code: a broken plug-in is skipped
-                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self.broken.append((ep.name, why))
-                log.warning("skipped tool plug-in %r (%s): %s", ep.name, ep.value, why)
+
+        def make(ep: Any, source: str) -> None:
+            obj = ep.load()
+            items = [as_tool(o) for o in obj] if isinstance(obj, (list, tuple)) else [as_tool(obj, ep.name)]
+            for item in items:
+                item.source = source
+                self.add(item)
+
+        load_group(GROUP, "tool", make, self.broken, entry_points)
 
     async def aclose(self) -> None:
         closers, self._closers = self._closers[::-1], []

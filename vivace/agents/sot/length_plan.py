@@ -11,21 +11,23 @@ finish together: the longest point sets the latency.
 
 The history is one JSON line per normal answer under ``<home>/lengths``, per
 served model, kept by runs that save their records (``Runtime.save_runs``);
-a bench keeps its own (``Runtime.lengths``). A prediction never uses an answer to the very same question,
+a bench keeps its own (``own_history``). A prediction never uses an answer to the very same question,
 so a bench that decodes a question normally before its SoT run does not
 learn that question's length from itself.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import math
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,20 @@ def make_plan(question: str, hist: LengthHistory | None, embed: Any | None, max_
     return LengthPlan(expected_tokens=expected, points=plan_points(expected, min_points, max_points), source=source)
 
 
+_OWN: contextvars.ContextVar["LengthHistory | None"] = contextvars.ContextVar("vivace_length_history", default=None)
+
+
+@contextmanager
+def own_history(hist: LengthHistory) -> Iterator[LengthHistory]:
+    """Runs started inside learn from and into ``hist``, not the home's history: a bench's answers are
+    not the user's, and its plans start from what the bench itself has seen."""
+    token = _OWN.set(hist)
+    try:
+        yield hist
+    finally:
+        _OWN.reset(token)
+
+
 def _history_of(agent: Any, kind: str = "") -> LengthHistory | None:
     """The history the run learns from: the runtime's own, else the home's when the runtime saves runs.
 
@@ -214,9 +230,10 @@ def _history_of(agent: Any, kind: str = "") -> LengthHistory | None:
     answers are not the user's, and its plans start from the prior every time.
     ``kind`` names a pipeline agent whose answers are kept apart (``LengthHistory.of``).
     """
+    own = _OWN.get()
+    if own is not None:
+        return own.of(kind)
     runtime = agent.runtime
-    if runtime.lengths is not None:
-        return runtime.lengths.of(kind)  # type: ignore[no-any-return]
     if not runtime.save_runs:
         return None
     backend = runtime.backend
