@@ -66,7 +66,7 @@ def test_mode_reaches_the_sot_agent(tmp_path: Path) -> None:
         (["run", "nope", "hi"], 2, "error: unknown agent 'nope'; available: answer, chat, critic, documents, extractor, planner, research"),
         (["run", "answer", "   "], 2, "error: the question is empty"),
         (["run", "/nonexistent/p.toml", "hi"], 2, "error: pipeline file not found"),
-        (["run", "research", "hi", "--max-branches", "0"], 2, "--max-branches must be at least 1"),
+        (["run", "research", "hi", "--max-branches", "0"], 2, "--max-branches: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:

@@ -194,7 +194,7 @@ def _pts(d: dict[str, Any] | None) -> str:
 
 
 def table_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """One row per configuration, for the CLI table, `vivace report` and the README."""
+    """One row per configuration, for the CLI table, `vivace report` and docs/benchmarks/safety.md."""
     rows = []
     for name, g in (summary.get("configs") or {}).items():
         ref = (g.get(f"vs_{g['baseline']}") or {}) if g.get("baseline") else {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -107,23 +108,24 @@ async def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from rich.console import Console
 
     from vivace.agents.driver import resolve, run, run_record
+    from vivace.agents.options import RunOptions
     from vivace.agents.pipeline.spec import Pipeline
     from vivace.agents.pipeline.step_model import check_models, models_named
     from vivace.assembly import open_runtime
     from vivace.errors import InputError
 
     task = require_question(args.task)
-    for flag in ("max_branches", "max_rounds"):
-        value = getattr(args, flag)
-        if value is not None and value < (1 if flag == "max_branches" else 0):
-            raise InputError(f"--{flag.replace('_', '-')} must be at least {1 if flag == 'max_branches' else 0}")
-    item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
-    check_models(item, config.model_names, args.default_model)  # so does a model the config does not name
-    check_run_outputs(config, args.trace_out)  # and before the run: its record must be writable
     options = {k: v for k in ("max_branches", "max_rounds", "mode", "tool_mode")
                if (v := getattr(args, k, None)) is not None}
     if args.default_model:
         options["model"] = args.default_model
+    try:  # RunOptions holds the bounds; its line names the flag the user typed
+        RunOptions.parse(options)
+    except InputError as exc:
+        raise InputError(re.sub(r"^run option (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
+    item = resolve(args.agent)  # unknown agent / bad pipeline: fail before starting an engine
+    check_models(item, config.model_names, args.default_model)  # so does a model the config does not name
+    check_run_outputs(config, args.trace_out)  # and before the run: its record must be writable
     from vivace.tui.live import live_wanted, print_final, run_live
     from vivace.tui.view import RunView, backend_probe
 

@@ -79,7 +79,7 @@ class ModelSet:
     def _warn_if_sharing_cores(self, name: str) -> None:
         """Two in-process engines on the CPU both bind every core: calls to both at once slow each other.
 
-        Measured by ``bench pipeline`` (README, "A model per step"): alone the
+        Measured by ``bench pipeline`` (docs/benchmarks/pipeline.md): alone the
         second engine pays, but under load both ran twice as slow.
         """
         others = [n for n, b in self._open.items() if n != name and b.name == "vllm"]

@@ -65,8 +65,8 @@ def intel_openmp() -> str | None:
     """Intel's OpenMP runtime, when the CPU build of vLLM brought it along (the ``intel-openmp`` wheel).
 
     Preloaded, it serves the OpenMP calls of torch's and vLLM's CPU kernels
-    instead of GNU's: single-stream decode about 10% faster here (README,
-    "What the hardware decides").
+    instead of GNU's: single-stream decode about 10% faster here
+    (docs/benchmarks/hardware.md).
     """
     from importlib import metadata
 

@@ -258,7 +258,7 @@ class VivaceTUI(App[None]):
         self.exit()  # the command that started the engine shuts it down
 
     def action_save_svg(self) -> None:
-        """An SVG of the screen as it is now, under ``$VIVACE_HOME/tui`` (the README's picture comes from one)."""
+        """An SVG of the screen as it is now, under ``$VIVACE_HOME/tui`` (docs/tui-done.png came from one)."""
         folder = self.config.home / "tui"
         folder.mkdir(parents=True, exist_ok=True)
         path = self.save_screenshot(filename=f"screen-{time.strftime('%Y%m%d-%H%M%S')}.svg", path=str(folder))
