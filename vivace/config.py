@@ -19,7 +19,7 @@ from typing import Any, Mapping, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from vivace.choices import Backend, Compression, Dialect, Dtype, Execution, KVCacheDtype, LongForm, Mode, Scheduling, values
-from vivace.errors import ConfigError
+from vivace.errors import ConfigError, unknown_key
 
 DEFAULT_CONFIG_FILE = "vivace.toml"
 
@@ -219,8 +219,7 @@ def _coerce_models(value: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(table, dict):
             raise ConfigError(f"models.{name}: {table!r} is not a table (write [models.{name}] then key = value lines)")
         if unknown := sorted(set(table) - set(MODEL_KEYS)):
-            raise ConfigError(f"models.{name}: unknown key(s) {', '.join(unknown)}; a model table sets "
-                              f"{', '.join(MODEL_KEYS)}")
+            raise ConfigError(f"models.{name}: {unknown_key(unknown[0], MODEL_KEYS)}")
         try:
             out[name] = {k: _coerce(k, v) for k, v in table.items()}
         except ConfigError as exc:
@@ -236,7 +235,7 @@ def _mcp_table(name: str, table: Any) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: {table!r} is not a table (write [{where}] then key = value lines)")
     if unknown := sorted(set(table) - set(MCP_KEYS)):
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key; an mcp table sets {', '.join(MCP_KEYS)}")
+        raise ConfigError(f"{where}: {unknown_key(unknown[0], MCP_KEYS)}")
     if ("command" in table) == ("url" in table):
         raise ConfigError(f"{where}: set command (a stdio server) or url (streamable HTTP)"
                           + (", not both" if "command" in table else ""))
@@ -321,7 +320,7 @@ def _coerce(key: str, value: Any) -> Any:
 def _apply(values: dict[str, Any], layer: Mapping[str, Any], origin: str) -> None:
     for key, value in layer.items():
         if key not in _FIELDS:
-            raise ConfigError(f"{origin}: unknown key {key!r}")
+            raise ConfigError(f"{origin}: {unknown_key(key, _FIELDS)}")
         try:
             values[key] = _coerce(key, value)
         except ConfigError as exc:

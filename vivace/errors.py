@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
+
+def unknown_key(key: str, known: Iterable[str], what: str = "key") -> str:
+    """The one line for a misspelt key anywhere (config, run options, a pipeline file, sampling):
+    the close match when there is one, else what is known."""
+    names = list(known)
+    close = difflib.get_close_matches(key, names, n=1)
+    return f"unknown {what} {key!r}" + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(names)}")
+
 
 class VivaceError(Exception):
     """Base for errors caused by input or environment, not by a bug."""

@@ -153,7 +153,7 @@ def test_pipeline_file_keys(tmp_path: Path) -> None:
     ('{ agent = "writer", model = 3 }', "step 'w': model must be a model name"),
     ('{ agent = "writer", model = "" }', "step 'w': model must be a model name"),
     ('{ agent = "writer", sampling = 0.2 }', "step 'w': sampling must be a table"),
-    ('{ agent = "writer", sampling = { temp = 0.2 } }', "step 'w': sampling: unknown key(s) temp; expected max_tokens"),
+    ('{ agent = "writer", sampling = { tempr = 0.2 } }', "step 'w': sampling: unknown key 'tempr' (did you mean 'temperature'?)"),
     ('{ agent = "writer", sampling = { max_tokens = 0 } }', "step 'w': sampling.max_tokens must be at least 1, got 0"),
     ('{ agent = "writer", sampling = { max_tokens = 1.5 } }', "step 'w': sampling.max_tokens must be a whole number"),
     ('{ agent = "writer", sampling = { temperature = "hot" } }', "step 'w': sampling.temperature must be a number"),

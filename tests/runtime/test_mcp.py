@@ -170,7 +170,7 @@ def test_mcp_servers_start_before_the_engine_and_close_when_it_fails(tmp_path: P
 @pytest.mark.parametrize(("table", "key"), [
     ({"x": {"command": "a", "url": "http://127.0.0.1:1/mcp"}}, "mcp.x:"),
     ({"x": {}}, "mcp.x:"),
-    ({"x": {"command": "a", "bogus": 1}}, "mcp.x.bogus:"),
+    ({"x": {"command": "a", "bogus": 1}}, "mcp.x: unknown key 'bogus'"),
     ({"x": {"command": "a", "args": "one"}}, "mcp.x.args:"),
     ({"x": {"command": "a", "timeout_s": 0}}, "mcp.x.timeout_s:"),
     ({"x": {"url": "ftp://host/mcp"}}, "mcp.x.url:"),
@@ -208,7 +208,7 @@ def test_tools_list_cli_starts_the_servers_without_an_engine(tmp_path: Path) -> 
 
     toml.write_text('[mcp.facts]\ncommand = "x"\nport = 1\n')
     out = cli("tools", "list", "--config", str(toml), home=tmp_path / "home")
-    assert out.returncode == 2 and out.stderr.startswith("error: mcp.facts.port: unknown key")
+    assert out.returncode == 2 and out.stderr.startswith("error: mcp.facts: unknown key 'port'")
     assert len(out.stderr.strip().splitlines()) == 1
 
 

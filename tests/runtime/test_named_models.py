@@ -64,7 +64,7 @@ def test_tables_override_the_top_level_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("table, message", [
-    ("[models.fast]\ntemperature = 0.5", "models.fast: unknown key(s) temperature; a model table sets backend"),
+    ("[models.fast]\ntemperature = 0.5", "models.fast: unknown key 'temperature'; known: backend"),
     ("[models.default]\ndtype = 'float32'", "models.default: the default model is set by the top-level keys"),
     ("[models.x]\ndtype = 'int3'", "models.x.dtype: 'int3' is not one of auto, bfloat16, float16, float32"),
     ("[models.x]\nmax_num_seqs = 0", "models.x.max_num_seqs: 0 must be at least 1"),

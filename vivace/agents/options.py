@@ -8,7 +8,6 @@ attribute with a type instead of ``options.get("...")``.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, get_args
@@ -16,7 +15,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vivace.choices import Execution, LongForm, Mode, ToolMode, values
-from vivace.errors import InputError
+from vivace.errors import InputError, unknown_key
 
 
 class RunOptions(BaseModel):
@@ -68,10 +67,7 @@ class RunOptions(BaseModel):
         given = {k: v for k, v in given.items() if v is not None}
         unknown = sorted(set(given) - set(cls.model_fields))
         if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(cls.model_fields)}"
-            raise InputError(f"unknown run option {key!r}{hint}")
+            raise InputError(unknown_key(unknown[0], cls.model_fields, "run option"))
         try:
             return cls(**given)
         except ValidationError as exc:

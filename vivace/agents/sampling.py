@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping
 
-from vivace.errors import InputError
+from vivace.errors import InputError, unknown_key
 
 if TYPE_CHECKING:
     from vivace.agents.base import StepRun
@@ -55,7 +55,7 @@ def check_sampling(value: Any, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: sampling must be a table (sampling = {{ temperature = 0.2, max_tokens = 128 }}), "
                          f"got {value!r}")
     if unknown := sorted(set(value) - set(SAMPLING_KEYS)):
-        raise InputError(f"{where}: sampling: unknown key(s) {', '.join(unknown)}; expected {', '.join(SAMPLING_KEYS)}")
+        raise InputError(f"{where}: sampling: {unknown_key(unknown[0], SAMPLING_KEYS)}")
     out: dict[str, Any] = {}
     for key, raw in value.items():
         kind, low, above, high = SAMPLING_KEYS[key]

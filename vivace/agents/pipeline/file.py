@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vivace.agents.sampling import check_model, check_sampling
-from vivace.errors import InputError
+from vivace.errors import InputError, unknown_key
 
 KEYS = ("name", "description", "output", "edges", "steps", "loops")
 STEP_KEYS = ("agent", "fan_out", "per_item", "max_branches", "params", "model", "sampling", "tools",
@@ -75,7 +75,7 @@ class Reader:
         if not isinstance(value, dict):
             raise self.fail(where, "a table", value)
         if extra := sorted(set(value) - set(keys)):
-            raise InputError(f"{self.origin}: {where}: unknown key(s) {', '.join(extra)}; expected {', '.join(keys)}")
+            raise InputError(f"{self.origin}: {where}: {unknown_key(extra[0], keys)}")
         return value
 
     def array(self, value: Any, where: str) -> list[Any]:
@@ -91,7 +91,7 @@ def parse(data: Any, origin: str, default_branches: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise r.fail("a pipeline", "a table", data)
     if unknown := sorted(set(data) - set(KEYS)):
-        raise InputError(f"{origin}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(KEYS))}")
+        raise InputError(f"{origin}: {unknown_key(unknown[0], sorted(KEYS))}")
     steps = []
     specs = data.get("steps", {})
     if not isinstance(specs, dict):
