@@ -46,6 +46,7 @@ _EXPORTS = {
     "StepInput": "vivace.agents.base",
     "NodeResult": "vivace.agents.base",
     "RunOptions": "vivace.agents.options",
+    "Sampling": "vivace.agents.sampling",
     "Node": "vivace.agents.base",
     "task_text": "vivace.agents.base",
     "agent": "vivace.agents.registry",
@@ -92,6 +93,7 @@ if TYPE_CHECKING:
     from vivace.agents.base import Agent, AgentContext, Node, NodeResult, StepInput, task_text
     from vivace.agents.driver import ask, run, run_record
     from vivace.agents.options import RunOptions
+    from vivace.agents.sampling import Sampling
     from vivace.agents.resume import resume
     from vivace.agents.journal import Approval
     from vivace.agents.pipeline.spec import Loop, Pipeline, Step

@@ -19,6 +19,7 @@ from tests.helpers import VIVACE, cli_env
 from vivace.agents.base import Agent, AgentContext, Node, StepInput
 from vivace.agents.driver import run, run_record
 from vivace.agents.pipeline.spec import Pipeline, Step
+from vivace.agents.sampling import Sampling
 from vivace.assembly import runtime_for
 from vivace.config import Config
 from vivace.errors import InputError
@@ -145,8 +146,9 @@ def test_pipeline_file_keys(tmp_path: Path) -> None:
                     'plan = { agent = "planner", model = "small", sampling = { temperature = 0.2, max_tokens = 128.0 } }\n'
                     'write = "writer"\n')
     pipe = Pipeline.from_toml(file)
-    assert (pipe.steps["plan"].model, pipe.steps["plan"].sampling) == ("small", {"temperature": 0.2, "max_tokens": 128})
-    assert (pipe.steps["write"].model, pipe.steps["write"].sampling) == (None, {})
+    assert (pipe.steps["plan"].model, pipe.steps["plan"].sampling) == ("small", Sampling(temperature=0.2, max_tokens=128))
+    assert pipe.steps["plan"].sampling.as_dict() == {"max_tokens": 128, "temperature": 0.2}  # a whole 128.0 is an int
+    assert (pipe.steps["write"].model, pipe.steps["write"].sampling) == (None, Sampling())
 
 
 @pytest.mark.parametrize("spec, message", [

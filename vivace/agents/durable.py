@@ -33,7 +33,7 @@ RESUMABLE = ("failed", "interrupted", "killed", "paused")
 
 def fingerprint(pipe: Pipeline) -> str:
     """The pipeline's structure: what its step keys and saved outputs mean."""
-    steps = [[s.name, s.agent, s.fan_out, s.per_item, s.max_branches, s.params, s.model, s.sampling, list(s.tools),
+    steps = [[s.name, s.agent, s.fan_out, s.per_item, s.max_branches, s.params, s.model, s.sampling.as_dict(), list(s.tools),
               s.requires_approval, type(s.impl).__name__ if s.impl is not None else None] for s in pipe.step_list]
     loops = [[lp.source, lp.target, lp.when, lp.max_rounds] for lp in pipe.loops]
     text = json.dumps([pipe.name, steps, [list(e) for e in pipe.edges], loops, pipe.output], sort_keys=True, default=str)

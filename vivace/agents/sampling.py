@@ -21,6 +21,7 @@ the agent's own cap, the step's (else the config's) and the run's option.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from vivace.errors import InputError, unknown_key
@@ -39,6 +40,22 @@ SAMPLING_KEYS: dict[str, tuple[type, float, bool, float | None]] = {
 }
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """A step's sampling defaults, checked once when the step is made: what its calls get unless the agent
+    passes its own. ``None`` leaves a value to the run's options and the config."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Only what is set: the record's and the checkpoint header's form, as a pipeline file writes it."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 def check_model(value: Any, where: str) -> str | None:
     """A step's ``model``: None, or a non-empty name (whether the runtime has it is checked at run time)."""
     if value is None:
@@ -49,8 +66,11 @@ def check_model(value: Any, where: str) -> str | None:
     return value.strip()
 
 
-def check_sampling(value: Any, where: str) -> dict[str, Any]:
-    """A step's ``sampling`` table, every value of the right type and range, or one ``InputError`` naming it."""
+def check_sampling(value: Any, where: str) -> Sampling:
+    """A step's ``sampling`` table as a ``Sampling``, every value of the right type and range, or one
+    ``InputError`` naming it."""
+    if isinstance(value, Sampling):
+        return value
     if not isinstance(value, Mapping):
         raise InputError(f"{where}: sampling must be a table (sampling = {{ temperature = 0.2, max_tokens = 128 }}), "
                          f"got {value!r}")
@@ -70,7 +90,7 @@ def check_sampling(value: Any, where: str) -> dict[str, Any]:
             raise InputError(f"{where}: sampling.{key} must be {bound}" + (f" and at most {high:g}" if high else "")
                              + f", got {raw!r}")
         out[key] = kind(raw)
-    return out
+    return Sampling(**out)
 
 
 def step_settings(run: "StepRun | None", runs: list["StepRun"]) -> tuple[str | None, dict[str, Any]]:

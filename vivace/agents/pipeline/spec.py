@@ -33,6 +33,7 @@ from vivace.agents.pipeline.state import BranchState as BranchState
 from vivace.agents.pipeline.state import PipelineState as PipelineState
 from vivace.agents.pipeline.state import _as_text, _bound
 from vivace.agents.pipeline.state import parse_items as parse_items
+from vivace.agents.sampling import Sampling, check_sampling
 from vivace.errors import InputError
 
 
@@ -51,9 +52,13 @@ class Step:
     per_item: bool = False  # run once per branch of the fan-out before it, as soon as that branch is done
     params: dict[str, Any] = field(default_factory=dict)  # handed to the agent as ``StepInput["params"]``
     model: str | None = None  # one of the runtime's models ("default", a [models.NAME]); None: the run's default
-    sampling: dict[str, Any] = field(default_factory=dict)  # defaults of the step's calls (vivace.agents.sampling)
+    # Defaults of the step's calls: a Sampling, or a mapping checked into one here (vivace.agents.sampling).
+    sampling: Sampling = field(default_factory=Sampling)
     tools: tuple[str, ...] = ()  # the runtime's tools this step may call (none named: the run's tools)
     requires_approval: bool = False  # the run pauses before this step until someone approves it
+
+    def __post_init__(self) -> None:
+        self.sampling = check_sampling(self.sampling, f"step {self.name!r}")
 
 
 @dataclass

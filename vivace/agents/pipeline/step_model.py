@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from vivace.agents.pipeline.spec import Pipeline
 from vivace.agents.registry import REGISTRY
 from vivace.agents.sampling import SAMPLING_KEYS as SAMPLING_KEYS
+from vivace.agents.sampling import Sampling as Sampling
 from vivace.agents.sampling import call_sampling as call_sampling
 from vivace.agents.sampling import check_model as check_model
 from vivace.agents.sampling import check_sampling as check_sampling

@@ -77,7 +77,7 @@ class StepNode:
         item = state.get("item") if each else None
         history = render_history(inputs, step.name)
         run.query, run.history = item or state["task"], history  # what this step's calls retrieve for and may compress
-        run.model, run.sampling = step.model, dict(step.sampling)  # what they run on, and their sampling defaults
+        run.model, run.sampling = step.model, step.sampling.as_dict()  # what they run on, and their sampling defaults
         run.tools = list(step.tools)  # what they may call
         token = enter_step(run)
         try:
