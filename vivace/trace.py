@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 
 class CallResult(Protocol):
@@ -117,6 +117,74 @@ class RouterDecision(TypedDict, total=False):
     load: dict[str, Any]
 
 
+class StepRecord(TypedDict):
+    """One step run as the record keeps it (``StepRun.to_dict``): where it sat, when it ran, what it cost."""
+
+    id: int
+    scope: int
+    step: str
+    agent: str
+    branch: int | None
+    round: int
+    started_at: float
+    parent: int | None
+    deps: list[int]
+    ended_at: float | None
+    calls: int
+    tool_calls: int
+    prompt_tokens: int
+    output_tokens: int
+    error: str | None
+    downstream: int
+    extra: dict[str, Any]  # the agent's own data about this step (a writer's long-form plan, ...)
+    model: str | None
+    sampling: dict[str, Any]
+    tools: list[str]
+    key: str
+    seconds: float
+
+
+class CallTotals(TypedDict):
+    """Calls, tokens, seconds in calls and seconds of those in queues: what the agent and model summaries add up."""
+
+    calls: int
+    prompt_tokens: int
+    output_tokens: int
+    call_s: float
+    queue_s: float
+
+
+class AgentSummary(CallTotals):
+    """Per agent of a run: its step runs, the wall time it was active (overlaps once), its totals and models."""
+
+    name: str
+    runs: int
+    latency_s: float
+    models: list[str]
+
+
+class ModelInfo(TypedDict):
+    """What serves a model name (``ModelSet.describe``): the rest only once it was opened; weights for an engine."""
+
+    name: str
+    opened: NotRequired[bool]
+    backend: NotRequired[str]
+    model: NotRequired[str]
+    weights: NotRequired[str]
+    dtype: NotRequired[str]
+    quantization: NotRequired[str | None]
+    kv_cache_dtype: NotRequired[str]
+    compiled: NotRequired[bool]
+    base_urls: NotRequired[list[str]]
+
+
+class ModelSummary(ModelInfo, CallTotals):
+    """Per model that served a call: what it is, who served it, its totals, the agents that used it."""
+
+    served_by: str
+    agents: list[str]
+
+
 @dataclass
 class RunTrace:
     """One run of a question or task through vivace: what the run driver measured, typed.
@@ -139,9 +207,9 @@ class RunTrace:
     calls: list[CallTrace] = field(default_factory=list)
     tools: list[ToolTrace] = field(default_factory=list)
     agent: str = ""  # what ran: a registry name or a pipeline's name
-    steps: list[dict[str, Any]] = field(default_factory=list)  # every step run (``StepRun.to_dict``), in start order
-    agents: list[dict[str, Any]] = field(default_factory=list)  # per agent: runs, wall time, calls, tokens, models
-    models: list[dict[str, Any]] = field(default_factory=list)  # per model: what it is, calls, tokens, agents
+    steps: list[StepRecord] = field(default_factory=list)  # every step run (``StepRun.to_dict``), in start order
+    agents: list[AgentSummary] = field(default_factory=list)  # per agent: runs, wall time, calls, tokens, models
+    models: list[ModelSummary] = field(default_factory=list)  # per model: what it is, calls, tokens, agents
     critical_path_s: float = 0.0  # the longest dependent chain of steps
     critical_path: list[int] = field(default_factory=list)  # the ids of ``steps`` on it, first to last
     parallelism: float = 0.0  # seconds in calls over wall seconds: calls in flight on average

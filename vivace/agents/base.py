@@ -29,7 +29,7 @@ from vivace.runtime.backend import GenerationResult, Message
 from vivace.runtime.call import Call, Scope
 from vivace.runtime.prompts import render
 from vivace.runtime.tool_path import ToolCall, ToolOutcome, ToolScope
-from vivace.trace import CallTrace, ToolTrace
+from vivace.trace import CallTrace, StepRecord, ToolTrace
 
 if TYPE_CHECKING:
     from vivace.config import Config
@@ -132,9 +132,14 @@ class StepRun:
     def seconds(self) -> float:
         return (self.ended_at or time.time()) - self.started_at
 
-    def to_dict(self) -> dict[str, Any]:
-        skip = {"query", "history"}
-        return {k: v for k, v in self.__dict__.items() if k not in skip} | {"seconds": self.seconds}
+    def to_dict(self) -> StepRecord:
+        """The run record's copy: every field but the call defaults (``query``, ``history``), plus ``seconds``."""
+        return StepRecord(
+            id=self.id, scope=self.scope, step=self.step, agent=self.agent, branch=self.branch, round=self.round,
+            started_at=self.started_at, parent=self.parent, deps=self.deps, ended_at=self.ended_at, calls=self.calls,
+            tool_calls=self.tool_calls, prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
+            error=self.error, downstream=self.downstream, extra=self.extra, model=self.model, sampling=self.sampling,
+            tools=self.tools, key=self.key, seconds=self.seconds)
 
 
 _CURRENT: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar("vivace_step", default=None)

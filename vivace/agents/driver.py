@@ -27,7 +27,7 @@ from vivace.agents.pipeline.step_model import check_models, check_tools
 from vivace.errors import InputError, RunError, VivaceError, missing_extra
 from vivace.runtime.call import COMPRESSION_MODES, Scope, enter_scope, leave_scope
 from vivace.runtime.load import sharing
-from vivace.trace import CallTrace, RunTrace, save_run
+from vivace.trace import AgentSummary, CallTotals, CallTrace, ModelInfo, ModelSummary, RunTrace, StepRecord, save_run
 
 if TYPE_CHECKING:
     from vivace.runtime.checkpoints import StoredRun
@@ -222,10 +222,10 @@ def _union(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def agent_summary(calls: list[CallTrace], runs: list[StepRun]) -> list[dict[str, Any]]:
+def agent_summary(calls: list[CallTrace], runs: list[StepRun]) -> list[AgentSummary]:
     """Per agent: wall time it was active (overlapping runs counted once), its calls and tokens."""
     names = list(dict.fromkeys([r.agent for r in runs] + [c.agent for c in calls]))
-    out = []
+    out: list[AgentSummary] = []
     for name in names:
         mine = [c for c in calls if c.agent == name]
         spans = [(r.started_at, r.ended_at or r.started_at) for r in runs if r.agent == name]
@@ -240,7 +240,7 @@ def agent_summary(calls: list[CallTrace], runs: list[StepRun]) -> list[dict[str,
     return out
 
 
-def _totals(calls: list[CallTrace]) -> dict[str, Any]:
+def _totals(calls: list[CallTrace]) -> CallTotals:
     """Calls, tokens, seconds in calls and seconds of those in queues (the limiter's and the engine's)."""
     return {
         "calls": len(calls),
@@ -252,17 +252,18 @@ def _totals(calls: list[CallTrace]) -> dict[str, Any]:
 
 
 def model_summary(calls: list[CallTrace],
-                  describe: Callable[[str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                  describe: Callable[[str], ModelInfo] | None = None) -> list[ModelSummary]:
     """Per model that served a call: its calls, tokens, seconds in calls and in queues, the agents that used it.
 
     ``describe`` adds what the model is (backend, weights, dtype, quantization),
     so two configurations of the same weights show as such.
     """
-    out = []
+    out: list[ModelSummary] = []
     for name in dict.fromkeys(c.model or "default" for c in calls):
         mine = [c for c in calls if (c.model or "default") == name]
+        info: ModelInfo = describe(name) if describe else {"name": name}
         out.append({
-            **(describe(name) if describe else {"name": name}),
+            **info,
             "name": name,
             "served_by": mine[0].served_by,
             **_totals(mine),
@@ -292,7 +293,7 @@ def critical_chain(runs: list[StepRun]) -> tuple[float, list[int]]:
     return round(total, 6), chain[::-1]
 
 
-def critical_steps(trace: RunTrace) -> list[dict[str, Any]]:
+def critical_steps(trace: RunTrace) -> list[StepRecord]:
     """The step records (``trace.steps``) on the run's critical path, first to last."""
     by_id = {s["id"]: s for s in trace.steps}
     return [by_id[i] for i in trace.critical_path if i in by_id]

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from vivace.errors import InputError
 from vivace.runtime.backend import Backend
+from vivace.trace import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +95,18 @@ class ModelSet:
         for name in dict.fromkeys(names):
             await self.get(name)
 
-    def describe(self, name: str) -> dict[str, Any]:
+    def describe(self, name: str) -> ModelInfo:
         """What serves ``name``, for run records: backend, served model, weights and their configuration."""
         backend = self._open.get(name)
         if backend is None:
             return {"name": name, "opened": False}
-        out: dict[str, Any] = {"name": name, "backend": backend.name, "model": backend.model}
+        out: ModelInfo = {"name": name, "backend": backend.name, "model": backend.model}
         options = getattr(backend, "options", None)  # an in-process engine: which weights, in which configuration
         if options is not None and hasattr(options, "quantization"):
-            out.update(weights=options.model, dtype=getattr(backend, "dtype", options.dtype),
-                       quantization=getattr(backend, "quantization", options.quantization),
-                       kv_cache_dtype=options.kv_cache_dtype, compiled=not getattr(options, "enforce_eager", True))
+            out.update({"weights": options.model, "dtype": getattr(backend, "dtype", options.dtype),
+                        "quantization": getattr(backend, "quantization", options.quantization),
+                        "kv_cache_dtype": options.kv_cache_dtype,
+                        "compiled": not getattr(options, "enforce_eager", True)})
         urls = getattr(backend, "base_urls", None)
         if urls:
             out["base_urls"] = list(urls)
