@@ -40,7 +40,7 @@ def test_every_branch_timing_out_fails_the_run_and_keeps_the_skeleton(engine: An
         run(ask(QUESTION, runtime, mode="sot", branch_timeout_s=0.001))
     trace = info.value.trace
     assert trace.status == "failed" and [c.node for c in trace.calls] == ["skeleton"]
-    assert all("timed out" in why for why in trace.meta["failed_points"].values())
+    assert all("timed out" in why for why in trace.sot["failed_points"].values())
     saved = records(tmp_path)[-1]
     assert saved["run_id"] == trace.run_id and saved["status"] == "failed" and saved["calls"][0]["node"] == "skeleton"
 

@@ -117,6 +117,21 @@ class RouterDecision(TypedDict, total=False):
     load: dict[str, Any]
 
 
+class SotRecord(TypedDict):
+    """What the SoT controller did beyond its route and points (``RunTrace.router``, ``.points``).
+
+    A typed field, not ``meta``: the benches, the fault tests and the docs read it by name.
+    """
+
+    requested_mode: str  # auto, sot or normal: what the run asked for
+    mode: str | None  # how it answered: sot, or normal (routed there or fallen back); None before the route
+    skeleton: str | None  # the skeleton's text, when one was written
+    fallback: str | None  # why the skeleton was not expanded (normal decoding instead), or the guard's refusal
+    failed_points: dict[int, str]  # point number -> what went wrong
+    length_plan: dict[str, Any] | None  # vivace.agents.sot.length_plan: expected tokens, points asked, source
+    stages: dict[str, float]  # seconds: route, skeleton, expand, join, total; skeleton_hidden (overlapped)
+
+
 class StepRecord(TypedDict):
     """One step run as the record keeps it (``StepRun.to_dict``): where it sat, when it ran, what it cost."""
 
@@ -189,9 +204,9 @@ class ModelSummary(ModelInfo, CallTotals):
 class RunTrace:
     """One run of a question or task through vivace: what the run driver measured, typed.
 
-    ``meta`` holds what is particular to one agent (SoT's stages and skeleton,
-    the tools agent's plans, a plug-in's own data); everything every run has is
-    a field.
+    Everything every run has is a field, and so is SoT's record (``router``,
+    ``points``, ``sot``); ``meta`` holds what is particular to one other agent
+    (the tools agent's plans, a plug-in's own data) and the driver's durable keys.
     """
 
     question: str
@@ -215,6 +230,7 @@ class RunTrace:
     parallelism: float = 0.0  # seconds in calls over wall seconds: calls in flight on average
     router: RouterDecision | None = None  # the SoT route decision, when the run had one
     points: list[str] = field(default_factory=list)  # the SoT skeleton's points, when it had them
+    sot: SotRecord | None = None  # the rest of what the SoT controller did, when the run had it
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

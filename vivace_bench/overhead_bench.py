@@ -79,7 +79,7 @@ class Received:
     def check(self, trace: Any, n: int) -> None:
         """Raise unless every point's and the skeleton's whole text reached the consumer."""
         got = {key: "".join(parts) for key, parts in self.text.items()}
-        want: dict[tuple[str, Any], str] = {("skeleton_delta", None): trace.meta.get("skeleton", ""),
+        want: dict[tuple[str, Any], str] = {("skeleton_delta", None): (trace.sot or {}).get("skeleton") or "",
                 **{("branch_delta", i): EXPANSION for i in range(1, n + 1)}}
         if got != want:
             raise RuntimeError(f"the consumer did not receive every delta: {sorted(set(got) ^ set(want))} differ")
@@ -91,8 +91,9 @@ async def vivace_run(runtime: Any, n: int) -> Any:
 
     received = Received()
     trace = await ask(QUESTION.format(n=n), runtime, mode="sot", max_points=n, min_points=1, max_tokens=512, on_event=received)
-    if len(trace.points) != n or trace.meta.get("fallback"):
-        raise RuntimeError(f"expected {n} points, got {len(trace.meta['points'])} ({trace.meta.get('fallback')})")
+    fallback = trace.sot["fallback"] if trace.sot else None
+    if len(trace.points) != n or fallback:
+        raise RuntimeError(f"expected {n} points, got {len(trace.points)} ({fallback})")
     received.check(trace, n)
     return trace
 

@@ -102,7 +102,7 @@ def sot_record(trace: Any, events: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "routed": (trace.router or {}).get("mode"),
         "route_reason": (trace.router or {}).get("reason"),
-        "fallback": trace.meta.get("fallback"),
+        "fallback": (trace.sot or {}).get("fallback"),
         "skeleton": skeleton.text[:ANSWER_CHARS] if skeleton else None,
         "points": points,
     }

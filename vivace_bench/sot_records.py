@@ -35,7 +35,8 @@ def sot_record(trace: Any) -> dict[str, Any]:
     skeleton = [c for c in trace.calls if c.node == "skeleton"]
     expand = [c for c in trace.calls if c.node == "expand"]
     normal = [c for c in trace.calls if c.node == "normal"]  # a fallback's normal decoding
-    stages = trace.meta.get("stages") or {}
+    sot = trace.sot or {}
+    stages = sot.get("stages") or {}
     return {
         "latency_s": round(trace.latency_s, 4),
         "output_tokens": trace.output_tokens,
@@ -44,29 +45,29 @@ def sot_record(trace: Any) -> dict[str, Any]:
         "truncated": any(c.finish_reason == "length" for c in expand + normal),
         "truncated_points": sum(1 for c in expand if c.finish_reason == "length"),
         "skeleton_truncated": any(c.finish_reason == "length" for c in skeleton),
-        "fallback": trace.meta.get("fallback"),
-        "failed_points": len(trace.meta.get("failed_points") or {}),
+        "fallback": sot.get("fallback"),
+        "failed_points": len(sot.get("failed_points") or {}),
         "skeleton_tokens": sum(c.output_tokens for c in skeleton),
         "expansion_tokens": sum(c.output_tokens for c in expand),
         "skeleton_s": round(stages["skeleton"], 4) if "skeleton" in stages else None,
         "expand_s": round(stages["expand"], 4) if "expand" in stages else None,
         "ttft_s": round(trace.ttft_s, 4) if trace.ttft_s is not None else None,
         "cached_tokens": _cached(trace),
-        "length_plan": trace.meta.get("length_plan"),  # vivace.agents.sot.length_plan: expected length, points asked
+        "length_plan": sot.get("length_plan"),  # vivace.agents.sot.length_plan: expected length, points asked
         "answer": trace.answer,
     }
 
 
 def auto_record(trace: Any) -> dict[str, Any]:
-    router = trace.router or {}
-    stages = trace.meta.get("stages") or {}
+    router, sot = trace.router or {}, trace.sot or {}
+    stages = sot.get("stages") or {}
     return {
         "latency_s": round(trace.latency_s, 4),
         "output_tokens": trace.output_tokens,
         "routed": router.get("mode"),
         "reason": router.get("reason"),
         "mode": trace.mode,  # "normal" also when the skeleton fell back
-        "fallback": trace.meta.get("fallback"),
+        "fallback": sot.get("fallback"),
         "route_s": round(stages["route"], 6) if "route" in stages else None,
         "truncated": any(c.finish_reason == "length" for c in trace.calls if c.node in ("normal", "expand")),
         "cached_tokens": _cached(trace),
@@ -76,7 +77,7 @@ def auto_record(trace: Any) -> dict[str, Any]:
 def arm_record(trace: Any, row: dict[str, Any], coverage: dict[str, float | None] | None) -> dict[str, Any]:
     """An extra SoT arm (pipelined, or without the length plan) beside the same question's normal and SoT runs."""
     rec = sot_record(trace)
-    stages = trace.meta.get("stages") or {}
+    stages = (trace.sot or {}).get("stages") or {}
     hidden = stages.get("skeleton_hidden")
     rec.update(
         skeleton_hidden_s=round(hidden, 4) if hidden is not None else None,

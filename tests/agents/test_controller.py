@@ -74,8 +74,8 @@ def test_sot_fans_out_one_branch_per_point_and_joins_in_order() -> None:
         "3. Mind the water: Detail number 3 is explained here.",
         "4. Steep briefly: Detail number 4 is explained here.",
     ]
-    assert trace.error is None and trace.meta["failed_points"] == {}
-    assert set(trace.meta["stages"]) >= {"route", "skeleton", "expand", "join", "total"}
+    assert trace.error is None and trace.sot["failed_points"] == {}
+    assert set(trace.sot["stages"]) >= {"route", "skeleton", "expand", "join", "total"}
 
 
 def test_event_order_and_payloads() -> None:
@@ -151,7 +151,7 @@ def test_unusable_skeleton_falls_back_to_normal(skeleton: str) -> None:
 
     trace, events = ask(ScriptedBackend(responder=reply), mode="sot")
     assert trace.mode == "normal"
-    assert trace.meta["fallback"]
+    assert trace.sot["fallback"]
     assert [c.node for c in trace.calls] == ["skeleton", "normal"]
     assert trace.answer == "A plain answer."
     assert not any(e.kind == "branch_delta" for e in events)
@@ -159,7 +159,7 @@ def test_unusable_skeleton_falls_back_to_normal(skeleton: str) -> None:
 
 def test_min_points_option_raises_the_fallback_bar() -> None:
     trace, _ = ask(ScriptedBackend(), mode="sot", min_points=5)
-    assert trace.mode == "normal" and "need 5" in trace.meta["fallback"]
+    assert trace.mode == "normal" and "need 5" in trace.sot["fallback"]
 
 
 def test_point_cap_limits_branches() -> None:
@@ -177,7 +177,7 @@ def test_failing_branch_is_marked_and_others_return() -> None:
     lines = trace.answer.splitlines()
     assert lines[1].startswith("2. Choose good leaves: [this point failed")
     assert lines[2] == "3. Mind the water: Detail number 3 is explained here."
-    assert trace.meta["failed_points"] == {2: "engine lost point 2"}
+    assert trace.sot["failed_points"] == {2: "engine lost point 2"}
     assert trace.error and "point 2" in trace.error
     assert sorted(c.branch for c in trace.calls if c.node == "expand") == [1, 3, 4]
 
@@ -185,7 +185,7 @@ def test_failing_branch_is_marked_and_others_return() -> None:
 def test_branch_timeout_marks_the_point() -> None:
     backend = ScriptedBackend(delays={3: 60.0})
     trace, _ = ask(backend, mode="sot", branch_timeout_s=0.2)
-    assert "timed out" in trace.meta["failed_points"][3]
+    assert "timed out" in trace.sot["failed_points"][3]
     assert backend.abandoned == {3} and backend.active == 0  # stopped at its timeout, not waited for
     assert sorted(c.branch for c in trace.calls if c.node == "expand") == [1, 2, 4]
 
@@ -279,11 +279,11 @@ def test_pipelined_sot_gives_the_plain_answer_and_falls_back_the_same_way() -> N
     piped, events = ask(ScriptedBackend(), mode="sot", pipelined=True)
     assert piped.answer == plain.answer and piped.points == plain.points
     assert [c.node for c in piped.calls].count("expand") == len(piped.points)
-    assert piped.meta["stages"]["skeleton_hidden"] == 0.0  # nothing overlapped the skeleton here
+    assert piped.sot["stages"]["skeleton_hidden"] == 0.0  # nothing overlapped the skeleton here
 
     def reply(request: GenerationRequest) -> str:
         return "Tea is nice. Enjoy it." if request.tag.endswith("/skeleton") else responder(request)
 
     fallback, events = ask(ScriptedBackend(responder=reply), mode="sot", pipelined=True)
-    assert fallback.mode == "normal" and fallback.meta["fallback"]
+    assert fallback.mode == "normal" and fallback.sot["fallback"]
     assert [c.node for c in fallback.calls] == ["skeleton", "normal"] and fallback.answer == "A plain answer."

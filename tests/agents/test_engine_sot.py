@@ -23,7 +23,7 @@ def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
         )
     )
     points = trace.points
-    assert trace.mode == "sot" and trace.meta["fallback"] is None, trace.meta
+    assert trace.mode == "sot" and trace.sot["fallback"] is None, trace.sot
     assert 2 <= len(points) <= 4
     expands = [c for c in trace.calls if c.node == "expand"]
     assert sorted(c.branch for c in expands) == list(range(1, len(points) + 1))
@@ -32,7 +32,7 @@ def test_sot_expands_points_concurrently_with_prefix_hits(engine, run) -> None:
     # The shared head of the expansion prompts (instructions, question, skeleton) came from the prefix cache.
     assert sum(c.cached_tokens or 0 for c in expands) > 0
     # The length plan's equal budgets and floors (min_tokens) held on the engine.
-    budget, floor = LengthPlan(**trace.meta["length_plan"]).point_budget(len(points))
+    budget, floor = LengthPlan(**trace.sot["length_plan"]).point_budget(len(points))
     assert all(floor <= c.output_tokens <= budget for c in expands), [c.output_tokens for c in expands]
     skeleton = next(c for c in trace.calls if c.node == "skeleton")
     assert skeleton.output_tokens > 0 and skeleton.prompt_tokens > 0
@@ -60,13 +60,13 @@ def test_pipelined_sot_expands_points_while_the_skeleton_is_decoded(engine, run)
     trace = run(ask("What are the benefits of regular exercise?", engine, mode="sot", max_tokens=160, max_points=4,
                     pipelined=True, on_event=events.append))
     points = trace.points
-    assert trace.mode == "sot" and trace.meta["fallback"] is None and len(points) >= 2, trace.meta
+    assert trace.mode == "sot" and trace.sot["fallback"] is None and len(points) >= 2, trace.sot
     skeleton = next(c for c in trace.calls if c.node == "skeleton")
     expands = sorted((c for c in trace.calls if c.node == "expand"), key=lambda c: c.branch)
     assert [c.branch for c in expands] == list(range(1, len(points) + 1))
     # The first point went out while the skeleton was still being decoded, and that overlap is recorded.
     assert expands[0].started_at < skeleton.ended_at
-    assert trace.meta["stages"]["skeleton_hidden"] > 0
+    assert trace.sot["stages"]["skeleton_hidden"] > 0
     kinds = [e.kind for e in events]
     assert kinds.index("branch_delta") < kinds.index("skeleton_done")
     # The answer is still the points in order, each expanded.

@@ -113,7 +113,7 @@ def test_the_controller_asks_for_the_planned_points_and_gives_them_equal_floors(
     runtime = runtime_for(Config(home=tmp_path), backend, save_runs=False)
     question = "Give me four tips for a vegetable garden"
     trace = asyncio.run(ask(question, runtime, mode="sot", max_tokens=512))
-    plan = trace.meta["length_plan"]
+    plan = trace.sot["length_plan"]
     assert plan["points"] == 4 and plan["source"] == "asked"
     skeleton = next(r for r in backend.requests if r.tag.endswith("/skeleton"))
     assert "a numbered list of 4 different points" in skeleton.messages[0]["content"]
@@ -137,7 +137,7 @@ def test_normal_answers_feed_the_history_and_the_plan_can_be_turned_off(tmp_path
     backend.requests.clear()
     trace = asyncio.run(ask("What should I grow on a balcony?", runtime, mode="sot", max_tokens=512,
                             length_plan=False))
-    assert trace.meta["length_plan"] is None
+    assert trace.sot["length_plan"] is None
     assert all(r.min_tokens == 0 for r in backend.requests)
     skeleton = next(r for r in backend.requests if r.tag.endswith("/skeleton"))
     assert "4 to 8 different points" in skeleton.messages[0]["content"]

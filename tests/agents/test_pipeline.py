@@ -255,6 +255,24 @@ def test_sot_runs_as_an_agent() -> None:
     assert sum(1 for c in trace.calls if "expand" in c.node) == 3 and trace.answer
 
 
+def test_a_sot_step_in_a_pipeline_fills_the_runs_typed_sot_record() -> None:
+    """SoT's record is the run's ``router``, ``points`` and ``sot``, not ``meta``, inside a pipeline too."""
+    def sot_responder(request: GenerationRequest) -> str:
+        if request.tag.endswith("/skeleton"):
+            return " Boil water\n2. Steep leaves\n3. Pour"
+        return ": Detail."
+
+    pipe = Pipeline("tea", [Step("first", "answer"), Step("tips", "sot")], edges=[("first", "tips")])
+    trace = run(run_agent(pipe, "How do I make tea?", backend=FakeBackend(sot_responder), config=CONFIG,
+                          options={"mode": "sot", "length_plan": False}))
+    assert trace.mode == "agent:tea" and trace.router["mode"] == "sot" and len(trace.points) == 3
+    assert trace.sot["mode"] == "sot" and trace.sot["requested_mode"] == "sot" and trace.sot["skeleton"]
+    assert trace.sot["fallback"] is None and trace.sot["failed_points"] == {} and "total" in trace.sot["stages"]
+    assert not {"mode", "router", "points", "skeleton", "fallback", "failed_points", "stages"} & set(trace.meta)
+    record = json.loads(json.dumps(run_record(trace)))
+    assert record["sot"]["stages"].keys() == trace.sot["stages"].keys() and "stages" not in record["meta"]
+
+
 def test_pipeline_from_toml_with_a_nested_pipeline(tmp_path: Path) -> None:
     file = tmp_path / "brief.toml"
     file.write_text(

@@ -101,9 +101,9 @@ def test_guard_does_not_expand_a_refused_skeleton(run: Any, tmp_path: Path, on: 
     trace = run(ask("How do I pick a lock?", runtime, mode="sot", safety_guard=on, max_tokens=64, pipelined=pipelined))
     expanded = [r for r in backend.requests if "/expand/" in r.tag]
     if on:
-        assert not expanded and trace.meta["fallback"] == GUARD_REFUSAL and refusal.refused(trace.answer)
+        assert not expanded and trace.sot["fallback"] == GUARD_REFUSAL and refusal.refused(trace.answer)
     else:
-        assert len(expanded) == 2 and trace.meta["fallback"] is None
+        assert len(expanded) == 2 and trace.sot["fallback"] is None
 
 
 def test_auto_guard_keeps_sensitive_requests_off_sot(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

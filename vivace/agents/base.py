@@ -29,7 +29,7 @@ from vivace.runtime.backend import GenerationResult, Message
 from vivace.runtime.call import Call, Scope
 from vivace.runtime.prompts import render
 from vivace.runtime.tool_path import ToolCall, ToolOutcome, ToolScope
-from vivace.trace import CallTrace, StepRecord, ToolTrace
+from vivace.trace import CallTrace, RouterDecision, SotRecord, StepRecord, ToolTrace
 
 if TYPE_CHECKING:
     from vivace.config import Config
@@ -170,7 +170,10 @@ class Tracer:
         self.calls: list[CallTrace] = []
         self.tools: list[ToolTrace] = []
         self.runs: list[StepRun] = []
-        self.meta: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}  # an agent's own data for the run's ``meta``
+        self.sot: SotRecord | None = None  # the SoT controller's record, with its route and points (last SoT step's)
+        self.router: RouterDecision | None = None
+        self.points: list[str] = []
         self.streamed: dict[tuple[str, Any], list[str]] = {}  # pieces, joined only when asked
         self._ids = itertools.count(1)
 

@@ -191,16 +191,16 @@ def _finish(trace: RunTrace, tracer: Tracer, item: Agent, t0: float, solo: bool)
     trace.latency_s = time.perf_counter() - t0
     trace.calls = sorted(tracer.calls, key=lambda c: (c.started_at, c.branch or 0))
     trace.tools = sorted(tracer.tools, key=lambda t: t.started_at)
-    meta = tracer.meta
-    if solo and meta.get("mode"):  # the SoT controller run on its own: the run's mode is the one it took
-        trace.mode = meta["mode"]
+    sot = tracer.sot
+    if solo and sot is not None and sot["mode"]:  # the SoT controller run on its own: the run's mode is the one it took
+        trace.mode = sot["mode"]
     if trace.status != "done" and not trace.answer:
         trace.answer = tracer.partial_text()
-    failed = meta.get("failed_points") or {}
+    failed = sot["failed_points"] if sot is not None else {}
     if trace.error is None and failed:
         trace.error = "; ".join(f"point {i} failed: {msg}" for i, msg in sorted(failed.items()))
-    trace.router, trace.points = meta.get("router"), list(meta.get("points") or [])
-    trace.meta.update({k: v for k, v in meta.items() if k not in ("mode", "router", "points")})
+    trace.router, trace.points, trace.sot = tracer.router, list(tracer.points), sot
+    trace.meta.update(tracer.meta)
     trace.agent = item.name
     trace.steps = [r.to_dict() for r in tracer.runs]
     trace.agents = agent_summary(trace.calls, tracer.runs)
@@ -331,6 +331,7 @@ def run_record(trace: RunTrace) -> dict[str, Any]:
         "backend": trace.backend,
         "router": trace.router,
         "points": trace.points,
+        "sot": trace.sot,
         "calls": [c.to_dict() for c in trace.calls],
         "tools": [t.to_dict() for t in trace.tools],
         "agents": trace.agents,

@@ -46,6 +46,7 @@ from vivace.agents.sot.points import points_node
 from vivace.agents.sot.route import decide
 from vivace.agents.sot.state import AGENT, Context, State
 from vivace.errors import InputError
+from vivace.trace import RouterDecision, SotRecord
 
 log = logging.getLogger(__name__)
 
@@ -105,29 +106,32 @@ class SotAgent(Agent):
         async def node(inp: StepInput) -> str:
             run = current_step()
             step, name = (run.step, run.agent) if run else (AGENT, self.name)
-            meta = ctx.tracer.meta
-            meta.update(requested_mode=options.mode, router=None, points=[], fallback=None, failed_points={},
-                        length_plan=None, stages={})
+            tracer = ctx.tracer
+            sot = tracer.sot = SotRecord(requested_mode=options.mode, mode=None, skeleton=None, fallback=None,
+                                         failed_points={}, length_plan=None, stages={})
+            tracer.router, tracer.points = None, []
 
             def emit(event: StepEvent) -> None:
-                """Record the stages in the run's meta, pass the event on as this step's, mirror text as its text."""
+                """Record the SoT run in the tracer, pass the event on as this step's, mirror text as its text."""
                 event.step = step
                 if type(event) in _TEXT:  # per token: the hot path
-                    ctx.tracer.emit(event)
-                    ctx.tracer.forward(AgentDelta(ctx.tracer.run_id, step=step, agent=name, text=event.text,  # type: ignore[attr-defined]
-                                               branch=getattr(event, "index", None)))
+                    tracer.emit(event)
+                    tracer.forward(AgentDelta(tracer.run_id, step=step, agent=name, text=event.text,  # type: ignore[attr-defined]
+                                              branch=getattr(event, "index", None)))
                     return
                 if isinstance(event, Routed):
-                    meta["router"], meta["mode"] = {"mode": event.mode, "reason": event.reason}, event.mode
+                    router: RouterDecision = {"mode": event.mode, "reason": event.reason}
                     if event.load is not None:
-                        meta["router"]["load"] = event.load
+                        router["load"] = event.load
+                    tracer.router, sot["mode"] = router, event.mode
                 elif isinstance(event, SkeletonDone):
-                    meta.update(points=list(event.points), skeleton=event.text, fallback=event.fallback)
+                    tracer.points = list(event.points)
+                    sot["skeleton"], sot["fallback"] = event.text, event.fallback
                     if event.fallback and event.fallback != GUARD_REFUSAL:
-                        meta["mode"] = NORMAL
+                        sot["mode"] = NORMAL
                 elif isinstance(event, BranchDone) and event.error:
-                    meta["failed_points"][event.index] = event.error
-                ctx.tracer.emit(event)
+                    sot["failed_points"][event.index] = event.error
+                tracer.emit(event)
 
             question = task_text(inp)
             if not question.strip():
@@ -136,13 +140,13 @@ class SotAgent(Agent):
             final: dict[str, Any] = {}
             run_ctx = Context(ctx, options, emit, step, name)
             try:
-                final = await controller().ainvoke(initial_state(question, ctx.tracer.run_id), context=run_ctx)
+                final = await controller().ainvoke(initial_state(question, tracer.run_id), context=run_ctx)
             finally:
                 if run_ctx.claim is not None:
                     run_ctx.claim.close()
-                meta["stages"] = {**run_ctx.stages, **(final.get("stages") or {}), "total": time.perf_counter() - t0}
+                sot["stages"] = {**run_ctx.stages, **(final.get("stages") or {}), "total": time.perf_counter() - t0}
                 if run_ctx.plan is not None:
-                    meta["length_plan"] = run_ctx.plan.as_dict()
+                    sot["length_plan"] = run_ctx.plan.as_dict()
             return str(final.get("answer", ""))
 
         return node

@@ -44,7 +44,7 @@ class FanOut:
     load: Load
 
     def record(self) -> dict[str, Any]:
-        """What the run's trace keeps under ``meta.router.load``."""
+        """What the run's trace keeps under ``router.load``."""
         return {"decision": self.mode, "max_points": self.max_points if self.mode == SOT else 0,
                 "changed": self.reason is not None, **self.load.to_dict()}
 
