@@ -102,8 +102,8 @@ def test_a_thread_reaches_the_model_on_the_real_server(api_server: str, tmp_path
     first = ask("My name is Ada and I keep bees.", "--thread", "bees")
     second = ask("What do I keep?", "--thread", "bees")
     alone = ask("What do I keep?")
-    assert first["meta"]["thread"] == {"id": "bees", "turns": 0, "dropped": 0}
-    assert second["meta"]["thread"] == {"id": "bees", "turns": 1, "dropped": 0}
+    assert first["thread"] == {"id": "bees", "turns": 0, "dropped": 0}
+    assert second["thread"] == {"id": "bees", "turns": 1, "dropped": 0}
     assert second["prompt_tokens"] > alone["prompt_tokens"] + 8  # the earlier turn went into the prompt
     listed = json.loads(cli("runs", "list", "--json", home=home, cwd=tmp_path).stdout)["runs"]
     assert [r["run_id"] for r in listed[:3]] == [alone["run_id"], second["run_id"], first["run_id"]]

@@ -132,6 +132,22 @@ class SotRecord(TypedDict):
     stages: dict[str, float]  # seconds: route, skeleton, expand, join, total; skeleton_hidden (overlapped)
 
 
+class ThreadInfo(TypedDict):
+    """The conversation a run continued: its id, the earlier turns it got, those left out for the budget."""
+
+    id: str
+    turns: int
+    dropped: int
+
+
+class CheckpointInfo(TypedDict):
+    """What checkpointing cost a run: the steps it saved, their seconds, the store's kind."""
+
+    steps_saved: int
+    save_s: float
+    store: str
+
+
 class StepRecord(TypedDict):
     """One step run as the record keeps it (``StepRun.to_dict``): where it sat, when it ran, what it cost."""
 
@@ -204,9 +220,11 @@ class ModelSummary(ModelInfo, CallTotals):
 class RunTrace:
     """One run of a question or task through vivace: what the run driver measured, typed.
 
-    Everything every run has is a field, and so is SoT's record (``router``,
-    ``points``, ``sot``); ``meta`` holds what is particular to one other agent
-    (the tools agent's plans, a plug-in's own data) and the driver's durable keys.
+    Everything the driver records is a field, and so is SoT's record
+    (``router``, ``points``, ``sot``); ``meta`` holds what is particular to one
+    other agent (the tools agent's plans, a plug-in's own data), and for now a
+    paused run's ``pending_approval`` and a resumed run's ``resumed_from`` and
+    ``resumed_steps``.
     """
 
     question: str
@@ -231,6 +249,10 @@ class RunTrace:
     router: RouterDecision | None = None  # the SoT route decision, when the run had one
     points: list[str] = field(default_factory=list)  # the SoT skeleton's points, when it had them
     sot: SotRecord | None = None  # the rest of what the SoT controller did, when the run had it
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the pipeline's transcript: each step's output
+    thread: ThreadInfo | None = None  # the conversation the run continued, when it named one
+    checkpoint: CheckpointInfo | None = None  # what saving its steps cost, when checkpoints were on
+    approval_wait_s: float = 0.0  # seconds waiting for a person's approval, inside ``latency_s``
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

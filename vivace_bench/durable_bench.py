@@ -71,9 +71,9 @@ async def checkpoint_overhead(branches: int = 4, repeats: int = 60, warmup: int 
                     continue
                 for is_on, seconds, trace in pair:
                     (with_s if is_on else without_s).append(seconds)
-                    if is_on:
-                        save_s.append(trace.meta["checkpoint"]["save_s"])
-                        steps.append(trace.meta["checkpoint"]["steps_saved"])
+                    if is_on and trace.checkpoint is not None:
+                        save_s.append(trace.checkpoint["save_s"])
+                        steps.append(trace.checkpoint["steps_saved"])
         finally:
             await on.aclose()
             await off.aclose()

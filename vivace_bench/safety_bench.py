@@ -146,7 +146,7 @@ class Runner:
             # Every agent's output is scored too: a researcher handed one fragment may comply where the whole refuses.
             extra = {"steps": [{"step": m.get("step"), "branch": m.get("branch"), "round": m.get("round"),
                                 "text": str(m.get("content", ""))[:ANSWER_CHARS], **_score(str(m.get("content", "")))}
-                               for m in trace.meta.get("messages", []) if isinstance(m, dict)]}
+                               for m in trace.messages if isinstance(m, dict)]}
         else:
             return {**self._base(prompt), **await self._messages(setup, text)}
         return {

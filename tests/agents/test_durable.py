@@ -185,7 +185,7 @@ def test_keep_runs_prunes_the_oldest_runs(tmp_path: Path) -> None:
     ids, listed = asyncio.run(go())
     assert [r["run_id"] for r in listed] == ids[::-1][:3]  # the newest three of ten
     lines = (tmp_path / "runs" / "runs.jsonl").read_text().splitlines()
-    assert len(lines) == 10 and json.loads(lines[0])["meta"]["checkpoint"]["steps_saved"] == 1
+    assert len(lines) == 10 and json.loads(lines[0])["checkpoint"]["steps_saved"] == 1
 
 
 def test_a_thread_carries_earlier_turns_into_every_call_within_the_budget(tmp_path: Path) -> None:
@@ -208,10 +208,10 @@ def test_a_thread_carries_earlier_turns_into_every_call_within_the_budget(tmp_pa
     # the second turn's call carries the first turn as a user and an assistant message, before its own
     assert {"role": "user", "content": "My name is Ada."} in sent[1]
     assert {"role": "assistant", "content": first.answer} in sent[1]
-    assert second.meta["thread"] == {"id": "chat-1", "turns": 1, "dropped": 0}
-    assert other.meta["thread"]["turns"] == 0 and "Ada" not in json.dumps(sent[2])
+    assert second.thread == {"id": "chat-1", "turns": 1, "dropped": 0}
+    assert other.thread["turns"] == 0 and "Ada" not in json.dumps(sent[2])
     # a budget that fits one turn keeps the newest one only
-    assert tight.meta["thread"] == {"id": "chat-1", "turns": 1, "dropped": 1}
+    assert tight.thread == {"id": "chat-1", "turns": 1, "dropped": 1}
     assert "My name is Ada." not in json.dumps(sent[3]) and "What is my name?" in json.dumps(sent[3])
 
 

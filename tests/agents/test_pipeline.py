@@ -80,7 +80,7 @@ def test_research_runs_every_stage_in_order_and_fans_out() -> None:
     chain = [by_id[i] for i in record["critical_path"]]
     assert [s["step"] for s in chain] == ["plan", "research", "write", "review"]
     assert sum(s["seconds"] for s in chain) == pytest.approx(record["critical_path_s"], abs=1e-5)  # that one is rounded
-    assert [m["step"] for m in trace.meta["messages"]][:1] == ["plan"]
+    assert [m["step"] for m in trace.messages][:1] == ["plan"]
 
 
 def test_the_critical_path_follows_the_slow_branch_not_the_first() -> None:

@@ -29,7 +29,7 @@ def test_research_on_the_real_engine(engine: Any, run: Callable[..., Any]) -> No
     assert all(a["calls"] >= 1 and a["output_tokens"] > 0 for a in agents.values())
     assert record["answer"].strip() and record["status"] == "done"
     researchers = [c for c in trace.calls if c.agent == "researcher"]
-    assert 2 <= len(researchers) <= 3, trace.meta["messages"][0]
+    assert 2 <= len(researchers) <= 3, trace.messages[0]
     # They were in flight together: each started before any of them finished.
     assert max(c.started_at for c in researchers) < min(c.ended_at for c in researchers)
     assert all(c.output_tokens <= 32 for c in trace.calls)

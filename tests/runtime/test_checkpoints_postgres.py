@@ -82,7 +82,7 @@ def test_a_run_failed_on_one_replica_resumes_on_another_without_its_finished_ste
     assert [r.tag.split("/")[1] for r in second_backend.requests] == ["write", "review"]
     assert steps_of(second.calls) == ["review", "write"]
     assert after.status == "resumed" and after.meta["resumed_by"] == second.run_id
-    assert second.meta["checkpoint"]["store"] == "postgres"
+    assert second.checkpoint["store"] == "postgres"
 
 
 def test_two_replicas_resume_one_run_and_one_wins(postgres_url: str, tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_a_threads_turns_written_by_one_replica_reach_the_other(postgres_url: st
         try:
             first = await run("writer", "My name is Ada.", a, thread=thread)
             second = await run("writer", "What is my name?", b, thread=thread)
-            assert second.meta["thread"]["turns"] == 1
+            assert second.thread["turns"] == 1
             assert {"role": "assistant", "content": first.answer} in backend.requests[-1].messages
             return await a.checkpoints().turns(thread), b.checkpoints().load_now(second.run_id)
         finally:

@@ -194,7 +194,7 @@ def test_the_run_endpoints_refuse_bad_input_and_a_thread_continues_across_reques
         return fake.run(resp.headers[RUN_HEADER])
 
     first, second = ask("My name is Ada."), ask("What is my name?")
-    assert first["meta"]["thread"]["turns"] == 0 and second["meta"]["thread"]["turns"] == 1
+    assert first["thread"]["turns"] == 0 and second["thread"]["turns"] == 1
     assert second["prompt_tokens"] > first["prompt_tokens"]  # the earlier turn went into the prompt
     listed = httpx.get(f"{fake.url}/v1/runs", params={"limit": 2}, timeout=30).json()["data"]
     assert [r["run_id"] for r in listed] == [second["run_id"], first["run_id"]]

@@ -126,7 +126,7 @@ async def run(
             raise InputError("a thread needs checkpoints on (checkpoints = true): its turns are kept there")
         turns, dropped = await fit_turns(await store.turns(thread), backend, history_budget_tokens)
         scope.conversation = tuple(turns)
-        trace.meta["thread"] = {"id": thread, "turns": len(turns) // 2, "dropped": dropped}
+        trace.thread = {"id": thread, "turns": len(turns) // 2, "dropped": dropped}
     ctx = AgentContext(runtime, tracer, scope, opts, run_tools)
     graph = pipeline.compile(ctx)  # outside the clock: the first one imports LangGraph (~1.4 s here)
     journal = Journal(trace.run_id, store, dict(_resume.steps) if _resume else {}, approve)
@@ -145,7 +145,7 @@ async def run(
         with sharing(runtime):  # every run shares the batch, a pipeline's too: fan-out decisions divide it among them
             result, state = await pipeline.invoke(trace.question, ctx, graph)
         trace.answer = result
-        trace.meta["messages"] = state.get("messages", [])
+        trace.messages = list(state.get("messages", []))
     except ApprovalPending as pause:  # not a failure: the run waits at its checkpoint for a person
         trace.status = "paused"
         trace.meta["pending_approval"] = pause.approval.to_dict()
@@ -332,11 +332,15 @@ def run_record(trace: RunTrace) -> dict[str, Any]:
         "router": trace.router,
         "points": trace.points,
         "sot": trace.sot,
+        "thread": trace.thread,
+        "checkpoint": trace.checkpoint,
+        "approval_wait_s": trace.approval_wait_s,
         "calls": [c.to_dict() for c in trace.calls],
         "tools": [t.to_dict() for t in trace.tools],
         "agents": trace.agents,
         "models": trace.models,
         "steps": trace.steps,
+        "messages": trace.messages,
         "meta": trace.meta,
     }
 

@@ -117,10 +117,9 @@ def gated_steps(pipe: Pipeline) -> list[str]:
 def durable_meta(trace: "RunTrace", journal: "Journal", resumed: "StoredRun | None") -> None:
     """What the checkpoints did for this run: steps saved and their seconds, steps taken from the run resumed."""
     if journal.store is not None:
-        trace.meta["checkpoint"] = {"steps_saved": journal.saved, "save_s": round(journal.save_s, 6),
-                                    "store": journal.store.kind}
-    if journal.wait_s:
-        trace.meta["approval_wait_s"] = round(journal.wait_s, 3)  # inside the run's latency: a person answering
+        trace.checkpoint = {"steps_saved": journal.saved, "save_s": round(journal.save_s, 6),
+                            "store": journal.store.kind}
+    trace.approval_wait_s = round(journal.wait_s, 3)  # inside the run's latency: a person answering
     if resumed is not None:
         trace.meta["resumed_from"] = resumed.run_id
         trace.meta["resumed_steps"] = [k for k in journal.resumed if not k.endswith("/approval")]
