@@ -23,3 +23,16 @@ def test_mypy_strict_finds_no_errors() -> None:
     out = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                          check=False)
     assert out.returncode == 0, f"mypy --strict (pyproject.toml [tool.mypy]) failed:\n{out.stdout}{out.stderr}"
+
+
+def test_a_step_record_has_the_keys_its_type_names() -> None:
+    """``StepRun.to_dict`` reads the instance; ``StepRecord`` must name the same keys, or readers are typed wrong."""
+    import dataclasses
+
+    from vivace.agents.base import StepRun
+    from vivace.trace import StepRecord
+
+    fields = {f.name for f in dataclasses.fields(StepRun)} - {"query", "history"}
+    assert set(StepRecord.__annotations__) == fields | {"seconds"}
+    record = StepRun(id=1, scope=0, step="s", agent="a", branch=None, round=0, started_at=0.0).to_dict()
+    assert set(record) == set(StepRecord.__annotations__)

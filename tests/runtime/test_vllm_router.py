@@ -2,7 +2,7 @@
 
 The router is one more OpenAI-compatible endpoint to vivace: the plain
 OpenAIBackend and a ``[models.NAME]`` table reach the server through it. The
-comparison with vivace's own fleet routing is ``tests/eval/test_fleet_bench.py``.
+comparison with vivace's own fleet routing is ``tests/bench/test_fleet_bench.py``.
 """
 
 from __future__ import annotations

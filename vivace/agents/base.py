@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypedDict, Union, cast
 
 from vivace.agents.options import RunOptions
 from vivace.agents.events import AgentDelta, AgentDone, AgentFailed, AgentStarted, Event, ToolDone, ToolStarted
@@ -133,13 +133,12 @@ class StepRun:
         return (self.ended_at or time.time()) - self.started_at
 
     def to_dict(self) -> StepRecord:
-        """The run record's copy: every field but the call defaults (``query``, ``history``), plus ``seconds``."""
-        return StepRecord(
-            id=self.id, scope=self.scope, step=self.step, agent=self.agent, branch=self.branch, round=self.round,
-            started_at=self.started_at, parent=self.parent, deps=self.deps, ended_at=self.ended_at, calls=self.calls,
-            tool_calls=self.tool_calls, prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
-            error=self.error, downstream=self.downstream, extra=self.extra, model=self.model, sampling=self.sampling,
-            tools=self.tools, key=self.key, seconds=self.seconds)
+        """The run record's copy: every field but the call defaults (``query``, ``history``), plus ``seconds``.
+
+        Read off the instance, so a field added to ``StepRun`` reaches the record without a second list here.
+        """
+        skip = {"query", "history"}
+        return cast(StepRecord, {k: v for k, v in self.__dict__.items() if k not in skip} | {"seconds": self.seconds})
 
 
 _CURRENT: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar("vivace_step", default=None)

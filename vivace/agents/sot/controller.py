@@ -3,11 +3,11 @@
 It is an agent like any other (``SotAgent``, registered as ``sot``): the run
 driver runs it as a step, its calls go through the call path (so each gets its
 own context decision), and its stage events join the run's one event stream.
-Point expansions run as concurrent tasks of one stage (``sot_points``), so
+Point expansions run as concurrent tasks of one stage (``vivace.agents.sot.points``), so
 the backend batches them (decoding is bandwidth-bound: 8 streams cost about
 1.4x one). Their prompts share instructions, question and skeleton first and
 put the point last, so the engine's prefix cache serves the shared part. In
-``auto`` the route also weighs the engine's load (``sot_load``): the batch's
+``auto`` the route also weighs the engine's load (``vivace.agents.sot.load``): the batch's
 free slots cap the points, or send the question to normal decoding. The
 graph is compiled once per process; the run's context travels in LangGraph's
 runtime context.
